@@ -1,0 +1,101 @@
+//! The API's one error type: a small closed set of codes, JSON body `{code, message}`.
+
+use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use protocol::ApiError;
+
+use crate::db;
+
+#[derive(Debug)]
+pub struct ApiErr {
+    pub status: StatusCode,
+    pub code: &'static str,
+    pub message: String,
+}
+
+impl ApiErr {
+    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        ApiErr { status, code, message: message.into() }
+    }
+    pub fn bad_request(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "bad_request", message)
+    }
+    pub fn unauthorized(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::UNAUTHORIZED, "unauthorized", message)
+    }
+    pub fn forbidden(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::FORBIDDEN, "forbidden", message)
+    }
+    pub fn not_found(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::NOT_FOUND, "not_found", message)
+    }
+}
+
+impl From<db::Error> for ApiErr {
+    fn from(e: db::Error) -> Self {
+        let message = e.to_string();
+        match e {
+            db::Error::NotFound(_) => ApiErr::not_found(message),
+            db::Error::Conflict(_) => ApiErr::new(StatusCode::CONFLICT, "conflict", message),
+            db::Error::LeaseLost(_) => ApiErr::new(StatusCode::CONFLICT, "lease_lost", message),
+            db::Error::Invalid(_) => ApiErr::bad_request(message),
+            db::Error::Unavailable(_) => ApiErr::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", message),
+            db::Error::Internal(_) => {
+                tracing::error!(error = %message, "internal error");
+                ApiErr::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", message)
+            }
+        }
+    }
+}
+
+impl From<JsonRejection> for ApiErr {
+    fn from(r: JsonRejection) -> Self {
+        let status = r.status();
+        let code = if status == StatusCode::PAYLOAD_TOO_LARGE { "payload_too_large" } else { "bad_request" };
+        // body_text() says which field and where, e.g. "missing field `slots` at line 1 column 20".
+        ApiErr::new(status, code, r.body_text())
+    }
+}
+
+impl From<PathRejection> for ApiErr {
+    fn from(r: PathRejection) -> Self {
+        ApiErr::bad_request(r.body_text())
+    }
+}
+
+impl From<QueryRejection> for ApiErr {
+    fn from(r: QueryRejection) -> Self {
+        ApiErr::bad_request(r.body_text())
+    }
+}
+
+impl IntoResponse for ApiErr {
+    fn into_response(self) -> Response {
+        let body = ApiError { code: self.code.to_string(), message: self.message };
+        (self.status, axum::Json(body)).into_response()
+    }
+}
+
+pub type ApiResult<T> = Result<T, ApiErr>;
+
+/// `axum::Json` whose rejections are `ApiErr`s.
+#[derive(axum::extract::FromRequest)]
+#[from_request(via(axum::Json), rejection(ApiErr))]
+pub struct Json<T>(pub T);
+
+impl<T: serde::Serialize> IntoResponse for Json<T> {
+    fn into_response(self) -> Response {
+        axum::Json(self.0).into_response()
+    }
+}
+
+/// `axum::extract::Path` whose rejections are `ApiErr`s.
+#[derive(axum::extract::FromRequestParts)]
+#[from_request(via(axum::extract::Path), rejection(ApiErr))]
+pub struct Path<T>(pub T);
+
+/// `axum::extract::Query` whose rejections are `ApiErr`s.
+#[derive(axum::extract::FromRequestParts)]
+#[from_request(via(axum::extract::Query), rejection(ApiErr))]
+pub struct Query<T>(pub T);

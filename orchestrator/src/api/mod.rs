@@ -1,0 +1,158 @@
+//! The coordinator's HTTP API (axum). JSON under `/api/v1`, bearer tokens with roles,
+//! `/healthz` and `/metrics` open. The coordinator keeps no state outside Postgres: any number
+//! of replicas can serve one database.
+
+use std::sync::Arc;
+
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use axum::routing::{delete, get, post};
+use axum::Router;
+use protocol::Role;
+use sqlx::PgPool;
+use tokio::sync::Notify;
+use utoipa::OpenApi;
+
+use crate::metrics::{Metrics, StateLabel};
+use crate::queue::Queue;
+
+pub mod auth;
+pub mod error;
+pub mod users;
+pub mod workers;
+
+/// Default cap on request bodies.
+pub const BODY_LIMIT: usize = 4 * 1024 * 1024;
+/// Cap for dataset uploads (SWE-bench's full test split is about 100 MB as JSON).
+pub const DATASET_BODY_LIMIT: usize = 512 * 1024 * 1024;
+
+#[derive(Clone)]
+pub struct AppState {
+    pub pool: PgPool,
+    pub queue: Queue,
+    pub metrics: Arc<Metrics>,
+    /// Woken when runs become claimable (Postgres NOTIFY on `steer_runs`).
+    pub wake: Arc<Notify>,
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "steerbench coordinator API", description = "Sweeps of code agents on SWE-bench: datasets, sweeps, runs, and the worker protocol."),
+    paths(
+        workers::register, workers::heartbeat, workers::claim, workers::upload_steps, workers::complete,
+        workers::fail, workers::release,
+        users::import_dataset, users::list_datasets, users::get_dataset,
+        users::submit_sweep, users::list_sweeps, users::sweep_status, users::cancel_sweep, users::pause_sweep,
+        users::resume_sweep, users::sweep_runs, users::get_run, users::get_trajectory,
+        users::create_token, users::list_tokens, users::revoke_token,
+    ),
+    modifiers(&BearerAuth),
+    security(("bearer" = [])),
+)]
+pub struct ApiDoc;
+
+struct BearerAuth;
+
+impl utoipa::Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
+        openapi
+            .components
+            .get_or_insert_with(Default::default)
+            .add_security_scheme("bearer", SecurityScheme::Http(Http::new(HttpAuthScheme::Bearer)));
+    }
+}
+
+pub fn router(state: AppState) -> Router {
+    const WORKERS: &[Role] = &[Role::Worker];
+    const USERS: &[Role] = &[Role::User];
+    const ANYONE: &[Role] = &[Role::User, Role::Worker];
+    const ADMINS: &[Role] = &[];
+    let guard = |roles: &'static [Role]| axum::middleware::from_fn_with_state((state.clone(), roles), auth::require);
+
+    let worker_routes = Router::new()
+        .route("/workers", post(workers::register))
+        .route("/workers/{worker_id}/heartbeat", post(workers::heartbeat))
+        .route("/workers/{worker_id}/claim", post(workers::claim))
+        .route("/runs/{run_id}/steps", post(workers::upload_steps))
+        .route("/runs/{run_id}/complete", post(workers::complete))
+        .route("/runs/{run_id}/fail", post(workers::fail))
+        .route("/runs/{run_id}/release", post(workers::release))
+        .route_layer(guard(WORKERS));
+    let dataset_upload = Router::new()
+        .route("/datasets", post(users::import_dataset))
+        .layer(DefaultBodyLimit::max(DATASET_BODY_LIMIT))
+        .route_layer(guard(USERS));
+    let user_routes = Router::new()
+        .route("/datasets", get(users::list_datasets))
+        .route("/datasets/{name}", get(users::get_dataset))
+        .route("/sweeps", post(users::submit_sweep).get(users::list_sweeps))
+        .route("/sweeps/{sweep}", get(users::sweep_status))
+        .route("/sweeps/{sweep}/cancel", post(users::cancel_sweep))
+        .route("/sweeps/{sweep}/pause", post(users::pause_sweep))
+        .route("/sweeps/{sweep}/resume", post(users::resume_sweep))
+        .route("/sweeps/{sweep}/runs", get(users::sweep_runs))
+        .route("/runs/{run_id}", get(users::get_run))
+        .route("/runs/{run_id}/trajectory", get(users::get_trajectory))
+        .route_layer(guard(USERS));
+    let admin_routes = Router::new()
+        .route("/tokens", post(users::create_token).get(users::list_tokens))
+        .route("/tokens/{id}", delete(users::revoke_token))
+        .route_layer(guard(ADMINS));
+    let doc_routes = Router::new().route("/openapi.json", get(openapi)).route_layer(guard(ANYONE));
+
+    let api = Router::new()
+        .merge(worker_routes)
+        .merge(dataset_upload)
+        .merge(user_routes)
+        .merge(admin_routes)
+        .merge(doc_routes)
+        .fallback(|| async { error::ApiErr::not_found("no such route") });
+
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/metrics", get(metrics))
+        .nest(protocol::API_PREFIX, api)
+        .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        .layer(tower_http::trace::TraceLayer::new_for_http())
+        .with_state(state)
+}
+
+async fn openapi() -> impl IntoResponse {
+    axum::Json(ApiDoc::openapi())
+}
+
+async fn healthz(State(state): State<AppState>) -> impl IntoResponse {
+    match sqlx::query("SELECT 1").execute(&state.pool).await {
+        Ok(_) => (StatusCode::OK, "ok").into_response(),
+        Err(e) => (StatusCode::SERVICE_UNAVAILABLE, format!("database unreachable: {e}")).into_response(),
+    }
+}
+
+async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
+    // Queue gauges come from the database so that every replica reports the fleet's truth.
+    if let Ok(rows) = sqlx::query_as::<_, (String, i64)>("SELECT state, count(*) FROM runs GROUP BY state")
+        .fetch_all(&state.pool)
+        .await
+    {
+        for st in protocol::RunState::ALL {
+            let n = rows.iter().find(|(s, _)| s == st.as_str()).map_or(0, |(_, n)| *n);
+            state.metrics.runs_by_state.get_or_create(&StateLabel { state: st.as_str().into() }).set(n);
+        }
+    }
+    let ttl_s = state.queue.lease_ttl().as_secs_f64() * 2.0;
+    if let Ok(n) = sqlx::query_scalar::<_, i64>(
+        "SELECT count(*) FROM workers WHERE last_heartbeat > now() - make_interval(secs => $1)",
+    )
+    .bind(ttl_s)
+    .fetch_one(&state.pool)
+    .await
+    {
+        state.metrics.workers_alive.set(n);
+    }
+    (
+        [(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+        state.metrics.render(),
+    )
+}

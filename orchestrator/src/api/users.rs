@@ -1,0 +1,144 @@
+//! Routes for people (and their scripts): datasets, sweeps, runs, tokens.
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use protocol::{
+    CreateToken, CreatedToken, DatasetInfo, DatasetUpload, RunInfo, SubmitSweep, SweepStatus, SweepSubmitted, Trajectory,
+};
+use rust_decimal::Decimal;
+
+use super::error::{ApiErr, ApiResult, Json, Path, Query};
+use super::AppState;
+use crate::store::{datasets, runs, sweeps, tokens};
+use crate::{dataset, sweep_file};
+
+#[utoipa::path(post, path = "/api/v1/datasets", request_body = DatasetUpload,
+    responses((status = 201, body = DatasetInfo), (status = 400, body = protocol::ApiError), (status = 409, body = protocol::ApiError)), tag = "datasets")]
+pub async fn import_dataset(
+    State(state): State<AppState>,
+    Json(req): Json<DatasetUpload>,
+) -> ApiResult<(StatusCode, Json<DatasetInfo>)> {
+    sweep_file::validate_name(&req.name).map_err(|e| ApiErr::bad_request(format!("dataset name: {e}")))?;
+    dataset::validate(&req.instances).map_err(|e| ApiErr::bad_request(e.to_string()))?;
+    let info = datasets::import(&state.pool, &req.name, req.source.as_deref(), &req.instances).await?;
+    tracing::info!(dataset = %info.name, instances = info.instances, "dataset imported");
+    Ok((StatusCode::CREATED, Json(info)))
+}
+
+#[utoipa::path(get, path = "/api/v1/datasets", responses((status = 200, body = Vec<DatasetInfo>)), tag = "datasets")]
+pub async fn list_datasets(State(state): State<AppState>) -> ApiResult<Json<Vec<DatasetInfo>>> {
+    Ok(Json(datasets::list(&state.pool).await?))
+}
+
+#[utoipa::path(get, path = "/api/v1/datasets/{name}", params(("name" = String, Path)),
+    responses((status = 200, body = DatasetInfo), (status = 404, body = protocol::ApiError)), tag = "datasets")]
+pub async fn get_dataset(State(state): State<AppState>, Path(name): Path<String>) -> ApiResult<Json<DatasetInfo>> {
+    Ok(Json(datasets::get(&state.pool, &name).await?))
+}
+
+#[utoipa::path(post, path = "/api/v1/sweeps", request_body = SubmitSweep,
+    responses((status = 201, body = SweepSubmitted), (status = 200, body = SweepSubmitted, description = "the same sweep existed already"),
+              (status = 400, body = protocol::ApiError)), tag = "sweeps")]
+pub async fn submit_sweep(
+    State(state): State<AppState>,
+    Json(req): Json<SubmitSweep>,
+) -> ApiResult<(StatusCode, Json<SweepSubmitted>)> {
+    let file_name = req.file_name.as_deref().unwrap_or("sweep.toml");
+    let file = sweep_file::parse(&req.config_toml, file_name).map_err(|e| ApiErr::bad_request(e.to_string()))?;
+    let submitted = sweeps::submit(&state.pool, &file, &req.config_toml).await?;
+    let status = if submitted.created { StatusCode::CREATED } else { StatusCode::OK };
+    tracing::info!(sweep_id = submitted.sweep_id, name = %submitted.name, runs = submitted.runs, created = submitted.created, "sweep submitted");
+    Ok((status, Json(submitted)))
+}
+
+#[utoipa::path(get, path = "/api/v1/sweeps", responses((status = 200, body = Vec<SweepStatus>)), tag = "sweeps")]
+pub async fn list_sweeps(State(state): State<AppState>) -> ApiResult<Json<Vec<SweepStatus>>> {
+    Ok(Json(sweeps::list(&state.pool).await?))
+}
+
+#[utoipa::path(get, path = "/api/v1/sweeps/{sweep}", params(("sweep" = String, Path, description = "id or name")),
+    responses((status = 200, body = SweepStatus), (status = 404, body = protocol::ApiError)), tag = "sweeps")]
+pub async fn sweep_status(State(state): State<AppState>, Path(key): Path<String>) -> ApiResult<Json<SweepStatus>> {
+    let id = sweeps::resolve(&state.pool, &key).await?;
+    Ok(Json(sweeps::status(&state.pool, id).await?))
+}
+
+#[utoipa::path(post, path = "/api/v1/sweeps/{sweep}/cancel", params(("sweep" = String, Path)),
+    responses((status = 200, body = SweepStatus), (status = 409, body = protocol::ApiError)), tag = "sweeps")]
+pub async fn cancel_sweep(State(state): State<AppState>, Path(key): Path<String>) -> ApiResult<Json<SweepStatus>> {
+    let id = sweeps::resolve(&state.pool, &key).await?;
+    Ok(Json(sweeps::cancel(&state.pool, id).await?))
+}
+
+#[utoipa::path(post, path = "/api/v1/sweeps/{sweep}/pause", params(("sweep" = String, Path)),
+    responses((status = 200, body = SweepStatus), (status = 409, body = protocol::ApiError)), tag = "sweeps")]
+pub async fn pause_sweep(State(state): State<AppState>, Path(key): Path<String>) -> ApiResult<Json<SweepStatus>> {
+    let id = sweeps::resolve(&state.pool, &key).await?;
+    Ok(Json(sweeps::pause(&state.pool, id).await?))
+}
+
+#[derive(Debug, Default, serde::Deserialize, serde::Serialize, utoipa::ToSchema)]
+pub struct ResumeSweep {
+    /// A new budget in dollars (needed when the old one is spent).
+    #[serde(default)]
+    #[schema(value_type = Option<String>)]
+    pub budget_usd: Option<Decimal>,
+}
+
+#[utoipa::path(post, path = "/api/v1/sweeps/{sweep}/resume", params(("sweep" = String, Path)), request_body = ResumeSweep,
+    responses((status = 200, body = SweepStatus), (status = 409, body = protocol::ApiError)), tag = "sweeps")]
+pub async fn resume_sweep(
+    State(state): State<AppState>,
+    Path(key): Path<String>,
+    Json(req): Json<ResumeSweep>,
+) -> ApiResult<Json<SweepStatus>> {
+    let id = sweeps::resolve(&state.pool, &key).await?;
+    Ok(Json(sweeps::resume(&state.pool, id, req.budget_usd).await?))
+}
+
+#[utoipa::path(get, path = "/api/v1/sweeps/{sweep}/runs", params(("sweep" = String, Path), runs::RunFilter),
+    responses((status = 200, body = Vec<RunInfo>)), tag = "runs")]
+pub async fn sweep_runs(
+    State(state): State<AppState>,
+    Path(key): Path<String>,
+    Query(filter): Query<runs::RunFilter>,
+) -> ApiResult<Json<Vec<RunInfo>>> {
+    let id = sweeps::resolve(&state.pool, &key).await?;
+    Ok(Json(runs::list(&state.pool, id, &filter).await?))
+}
+
+#[utoipa::path(get, path = "/api/v1/runs/{run_id}", params(("run_id" = i64, Path)),
+    responses((status = 200, body = RunInfo), (status = 404, body = protocol::ApiError)), tag = "runs")]
+pub async fn get_run(State(state): State<AppState>, Path(run_id): Path<i64>) -> ApiResult<Json<RunInfo>> {
+    Ok(Json(runs::get(&state.pool, run_id).await?))
+}
+
+#[utoipa::path(get, path = "/api/v1/runs/{run_id}/trajectory", params(("run_id" = i64, Path)),
+    responses((status = 200, body = Trajectory), (status = 404, body = protocol::ApiError)), tag = "runs")]
+pub async fn get_trajectory(State(state): State<AppState>, Path(run_id): Path<i64>) -> ApiResult<Json<Trajectory>> {
+    Ok(Json(runs::trajectory(&state.pool, run_id).await?))
+}
+
+#[utoipa::path(post, path = "/api/v1/tokens", request_body = CreateToken,
+    responses((status = 201, body = CreatedToken)), tag = "tokens")]
+pub async fn create_token(
+    State(state): State<AppState>,
+    Json(req): Json<CreateToken>,
+) -> ApiResult<(StatusCode, Json<CreatedToken>)> {
+    if req.name.trim().is_empty() {
+        return Err(ApiErr::bad_request("token name must not be empty"));
+    }
+    Ok((StatusCode::CREATED, Json(tokens::create(&state.pool, &req.name, req.role).await?)))
+}
+
+#[utoipa::path(get, path = "/api/v1/tokens", responses((status = 200, body = Vec<tokens::TokenInfo>)), tag = "tokens")]
+pub async fn list_tokens(State(state): State<AppState>) -> ApiResult<Json<Vec<tokens::TokenInfo>>> {
+    Ok(Json(tokens::list(&state.pool).await?))
+}
+
+#[utoipa::path(delete, path = "/api/v1/tokens/{id}", params(("id" = i64, Path)),
+    responses((status = 204), (status = 404, body = protocol::ApiError)), tag = "tokens")]
+pub async fn revoke_token(State(state): State<AppState>, Path(id): Path<i64>) -> ApiResult<StatusCode> {
+    tokens::revoke(&state.pool, id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}

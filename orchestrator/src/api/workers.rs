@@ -1,0 +1,166 @@
+//! Routes for workers: register, heartbeat, claim, upload steps, complete, fail, release.
+//!
+//! Every write about a run carries its lease token; the queue rejects stale ones (`lease_lost`).
+
+use std::time::Duration;
+
+use axum::extract::State;
+use protocol::{
+    ClaimRequest, ClaimResponse, CompleteRun, FailRun, Heartbeat, HeartbeatAck, RegisterWorker, Registered,
+    ReleaseRun, UploadSteps,
+};
+use uuid::Uuid;
+
+use super::error::{ApiErr, ApiResult, Json, Path};
+use super::AppState;
+use crate::db;
+use crate::metrics::{OutcomeLabel, StateLabel};
+use crate::store::{runs, workers};
+
+/// Longest long poll a claim may ask for.
+const MAX_CLAIM_WAIT: Duration = Duration::from_secs(30);
+/// How often a waiting claim looks again even without a notification.
+const CLAIM_POLL: Duration = Duration::from_millis(500);
+
+#[utoipa::path(post, path = "/api/v1/workers", request_body = RegisterWorker,
+    responses((status = 200, body = Registered)), tag = "workers")]
+pub async fn register(State(state): State<AppState>, Json(req): Json<RegisterWorker>) -> ApiResult<Json<Registered>> {
+    if req.slots == 0 || req.slots > 1024 {
+        return Err(ApiErr::bad_request(format!("slots must be between 1 and 1024, got {}", req.slots)));
+    }
+    let worker_id = workers::register(&state.pool, &req).await?;
+    tracing::info!(%worker_id, name = %req.name, host = %req.host, slots = req.slots, "worker registered");
+    let ttl = state.queue.lease_ttl();
+    Ok(Json(Registered {
+        worker_id,
+        lease_ttl_ms: ttl.as_millis() as u64,
+        heartbeat_interval_ms: (ttl / 3).as_millis() as u64,
+    }))
+}
+
+#[utoipa::path(post, path = "/api/v1/workers/{worker_id}/heartbeat", request_body = Heartbeat,
+    params(("worker_id" = Uuid, Path)), responses((status = 200, body = HeartbeatAck)), tag = "workers")]
+pub async fn heartbeat(
+    State(state): State<AppState>,
+    Path(worker_id): Path<Uuid>,
+    Json(req): Json<Heartbeat>,
+) -> ApiResult<Json<HeartbeatAck>> {
+    let ack = state.queue.heartbeat(worker_id, &req.leases, req.draining).await?;
+    if !ack.lost.is_empty() {
+        tracing::warn!(%worker_id, lost = ?ack.lost, "heartbeat named leases the worker no longer holds");
+    }
+    Ok(Json(ack))
+}
+
+#[utoipa::path(post, path = "/api/v1/workers/{worker_id}/claim", request_body = ClaimRequest,
+    params(("worker_id" = Uuid, Path)), responses((status = 200, body = ClaimResponse)), tag = "workers")]
+pub async fn claim(
+    State(state): State<AppState>,
+    Path(worker_id): Path<Uuid>,
+    Json(req): Json<ClaimRequest>,
+) -> ApiResult<Json<ClaimResponse>> {
+    if !workers::exists(&state.pool, worker_id).await? {
+        return Err(ApiErr::not_found(format!("worker {worker_id} is not registered")));
+    }
+    state.metrics.claim_requests.inc();
+    let deadline = tokio::time::Instant::now() + Duration::from_millis(req.wait_ms).min(MAX_CLAIM_WAIT);
+    let max = req.max_runs.min(256);
+    loop {
+        // Register interest before looking, so a notification between the look and the wait
+        // is not missed.
+        let notified = state.wake.notified();
+        let leases = state.queue.claim(worker_id, max).await?;
+        if !leases.is_empty() {
+            state.metrics.runs_claimed.inc_by(leases.len() as u64);
+            let mut runs = Vec::with_capacity(leases.len());
+            for lease in leases {
+                match runs::claimed_run(&state.pool, &lease).await {
+                    Ok(run) => runs.push(run),
+                    Err(e) => {
+                        // A run we cannot describe must not be lost: hand it back as a failure
+                        // so its reason is kept and it ends as `error` if it keeps failing.
+                        tracing::error!(run_id = lease.run_id, error = %e, "cannot build claimed run");
+                        state
+                            .queue
+                            .fail(lease.run_id, lease.lease_token, &format!("coordinator could not load the run: {e}"))
+                            .await?;
+                    }
+                }
+            }
+            return Ok(Json(ClaimResponse { runs }));
+        }
+        let now = tokio::time::Instant::now();
+        if now >= deadline {
+            return Ok(Json(ClaimResponse::default()));
+        }
+        let _ = tokio::time::timeout((deadline - now).min(CLAIM_POLL), notified).await;
+    }
+}
+
+#[utoipa::path(post, path = "/api/v1/runs/{run_id}/steps", request_body = UploadSteps,
+    params(("run_id" = i64, Path)), responses((status = 204), (status = 409, body = protocol::ApiError)), tag = "workers")]
+pub async fn upload_steps(
+    State(state): State<AppState>,
+    Path(run_id): Path<i64>,
+    Json(req): Json<UploadSteps>,
+) -> ApiResult<axum::http::StatusCode> {
+    let res = state.queue.upload_steps(run_id, req.lease_token, &req.steps).await;
+    fenced(&state, res)?;
+    Ok(axum::http::StatusCode::NO_CONTENT)
+}
+
+#[utoipa::path(post, path = "/api/v1/runs/{run_id}/complete", request_body = CompleteRun,
+    params(("run_id" = i64, Path)), responses((status = 204), (status = 409, body = protocol::ApiError)), tag = "workers")]
+pub async fn complete(
+    State(state): State<AppState>,
+    Path(run_id): Path<i64>,
+    Json(req): Json<CompleteRun>,
+) -> ApiResult<axum::http::StatusCode> {
+    let res = state.queue.complete(run_id, &req).await;
+    fenced(&state, res)?;
+    state.metrics.runs_completed.get_or_create(&OutcomeLabel { outcome: req.outcome.as_str().into() }).inc();
+    Ok(axum::http::StatusCode::NO_CONTENT)
+}
+
+#[utoipa::path(post, path = "/api/v1/runs/{run_id}/fail", request_body = FailRun,
+    params(("run_id" = i64, Path)), responses((status = 204), (status = 409, body = protocol::ApiError)), tag = "workers")]
+pub async fn fail(
+    State(state): State<AppState>,
+    Path(run_id): Path<i64>,
+    Json(req): Json<FailRun>,
+) -> ApiResult<axum::http::StatusCode> {
+    let res = state.queue.fail(run_id, req.lease_token, &req.reason).await;
+    let went = fenced(&state, res)?;
+    state.metrics.runs_failed.inc();
+    tracing::warn!(run_id, reason = %req.reason, went = ?went, "run failed on infrastructure");
+    Ok(axum::http::StatusCode::NO_CONTENT)
+}
+
+#[utoipa::path(post, path = "/api/v1/runs/{run_id}/release", request_body = ReleaseRun,
+    params(("run_id" = i64, Path)), responses((status = 204), (status = 409, body = protocol::ApiError)), tag = "workers")]
+pub async fn release(
+    State(state): State<AppState>,
+    Path(run_id): Path<i64>,
+    Json(req): Json<ReleaseRun>,
+) -> ApiResult<axum::http::StatusCode> {
+    let reason = req.reason.as_deref().unwrap_or("worker draining");
+    let res = state.queue.release(run_id, req.lease_token, reason).await;
+    fenced(&state, res)?;
+    state.metrics.runs_released.inc();
+    Ok(axum::http::StatusCode::NO_CONTENT)
+}
+
+/// Counts stale-token rejections on their way out.
+fn fenced<T>(state: &AppState, res: db::Result<T>) -> ApiResult<T> {
+    if let Err(db::Error::LeaseLost(_)) = &res {
+        state.metrics.lease_rejections.inc();
+    }
+    Ok(res?)
+}
+
+/// Called by the maintenance loop; exposed for the metrics of expiries.
+pub fn record_expiries(state: &AppState, by_state: &std::collections::BTreeMap<String, u64>) {
+    for (to, n) in by_state {
+        state.metrics.lease_expiries.get_or_create(&StateLabel { state: to.clone() }).inc_by(*n);
+    }
+}

@@ -1,0 +1,433 @@
+//! The durable run queue: claims under leases, heartbeats, completion, failure, expiry.
+//!
+//! All of the queue's SQL lives in this module (the `.sql` files beside it). Invariants:
+//! - a run is `running` iff it has a lease (owner, token, expiry) — a CHECK constraint holds it;
+//! - every statement that changes a running run names its lease token (fencing), so a worker
+//!   whose lease expired and was re-granted cannot write over the new attempt;
+//! - a claim takes rows with `FOR UPDATE SKIP LOCKED`, so concurrent claimers never get the
+//!   same run for the same attempt;
+//! - concurrency caps (per endpoint, fleet-wide; per sweep) are checked under a transaction-level
+//!   advisory lock per capped key, taken in a fixed order (endpoints then sweeps, ascending ids)
+//!   so claimers cannot deadlock.
+
+use std::collections::{BTreeMap, HashSet};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use protocol::{CompleteRun, HeartbeatAck, LeaseRef, StepRecord};
+use rust_decimal::Decimal;
+use sqlx::{PgPool, Postgres, Row, Transaction};
+use uuid::Uuid;
+
+use crate::db::{Error, Result};
+
+/// Advisory lock classes (first key of `pg_advisory_xact_lock(int, int)`).
+const LOCK_ENDPOINT: i32 = 1;
+const LOCK_SWEEP: i32 = 2;
+
+/// A run granted to a worker: identifiers only (the API layer attaches the specs).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Lease {
+    pub run_id: i64,
+    pub sweep_id: i64,
+    pub attempt: i32,
+    pub lease_token: Uuid,
+    pub lease_expires_at: DateTime<Utc>,
+    pub repeat_index: i32,
+    pub dataset_id: i64,
+    pub instance_id: String,
+    pub agent_id: i64,
+    pub critic_id: i64,
+}
+
+/// Where a run went when its lease ended early.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Requeued {
+    Queued,
+    Paused,
+    Cancelled,
+    /// Its attempts are used up.
+    Error,
+}
+
+#[derive(Clone)]
+pub struct Queue {
+    pool: PgPool,
+    lease_ttl: Duration,
+}
+
+struct Candidate {
+    id: i64,
+    endpoint_id: i64,
+    sweep_id: i64,
+    endpoint_cap: Option<i32>,
+    sweep_cap: Option<i32>,
+}
+
+impl Queue {
+    pub fn new(pool: PgPool, lease_ttl: Duration) -> Self {
+        Queue { pool, lease_ttl }
+    }
+
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    pub fn lease_ttl(&self) -> Duration {
+        self.lease_ttl
+    }
+
+    fn ttl_ms(&self) -> f64 {
+        self.lease_ttl.as_millis() as f64
+    }
+
+    /// Grants `worker` leases on up to `max` queued runs, in fair-share order, within caps.
+    pub async fn claim(&self, worker: Uuid, max: u32) -> Result<Vec<Lease>> {
+        if max == 0 {
+            return Ok(Vec::new());
+        }
+        let mut tx = self.pool.begin().await?;
+        let candidates: Vec<Candidate> = sqlx::query(include_str!("claim_candidates.sql"))
+            .bind(i64::from(max))
+            .fetch_all(&mut *tx)
+            .await?
+            .into_iter()
+            .map(|row| Candidate {
+                id: row.get("id"),
+                endpoint_id: row.get("endpoint_id"),
+                sweep_id: row.get("sweep_id"),
+                endpoint_cap: row.get("endpoint_cap"),
+                sweep_cap: row.get("sweep_cap"),
+            })
+            .collect();
+        if candidates.is_empty() {
+            tx.commit().await?;
+            return Ok(Vec::new());
+        }
+        let chosen = within_caps(&mut tx, candidates).await?;
+        if chosen.is_empty() {
+            tx.commit().await?;
+            return Ok(Vec::new());
+        }
+        let leases = sqlx::query(include_str!("claim_take.sql"))
+            .bind(&chosen)
+            .bind(worker)
+            .bind(self.ttl_ms())
+            .fetch_all(&mut *tx)
+            .await?
+            .into_iter()
+            .map(|row| Lease {
+                run_id: row.get("id"),
+                sweep_id: row.get("sweep_id"),
+                attempt: row.get("attempt"),
+                lease_token: row.get("lease_token"),
+                lease_expires_at: row.get("lease_expires_at"),
+                repeat_index: row.get("repeat_index"),
+                dataset_id: row.get("dataset_id"),
+                instance_id: row.get("instance_id"),
+                agent_id: row.get("agent_id"),
+                critic_id: row.get("critic_id"),
+            })
+            .collect();
+        tx.commit().await?;
+        Ok(leases)
+    }
+
+    /// Extends the leases `worker` still holds. Lists the runs it has lost (expired and
+    /// re-granted, or finished by someone else) and those whose sweep was cancelled.
+    pub async fn heartbeat(&self, worker: Uuid, leases: &[LeaseRef], draining: bool) -> Result<HeartbeatAck> {
+        let updated = sqlx::query("UPDATE workers SET last_heartbeat = now(), draining = $2 WHERE id = $1")
+            .bind(worker)
+            .bind(draining)
+            .execute(&self.pool)
+            .await?;
+        if updated.rows_affected() == 0 {
+            return Err(Error::NotFound(format!("worker {worker} is not registered")));
+        }
+        if leases.is_empty() {
+            return Ok(HeartbeatAck::default());
+        }
+        let ids: Vec<i64> = leases.iter().map(|l| l.run_id).collect();
+        let tokens: Vec<Uuid> = leases.iter().map(|l| l.lease_token).collect();
+        let rows = sqlx::query(include_str!("heartbeat.sql"))
+            .bind(&ids)
+            .bind(&tokens)
+            .bind(worker)
+            .bind(self.ttl_ms())
+            .fetch_all(&self.pool)
+            .await?;
+        let mut held = HashSet::new();
+        let mut cancelled = Vec::new();
+        for row in rows {
+            let id: i64 = row.get("id");
+            held.insert(id);
+            if row.get::<bool, _>("sweep_cancelled") {
+                cancelled.push(id);
+            }
+        }
+        let lost = ids.into_iter().filter(|id| !held.contains(id)).collect();
+        Ok(HeartbeatAck { lost, cancelled })
+    }
+
+    /// Persists steps of the current attempt. Rejected unless `token` is the run's live lease.
+    pub async fn upload_steps(&self, run_id: i64, token: Uuid, steps: &[StepRecord]) -> Result<()> {
+        let mut tx = self.pool.begin().await?;
+        // FOR SHARE: the lease cannot expire or change hands until these steps are written.
+        let attempt: Option<i32> = sqlx::query_scalar(
+            "SELECT attempt FROM runs WHERE id = $1 AND lease_token = $2 AND state = 'running' FOR SHARE",
+        )
+        .bind(run_id)
+        .bind(token)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some(attempt) = attempt else {
+            return Err(lease_lost(run_id));
+        };
+        for step in steps {
+            sqlx::query(include_str!("insert_step.sql"))
+                .bind(run_id)
+                .bind(attempt)
+                .bind(step.index)
+                .bind(&step.action)
+                .bind(&step.observation)
+                .bind(step.exit_code)
+                .bind(step.duration_ms)
+                .bind(step.input_tokens)
+                .bind(step.output_tokens)
+                .bind(step.cached_tokens)
+                .bind(step.cost_usd)
+                .bind(&step.messages)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Records a run's outcome. Idempotent for the lease that completed it (a retried request
+    /// whose first answer was lost succeeds again); any other token is rejected.
+    pub async fn complete(&self, run_id: i64, req: &CompleteRun) -> Result<()> {
+        let mut tx = self.pool.begin().await?;
+        let row = sqlx::query(include_str!("complete.sql"))
+            .bind(run_id)
+            .bind(req.lease_token)
+            .bind(req.outcome.as_str())
+            .bind(&req.patch)
+            .bind(&req.detail)
+            .bind(req.totals.steps)
+            .bind(req.totals.input_tokens)
+            .bind(req.totals.output_tokens)
+            .bind(req.totals.cached_tokens)
+            .bind(req.totals.agent_cost_usd)
+            .bind(req.totals.critic_cost_usd)
+            .fetch_optional(&mut *tx)
+            .await?;
+        let Some(row) = row else {
+            tx.rollback().await?;
+            return self.already_completed_by(run_id, req.lease_token).await;
+        };
+        let sweep_id: i64 = row.get("sweep_id");
+        let attempt: i32 = row.get("attempt");
+        if let Some(ev) = &req.evaluation {
+            sqlx::query(
+                "INSERT INTO evaluations (run_id, attempt, apply_status, resolved, tests, report)
+                 VALUES ($1, $2, $3, $4, $5, $6)",
+            )
+            .bind(run_id)
+            .bind(attempt)
+            .bind(&ev.apply_status)
+            .bind(ev.resolved)
+            .bind(&ev.tests)
+            .bind(&ev.report)
+            .execute(&mut *tx)
+            .await?;
+        }
+        let cost = req.totals.total_cost();
+        if !cost.is_zero() {
+            charge_sweep(&mut tx, sweep_id, cost).await?;
+        }
+        tx.commit().await?;
+        // Outside the transaction and without locking the sweep row (which would serialise every
+        // completion of a sweep). Two last completions racing can both miss; the coordinator's
+        // maintenance loop finishes such sweeps on its next pass.
+        self.finish_sweeps(Some(sweep_id)).await?;
+        Ok(())
+    }
+
+    async fn already_completed_by(&self, run_id: i64, token: Uuid) -> Result<()> {
+        let done: Option<bool> = sqlx::query_scalar(
+            "SELECT state = 'done' AND lease_token = $2 FROM runs WHERE id = $1",
+        )
+        .bind(run_id)
+        .bind(token)
+        .fetch_optional(&self.pool)
+        .await?;
+        match done {
+            None => Err(Error::NotFound(format!("run {run_id} does not exist"))),
+            Some(true) => Ok(()),
+            Some(false) => Err(lease_lost(run_id)),
+        }
+    }
+
+    /// An infrastructure failure: counts a failed attempt and re-queues the run (or ends it as
+    /// `error` when its attempts are used up).
+    pub async fn fail(&self, run_id: i64, token: Uuid, reason: &str) -> Result<Requeued> {
+        self.give_back(run_id, token, &format!("infrastructure failure: {reason}"), true).await
+    }
+
+    /// Hands a run back without counting a failed attempt (graceful drain, cancelled sweep).
+    pub async fn release(&self, run_id: i64, token: Uuid, reason: &str) -> Result<Requeued> {
+        self.give_back(run_id, token, &format!("handed back: {reason}"), false).await
+    }
+
+    async fn give_back(&self, run_id: i64, token: Uuid, reason: &str, failed: bool) -> Result<Requeued> {
+        let state: Option<String> = sqlx::query_scalar(include_str!("give_back.sql"))
+            .bind(run_id)
+            .bind(token)
+            .bind(reason)
+            .bind(failed)
+            .fetch_optional(&self.pool)
+            .await?;
+        let requeued = match state.as_deref() {
+            None => return Err(lease_lost(run_id)),
+            Some("queued") => Requeued::Queued,
+            Some("paused") => Requeued::Paused,
+            Some("cancelled") => Requeued::Cancelled,
+            Some(_) => Requeued::Error,
+        };
+        if matches!(requeued, Requeued::Cancelled | Requeued::Error) {
+            self.finish_sweeps_of_run(run_id).await?;
+        }
+        Ok(requeued)
+    }
+
+    /// Takes back up to `limit` runs whose lease has run out. Returns how many went where.
+    pub async fn expire_leases(&self, limit: i64) -> Result<BTreeMap<String, u64>> {
+        let rows = sqlx::query(include_str!("expire_leases.sql"))
+            .bind(limit)
+            .fetch_all(&self.pool)
+            .await?;
+        let mut by_state = BTreeMap::new();
+        for row in &rows {
+            *by_state.entry(row.get::<String, _>("state")).or_insert(0) += 1;
+        }
+        if by_state.keys().any(|s| s == "error" || s == "cancelled") {
+            self.finish_sweeps(None).await?;
+        }
+        Ok(by_state)
+    }
+
+    /// Marks sweeps with no queued, running or paused run as completed (one sweep, or all).
+    pub async fn finish_sweeps(&self, sweep_id: Option<i64>) -> Result<Vec<i64>> {
+        Ok(sqlx::query_scalar(include_str!("finish_sweeps.sql"))
+            .bind(sweep_id)
+            .fetch_all(&self.pool)
+            .await?)
+    }
+
+    async fn finish_sweeps_of_run(&self, run_id: i64) -> Result<()> {
+        let sweep: i64 = sqlx::query_scalar("SELECT sweep_id FROM runs WHERE id = $1")
+            .bind(run_id)
+            .fetch_one(&self.pool)
+            .await?;
+        self.finish_sweeps(Some(sweep)).await?;
+        Ok(())
+    }
+}
+
+fn lease_lost(run_id: i64) -> Error {
+    Error::LeaseLost(format!(
+        "lease lost: run {run_id} is not held under this lease token (it expired and was re-queued, or the run already ended)"
+    ))
+}
+
+/// Keeps only the candidates that fit their caps, re-counting running runs of each capped
+/// endpoint and sweep under its advisory lock (held until the transaction ends, so the count
+/// cannot change under us).
+async fn within_caps(tx: &mut Transaction<'_, Postgres>, candidates: Vec<Candidate>) -> Result<Vec<i64>> {
+    let mut endpoint_room: BTreeMap<i64, i64> = BTreeMap::new();
+    let mut sweep_room: BTreeMap<i64, i64> = BTreeMap::new();
+    for c in &candidates {
+        if let Some(cap) = c.endpoint_cap {
+            endpoint_room.insert(c.endpoint_id, i64::from(cap));
+        }
+        if let Some(cap) = c.sweep_cap {
+            sweep_room.insert(c.sweep_id, i64::from(cap));
+        }
+    }
+    // BTreeMap iteration is ascending: the fixed lock order.
+    for (endpoint, room) in endpoint_room.iter_mut() {
+        *room -= locked_running_count(tx, LOCK_ENDPOINT, *endpoint, "endpoint_id").await?;
+    }
+    for (sweep, room) in sweep_room.iter_mut() {
+        *room -= locked_running_count(tx, LOCK_SWEEP, *sweep, "sweep_id").await?;
+    }
+    let mut chosen = Vec::with_capacity(candidates.len());
+    for c in candidates {
+        let endpoint_ok = endpoint_room.get(&c.endpoint_id).is_none_or(|r| *r > 0);
+        let sweep_ok = sweep_room.get(&c.sweep_id).is_none_or(|r| *r > 0);
+        if endpoint_ok && sweep_ok {
+            if let Some(r) = endpoint_room.get_mut(&c.endpoint_id) {
+                *r -= 1;
+            }
+            if let Some(r) = sweep_room.get_mut(&c.sweep_id) {
+                *r -= 1;
+            }
+            chosen.push(c.id);
+        }
+    }
+    Ok(chosen)
+}
+
+async fn locked_running_count(
+    tx: &mut Transaction<'_, Postgres>,
+    class: i32,
+    id: i64,
+    column: &'static str,
+) -> Result<i64> {
+    sqlx::query("SELECT pg_advisory_xact_lock($1, $2)")
+        .bind(class)
+        // Ids beyond i32 share a lock with another id: harmless (a little extra waiting).
+        .bind(id as i32)
+        .execute(&mut **tx)
+        .await?;
+    let sql = format!("SELECT count(*) FROM runs WHERE state = 'running' AND {column} = $1");
+    Ok(sqlx::query_scalar(&sql).bind(id).fetch_one(&mut **tx).await?)
+}
+
+/// Adds a finished run's cost to its sweep; once the budget is spent, the sweep stops and its
+/// runs that have not started are cancelled (runs in flight finish).
+async fn charge_sweep(tx: &mut Transaction<'_, Postgres>, sweep_id: i64, cost: Decimal) -> Result<()> {
+    let row = sqlx::query(
+        "UPDATE sweeps SET spent_usd = spent_usd + $2 WHERE id = $1 RETURNING spent_usd, budget_usd, state",
+    )
+    .bind(sweep_id)
+    .bind(cost)
+    .fetch_one(&mut **tx)
+    .await?;
+    let spent: Decimal = row.get("spent_usd");
+    let budget: Option<Decimal> = row.get("budget_usd");
+    let state: String = row.get("state");
+    let Some(budget) = budget else { return Ok(()) };
+    if spent < budget || !(state == "running" || state == "paused") {
+        return Ok(());
+    }
+    let reason = format!("budget exhausted: spent ${spent} of ${budget}");
+    sqlx::query("UPDATE sweeps SET state = 'stopped', stop_reason = $2, finished_at = now() WHERE id = $1")
+        .bind(sweep_id)
+        .bind(&reason)
+        .execute(&mut **tx)
+        .await?;
+    sqlx::query(
+        "UPDATE runs SET state = 'cancelled', last_error = $2, finished_at = now()
+         WHERE sweep_id = $1 AND state IN ('queued', 'paused')",
+    )
+    .bind(sweep_id)
+    .bind(&reason)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,177 @@
+//! Reading runs: their summaries, trajectories, and the specs a worker needs for a claimed run.
+
+use protocol::{
+    AgentSpec, ClaimedRun, CriticSpec, Evaluation, ExecutorSpec, RunInfo, RunTotals, StepRecord, Trajectory,
+};
+use serde::de::DeserializeOwned;
+use sqlx::postgres::PgRow;
+use sqlx::{PgPool, Row};
+
+use super::datasets;
+use crate::db::{Error, Result};
+use crate::queue::Lease;
+
+const RUN_COLUMNS: &str = "r.id, r.sweep_id, r.instance_id, a.name AS agent, c.name AS critic, r.repeat_index,
+    r.state, r.attempt, r.failed_attempts, r.outcome, r.last_error, r.last_worker, r.queued_at,
+    r.started_at, r.finished_at, r.steps, r.input_tokens, r.output_tokens, r.cached_tokens,
+    r.agent_cost_usd, r.critic_cost_usd";
+
+fn run_from_row(row: &PgRow) -> Result<RunInfo> {
+    let state: String = row.get("state");
+    let outcome: Option<String> = row.get("outcome");
+    let outcome = outcome
+        .map(|o| serde_json::from_value(serde_json::Value::String(o.clone())).map_err(|_| Error::Internal(format!("unknown outcome `{o}`"))))
+        .transpose()?;
+    Ok(RunInfo {
+        id: row.get("id"),
+        sweep_id: row.get("sweep_id"),
+        instance_id: row.get("instance_id"),
+        agent: row.get("agent"),
+        critic: row.get("critic"),
+        repeat_index: row.get("repeat_index"),
+        state: state.parse().map_err(Error::Internal)?,
+        attempt: row.get("attempt"),
+        failed_attempts: row.get("failed_attempts"),
+        outcome,
+        last_error: row.get("last_error"),
+        worker_id: row.get("last_worker"),
+        queued_at: row.get("queued_at"),
+        started_at: row.get("started_at"),
+        finished_at: row.get("finished_at"),
+        totals: RunTotals {
+            steps: row.get("steps"),
+            input_tokens: row.get("input_tokens"),
+            output_tokens: row.get("output_tokens"),
+            cached_tokens: row.get("cached_tokens"),
+            agent_cost_usd: row.get("agent_cost_usd"),
+            critic_cost_usd: row.get("critic_cost_usd"),
+        },
+    })
+}
+
+/// Filters for listing a sweep's runs.
+#[derive(Debug, Default, Clone, serde::Deserialize, utoipa::IntoParams)]
+pub struct RunFilter {
+    pub state: Option<String>,
+    pub outcome: Option<String>,
+    pub agent: Option<String>,
+    pub critic: Option<String>,
+    /// At most this many (default 1000).
+    pub limit: Option<i64>,
+    /// Runs with an id above this (for paging).
+    pub after: Option<i64>,
+}
+
+pub async fn list(pool: &PgPool, sweep_id: i64, filter: &RunFilter) -> Result<Vec<RunInfo>> {
+    let sql = format!(
+        "SELECT {RUN_COLUMNS} FROM runs r JOIN agents a ON a.id = r.agent_id JOIN critics c ON c.id = r.critic_id
+         WHERE r.sweep_id = $1
+           AND ($2::text IS NULL OR r.state = $2)
+           AND ($3::text IS NULL OR r.outcome = $3)
+           AND ($4::text IS NULL OR a.name = $4)
+           AND ($5::text IS NULL OR c.name = $5)
+           AND r.id > $6
+         ORDER BY r.id LIMIT $7"
+    );
+    let rows = sqlx::query(&sql)
+        .bind(sweep_id)
+        .bind(&filter.state)
+        .bind(&filter.outcome)
+        .bind(&filter.agent)
+        .bind(&filter.critic)
+        .bind(filter.after.unwrap_or(0))
+        .bind(filter.limit.unwrap_or(1000).clamp(1, 10_000))
+        .fetch_all(pool)
+        .await?;
+    rows.iter().map(run_from_row).collect()
+}
+
+pub async fn get(pool: &PgPool, run_id: i64) -> Result<RunInfo> {
+    let sql = format!(
+        "SELECT {RUN_COLUMNS} FROM runs r JOIN agents a ON a.id = r.agent_id JOIN critics c ON c.id = r.critic_id
+         WHERE r.id = $1"
+    );
+    let row = sqlx::query(&sql)
+        .bind(run_id)
+        .fetch_optional(pool)
+        .await?
+        .ok_or_else(|| Error::NotFound(format!("no run with id {run_id}")))?;
+    run_from_row(&row)
+}
+
+/// A run with the steps of its latest attempt, its patch and its evaluation.
+pub async fn trajectory(pool: &PgPool, run_id: i64) -> Result<Trajectory> {
+    let run = get(pool, run_id).await?;
+    let steps = sqlx::query(
+        "SELECT step_index, action, observation, exit_code, duration_ms, input_tokens, output_tokens,
+                cached_tokens, cost_usd, messages
+         FROM steps WHERE run_id = $1 AND attempt = $2 ORDER BY step_index",
+    )
+    .bind(run_id)
+    .bind(run.attempt)
+    .fetch_all(pool)
+    .await?
+    .iter()
+    .map(|r| StepRecord {
+        index: r.get("step_index"),
+        action: r.get("action"),
+        observation: r.get("observation"),
+        exit_code: r.get("exit_code"),
+        duration_ms: r.get("duration_ms"),
+        input_tokens: r.get("input_tokens"),
+        output_tokens: r.get("output_tokens"),
+        cached_tokens: r.get("cached_tokens"),
+        cost_usd: r.get("cost_usd"),
+        messages: r.get("messages"),
+    })
+    .collect();
+    let patch: Option<String> = sqlx::query_scalar("SELECT patch FROM runs WHERE id = $1")
+        .bind(run_id)
+        .fetch_one(pool)
+        .await?;
+    let evaluation = sqlx::query("SELECT apply_status, resolved, tests, report FROM evaluations WHERE run_id = $1")
+        .bind(run_id)
+        .fetch_optional(pool)
+        .await?
+        .map(|r| Evaluation {
+            apply_status: r.get("apply_status"),
+            resolved: r.get("resolved"),
+            tests: r.get("tests"),
+            report: r.get("report"),
+        });
+    Ok(Trajectory { run, steps, patch, evaluation })
+}
+
+fn from_spec<T: DeserializeOwned>(what: &str, value: serde_json::Value) -> Result<T> {
+    serde_json::from_value(value).map_err(|e| Error::Internal(format!("stored {what} spec does not parse: {e}")))
+}
+
+/// Attaches to a lease everything the worker needs to execute the run.
+pub async fn claimed_run(pool: &PgPool, lease: &Lease) -> Result<ClaimedRun> {
+    let row = sqlx::query(
+        "SELECT a.spec AS agent, c.spec AS critic, s.spec -> 'executor' AS executor
+         FROM agents a, critics c, sweeps s
+         WHERE a.id = $1 AND c.id = $2 AND s.id = $3",
+    )
+    .bind(lease.agent_id)
+    .bind(lease.critic_id)
+    .bind(lease.sweep_id)
+    .fetch_one(pool)
+    .await?;
+    let agent: AgentSpec = from_spec("agent", row.get("agent"))?;
+    let critic: CriticSpec = from_spec("critic", row.get("critic"))?;
+    let executor: ExecutorSpec = from_spec("executor", row.get("executor"))?;
+    let instance = datasets::instance(pool, lease.dataset_id, &lease.instance_id).await?;
+    Ok(ClaimedRun {
+        run_id: lease.run_id,
+        sweep_id: lease.sweep_id,
+        attempt: lease.attempt,
+        lease_token: lease.lease_token,
+        lease_expires_at: lease.lease_expires_at,
+        repeat_index: lease.repeat_index,
+        instance,
+        agent,
+        critic,
+        executor,
+    })
+}

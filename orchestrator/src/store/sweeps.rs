@@ -1,0 +1,446 @@
+//! Sweeps: submission (expansion into runs), status, and the cancel/pause/resume transitions.
+
+use std::collections::BTreeMap;
+
+use protocol::{RunState, SweepState, SweepStatus, SweepSubmitted};
+use rand::seq::SliceRandom;
+use rand::SeedableRng;
+use rust_decimal::Decimal;
+use sqlx::{PgPool, Postgres, Row, Transaction};
+
+use super::datasets::{self, InstanceKey};
+use crate::db::{Error, Result};
+use crate::sweep_file::{Selection, SweepFile};
+
+/// Applies a sweep's selection to a dataset's instances. Returns the chosen ids, sorted.
+pub fn select_instances(keys: &[InstanceKey], select: &Selection) -> std::result::Result<Vec<String>, String> {
+    if !select.ids.is_empty() {
+        let known: std::collections::HashSet<&str> = keys.iter().map(|k| k.instance_id.as_str()).collect();
+        let unknown: Vec<&str> = select.ids.iter().map(String::as_str).filter(|id| !known.contains(id)).collect();
+        if !unknown.is_empty() {
+            return Err(format!("select.ids names instances the dataset does not have: {}", unknown.join(", ")));
+        }
+    }
+    let regex = match &select.id_regex {
+        Some(r) => Some(regex::Regex::new(r).map_err(|e| format!("select.id_regex: {e}"))?),
+        None => None,
+    };
+    let mut chosen: Vec<String> = keys
+        .iter()
+        .filter(|k| select.ids.is_empty() || select.ids.contains(&k.instance_id))
+        .filter(|k| select.repos.is_empty() || select.repos.contains(&k.repo))
+        .filter(|k| {
+            select.difficulty.is_empty()
+                || k.difficulty.as_ref().is_some_and(|d| select.difficulty.contains(d))
+        })
+        .filter(|k| regex.as_ref().is_none_or(|r| r.is_match(&k.instance_id)))
+        .map(|k| k.instance_id.clone())
+        .collect();
+    chosen.sort();
+    if let Some(sample) = &select.sample {
+        // ChaCha8 with a fixed seed gives the same sample on every platform and version.
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(sample.seed);
+        chosen.shuffle(&mut rng);
+        chosen.truncate(sample.n as usize);
+        chosen.sort();
+    }
+    if chosen.is_empty() {
+        return Err("the selection matches no instance of the dataset".into());
+    }
+    Ok(chosen)
+}
+
+/// Creates a sweep and its runs, or returns the existing one when the same name and config
+/// hash were submitted before (resubmitting is idempotent).
+pub async fn submit(pool: &PgPool, file: &SweepFile, config_toml: &str) -> Result<SweepSubmitted> {
+    let hash = file.config_hash();
+    if let Some(existing) = find(pool, &file.name, &hash).await? {
+        return Ok(existing);
+    }
+    let other: Option<i64> = sqlx::query_scalar("SELECT id FROM sweeps WHERE name = $1 LIMIT 1")
+        .bind(&file.name)
+        .fetch_optional(pool)
+        .await?;
+    if let Some(other) = other {
+        return Err(Error::Conflict(format!(
+            "sweep `{}` (id {other}) exists with a different configuration; give the new sweep another name",
+            file.name
+        )));
+    }
+    let dataset = datasets::get(pool, &file.dataset.name).await.map_err(|e| match e {
+        Error::NotFound(_) => Error::NotFound(format!(
+            "dataset `{}` is not imported: run `steer dataset import FILE --name {}` or set dataset.path in the sweep file",
+            file.dataset.name, file.dataset.name
+        )),
+        other => other,
+    })?;
+    let keys = datasets::instance_keys(pool, dataset.id).await?;
+    let instance_ids = select_instances(&keys, &file.select).map_err(Error::Invalid)?;
+
+    let mut tx = pool.begin().await?;
+    let spec = serde_json::to_value(file).map_err(|e| Error::Internal(e.to_string()))?;
+    let sweep_id: Option<i64> = sqlx::query_scalar(
+        "INSERT INTO sweeps (name, config_hash, config_toml, spec, dataset_id, max_attempts, max_running, budget_usd)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+         ON CONFLICT (name, config_hash) DO NOTHING RETURNING id",
+    )
+    .bind(&file.name)
+    .bind(&hash)
+    .bind(config_toml)
+    .bind(&spec)
+    .bind(dataset.id)
+    .bind(file.max_attempts as i32)
+    .bind(file.max_running.map(|m| m as i32))
+    .bind(file.budget_usd)
+    .fetch_optional(&mut *tx)
+    .await?;
+    let Some(sweep_id) = sweep_id else {
+        // Someone submitted the same sweep concurrently and won.
+        tx.rollback().await?;
+        return find(pool, &file.name, &hash)
+            .await?
+            .ok_or_else(|| Error::Internal("sweep vanished after a conflicting insert".into()));
+    };
+    let mut agent_ids = Vec::new();
+    for agent in &file.agents {
+        agent_ids.push(insert_agent(&mut tx, sweep_id, agent).await?);
+    }
+    let mut critic_ids = Vec::new();
+    for critic in &file.critics {
+        let spec = serde_json::to_value(critic).map_err(|e| Error::Internal(e.to_string()))?;
+        let kind = spec["kind"].as_str().unwrap_or_default().to_string();
+        let id: i64 = sqlx::query_scalar(
+            "INSERT INTO critics (sweep_id, name, kind, params, spec) VALUES ($1, $2, $3, $4, $5) RETURNING id",
+        )
+        .bind(sweep_id)
+        .bind(&critic.name)
+        .bind(kind)
+        .bind(&critic.params)
+        .bind(&spec)
+        .fetch_one(&mut *tx)
+        .await?;
+        critic_ids.push(id);
+    }
+    let runs = insert_runs(&mut tx, sweep_id, dataset.id, &instance_ids, &agent_ids, &critic_ids, file.repeats).await?;
+    tx.commit().await?;
+    sqlx::query("SELECT pg_notify('steer_runs', $1)")
+        .bind(sweep_id.to_string())
+        .execute(pool)
+        .await?;
+    Ok(SweepSubmitted { sweep_id, name: file.name.clone(), created: true, runs, config_hash: hash })
+}
+
+async fn find(pool: &PgPool, name: &str, hash: &str) -> Result<Option<SweepSubmitted>> {
+    let row = sqlx::query(
+        "SELECT s.id, (SELECT count(*) FROM runs r WHERE r.sweep_id = s.id) AS runs
+         FROM sweeps s WHERE s.name = $1 AND s.config_hash = $2",
+    )
+    .bind(name)
+    .bind(hash)
+    .fetch_optional(pool)
+    .await?;
+    Ok(row.map(|r| SweepSubmitted {
+        sweep_id: r.get("id"),
+        name: name.to_string(),
+        created: false,
+        runs: r.get("runs"),
+        config_hash: hash.to_string(),
+    }))
+}
+
+async fn insert_agent(tx: &mut Transaction<'_, Postgres>, sweep_id: i64, agent: &protocol::AgentSpec) -> Result<(i64, i64)> {
+    // The endpoint row is shared by every sweep that uses the same base URL; a cap given by a
+    // newer sweep replaces the old one, an absent cap leaves it alone.
+    let endpoint_id: i64 = sqlx::query_scalar(
+        "INSERT INTO endpoints (base_url, max_concurrency) VALUES ($1, $2)
+         ON CONFLICT (base_url) DO UPDATE
+         SET max_concurrency = COALESCE(EXCLUDED.max_concurrency, endpoints.max_concurrency)
+         RETURNING id",
+    )
+    .bind(&agent.base_url)
+    .bind(agent.max_concurrency.map(|c| c as i32))
+    .fetch_one(&mut **tx)
+    .await?;
+    let spec = serde_json::to_value(agent).map_err(|e| Error::Internal(e.to_string()))?;
+    let id: i64 = sqlx::query_scalar(
+        "INSERT INTO agents (sweep_id, name, endpoint_id, model, price_input_per_mtok, price_output_per_mtok,
+                             price_cached_per_mtok, max_steps, max_cost_usd, max_wall_time_s, spec)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) RETURNING id",
+    )
+    .bind(sweep_id)
+    .bind(&agent.name)
+    .bind(endpoint_id)
+    .bind(&agent.model)
+    .bind(agent.price.input_per_mtok)
+    .bind(agent.price.output_per_mtok)
+    .bind(agent.price.cached_input_per_mtok)
+    .bind(agent.limits.max_steps as i32)
+    .bind(agent.limits.max_cost_usd)
+    .bind(agent.limits.max_wall_time_s as i64)
+    .bind(&spec)
+    .fetch_one(&mut **tx)
+    .await?;
+    Ok((id, endpoint_id))
+}
+
+/// Expands instances x agents x critics x repeats into queued runs.
+///
+/// Dispatch order (`fair_seq`) is start-time fair queueing: a new sweep's runs are numbered from
+/// the lowest number still queued, so concurrently running sweeps interleave one run each
+/// instead of the older sweep finishing first. Within a sweep, runs go repeat by repeat and,
+/// within a repeat, all conditions of an instance together, so a sweep stopped half-way still
+/// has paired conditions on the instances it reached.
+async fn insert_runs(
+    tx: &mut Transaction<'_, Postgres>,
+    sweep_id: i64,
+    dataset_id: i64,
+    instance_ids: &[String],
+    agents: &[(i64, i64)],
+    critics: &[i64],
+    repeats: u32,
+) -> Result<i64> {
+    let base: i64 = sqlx::query_scalar(
+        "SELECT COALESCE((SELECT min(fair_seq) FROM runs WHERE state = 'queued'),
+                         (SELECT max(fair_seq) + 1 FROM runs), 0)",
+    )
+    .fetch_one(&mut **tx)
+    .await?;
+    let n = instance_ids.len() * agents.len() * critics.len() * repeats as usize;
+    let (mut inst, mut agent, mut endpoint, mut critic, mut repeat, mut seq) =
+        (Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n));
+    let mut next = base;
+    for r in 0..repeats as i32 {
+        for id in instance_ids {
+            for (agent_id, endpoint_id) in agents {
+                for critic_id in critics {
+                    inst.push(id.clone());
+                    agent.push(*agent_id);
+                    endpoint.push(*endpoint_id);
+                    critic.push(*critic_id);
+                    repeat.push(r);
+                    seq.push(next);
+                    next += 1;
+                }
+            }
+        }
+    }
+    let inserted = sqlx::query(
+        "INSERT INTO runs (sweep_id, dataset_id, instance_id, agent_id, endpoint_id, critic_id, repeat_index, fair_seq)
+         SELECT $1, $2, * FROM unnest($3::text[], $4::bigint[], $5::bigint[], $6::bigint[], $7::int[], $8::bigint[])",
+    )
+    .bind(sweep_id)
+    .bind(dataset_id)
+    .bind(&inst)
+    .bind(&agent)
+    .bind(&endpoint)
+    .bind(&critic)
+    .bind(&repeat)
+    .bind(&seq)
+    .execute(&mut **tx)
+    .await?;
+    Ok(inserted.rows_affected() as i64)
+}
+
+/// Finds a sweep by id, or by name when `key` is not a number (newest first).
+pub async fn resolve(pool: &PgPool, key: &str) -> Result<i64> {
+    if let Ok(id) = key.parse::<i64>() {
+        return Ok(id);
+    }
+    sqlx::query_scalar("SELECT id FROM sweeps WHERE name = $1 ORDER BY id DESC LIMIT 1")
+        .bind(key)
+        .fetch_optional(pool)
+        .await?
+        .ok_or_else(|| Error::NotFound(format!("no sweep named `{key}`")))
+}
+
+pub async fn status(pool: &PgPool, sweep_id: i64) -> Result<SweepStatus> {
+    let row = sqlx::query(
+        "SELECT id, name, state, stop_reason, config_hash, created_at, finished_at, spent_usd, budget_usd
+         FROM sweeps WHERE id = $1",
+    )
+    .bind(sweep_id)
+    .fetch_optional(pool)
+    .await?
+    .ok_or_else(|| Error::NotFound(format!("no sweep with id {sweep_id}")))?;
+    let mut states: BTreeMap<String, i64> = RunState::ALL.iter().map(|s| (s.as_str().to_string(), 0)).collect();
+    let mut outcomes = BTreeMap::new();
+    let mut total = 0;
+    for r in sqlx::query(
+        "SELECT state, outcome, count(*) AS n FROM runs WHERE sweep_id = $1 GROUP BY state, outcome",
+    )
+    .bind(sweep_id)
+    .fetch_all(pool)
+    .await?
+    {
+        let n: i64 = r.get("n");
+        total += n;
+        *states.entry(r.get("state")).or_insert(0) += n;
+        if let Some(outcome) = r.get::<Option<String>, _>("outcome") {
+            *outcomes.entry(outcome).or_insert(0) += n;
+        }
+    }
+    let state: String = row.get("state");
+    Ok(SweepStatus {
+        id: row.get("id"),
+        name: row.get("name"),
+        state: state.parse().map_err(Error::Internal)?,
+        stop_reason: row.get("stop_reason"),
+        config_hash: row.get("config_hash"),
+        created_at: row.get("created_at"),
+        finished_at: row.get("finished_at"),
+        total_runs: total,
+        states,
+        outcomes,
+        spent_usd: row.get("spent_usd"),
+        budget_usd: row.get("budget_usd"),
+    })
+}
+
+pub async fn list(pool: &PgPool) -> Result<Vec<SweepStatus>> {
+    let ids: Vec<i64> = sqlx::query_scalar("SELECT id FROM sweeps ORDER BY id").fetch_all(pool).await?;
+    let mut out = Vec::with_capacity(ids.len());
+    for id in ids {
+        out.push(status(pool, id).await?);
+    }
+    Ok(out)
+}
+
+/// Cancels a sweep: runs not started are cancelled; running ones are told to stop at their
+/// worker's next heartbeat.
+pub async fn cancel(pool: &PgPool, sweep_id: i64) -> Result<SweepStatus> {
+    let mut tx = pool.begin().await?;
+    let state = lock_state(&mut tx, sweep_id).await?;
+    if matches!(state, SweepState::Completed | SweepState::Cancelled) {
+        return Err(Error::Conflict(format!("sweep {sweep_id} is already {}", state.as_str())));
+    }
+    sqlx::query("UPDATE sweeps SET state = 'cancelled', stop_reason = 'cancelled by a user', finished_at = now() WHERE id = $1")
+        .bind(sweep_id)
+        .execute(&mut *tx)
+        .await?;
+    sqlx::query(
+        "UPDATE runs SET state = 'cancelled', last_error = 'sweep cancelled', finished_at = now()
+         WHERE sweep_id = $1 AND state IN ('queued', 'paused')",
+    )
+    .bind(sweep_id)
+    .execute(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    status(pool, sweep_id).await
+}
+
+/// Pauses a sweep: no new run of it is claimed; running ones finish.
+pub async fn pause(pool: &PgPool, sweep_id: i64) -> Result<SweepStatus> {
+    let mut tx = pool.begin().await?;
+    let state = lock_state(&mut tx, sweep_id).await?;
+    if state != SweepState::Running {
+        return Err(Error::Conflict(format!("sweep {sweep_id} is {}, not running", state.as_str())));
+    }
+    sqlx::query("UPDATE sweeps SET state = 'paused' WHERE id = $1").bind(sweep_id).execute(&mut *tx).await?;
+    sqlx::query("UPDATE runs SET state = 'paused' WHERE sweep_id = $1 AND state = 'queued'")
+        .bind(sweep_id)
+        .execute(&mut *tx)
+        .await?;
+    tx.commit().await?;
+    status(pool, sweep_id).await
+}
+
+/// Resumes a sweep: re-queues only the runs that did not finish (paused, cancelled, error),
+/// with their failed attempts reset. `budget_usd` replaces the budget (needed to resume a sweep
+/// that stopped because its budget was spent).
+pub async fn resume(pool: &PgPool, sweep_id: i64, budget_usd: Option<Decimal>) -> Result<SweepStatus> {
+    let mut tx = pool.begin().await?;
+    let state = lock_state(&mut tx, sweep_id).await?;
+    if state == SweepState::Running {
+        return Err(Error::Conflict(format!("sweep {sweep_id} is already running")));
+    }
+    if let Some(b) = budget_usd {
+        sqlx::query("UPDATE sweeps SET budget_usd = $2 WHERE id = $1").bind(sweep_id).bind(b).execute(&mut *tx).await?;
+    }
+    let (spent, budget): (Decimal, Option<Decimal>) =
+        sqlx::query_as("SELECT spent_usd, budget_usd FROM sweeps WHERE id = $1")
+            .bind(sweep_id)
+            .fetch_one(&mut *tx)
+            .await?;
+    if let Some(budget) = budget {
+        if spent >= budget {
+            return Err(Error::Conflict(format!(
+                "sweep {sweep_id} has spent ${spent} of its ${budget} budget; resume it with a larger budget"
+            )));
+        }
+    }
+    sqlx::query("UPDATE sweeps SET state = 'running', stop_reason = NULL, finished_at = NULL WHERE id = $1")
+        .bind(sweep_id)
+        .execute(&mut *tx)
+        .await?;
+    sqlx::query(
+        "UPDATE runs SET state = 'queued', failed_attempts = 0, finished_at = NULL
+         WHERE sweep_id = $1 AND state IN ('paused', 'cancelled', 'error')",
+    )
+    .bind(sweep_id)
+    .execute(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    sqlx::query("SELECT pg_notify('steer_runs', $1)").bind(sweep_id.to_string()).execute(pool).await?;
+    status(pool, sweep_id).await
+}
+
+async fn lock_state(tx: &mut Transaction<'_, Postgres>, sweep_id: i64) -> Result<SweepState> {
+    let state: String = sqlx::query_scalar("SELECT state FROM sweeps WHERE id = $1 FOR UPDATE")
+        .bind(sweep_id)
+        .fetch_optional(&mut **tx)
+        .await?
+        .ok_or_else(|| Error::NotFound(format!("no sweep with id {sweep_id}")))?;
+    state.parse().map_err(Error::Internal)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sweep_file::Sample;
+
+    fn keys() -> Vec<InstanceKey> {
+        (0..20)
+            .map(|i| InstanceKey {
+                instance_id: format!("{}__{}-{i}", if i % 2 == 0 { "django" } else { "sympy" }, if i % 2 == 0 { "django" } else { "sympy" }),
+                repo: if i % 2 == 0 { "django/django".into() } else { "sympy/sympy".into() },
+                difficulty: Some(if i % 3 == 0 { "<15 min fix".into() } else { "15 min - 1 hour".into() }),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn selection_filters_compose() {
+        let select = Selection {
+            repos: vec!["django/django".into()],
+            difficulty: vec!["<15 min fix".into()],
+            ..Default::default()
+        };
+        let ids = select_instances(&keys(), &select).unwrap();
+        // i even and divisible by 3: 0, 6, 12, 18
+        assert_eq!(ids, vec!["django__django-0", "django__django-12", "django__django-18", "django__django-6"]);
+    }
+
+    #[test]
+    fn sample_is_seeded_and_sized() {
+        let select = |seed| Selection { sample: Some(Sample { n: 5, seed }), ..Default::default() };
+        let a = select_instances(&keys(), &select(7)).unwrap();
+        let b = select_instances(&keys(), &select(7)).unwrap();
+        let c = select_instances(&keys(), &select(8)).unwrap();
+        assert_eq!(a.len(), 5);
+        assert_eq!(a, b, "same seed, same sample");
+        assert_ne!(a, c, "another seed, another sample");
+    }
+
+    #[test]
+    fn unknown_ids_are_named() {
+        let select = Selection { ids: vec!["django__django-0".into(), "nope__nope-1".into()], ..Default::default() };
+        let err = select_instances(&keys(), &select).unwrap_err();
+        assert!(err.contains("nope__nope-1"), "{err}");
+    }
+
+    #[test]
+    fn empty_selection_is_an_error() {
+        let select = Selection { id_regex: Some("^zzz".into()), ..Default::default() };
+        assert!(select_instances(&keys(), &select).unwrap_err().contains("matches no instance"));
+    }
+}

@@ -1,0 +1,522 @@
+//! Wire types shared by the coordinator and its workers.
+//!
+//! Pure data: every type here is what crosses HTTP between a worker (or the CLI) and the
+//! coordinator, plus the normalised sweep specification that a worker needs to run a task.
+//! Nothing here talks to a database, a socket or the environment.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use rust_decimal::Decimal;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+use uuid::Uuid;
+
+pub mod spec;
+
+pub use spec::{
+    AgentLimits, AgentSpec, CriticKind, CriticSpec, ExecutorSpec, PlaceholderSpec, Price, Sampling,
+};
+
+/// API version prefix of every route but `/healthz` and `/metrics`.
+pub const API_PREFIX: &str = "/api/v1";
+
+/// One SWE-bench task, as published (all fields of SWE-bench and SWE-bench Verified, plus the
+/// v5 extras `image`, `eval_script` and `log_parser` when a dataset carries them).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct Instance {
+    pub instance_id: String,
+    pub repo: String,
+    pub base_commit: String,
+    pub patch: String,
+    pub test_patch: String,
+    pub problem_statement: String,
+    #[serde(default)]
+    pub hints_text: String,
+    #[serde(default)]
+    pub created_at: Option<String>,
+    pub version: String,
+    #[serde(default)]
+    pub environment_setup_commit: Option<String>,
+    #[serde(rename = "FAIL_TO_PASS")]
+    pub fail_to_pass: Vec<String>,
+    #[serde(rename = "PASS_TO_PASS")]
+    pub pass_to_pass: Vec<String>,
+    /// SWE-bench Verified's difficulty bucket, e.g. "<15 min fix".
+    #[serde(default)]
+    pub difficulty: Option<String>,
+    /// v5: the instance's prebuilt image.
+    #[serde(default)]
+    pub image: Option<String>,
+    /// v5: the script that runs the instance's tests.
+    #[serde(default)]
+    pub eval_script: Option<String>,
+    /// v5: the name of the log parser for the instance's test output.
+    #[serde(default)]
+    pub log_parser: Option<String>,
+    /// Any other field the dataset row carried, kept verbatim.
+    #[serde(default, flatten)]
+    pub extra: BTreeMap<String, serde_json::Value>,
+}
+
+/// The state of one run in the queue.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum RunState {
+    /// Waiting for a worker.
+    Queued,
+    /// Held by a worker under a lease.
+    Running,
+    /// Its sweep is paused; goes back to `queued` on resume.
+    Paused,
+    /// Finished with an outcome (resolved or not: a task failing is data).
+    Done,
+    /// Infrastructure failed on every allowed attempt; the reason is kept.
+    Error,
+    /// Cancelled before it finished (sweep cancelled or its budget spent).
+    Cancelled,
+}
+
+impl RunState {
+    pub const ALL: [RunState; 6] = [
+        RunState::Queued,
+        RunState::Running,
+        RunState::Paused,
+        RunState::Done,
+        RunState::Error,
+        RunState::Cancelled,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RunState::Queued => "queued",
+            RunState::Running => "running",
+            RunState::Paused => "paused",
+            RunState::Done => "done",
+            RunState::Error => "error",
+            RunState::Cancelled => "cancelled",
+        }
+    }
+
+    pub fn is_terminal(self) -> bool {
+        matches!(self, RunState::Done | RunState::Error | RunState::Cancelled)
+    }
+}
+
+impl std::str::FromStr for RunState {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        RunState::ALL
+            .into_iter()
+            .find(|st| st.as_str() == s)
+            .ok_or_else(|| format!("unknown run state `{s}`"))
+    }
+}
+
+/// How a finished run ended. Every variant is a result about the agent, never about the
+/// infrastructure (infrastructure failures re-queue the run instead).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    Resolved,
+    Unresolved,
+    EmptyPatch,
+    ApplyFailed,
+    StepLimit,
+    CostLimit,
+    TimeLimit,
+    CriticStop,
+    /// Recorded by the placeholder executor: not the result of running any agent.
+    SyntheticResolved,
+    /// Recorded by the placeholder executor: not the result of running any agent.
+    SyntheticUnresolved,
+}
+
+impl Outcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Resolved => "resolved",
+            Outcome::Unresolved => "unresolved",
+            Outcome::EmptyPatch => "empty_patch",
+            Outcome::ApplyFailed => "apply_failed",
+            Outcome::StepLimit => "step_limit",
+            Outcome::CostLimit => "cost_limit",
+            Outcome::TimeLimit => "time_limit",
+            Outcome::CriticStop => "critic_stop",
+            Outcome::SyntheticResolved => "synthetic_resolved",
+            Outcome::SyntheticUnresolved => "synthetic_unresolved",
+        }
+    }
+}
+
+/// State of a sweep.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum SweepState {
+    Running,
+    Paused,
+    Cancelled,
+    /// Stopped by the coordinator (budget spent); `stop_reason` says why.
+    Stopped,
+    Completed,
+}
+
+impl SweepState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SweepState::Running => "running",
+            SweepState::Paused => "paused",
+            SweepState::Cancelled => "cancelled",
+            SweepState::Stopped => "stopped",
+            SweepState::Completed => "completed",
+        }
+    }
+}
+
+impl std::str::FromStr for SweepState {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        [
+            SweepState::Running,
+            SweepState::Paused,
+            SweepState::Cancelled,
+            SweepState::Stopped,
+            SweepState::Completed,
+        ]
+        .into_iter()
+        .find(|st| st.as_str() == s)
+        .ok_or_else(|| format!("unknown sweep state `{s}`"))
+    }
+}
+
+/// Every error body of the API.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct ApiError {
+    /// One of: `bad_request`, `unauthorized`, `forbidden`, `not_found`, `conflict`,
+    /// `lease_lost`, `payload_too_large`, `unavailable`, `internal`.
+    pub code: String,
+    pub message: String,
+}
+
+// ---------------------------------------------------------------- workers
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct RegisterWorker {
+    /// A name for people (defaults to the host name).
+    pub name: String,
+    pub host: String,
+    /// How many runs it executes at once.
+    pub slots: u32,
+    /// What it can do: executor kinds, GPU, cached images (free-form, kept as JSON).
+    #[serde(default)]
+    pub capabilities: serde_json::Value,
+    pub version: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct Registered {
+    pub worker_id: Uuid,
+    /// A lease lasts this long unless a heartbeat extends it.
+    pub lease_ttl_ms: u64,
+    /// How often the worker should heartbeat (a fraction of the lease).
+    pub heartbeat_interval_ms: u64,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, ToSchema)]
+pub struct LeaseRef {
+    pub run_id: i64,
+    pub lease_token: Uuid,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+pub struct Heartbeat {
+    /// The leases the worker holds; each valid one is extended.
+    pub leases: Vec<LeaseRef>,
+    /// The worker is draining (takes no new runs).
+    #[serde(default)]
+    pub draining: bool,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+pub struct HeartbeatAck {
+    /// Runs whose lease this worker no longer holds: stop working on them, write nothing more.
+    pub lost: Vec<i64>,
+    /// Runs whose sweep was cancelled: stop them and hand them back.
+    pub cancelled: Vec<i64>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct ClaimRequest {
+    /// At most this many runs.
+    pub max_runs: u32,
+    /// Wait up to this long for work when none is queued (long poll); 0 answers at once.
+    #[serde(default)]
+    pub wait_ms: u64,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+pub struct ClaimResponse {
+    pub runs: Vec<ClaimedRun>,
+}
+
+/// A run handed to a worker with everything it needs to execute it.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct ClaimedRun {
+    pub run_id: i64,
+    pub sweep_id: i64,
+    /// 1 for the first claim of this run, 2 for the second, ...
+    pub attempt: i32,
+    pub lease_token: Uuid,
+    pub lease_expires_at: DateTime<Utc>,
+    pub repeat_index: i32,
+    pub instance: Instance,
+    pub agent: AgentSpec,
+    pub critic: CriticSpec,
+    pub executor: ExecutorSpec,
+}
+
+impl ClaimedRun {
+    pub fn lease(&self) -> LeaseRef {
+        LeaseRef { run_id: self.run_id, lease_token: self.lease_token }
+    }
+}
+
+/// One agent step, persisted as it happens.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct StepRecord {
+    /// 0-based position in the run's attempt.
+    pub index: i32,
+    #[serde(default)]
+    pub action: Option<String>,
+    #[serde(default)]
+    pub observation: Option<String>,
+    #[serde(default)]
+    pub exit_code: Option<i32>,
+    #[serde(default)]
+    pub duration_ms: i64,
+    #[serde(default)]
+    pub input_tokens: i64,
+    #[serde(default)]
+    pub output_tokens: i64,
+    #[serde(default)]
+    pub cached_tokens: i64,
+    #[serde(default)]
+    #[schema(value_type = String)]
+    pub cost_usd: Decimal,
+    /// Messages in and out of the model for this step, as the model saw them.
+    #[serde(default)]
+    pub messages: serde_json::Value,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct UploadSteps {
+    pub lease_token: Uuid,
+    pub steps: Vec<StepRecord>,
+}
+
+/// Token and dollar totals of one run.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct RunTotals {
+    pub steps: i32,
+    pub input_tokens: i64,
+    pub output_tokens: i64,
+    pub cached_tokens: i64,
+    #[schema(value_type = String)]
+    pub agent_cost_usd: Decimal,
+    #[schema(value_type = String)]
+    pub critic_cost_usd: Decimal,
+}
+
+impl RunTotals {
+    pub fn total_cost(&self) -> Decimal {
+        self.agent_cost_usd + self.critic_cost_usd
+    }
+}
+
+/// Result of grading a run's patch.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+pub struct Evaluation {
+    pub apply_status: String,
+    pub resolved: bool,
+    /// Per-test statuses as parsed from the log.
+    #[serde(default)]
+    pub tests: serde_json::Value,
+    /// The harness-style report.
+    #[serde(default)]
+    pub report: serde_json::Value,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct CompleteRun {
+    pub lease_token: Uuid,
+    pub outcome: Outcome,
+    pub totals: RunTotals,
+    #[serde(default)]
+    pub patch: Option<String>,
+    #[serde(default)]
+    pub evaluation: Option<Evaluation>,
+    #[serde(default)]
+    pub detail: Option<String>,
+}
+
+/// An infrastructure failure: the run goes back to the queue (or ends as `error` once its
+/// attempts are used up).
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct FailRun {
+    pub lease_token: Uuid,
+    pub reason: String,
+}
+
+/// Hand a run back without counting a failed attempt (graceful drain).
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct ReleaseRun {
+    pub lease_token: Uuid,
+    #[serde(default)]
+    pub reason: Option<String>,
+}
+
+// ---------------------------------------------------------------- users
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct DatasetUpload {
+    pub name: String,
+    /// Where it came from (a file path or hub name), for people.
+    #[serde(default)]
+    pub source: Option<String>,
+    pub instances: Vec<Instance>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct DatasetInfo {
+    pub id: i64,
+    pub name: String,
+    pub source: Option<String>,
+    pub instances: i64,
+    pub created_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct SubmitSweep {
+    /// The sweep file, verbatim (kept as submitted).
+    pub config_toml: String,
+    /// The file's name, used in error messages.
+    #[serde(default)]
+    pub file_name: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct SweepSubmitted {
+    pub sweep_id: i64,
+    pub name: String,
+    /// False when the same sweep (name and config hash) already existed: nothing was added.
+    pub created: bool,
+    pub runs: i64,
+    pub config_hash: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct SweepStatus {
+    pub id: i64,
+    pub name: String,
+    pub state: SweepState,
+    pub stop_reason: Option<String>,
+    pub config_hash: String,
+    pub created_at: DateTime<Utc>,
+    pub finished_at: Option<DateTime<Utc>>,
+    pub total_runs: i64,
+    /// Runs by state (every state present, zeros included).
+    pub states: BTreeMap<String, i64>,
+    /// Finished runs by outcome.
+    pub outcomes: BTreeMap<String, i64>,
+    #[schema(value_type = String)]
+    pub spent_usd: Decimal,
+    #[schema(value_type = Option<String>)]
+    pub budget_usd: Option<Decimal>,
+}
+
+impl SweepStatus {
+    pub fn finished_runs(&self) -> i64 {
+        RunState::ALL
+            .iter()
+            .filter(|s| s.is_terminal())
+            .map(|s| self.states.get(s.as_str()).copied().unwrap_or(0))
+            .sum()
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct RunInfo {
+    pub id: i64,
+    pub sweep_id: i64,
+    pub instance_id: String,
+    pub agent: String,
+    pub critic: String,
+    pub repeat_index: i32,
+    pub state: RunState,
+    pub attempt: i32,
+    pub failed_attempts: i32,
+    pub outcome: Option<Outcome>,
+    pub last_error: Option<String>,
+    pub worker_id: Option<Uuid>,
+    pub queued_at: DateTime<Utc>,
+    pub started_at: Option<DateTime<Utc>>,
+    pub finished_at: Option<DateTime<Utc>>,
+    pub totals: RunTotals,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct Trajectory {
+    pub run: RunInfo,
+    pub steps: Vec<StepRecord>,
+    pub patch: Option<String>,
+    pub evaluation: Option<Evaluation>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct CreateToken {
+    pub name: String,
+    pub role: Role,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct CreatedToken {
+    pub id: i64,
+    pub name: String,
+    pub role: Role,
+    /// Shown once; only its hash is stored.
+    pub token: String,
+}
+
+/// Who a bearer token speaks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    /// Everything, including tokens.
+    Admin,
+    /// Datasets, sweeps, runs.
+    User,
+    /// Register, claim, heartbeat, upload, complete.
+    Worker,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Admin => "admin",
+            Role::User => "user",
+            Role::Worker => "worker",
+        }
+    }
+}
+
+impl std::str::FromStr for Role {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "admin" => Ok(Role::Admin),
+            "user" => Ok(Role::User),
+            "worker" => Ok(Role::Worker),
+            other => Err(format!("unknown role `{other}` (admin, user or worker)")),
+        }
+    }
+}

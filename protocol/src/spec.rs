@@ -1,0 +1,136 @@
+//! The normalised form of what a sweep file says about agents, critics and the executor.
+//!
+//! The coordinator parses and validates sweep files into these types (with line numbers in its
+//! errors); workers receive them with each claimed run. They hold no secrets: an agent names the
+//! *environment variable* that holds its API key, never the key.
+
+use rust_decimal::Decimal;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+/// A frozen agent: a model behind an OpenAI-compatible endpoint.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct AgentSpec {
+    pub name: String,
+    /// Base URL of the OpenAI-compatible API, e.g. `http://127.0.0.1:8000/v1`.
+    pub base_url: String,
+    pub model: String,
+    /// Name of the environment variable (on the worker) holding the API key.
+    #[serde(default)]
+    pub api_key_env: Option<String>,
+    #[serde(default)]
+    pub sampling: Sampling,
+    #[serde(default)]
+    pub price: Price,
+    #[serde(default)]
+    pub limits: AgentLimits,
+    /// Fleet-wide cap on runs using this agent's endpoint at once (None: no cap).
+    #[serde(default)]
+    pub max_concurrency: Option<u32>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct Sampling {
+    #[serde(default)]
+    pub temperature: Option<f64>,
+    #[serde(default)]
+    pub top_p: Option<f64>,
+    #[serde(default)]
+    pub max_tokens: Option<u32>,
+    #[serde(default)]
+    pub seed: Option<i64>,
+    #[serde(default)]
+    pub stop: Vec<String>,
+}
+
+/// Prices in US dollars per million tokens, kept exactly.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct Price {
+    #[schema(value_type = String)]
+    pub input_per_mtok: Decimal,
+    #[schema(value_type = String)]
+    pub output_per_mtok: Decimal,
+    #[schema(value_type = String)]
+    pub cached_input_per_mtok: Decimal,
+}
+
+impl Price {
+    /// Exact cost of a call, in dollars. Cached prompt tokens are part of `input_tokens`
+    /// (as OpenAI reports them) and are billed at the cached price instead of the input price.
+    pub fn cost(&self, input_tokens: i64, cached_tokens: i64, output_tokens: i64) -> Decimal {
+        let million = Decimal::from(1_000_000u32);
+        let uncached = (input_tokens - cached_tokens).max(0);
+        (Decimal::from(uncached) * self.input_per_mtok
+            + Decimal::from(cached_tokens) * self.cached_input_per_mtok
+            + Decimal::from(output_tokens) * self.output_per_mtok)
+            / million
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct AgentLimits {
+    pub max_steps: u32,
+    #[serde(default)]
+    #[schema(value_type = Option<String>)]
+    pub max_cost_usd: Option<Decimal>,
+    pub max_wall_time_s: u64,
+}
+
+impl Default for AgentLimits {
+    fn default() -> Self {
+        AgentLimits { max_steps: 150, max_cost_usd: None, max_wall_time_s: 3600 }
+    }
+}
+
+/// A critic condition.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct CriticSpec {
+    pub name: String,
+    pub kind: CriticKind,
+    /// Kind-specific parameters, kept as given.
+    #[serde(default)]
+    pub params: serde_json::Value,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum CriticKind {
+    /// No critic: the agent runs alone (the baseline condition).
+    None,
+}
+
+/// What executes a run on the worker.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum ExecutorSpec {
+    /// Runs no agent: waits, records synthetic steps and a synthetic outcome. For exercising
+    /// the queue, the fleet and the store end to end.
+    Placeholder(PlaceholderSpec),
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct PlaceholderSpec {
+    /// How long each run takes, in total.
+    pub duration_ms: u64,
+    /// How many synthetic steps it records (spread over the duration).
+    pub steps: u32,
+    /// Probability of recording `synthetic_resolved`, drawn from a generator seeded by
+    /// `seed` and the run id so that a re-run gives the same outcome.
+    pub resolve_probability: f64,
+    /// Synthetic cost of each step.
+    #[schema(value_type = String)]
+    pub cost_per_step_usd: Decimal,
+    pub seed: u64,
+}
+
+impl Default for PlaceholderSpec {
+    fn default() -> Self {
+        PlaceholderSpec {
+            duration_ms: 500,
+            steps: 3,
+            resolve_probability: 0.3,
+            cost_per_step_usd: Decimal::ZERO,
+            seed: 0,
+        }
+    }
+}

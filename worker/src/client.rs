@@ -1,0 +1,160 @@
+//! HTTP client for the coordinator's worker and user routes, with retries on transient faults.
+
+use std::time::Duration;
+
+use backon::{ExponentialBuilder, Retryable};
+use protocol::{
+    ApiError, ClaimRequest, ClaimResponse, CompleteRun, FailRun, Heartbeat, HeartbeatAck, RegisterWorker, Registered,
+    ReleaseRun, StepRecord, UploadSteps, API_PREFIX,
+};
+use reqwest::{Method, StatusCode};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use uuid::Uuid;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The coordinator could not be reached or answered 5xx: worth retrying.
+    #[error("coordinator unavailable: {0}")]
+    Unavailable(String),
+    /// Our lease on the run is gone: stop working on it and write nothing more.
+    #[error("lease lost: {0}")]
+    LeaseLost(String),
+    /// The coordinator refused the request; retrying it unchanged will not help.
+    #[error("coordinator refused the request ({status} {code}): {message}")]
+    Rejected { status: u16, code: String, message: String },
+}
+
+impl Error {
+    pub fn is_transient(&self) -> bool {
+        matches!(self, Error::Unavailable(_))
+    }
+}
+
+/// Talks to one coordinator with one bearer token.
+#[derive(Clone)]
+pub struct CoordinatorClient {
+    http: reqwest::Client,
+    base: String,
+    token: String,
+    /// How long transient failures are retried before giving up.
+    retry_for: Duration,
+}
+
+impl CoordinatorClient {
+    pub fn new(base_url: &str, token: &str) -> Self {
+        let http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(5))
+            // Long enough for a claim's long poll (at most 30 s) plus slack.
+            .timeout(Duration::from_secs(45))
+            .build()
+            .expect("reqwest client with static settings");
+        CoordinatorClient {
+            http,
+            base: base_url.trim_end_matches('/').to_string(),
+            token: token.to_string(),
+            retry_for: Duration::from_secs(60),
+        }
+    }
+
+    /// How long transient failures are retried (default 60 s).
+    pub fn with_retry_for(mut self, d: Duration) -> Self {
+        self.retry_for = d;
+        self
+    }
+
+    pub fn base_url(&self) -> &str {
+        &self.base
+    }
+
+    /// One request, no retry. `body` is sent as JSON when given.
+    pub async fn request<B: Serialize, T: DeserializeOwned>(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&B>,
+    ) -> Result<T, Error> {
+        let text = self.request_text(method, path, body).await?;
+        let text = if text.is_empty() { "null".to_string() } else { text };
+        serde_json::from_str(&text).map_err(|e| Error::Rejected {
+            status: 200,
+            code: "bad_response".into(),
+            message: format!("unexpected response body from {path}: {e}"),
+        })
+    }
+
+    async fn request_text<B: Serialize>(&self, method: Method, path: &str, body: Option<&B>) -> Result<String, Error> {
+        let url = format!("{}{}", self.base, path);
+        let mut req = self.http.request(method, &url).bearer_auth(&self.token);
+        if let Some(b) = body {
+            req = req.json(b);
+        }
+        let resp = req.send().await.map_err(|e| Error::Unavailable(format!("{url}: {e}")))?;
+        let status = resp.status();
+        let text = resp.text().await.map_err(|e| Error::Unavailable(format!("{url}: reading body: {e}")))?;
+        if status.is_success() {
+            return Ok(text);
+        }
+        let api: Option<ApiError> = serde_json::from_str(&text).ok();
+        let (code, message) = match api {
+            Some(a) => (a.code, a.message),
+            None => ("unknown".to_string(), text.chars().take(500).collect()),
+        };
+        if status.is_server_error() || status == StatusCode::TOO_MANY_REQUESTS {
+            return Err(Error::Unavailable(format!("{url}: {status} {code}: {message}")));
+        }
+        if code == "lease_lost" {
+            return Err(Error::LeaseLost(message));
+        }
+        Err(Error::Rejected { status: status.as_u16(), code, message })
+    }
+
+    /// A request retried with exponential backoff and jitter while the coordinator is
+    /// unavailable (restarting, unreachable, 5xx), for up to `retry_for`.
+    pub async fn call<B: Serialize + Sync, T: DeserializeOwned>(&self, method: Method, path: &str, body: Option<&B>) -> Result<T, Error> {
+        let backoff = ExponentialBuilder::default()
+            .with_min_delay(Duration::from_millis(100))
+            .with_max_delay(Duration::from_secs(5))
+            .with_jitter()
+            .with_total_delay(Some(self.retry_for))
+            .without_max_times();
+        (|| self.request::<B, T>(method.clone(), path, body))
+            .retry(backoff)
+            .when(Error::is_transient)
+            .notify(|e, after| tracing::warn!(error = %e, retry_in = ?after, "coordinator call failed; retrying"))
+            .await
+    }
+
+    pub async fn register(&self, req: &RegisterWorker) -> Result<Registered, Error> {
+        self.call(Method::POST, &format!("{API_PREFIX}/workers"), Some(req)).await
+    }
+
+    pub async fn heartbeat(&self, worker: Uuid, req: &Heartbeat) -> Result<HeartbeatAck, Error> {
+        // No long retry: the next heartbeat comes soon anyway.
+        self.request(Method::POST, &format!("{API_PREFIX}/workers/{worker}/heartbeat"), Some(req)).await
+    }
+
+    pub async fn claim(&self, worker: Uuid, max_runs: u32, wait: Duration) -> Result<ClaimResponse, Error> {
+        let req = ClaimRequest { max_runs, wait_ms: wait.as_millis() as u64 };
+        self.request(Method::POST, &format!("{API_PREFIX}/workers/{worker}/claim"), Some(&req)).await
+    }
+
+    pub async fn upload_steps(&self, run_id: i64, lease_token: Uuid, steps: Vec<StepRecord>) -> Result<(), Error> {
+        let req = UploadSteps { lease_token, steps };
+        self.call::<_, ()>(Method::POST, &format!("{API_PREFIX}/runs/{run_id}/steps"), Some(&req)).await
+    }
+
+    pub async fn complete(&self, run_id: i64, req: &CompleteRun) -> Result<(), Error> {
+        self.call::<_, ()>(Method::POST, &format!("{API_PREFIX}/runs/{run_id}/complete"), Some(req)).await
+    }
+
+    pub async fn fail(&self, run_id: i64, lease_token: Uuid, reason: &str) -> Result<(), Error> {
+        let req = FailRun { lease_token, reason: reason.to_string() };
+        self.call::<_, ()>(Method::POST, &format!("{API_PREFIX}/runs/{run_id}/fail"), Some(&req)).await
+    }
+
+    pub async fn release(&self, run_id: i64, lease_token: Uuid, reason: &str) -> Result<(), Error> {
+        let req = ReleaseRun { lease_token, reason: Some(reason.to_string()) };
+        self.call::<_, ()>(Method::POST, &format!("{API_PREFIX}/runs/{run_id}/release"), Some(&req)).await
+    }
+}

@@ -1,0 +1,256 @@
+//! The worker daemon: register, then claim up to `slots` runs at once, heartbeat their leases,
+//! execute them, and report how they ended. Two-phase shutdown: `drain` stops claiming and lets
+//! runs finish for up to `drain_timeout`, then hands back what is left.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use protocol::{ClaimedRun, CompleteRun, Heartbeat, LeaseRef, RegisterWorker};
+use tokio::sync::Notify;
+use tracing::Instrument;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use uuid::Uuid;
+
+use crate::client::{self, CoordinatorClient};
+use crate::executor::{ExecError, Executor, RunContext};
+
+#[derive(Debug, Clone)]
+pub struct WorkerConfig {
+    pub coordinator_url: String,
+    /// A `worker` token (from the environment; never logged).
+    pub token: String,
+    pub name: String,
+    pub slots: u32,
+    /// Long-poll length of each claim request.
+    pub claim_wait: Duration,
+    /// How long a draining worker lets its runs finish before handing them back.
+    pub drain_timeout: Duration,
+    /// Free-form capabilities reported at registration.
+    pub capabilities: serde_json::Value,
+}
+
+impl Default for WorkerConfig {
+    fn default() -> Self {
+        WorkerConfig {
+            coordinator_url: "http://127.0.0.1:8420".into(),
+            token: String::new(),
+            name: gethostname::gethostname().to_string_lossy().into_owned(),
+            slots: 2,
+            claim_wait: Duration::from_secs(10),
+            drain_timeout: Duration::from_secs(60),
+            capabilities: serde_json::json!({ "executors": ["placeholder"] }),
+        }
+    }
+}
+
+/// Why a run in flight was told to stop.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum StopReason {
+    /// The coordinator says we no longer hold the lease: write nothing more.
+    LeaseLost,
+    /// Its sweep was cancelled: hand it back.
+    Cancelled,
+    /// The worker is shutting down: hand it back.
+    Drain,
+}
+
+struct InFlight {
+    lease: LeaseRef,
+    cancel: CancellationToken,
+    reason: Option<StopReason>,
+}
+
+type Table = Arc<Mutex<HashMap<i64, InFlight>>>;
+
+fn stop_run(table: &Table, run_id: i64, reason: StopReason) {
+    let mut t = table.lock().expect("in-flight table lock");
+    if let Some(f) = t.get_mut(&run_id) {
+        // A lost lease outranks any other reason: it forbids the hand-back.
+        if f.reason != Some(StopReason::LeaseLost) {
+            f.reason = Some(reason);
+        }
+        f.cancel.cancel();
+    }
+}
+
+/// Runs a worker until `drain` fires and its runs are finished or handed back.
+pub async fn run(config: WorkerConfig, executor: Arc<dyn Executor>, drain: CancellationToken) -> anyhow::Result<()> {
+    let client = CoordinatorClient::new(&config.coordinator_url, &config.token);
+    let registration = RegisterWorker {
+        name: config.name.clone(),
+        host: gethostname::gethostname().to_string_lossy().into_owned(),
+        slots: config.slots,
+        capabilities: config.capabilities.clone(),
+        version: env!("CARGO_PKG_VERSION").to_string(),
+    };
+    let registered = tokio::select! {
+        _ = drain.cancelled() => return Ok(()),
+        r = client.register(&registration) => r?,
+    };
+    let worker_id = registered.worker_id;
+    tracing::info!(%worker_id, slots = config.slots, coordinator = %client.base_url(), "worker registered");
+
+    let table: Table = Arc::new(Mutex::new(HashMap::new()));
+    let slot_freed = Arc::new(Notify::new());
+    let tracker = TaskTracker::new();
+    let heartbeat_stop = CancellationToken::new();
+    let heartbeat_every = Duration::from_millis(registered.heartbeat_interval_ms.max(50));
+    let hb = tracker.spawn(heartbeat_loop(
+        client.clone(),
+        worker_id,
+        table.clone(),
+        heartbeat_every,
+        drain.clone(),
+        heartbeat_stop.clone(),
+    ));
+
+    while !drain.is_cancelled() {
+        let free = config.slots.saturating_sub(table.lock().expect("in-flight table lock").len() as u32);
+        if free == 0 {
+            let freed = slot_freed.notified();
+            tokio::select! {
+                _ = drain.cancelled() => break,
+                _ = freed => continue,
+                // Belt and braces against a missed notification.
+                _ = tokio::time::sleep(Duration::from_secs(1)) => continue,
+            }
+        }
+        let claimed = tokio::select! {
+            _ = drain.cancelled() => break,
+            c = client.claim(worker_id, free, config.claim_wait) => c,
+        };
+        let runs = match claimed {
+            Ok(c) => c.runs,
+            Err(e) => {
+                tracing::warn!(error = %e, "claim failed; backing off");
+                tokio::select! {
+                    _ = drain.cancelled() => break,
+                    _ = tokio::time::sleep(Duration::from_secs(1)) => continue,
+                }
+            }
+        };
+        for run in runs {
+            let cancel = CancellationToken::new();
+            table.lock().expect("in-flight table lock").insert(
+                run.run_id,
+                InFlight { lease: run.lease(), cancel: cancel.clone(), reason: None },
+            );
+            // A claim that raced with drain: hand it back at once rather than start it.
+            if drain.is_cancelled() {
+                stop_run(&table, run.run_id, StopReason::Drain);
+            }
+            let span = tracing::info_span!("run", run_id = run.run_id, attempt = run.attempt, %worker_id);
+            let task = execute_one(client.clone(), executor.clone(), run, cancel, table.clone(), slot_freed.clone());
+            tracker.spawn(task.instrument(span));
+        }
+    }
+
+    // Phase two: no more claims; let runs finish, then hand back the rest.
+    let in_flight = table.lock().expect("in-flight table lock").len();
+    tracing::info!(in_flight, timeout = ?config.drain_timeout, "draining");
+    let deadline = tokio::time::Instant::now() + config.drain_timeout;
+    loop {
+        let ids: Vec<i64> = table.lock().expect("in-flight table lock").keys().copied().collect();
+        if ids.is_empty() {
+            break;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            for id in ids {
+                stop_run(&table, id, StopReason::Drain);
+            }
+            break;
+        }
+        let freed = slot_freed.notified();
+        let _ = tokio::time::timeout_at(deadline, freed).await;
+    }
+    heartbeat_stop.cancel();
+    tracker.close();
+    tracker.wait().await;
+    drop(hb);
+    tracing::info!(%worker_id, "worker stopped");
+    Ok(())
+}
+
+async fn execute_one(
+    client: CoordinatorClient,
+    executor: Arc<dyn Executor>,
+    run: ClaimedRun,
+    cancel: CancellationToken,
+    table: Table,
+    slot_freed: Arc<Notify>,
+) {
+    let ctx = RunContext::new(client.clone(), &run, cancel.clone());
+    let result = executor.execute(&run, ctx).await;
+    let reason = table.lock().expect("in-flight table lock").get(&run.run_id).and_then(|f| f.reason);
+    let reported = match (reason, result) {
+        (Some(StopReason::LeaseLost), _) => {
+            tracing::warn!(run_id = run.run_id, "lease lost; dropping the run's result");
+            Ok(())
+        }
+        // Finished before it noticed the stop: its result is still good.
+        (_, Ok(done)) => {
+            let req = CompleteRun {
+                lease_token: run.lease_token,
+                outcome: done.outcome,
+                totals: done.totals,
+                patch: done.patch,
+                evaluation: done.evaluation,
+                detail: done.detail,
+            };
+            tracing::info!(run_id = run.run_id, outcome = done.outcome.as_str(), "run finished");
+            client.complete(run.run_id, &req).await
+        }
+        (Some(StopReason::Cancelled), Err(_)) => client.release(run.run_id, run.lease_token, "sweep cancelled").await,
+        (Some(StopReason::Drain), Err(_)) | (None, Err(ExecError::Stopped)) => {
+            client.release(run.run_id, run.lease_token, "worker draining").await
+        }
+        (None, Err(ExecError::Infra(reason))) => {
+            tracing::warn!(run_id = run.run_id, %reason, "run failed on infrastructure");
+            client.fail(run.run_id, run.lease_token, &reason).await
+        }
+    };
+    match reported {
+        Ok(()) => {}
+        Err(client::Error::LeaseLost(m)) => tracing::warn!(run_id = run.run_id, message = %m, "result rejected: lease lost"),
+        // The lease will expire and the run will be re-queued: nothing is lost.
+        Err(e) => tracing::error!(run_id = run.run_id, error = %e, "could not report the run; its lease will expire"),
+    }
+    table.lock().expect("in-flight table lock").remove(&run.run_id);
+    slot_freed.notify_waiters();
+}
+
+async fn heartbeat_loop(
+    client: CoordinatorClient,
+    worker_id: Uuid,
+    table: Table,
+    every: Duration,
+    drain: CancellationToken,
+    stop: CancellationToken,
+) {
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        let leases: Vec<LeaseRef> = table.lock().expect("in-flight table lock").values().map(|f| f.lease).collect();
+        let req = Heartbeat { leases, draining: drain.is_cancelled() };
+        match client.heartbeat(worker_id, &req).await {
+            Ok(ack) => {
+                for id in ack.lost {
+                    tracing::warn!(run_id = id, "coordinator says the lease is lost; stopping the run");
+                    stop_run(&table, id, StopReason::LeaseLost);
+                }
+                for id in ack.cancelled {
+                    tracing::info!(run_id = id, "sweep cancelled; stopping the run");
+                    stop_run(&table, id, StopReason::Cancelled);
+                }
+            }
+            // Missing a beat is fine: the lease lasts three intervals.
+            Err(e) => tracing::warn!(error = %e, "heartbeat failed"),
+        }
+    }
+}

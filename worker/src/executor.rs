@@ -1,0 +1,65 @@
+//! The seam between the worker's lease loop and what a run actually does.
+
+use std::future::Future;
+use std::pin::Pin;
+
+use protocol::{ClaimedRun, Evaluation, Outcome, RunTotals, StepRecord};
+use tokio_util::sync::CancellationToken;
+
+use crate::client::{self, CoordinatorClient};
+
+/// How a run ended, as the executor saw it.
+#[derive(Debug, Clone)]
+pub struct RunResult {
+    pub outcome: Outcome,
+    pub totals: RunTotals,
+    pub patch: Option<String>,
+    pub evaluation: Option<Evaluation>,
+    pub detail: Option<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ExecError {
+    /// Infrastructure failed (sandbox, endpoint, coordinator): the run is re-queued.
+    #[error("infrastructure failure: {0}")]
+    Infra(String),
+    /// The run was stopped from outside (lease lost, sweep cancelled, worker draining).
+    #[error("stopped")]
+    Stopped,
+}
+
+/// What an executor gets besides the run: where to send its steps, and when to stop.
+#[derive(Clone)]
+pub struct RunContext {
+    client: CoordinatorClient,
+    run_id: i64,
+    lease_token: uuid::Uuid,
+    /// Fires when the run must stop (lease lost, sweep cancelled, drain deadline).
+    pub cancel: CancellationToken,
+}
+
+impl RunContext {
+    pub fn new(client: CoordinatorClient, run: &ClaimedRun, cancel: CancellationToken) -> Self {
+        RunContext { client, run_id: run.run_id, lease_token: run.lease_token, cancel }
+    }
+
+    /// Persists a step before the run goes on, so a crash loses at most the step in progress.
+    pub async fn record_step(&self, step: StepRecord) -> Result<(), ExecError> {
+        match self.client.upload_steps(self.run_id, self.lease_token, vec![step]).await {
+            Ok(()) => Ok(()),
+            Err(client::Error::LeaseLost(_)) => {
+                self.cancel.cancel();
+                Err(ExecError::Stopped)
+            }
+            Err(e) => Err(ExecError::Infra(format!("uploading a step: {e}"))),
+        }
+    }
+}
+
+pub type ExecFuture<'a> = Pin<Box<dyn Future<Output = Result<RunResult, ExecError>> + Send + 'a>>;
+
+/// Executes one claimed run. Implementations must return promptly (with `ExecError::Stopped`)
+/// once `ctx.cancel` fires, and must treat a failing task as an outcome, not an error.
+pub trait Executor: Send + Sync + 'static {
+    fn execute<'a>(&'a self, run: &'a ClaimedRun, ctx: RunContext) -> ExecFuture<'a>;
+}

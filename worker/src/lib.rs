@@ -1,0 +1,13 @@
+//! The steerbench worker: claims runs from the coordinator under leases, executes them through
+//! an [`Executor`], streams their steps, and reports how they ended. It holds no database
+//! credentials; everything goes through the coordinator's HTTP API.
+
+pub mod client;
+pub mod daemon;
+pub mod executor;
+pub mod placeholder;
+
+pub use client::CoordinatorClient;
+pub use daemon::{run, WorkerConfig};
+pub use executor::{ExecError, Executor, RunContext, RunResult};
+pub use placeholder::PlaceholderExecutor;
