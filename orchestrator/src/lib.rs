@@ -2,8 +2,14 @@
 //! command line. See ARCHITECTURE.md for the map.
 
 pub mod api;
+pub mod bench;
+pub mod cli;
+pub mod dataset;
 pub mod db;
+pub mod embedded_pg;
 pub mod metrics;
 pub mod queue;
 pub mod server;
 pub mod store;
+pub mod sweep_file;
+pub mod testkit;

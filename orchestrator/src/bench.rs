@@ -1,0 +1,317 @@
+//! `steer bench queue`: throughput and latency of the queue against a real Postgres.
+//!
+//! W simulated workers run claim + heartbeat + complete cycles through [`Queue`] (the same code
+//! the API calls) until R runs are done. Then the same cycles run as bare SQL statements (one
+//! `UPDATE ... FOR UPDATE SKIP LOCKED` claim, one heartbeat `UPDATE`, one completion `UPDATE`,
+//! no fencing checks, caps, fairness or transactions) as the ceiling. Everything happens in a
+//! scratch database created on the same server and dropped afterwards.
+
+use std::collections::HashSet;
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use clap::Args;
+use protocol::{CompleteRun, LeaseRef, Outcome, RunTotals};
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::{ConnectOptions, PgPool};
+use uuid::Uuid;
+
+use crate::cli::DatabaseArgs;
+use crate::db;
+use crate::queue::Queue;
+
+#[derive(Args, Debug)]
+pub struct QueueBenchArgs {
+    /// Concurrent simulated workers (each with its own connection).
+    #[arg(long, default_value_t = 8)]
+    pub workers: usize,
+    /// Runs to push through the queue (and again through the bare-SQL loop).
+    #[arg(long, default_value_t = 5000)]
+    pub runs: usize,
+    /// Print only the JSON object (the default prints it too, after a one-line summary on stderr).
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub db: DatabaseArgs,
+}
+
+#[derive(Debug, serde::Serialize)]
+pub struct QueueBenchReport {
+    pub workers: usize,
+    pub runs: usize,
+    pub claims_per_s: f64,
+    pub p50_claim_ms: f64,
+    pub p99_claim_ms: f64,
+    pub duplicates: usize,
+    pub lost: usize,
+    pub raw_claims_per_s: f64,
+    pub ratio_to_raw: f64,
+}
+
+pub async fn queue(args: QueueBenchArgs) -> anyhow::Result<ExitCode> {
+    anyhow::ensure!(args.workers >= 1 && args.runs >= 1, "--workers and --runs must be at least 1");
+    let report = run_queue_bench(&args.db.database_url, args.workers, args.runs).await?;
+    if !args.json {
+        eprintln!(
+            "queue: {:.0} claims/s (p50 {:.2} ms, p99 {:.2} ms), bare SQL {:.0} claims/s, {} duplicates, {} lost",
+            report.claims_per_s, report.p50_claim_ms, report.p99_claim_ms, report.raw_claims_per_s, report.duplicates, report.lost
+        );
+    }
+    println!("{}", serde_json::to_string(&report)?);
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn run_queue_bench(database_url: &str, workers: usize, runs: usize) -> anyhow::Result<QueueBenchReport> {
+    let scratch = ScratchDb::create(database_url).await?;
+    let result = async {
+        let pool = PgPoolOptions::new()
+            .max_connections(workers as u32 + 2)
+            .connect_with(scratch.options.clone())
+            .await
+            .context("connecting to the scratch database")?;
+        db::MIGRATOR.run(&pool).await?;
+        let report = measure(&pool, workers, runs).await;
+        pool.close().await;
+        report
+    }
+    .await;
+    scratch.drop_db().await?;
+    result
+}
+
+async fn measure(pool: &PgPool, workers: usize, runs: usize) -> anyhow::Result<QueueBenchReport> {
+    let sweep = seed(pool, "bench-queue", runs).await?;
+    let queue = Queue::new(pool.clone(), Duration::from_secs(300));
+    let start = Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..workers {
+        let queue = queue.clone();
+        let worker = register_worker(pool).await?;
+        tasks.push(tokio::spawn(async move { worker_cycles(queue, worker).await }));
+    }
+    let mut claimed = Vec::new();
+    let mut latencies = Vec::new();
+    for t in tasks {
+        let (ids, lat) = t.await??;
+        claimed.extend(ids);
+        latencies.extend(lat);
+    }
+    let elapsed = start.elapsed().as_secs_f64();
+    let distinct: HashSet<i64> = claimed.iter().copied().collect();
+    let done: i64 = sqlx::query_scalar("SELECT count(*) FROM runs WHERE sweep_id = $1 AND state = 'done' AND attempt = 1")
+        .bind(sweep)
+        .fetch_one(pool)
+        .await?;
+    latencies.sort_by(f64::total_cmp);
+
+    let raw_sweep = seed(pool, "bench-raw", runs).await?;
+    let raw_start = Instant::now();
+    let mut raw_tasks = Vec::new();
+    for _ in 0..workers {
+        let pool = pool.clone();
+        let worker = register_worker(&pool).await?;
+        raw_tasks.push(tokio::spawn(async move { raw_cycles(pool, worker, raw_sweep).await }));
+    }
+    let mut raw_claims = 0usize;
+    for t in raw_tasks {
+        raw_claims += t.await??;
+    }
+    let raw_elapsed = raw_start.elapsed().as_secs_f64();
+
+    let claims_per_s = claimed.len() as f64 / elapsed;
+    let raw_claims_per_s = raw_claims as f64 / raw_elapsed;
+    Ok(QueueBenchReport {
+        workers,
+        runs,
+        claims_per_s: round(claims_per_s, 1),
+        p50_claim_ms: round(percentile(&latencies, 0.50), 3),
+        p99_claim_ms: round(percentile(&latencies, 0.99), 3),
+        duplicates: claimed.len() - distinct.len(),
+        lost: runs.saturating_sub(done as usize),
+        raw_claims_per_s: round(raw_claims_per_s, 1),
+        ratio_to_raw: round(claims_per_s / raw_claims_per_s, 3),
+    })
+}
+
+/// One simulated worker: claim one run, heartbeat it, complete it, until the queue is empty.
+async fn worker_cycles(queue: Queue, worker: Uuid) -> anyhow::Result<(Vec<i64>, Vec<f64>)> {
+    let mut ids = Vec::new();
+    let mut latencies = Vec::new();
+    loop {
+        let t = Instant::now();
+        let leases = queue.claim(worker, 1).await?;
+        latencies.push(t.elapsed().as_secs_f64() * 1000.0);
+        let Some(lease) = leases.into_iter().next() else { return Ok((ids, latencies)) };
+        ids.push(lease.run_id);
+        let held = [LeaseRef { run_id: lease.run_id, lease_token: lease.lease_token }];
+        let ack = queue.heartbeat(worker, &held, false).await?;
+        anyhow::ensure!(ack.lost.is_empty(), "run {} lost its lease during the benchmark", lease.run_id);
+        let done = CompleteRun {
+            lease_token: lease.lease_token,
+            outcome: Outcome::SyntheticResolved,
+            totals: RunTotals::default(),
+            patch: None,
+            evaluation: None,
+            detail: None,
+        };
+        queue.complete(lease.run_id, &done).await?;
+    }
+}
+
+/// The ceiling: the same three steps as bare single statements.
+async fn raw_cycles(pool: PgPool, worker: Uuid, sweep: i64) -> anyhow::Result<usize> {
+    let mut n = 0;
+    loop {
+        let claimed: Option<(i64, Uuid)> = sqlx::query_as(
+            "UPDATE runs SET state = 'running', attempt = attempt + 1, lease_owner = $1, lease_token = gen_random_uuid(),
+                             lease_expires_at = now() + interval '5 minutes'
+             WHERE id = (SELECT id FROM runs WHERE state = 'queued' AND sweep_id = $2 ORDER BY fair_seq, id
+                         LIMIT 1 FOR UPDATE SKIP LOCKED)
+             RETURNING id, lease_token",
+        )
+        .bind(worker)
+        .bind(sweep)
+        .fetch_optional(&pool)
+        .await?;
+        let Some((id, token)) = claimed else { return Ok(n) };
+        n += 1;
+        sqlx::query("UPDATE runs SET lease_expires_at = now() + interval '5 minutes' WHERE id = $1 AND lease_token = $2")
+            .bind(id)
+            .bind(token)
+            .execute(&pool)
+            .await?;
+        sqlx::query(
+            "UPDATE runs SET state = 'done', outcome = 'synthetic_resolved', lease_owner = NULL, lease_expires_at = NULL
+             WHERE id = $1 AND lease_token = $2",
+        )
+        .bind(id)
+        .bind(token)
+        .execute(&pool)
+        .await?;
+    }
+}
+
+async fn register_worker(pool: &PgPool) -> anyhow::Result<Uuid> {
+    let id = Uuid::new_v4();
+    sqlx::query("INSERT INTO workers (id, name, host, slots, version) VALUES ($1, 'bench', 'bench', 1, 'bench')")
+        .bind(id)
+        .execute(pool)
+        .await?;
+    Ok(id)
+}
+
+/// A sweep of `runs` queued runs (one instance, `runs` repeats, no caps, no budget).
+async fn seed(pool: &PgPool, name: &str, runs: usize) -> anyhow::Result<i64> {
+    let dataset: i64 = sqlx::query_scalar(
+        "INSERT INTO datasets (name) VALUES ($1) ON CONFLICT (name) DO UPDATE SET name = EXCLUDED.name RETURNING id",
+    )
+    .bind("bench")
+    .fetch_one(pool)
+    .await?;
+    sqlx::query(
+        "INSERT INTO instances (dataset_id, instance_id, repo, base_commit, patch, test_patch, problem_statement,
+                                version, fail_to_pass, pass_to_pass)
+         VALUES ($1, 'bench__bench-1', 'bench/bench', 'abc1234', '', '', '', '0', '[\"t\"]', '[]')
+         ON CONFLICT DO NOTHING",
+    )
+    .bind(dataset)
+    .execute(pool)
+    .await?;
+    let sweep: i64 = sqlx::query_scalar(
+        "INSERT INTO sweeps (name, config_hash, config_toml, spec, dataset_id, max_attempts)
+         VALUES ($1, 'bench', '', '{}', $2, 3) RETURNING id",
+    )
+    .bind(name)
+    .bind(dataset)
+    .fetch_one(pool)
+    .await?;
+    let endpoint: i64 = sqlx::query_scalar(
+        "INSERT INTO endpoints (base_url) VALUES ('http://bench.invalid/v1')
+         ON CONFLICT (base_url) DO UPDATE SET base_url = EXCLUDED.base_url RETURNING id",
+    )
+    .fetch_one(pool)
+    .await?;
+    let agent: i64 = sqlx::query_scalar(
+        "INSERT INTO agents (sweep_id, name, endpoint_id, model, price_input_per_mtok, price_output_per_mtok,
+                             price_cached_per_mtok, max_steps, max_wall_time_s, spec)
+         VALUES ($1, 'bench', $2, 'bench', 0, 0, 0, 1, 1, '{}') RETURNING id",
+    )
+    .bind(sweep)
+    .bind(endpoint)
+    .fetch_one(pool)
+    .await?;
+    let critic: i64 = sqlx::query_scalar(
+        "INSERT INTO critics (sweep_id, name, kind, spec) VALUES ($1, 'none', 'none', '{}') RETURNING id",
+    )
+    .bind(sweep)
+    .fetch_one(pool)
+    .await?;
+    sqlx::query(
+        "INSERT INTO runs (sweep_id, dataset_id, instance_id, agent_id, critic_id, endpoint_id, repeat_index, fair_seq)
+         SELECT $1, $2, 'bench__bench-1', $3, $4, $5, g, g FROM generate_series(0, $6 - 1) AS g",
+    )
+    .bind(sweep)
+    .bind(dataset)
+    .bind(agent)
+    .bind(critic)
+    .bind(endpoint)
+    .bind(runs as i32)
+    .execute(pool)
+    .await?;
+    sqlx::query("ANALYZE runs").execute(pool).await?;
+    Ok(sweep)
+}
+
+fn percentile(sorted: &[f64], q: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let idx = ((sorted.len() - 1) as f64 * q).round() as usize;
+    sorted[idx]
+}
+
+fn round(x: f64, digits: i32) -> f64 {
+    let f = 10f64.powi(digits);
+    (x * f).round() / f
+}
+
+/// A database created for one benchmark on the server of `database_url`, dropped afterwards.
+struct ScratchDb {
+    admin: PgConnectOptions,
+    options: PgConnectOptions,
+    name: String,
+}
+
+impl ScratchDb {
+    async fn create(database_url: &str) -> anyhow::Result<Self> {
+        let admin: PgConnectOptions = database_url.parse().context("DATABASE_URL is not a valid postgres:// URL")?;
+        let name = format!("steer_bench_{}_{}", std::process::id(), rand::random::<u32>());
+        let mut conn = admin.connect().await.context("connecting to DATABASE_URL")?;
+        sqlx::query(&format!("CREATE DATABASE {name}"))
+            .execute(&mut conn)
+            .await
+            .context("creating the benchmark's scratch database (the role needs CREATEDB)")?;
+        let options = admin.clone().database(&name);
+        Ok(ScratchDb { admin, options, name })
+    }
+
+    async fn drop_db(self) -> anyhow::Result<()> {
+        let mut conn = self.admin.connect().await?;
+        sqlx::query(&format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name)).execute(&mut conn).await?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::percentile;
+
+    #[test]
+    fn percentile_picks_nearest_rank() {
+        let v: Vec<f64> = (1..=100).map(f64::from).collect();
+        assert_eq!(percentile(&v, 0.5), 51.0);
+        assert_eq!(percentile(&v, 0.99), 99.0);
+        assert_eq!(percentile(&[], 0.5), 0.0);
+    }
+}

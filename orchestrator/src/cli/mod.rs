@@ -1,0 +1,176 @@
+//! The `steer` command line (clap). Flags and their environment variables are the binary's
+//! configuration layer: each subcommand turns them into the typed config its component takes.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+use tokio_util::sync::CancellationToken;
+
+mod client;
+mod dataset;
+mod serve;
+mod sweep;
+mod token;
+mod up;
+
+#[derive(Parser, Debug)]
+#[command(name = "steer", version, about = "Run code agents on SWE-bench at scale, with and without a critic, and measure accuracy and cost.")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Start everything on this machine: Postgres (embedded unless DATABASE_URL is set), the coordinator and a worker.
+    Up(up::UpArgs),
+    /// Run the coordinator (HTTP API, queue, scheduler) against DATABASE_URL.
+    Serve(serve::ServeArgs),
+    /// Run a worker that claims runs from a coordinator.
+    Worker(serve::WorkerArgs),
+    /// Import and list datasets.
+    #[command(subcommand)]
+    Dataset(dataset::DatasetCommand),
+    /// Submit, watch and control sweeps.
+    #[command(subcommand)]
+    Sweep(sweep::SweepCommand),
+    /// Create, list and revoke API tokens (talks to the database directly).
+    #[command(subcommand)]
+    Token(token::TokenCommand),
+    /// Benchmarks that print one JSON object.
+    #[command(subcommand)]
+    Bench(BenchCommand),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum BenchCommand {
+    /// Claim + heartbeat + complete cycles against DATABASE_URL, and the bare-SQL ceiling.
+    Queue(crate::bench::QueueBenchArgs),
+}
+
+/// How a client command reaches the coordinator.
+#[derive(Args, Debug, Clone)]
+pub struct CoordinatorArgs {
+    /// Coordinator base URL.
+    #[arg(long, env = "STEER_COORDINATOR", default_value = "http://127.0.0.1:8420")]
+    pub coordinator: String,
+    /// API token (user or admin). Defaults to the admin token `steer up` wrote to its data directory.
+    #[arg(long, env = "STEER_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+}
+
+/// Where a command finds the database.
+#[derive(Args, Debug, Clone)]
+pub struct DatabaseArgs {
+    /// PostgreSQL URL, e.g. postgres://user:pass@127.0.0.1:5432/steerbench.
+    #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
+    pub database_url: String,
+}
+
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let quiet = matches!(cli.command, Command::Dataset(_) | Command::Sweep(_) | Command::Token(_) | Command::Bench(_));
+    init_tracing(if quiet { "warn" } else { "info" });
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(dispatch(cli.command)) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e}");
+            for cause in e.chain().skip(1) {
+                eprintln!("  caused by: {cause}");
+            }
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
+    match command {
+        Command::Up(args) => up::run(args).await,
+        Command::Serve(args) => serve::serve(args).await,
+        Command::Worker(args) => serve::worker(args).await,
+        Command::Dataset(cmd) => dataset::run(cmd).await,
+        Command::Sweep(cmd) => sweep::run(cmd).await,
+        Command::Token(cmd) => token::run(cmd).await,
+        Command::Bench(BenchCommand::Queue(args)) => crate::bench::queue(args).await,
+    }
+}
+
+fn init_tracing(default: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+}
+
+/// A token that fires on the first SIGINT/SIGTERM; a second signal exits at once.
+pub fn shutdown_on_signals() -> CancellationToken {
+    let token = CancellationToken::new();
+    let fire = token.clone();
+    tokio::spawn(async move {
+        wait_for_signal().await;
+        tracing::info!("shutting down (send the signal again to exit at once)");
+        fire.cancel();
+        wait_for_signal().await;
+        eprintln!("second signal: exiting now");
+        std::process::exit(130);
+    });
+    token
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).expect("installing a SIGTERM handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}
+
+/// Parses "30", "30s", "500ms", "2m" into a duration (for flags).
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let (num, unit) = match s.find(|c: char| !c.is_ascii_digit()) {
+        Some(i) => s.split_at(i),
+        None => (s, "s"),
+    };
+    let n: u64 = num.parse().map_err(|_| format!("`{s}` is not a duration like 30s, 500ms or 2m"))?;
+    match unit {
+        "ms" => Ok(Duration::from_millis(n)),
+        "s" => Ok(Duration::from_secs(n)),
+        "m" => Ok(Duration::from_secs(n * 60)),
+        "h" => Ok(Duration::from_secs(n * 3600)),
+        _ => Err(format!("`{s}`: unknown unit `{unit}` (ms, s, m or h)")),
+    }
+}
+
+/// The default data directory of `steer up` (embedded Postgres, token files).
+pub fn default_data_dir() -> PathBuf {
+    crate::embedded_pg::default_data_dir()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn durations_parse() {
+        assert_eq!(parse_duration("30").unwrap(), Duration::from_secs(30));
+        assert_eq!(parse_duration("500ms").unwrap(), Duration::from_millis(500));
+        assert_eq!(parse_duration("2m").unwrap(), Duration::from_secs(120));
+        assert!(parse_duration("2 weeks").is_err());
+    }
+}

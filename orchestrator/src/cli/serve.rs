@@ -1,0 +1,104 @@
+//! `steer serve` and `steer worker`.
+
+use std::net::SocketAddr;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::Args;
+
+use super::{parse_duration, shutdown_on_signals, DatabaseArgs};
+use crate::db;
+use crate::server::{self, CoordinatorConfig};
+
+#[derive(Args, Debug)]
+pub struct ServeArgs {
+    #[command(flatten)]
+    pub db: DatabaseArgs,
+    /// Address to listen on. Binds loopback by default; use 0.0.0.0:8420 to serve other machines.
+    #[arg(long, env = "STEER_BIND", default_value = "127.0.0.1:8420")]
+    pub bind: SocketAddr,
+    #[command(flatten)]
+    pub coordinator: CoordinatorFlags,
+}
+
+/// Coordinator settings shared by `serve` and `up`.
+#[derive(Args, Debug, Clone)]
+pub struct CoordinatorFlags {
+    /// How long a lease lasts without a heartbeat (workers heartbeat every third of it).
+    #[arg(long, env = "STEER_LEASE_TTL", default_value = "30s", value_parser = parse_duration)]
+    pub lease_ttl: Duration,
+    /// How often expired leases are taken back and finished sweeps closed.
+    #[arg(long, env = "STEER_MAINTENANCE_INTERVAL", default_value = "1s", value_parser = parse_duration)]
+    pub maintenance_interval: Duration,
+    /// Database connections of this coordinator.
+    #[arg(long, env = "STEER_DB_CONNECTIONS", default_value_t = 16)]
+    pub db_connections: u32,
+}
+
+impl CoordinatorFlags {
+    pub fn config(&self, bind: SocketAddr) -> CoordinatorConfig {
+        CoordinatorConfig { bind, lease_ttl: self.lease_ttl, maintenance_interval: self.maintenance_interval }
+    }
+}
+
+pub async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
+    let pool = db::connect(&args.db.database_url, args.coordinator.db_connections).await?;
+    let shutdown = shutdown_on_signals();
+    server::serve(pool, args.coordinator.config(args.bind), shutdown).await?;
+    Ok(ExitCode::SUCCESS)
+}
+
+#[derive(Args, Debug)]
+pub struct WorkerArgs {
+    /// Coordinator base URL.
+    #[arg(long, env = "STEER_COORDINATOR", default_value = "http://127.0.0.1:8420")]
+    pub coordinator: String,
+    /// A `worker` token (create one with `steer token create --role worker`).
+    #[arg(long, env = "STEER_TOKEN", hide_env_values = true)]
+    pub token: String,
+    #[command(flatten)]
+    pub worker: WorkerFlags,
+}
+
+/// Worker settings shared by `worker` and `up`.
+#[derive(Args, Debug, Clone)]
+pub struct WorkerFlags {
+    /// Runs executed at once.
+    #[arg(long, env = "STEER_SLOTS", default_value_t = 2)]
+    pub slots: u32,
+    /// Name shown for this worker [default: the host name].
+    #[arg(long, env = "STEER_WORKER_NAME")]
+    pub name: Option<String>,
+    /// On SIGTERM, how long runs may finish before they are handed back.
+    #[arg(long, env = "STEER_DRAIN_TIMEOUT", default_value = "60s", value_parser = parse_duration)]
+    pub drain_timeout: Duration,
+    /// Long-poll length of each claim.
+    #[arg(long, env = "STEER_CLAIM_WAIT", default_value = "10s", value_parser = parse_duration)]
+    pub claim_wait: Duration,
+}
+
+impl WorkerFlags {
+    pub fn config(&self, coordinator_url: &str, token: &str) -> worker::WorkerConfig {
+        let defaults = worker::WorkerConfig::default();
+        worker::WorkerConfig {
+            coordinator_url: coordinator_url.to_string(),
+            token: token.to_string(),
+            name: self.name.clone().unwrap_or(defaults.name),
+            slots: self.slots,
+            claim_wait: self.claim_wait,
+            drain_timeout: self.drain_timeout,
+            capabilities: defaults.capabilities,
+        }
+    }
+}
+
+pub async fn worker(args: WorkerArgs) -> anyhow::Result<ExitCode> {
+    if args.worker.slots == 0 {
+        anyhow::bail!("--slots must be at least 1");
+    }
+    let drain = shutdown_on_signals();
+    let config = args.worker.config(&args.coordinator, &args.token);
+    worker::run(config, Arc::new(worker::PlaceholderExecutor), drain).await?;
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,243 @@
+//! `steer sweep submit|list|status|runs|cancel|pause|resume`.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Subcommand;
+use protocol::{RunInfo, SubmitSweep, SweepState, SweepStatus, SweepSubmitted, API_PREFIX};
+use reqwest::Method;
+use rust_decimal::Decimal;
+use worker::client::Error as ClientError;
+use worker::CoordinatorClient;
+
+use super::{client, CoordinatorArgs};
+use crate::sweep_file;
+
+#[derive(Subcommand, Debug)]
+pub enum SweepCommand {
+    /// Submit a sweep file (TOML). Resubmitting the same file is a no-op that returns the existing sweep.
+    Submit {
+        file: PathBuf,
+        /// Wait until the sweep ends, with a progress bar; exits non-zero if it did not complete.
+        #[arg(long)]
+        wait: bool,
+        #[command(flatten)]
+        coordinator: CoordinatorArgs,
+    },
+    /// List sweeps.
+    List {
+        #[command(flatten)]
+        coordinator: CoordinatorArgs,
+    },
+    /// Show a sweep's progress, outcomes and spend (SWEEP is an id or a name).
+    Status {
+        sweep: String,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        coordinator: CoordinatorArgs,
+    },
+    /// List a sweep's runs.
+    Runs {
+        sweep: String,
+        /// Only runs in this state (queued, running, paused, done, error, cancelled).
+        #[arg(long)]
+        state: Option<String>,
+        /// Only runs with this outcome.
+        #[arg(long)]
+        outcome: Option<String>,
+        #[command(flatten)]
+        coordinator: CoordinatorArgs,
+    },
+    /// Cancel a sweep: queued runs are cancelled, running ones stop at their next heartbeat.
+    Cancel {
+        sweep: String,
+        #[command(flatten)]
+        coordinator: CoordinatorArgs,
+    },
+    /// Pause a sweep: no new run starts; running ones finish.
+    Pause {
+        sweep: String,
+        #[command(flatten)]
+        coordinator: CoordinatorArgs,
+    },
+    /// Resume a paused, cancelled or stopped sweep: re-queues only runs that did not finish.
+    Resume {
+        sweep: String,
+        /// New budget in dollars (needed when the old one is spent).
+        #[arg(long)]
+        budget_usd: Option<Decimal>,
+        #[command(flatten)]
+        coordinator: CoordinatorArgs,
+    },
+}
+
+pub async fn run(cmd: SweepCommand) -> anyhow::Result<ExitCode> {
+    match cmd {
+        SweepCommand::Submit { file, wait, coordinator } => {
+            let client = client::connect(&coordinator)?;
+            let submitted = submit(&client, &file).await?;
+            if submitted.created {
+                println!("submitted sweep `{}` (id {}): {} runs", submitted.name, submitted.sweep_id, submitted.runs);
+            } else {
+                println!(
+                    "sweep `{}` (id {}) was already submitted with this configuration; nothing added ({} runs)",
+                    submitted.name, submitted.sweep_id, submitted.runs
+                );
+            }
+            if !wait {
+                return Ok(ExitCode::SUCCESS);
+            }
+            let status = wait_for(&client, submitted.sweep_id).await?;
+            print_status(&status);
+            Ok(if status.state == SweepState::Completed { ExitCode::SUCCESS } else { ExitCode::from(2) })
+        }
+        SweepCommand::List { coordinator } => {
+            let client = client::connect(&coordinator)?;
+            let list: Vec<SweepStatus> = client.call::<(), _>(Method::GET, &format!("{API_PREFIX}/sweeps"), None).await?;
+            println!("{:>4}  {:<28} {:<10} {:>7} {:>7}  spent", "id", "name", "state", "runs", "done");
+            for s in list {
+                println!(
+                    "{:>4}  {:<28} {:<10} {:>7} {:>7}  ${}",
+                    s.id,
+                    s.name,
+                    s.state.as_str(),
+                    s.total_runs,
+                    s.finished_runs(),
+                    s.spent_usd
+                );
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        SweepCommand::Status { sweep, json, coordinator } => {
+            let client = client::connect(&coordinator)?;
+            let status = status(&client, &sweep).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&status)?);
+            } else {
+                print_status(&status);
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        SweepCommand::Runs { sweep, state, outcome, coordinator } => {
+            let client = client::connect(&coordinator)?;
+            let mut query = Vec::new();
+            if let Some(s) = state {
+                query.push(format!("state={s}"));
+            }
+            if let Some(o) = outcome {
+                query.push(format!("outcome={o}"));
+            }
+            let path = format!("{API_PREFIX}/sweeps/{sweep}/runs?{}", query.join("&"));
+            let runs: Vec<RunInfo> = client.call::<(), _>(Method::GET, &path, None).await?;
+            println!("{:>6}  {:<28} {:<16} {:<10} {:>3} {:<9} {:<20} cost", "run", "instance", "agent", "critic", "rep", "state", "outcome");
+            for r in runs {
+                println!(
+                    "{:>6}  {:<28} {:<16} {:<10} {:>3} {:<9} {:<20} ${}",
+                    r.id,
+                    r.instance_id,
+                    r.agent,
+                    r.critic,
+                    r.repeat_index,
+                    r.state.as_str(),
+                    r.outcome.map(|o| o.as_str()).unwrap_or("-"),
+                    r.totals.total_cost()
+                );
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        SweepCommand::Cancel { sweep, coordinator } => transition(&coordinator, &sweep, "cancel", None).await,
+        SweepCommand::Pause { sweep, coordinator } => transition(&coordinator, &sweep, "pause", None).await,
+        SweepCommand::Resume { sweep, budget_usd, coordinator } => {
+            transition(&coordinator, &sweep, "resume", Some(serde_json::json!({ "budget_usd": budget_usd }))).await
+        }
+    }
+}
+
+async fn transition(
+    coordinator: &CoordinatorArgs,
+    sweep: &str,
+    action: &str,
+    body: Option<serde_json::Value>,
+) -> anyhow::Result<ExitCode> {
+    let client = client::connect(coordinator)?;
+    let body = body.unwrap_or_else(|| serde_json::json!({}));
+    let status: SweepStatus =
+        client.call(Method::POST, &format!("{API_PREFIX}/sweeps/{sweep}/{action}"), Some(&body)).await?;
+    print_status(&status);
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Validates the file locally, imports its dataset if it names a path and the coordinator
+/// does not have it yet, then submits it.
+pub async fn submit(client: &CoordinatorClient, file: &Path) -> anyhow::Result<SweepSubmitted> {
+    let text = std::fs::read_to_string(file).with_context(|| format!("reading sweep file {}", file.display()))?;
+    let file_name = file.display().to_string();
+    let parsed = sweep_file::parse(&text, &file_name)?;
+    let dataset_path = format!("{API_PREFIX}/datasets/{}", parsed.dataset.name);
+    match client.request::<(), protocol::DatasetInfo>(Method::GET, &dataset_path, None).await {
+        Ok(_) => {}
+        Err(ClientError::Rejected { status: 404, .. }) => {
+            let Some(rel) = &parsed.dataset.path else {
+                anyhow::bail!(
+                    "dataset `{}` is not imported: import it with `steer dataset import FILE --name {}` or set dataset.path in {}",
+                    parsed.dataset.name,
+                    parsed.dataset.name,
+                    file_name
+                );
+            };
+            let path = file.parent().unwrap_or(Path::new(".")).join(rel);
+            let info = super::dataset::import(client, &path, &parsed.dataset.name).await?;
+            eprintln!("imported dataset `{}`: {} instances from {}", info.name, info.instances, path.display());
+        }
+        Err(e) => return Err(e.into()),
+    }
+    let req = SubmitSweep { config_toml: text, file_name: Some(file_name) };
+    Ok(client.call(Method::POST, &format!("{API_PREFIX}/sweeps"), Some(&req)).await?)
+}
+
+pub async fn status(client: &CoordinatorClient, sweep: &str) -> anyhow::Result<SweepStatus> {
+    Ok(client.call::<(), _>(Method::GET, &format!("{API_PREFIX}/sweeps/{sweep}"), None).await?)
+}
+
+/// Polls the sweep until it ends, drawing a progress bar on a terminal.
+pub async fn wait_for(client: &CoordinatorClient, sweep_id: i64) -> anyhow::Result<SweepStatus> {
+    let bar = indicatif::ProgressBar::new(0);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{spinner} [{elapsed_precise}] {bar:40} {pos}/{len} runs  {msg}")
+            .expect("static progress template"),
+    );
+    loop {
+        let s = status(client, &sweep_id.to_string()).await?;
+        bar.set_length(s.total_runs as u64);
+        bar.set_position(s.finished_runs() as u64);
+        let running = s.states.get("running").copied().unwrap_or(0);
+        bar.set_message(format!("{running} running, ${} spent", s.spent_usd));
+        if !matches!(s.state, SweepState::Running | SweepState::Paused) {
+            bar.finish_and_clear();
+            return Ok(s);
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+pub fn print_status(s: &SweepStatus) {
+    println!("sweep {} `{}`: {}", s.id, s.name, s.state.as_str());
+    if let Some(reason) = &s.stop_reason {
+        println!("  stopped: {reason}");
+    }
+    let states: Vec<String> = s.states.iter().map(|(k, v)| format!("{k} {v}")).collect();
+    println!("  runs: {} total | {}", s.total_runs, states.join(" | "));
+    if !s.outcomes.is_empty() {
+        let outcomes: Vec<String> = s.outcomes.iter().map(|(k, v)| format!("{k} {v}")).collect();
+        println!("  outcomes: {}", outcomes.join(", "));
+    }
+    match s.budget_usd {
+        Some(b) => println!("  spent: ${} of ${} budget", s.spent_usd, b),
+        None => println!("  spent: ${}", s.spent_usd),
+    }
+    println!("  config hash: {}", &s.config_hash[..s.config_hash.len().min(16)]);
+}

@@ -1,0 +1,447 @@
+//! The sweep file: a TOML description of a sweep (instances x agents x critics x repeats),
+//! parsed and validated into typed specs.
+//!
+//! `examples/full-sweep.toml` documents every key. Errors name the file, the line and the key
+//! path (`sweep.toml:12: agents[1].base_url: not a valid http(s) URL ("ftp://x")`), unknown keys
+//! are rejected with a suggestion, and money is kept exact as `Decimal`. The parser reads
+//! toml_edit's spanned tree directly (see `reader`) rather than going through serde, so every
+//! error knows its path and line without mapping spans back to keys.
+
+mod reader;
+#[cfg(test)]
+mod tests;
+
+use protocol::{
+    AgentLimits, AgentSpec, CriticKind, CriticSpec, ExecutorSpec, PlaceholderSpec, Price, Sampling,
+};
+use rust_decimal::Decimal;
+use serde::{Deserialize, Serialize};
+use serde_json::Value as Json;
+use sha2::{Digest, Sha256};
+use toml_edit::ImDocument;
+
+use reader::{suggest, Source, Table};
+
+/// A parsed, validated sweep file.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SweepFile {
+    pub name: String,
+    pub description: Option<String>,
+    pub repeats: u32,
+    /// Infrastructure attempts per run before it ends as `error`.
+    pub max_attempts: u32,
+    /// Dollars the whole sweep may spend.
+    pub budget_usd: Option<Decimal>,
+    /// Cap on this sweep's runs running at once.
+    pub max_running: Option<u32>,
+    pub dataset: DatasetRef,
+    pub select: Selection,
+    pub executor: ExecutorSpec,
+    pub agents: Vec<AgentSpec>,
+    pub critics: Vec<CriticSpec>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DatasetRef {
+    /// Name of an imported dataset.
+    pub name: String,
+    /// File to import it from when it does not exist yet, as written: relative paths are
+    /// relative to the sweep file, and resolving them is the caller's job.
+    pub path: Option<String>,
+}
+
+/// Which instances of the dataset to run. The filters are applied elsewhere; here they are
+/// only checked (the regex compiles, the sample is not empty).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Selection {
+    pub ids: Vec<String>,
+    pub repos: Vec<String>,
+    pub difficulty: Vec<String>,
+    pub id_regex: Option<String>,
+    /// Seeded random sample taken after the filters.
+    pub sample: Option<Sample>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Sample {
+    pub n: u32,
+    pub seed: u64,
+}
+
+/// What is wrong with a sweep file, and where. The message starts with the key path.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("{file}{}: {message}", line.map(|l| format!(":{l}")).unwrap_or_default())]
+pub struct Error {
+    pub file: String,
+    /// 1-based; None when the problem has no place in the file (e.g. no agents at all).
+    pub line: Option<usize>,
+    pub message: String,
+}
+
+impl SweepFile {
+    /// SHA-256 (hex) of the spec's canonical JSON, leaving out what does not change what runs:
+    /// the description and where the dataset file lies. Key order, whitespace and comments of
+    /// the TOML do not matter, nor how an amount was spelled (1.5, 1.50, "1.5").
+    pub fn config_hash(&self) -> String {
+        let mut spec = serde_json::to_value(self).expect("a sweep file always serializes");
+        let top = spec.as_object_mut().expect("a sweep file serializes to an object");
+        top.remove("description");
+        if let Some(dataset) = top.get_mut("dataset").and_then(Json::as_object_mut) {
+            dataset.remove("path");
+        }
+        let mut canonical = String::new();
+        write_canonical(&spec, &mut canonical);
+        hex::encode(Sha256::digest(canonical.as_bytes()))
+    }
+}
+
+/// JSON with object keys sorted at every level, whatever order the map kept them in
+/// (serde_json's `preserve_order` may be on elsewhere in the build, and Postgres' jsonb
+/// reorders keys).
+fn write_canonical(value: &Json, out: &mut String) {
+    match value {
+        Json::Object(map) => {
+            let mut entries: Vec<_> = map.iter().collect();
+            entries.sort_by(|a, b| a.0.cmp(b.0));
+            out.push('{');
+            for (i, (key, value)) in entries.into_iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                out.push_str(&Json::String(key.clone()).to_string());
+                out.push(':');
+                write_canonical(value, out);
+            }
+            out.push('}');
+        }
+        Json::Array(items) => {
+            out.push('[');
+            for (i, item) in items.iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                write_canonical(item, out);
+            }
+            out.push(']');
+        }
+        scalar => out.push_str(&scalar.to_string()),
+    }
+}
+
+/// Parses and validates a sweep file; `file_name` is only used in error messages.
+pub fn parse(text: &str, file_name: &str) -> Result<SweepFile, Error> {
+    let src = Source { text, file: file_name };
+    let doc = ImDocument::parse(text).map_err(|e| {
+        src.error(e.span(), format!("not valid TOML: {}", e.message().trim().replace('\n', "; ")))
+    })?;
+    sweep(&Table::root(&src, doc.as_table()))
+}
+
+const TOP_KEYS: &[&str] = &[
+    "name",
+    "description",
+    "repeats",
+    "max_attempts",
+    "budget_usd",
+    "max_running",
+    "dataset",
+    "select",
+    "executor",
+    "agents",
+    "critics",
+];
+const DATASET_KEYS: &[&str] = &["name", "path"];
+const SELECT_KEYS: &[&str] = &["ids", "repos", "difficulty", "id_regex", "sample"];
+const SAMPLE_KEYS: &[&str] = &["n", "seed"];
+const PLACEHOLDER_KEYS: &[&str] =
+    &["kind", "duration_ms", "steps", "resolve_probability", "cost_per_step_usd", "seed"];
+const AGENT_KEYS: &[&str] = &[
+    "name",
+    "base_url",
+    "model",
+    "api_key_env",
+    "temperature",
+    "top_p",
+    "max_tokens",
+    "seed",
+    "stop",
+    "price",
+    "max_steps",
+    "max_cost_usd",
+    "max_wall_time_s",
+    "max_concurrency",
+];
+const PRICE_KEYS: &[&str] = &["input_per_mtok", "output_per_mtok", "cached_input_per_mtok"];
+const CRITIC_KEYS: &[&str] = &["name", "kind"];
+/// Critic kinds `protocol::CriticKind` knows (a test keeps this list in step with it).
+const CRITIC_KINDS: &[&str] = &["none"];
+/// Critic kinds that are planned but not built yet, so they get a clearer message than "unknown".
+const PLANNED_CRITIC_KINDS: &[&str] = &["onnx", "remote", "heuristic"];
+const EXECUTOR_KINDS: &[&str] = &["placeholder"];
+
+fn sweep(t: &Table) -> Result<SweepFile, Error> {
+    t.only(TOP_KEYS)?;
+    let name = name(t, "name")?;
+    let description = t.string("description")?;
+    let repeats = t.integer("repeats", 1)?.unwrap_or(1);
+    let max_attempts = t.integer("max_attempts", 1)?.unwrap_or(3);
+    let budget_usd = t.money("budget_usd")?;
+    let max_running = t.integer("max_running", 1)?;
+    let dataset = dataset(&t.required("dataset", t.table("dataset")?)?)?;
+    let select = match t.table("select")? {
+        Some(select) => selection(&select)?,
+        None => Selection::default(),
+    };
+    let executor = match t.table("executor")? {
+        Some(executor_table) => executor(&executor_table)?,
+        None => ExecutorSpec::Placeholder(PlaceholderSpec::default()),
+    };
+
+    let mut agents: Vec<AgentSpec> = Vec::new();
+    for table in t.tables("agents")? {
+        let spec = agent(&table)?;
+        if agents.iter().any(|a| a.name == spec.name) {
+            return Err(table.err("name", format!("another agent is already named `{}`", spec.name)));
+        }
+        agents.push(spec);
+    }
+    if agents.is_empty() {
+        return Err(t.err("agents", "no agents: add at least one `[[agents]]` table"));
+    }
+
+    let mut critics: Vec<CriticSpec> = Vec::new();
+    for table in t.tables("critics")? {
+        let spec = critic(&table)?;
+        if critics.iter().any(|c| c.name == spec.name) {
+            return Err(table.err("name", format!("another critic is already named `{}`", spec.name)));
+        }
+        critics.push(spec);
+    }
+    if critics.is_empty() {
+        return Err(t.err(
+            "critics",
+            "no critics: add at least one `[[critics]]` table (kind = \"none\" runs the agent alone)",
+        ));
+    }
+
+    Ok(SweepFile {
+        name,
+        description,
+        repeats,
+        max_attempts,
+        budget_usd,
+        max_running,
+        dataset,
+        select,
+        executor,
+        agents,
+        critics,
+    })
+}
+
+/// Checks a name of a sweep, agent, critic or dataset: it ends up in run listings, reports and
+/// paths, so it is kept to letters, digits, `.`, `_` and `-`.
+pub fn validate_name(name: &str) -> Result<(), String> {
+    let allowed = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-');
+    if name.is_empty() || !name.chars().all(allowed) {
+        return Err(format!("{name:?} is not a valid name (use letters, digits, `.`, `_` and `-`)"));
+    }
+    Ok(())
+}
+
+/// A required name of sweep, agent or critic.
+fn name(t: &Table, key: &str) -> Result<String, Error> {
+    let name = t.required(key, t.string(key)?)?;
+    validate_name(&name).map_err(|m| t.err(key, m))?;
+    Ok(name)
+}
+
+fn dataset(t: &Table) -> Result<DatasetRef, Error> {
+    t.only(DATASET_KEYS)?;
+    let name = t.required("name", t.string("name")?)?;
+    if name.trim().is_empty() {
+        return Err(t.err("name", "must not be empty"));
+    }
+    let path = t.string("path")?;
+    if path.as_deref().is_some_and(|p| p.trim().is_empty()) {
+        return Err(t.err("path", "must not be empty (leave it out instead)"));
+    }
+    Ok(DatasetRef { name, path })
+}
+
+fn selection(t: &Table) -> Result<Selection, Error> {
+    t.only(SELECT_KEYS)?;
+    let id_regex = t.string("id_regex")?;
+    if let Some(Err(e)) = id_regex.as_deref().map(regex::Regex::new) {
+        // regex's message draws a caret under the pattern over several lines; keep its last.
+        let reason =
+            e.to_string().lines().last().unwrap_or_default().trim_start_matches("error: ").to_owned();
+        return Err(t.err("id_regex", format!("not a valid regular expression ({reason})")));
+    }
+    let sample = match t.table("sample")? {
+        Some(s) => {
+            s.only(SAMPLE_KEYS)?;
+            let n = s.required("n", s.integer("n", 1)?)?;
+            Some(Sample { n, seed: s.integer("seed", 0)?.unwrap_or(0) })
+        }
+        None => None,
+    };
+    Ok(Selection {
+        ids: t.strings("ids")?,
+        repos: t.strings("repos")?,
+        difficulty: t.strings("difficulty")?,
+        id_regex,
+        sample,
+    })
+}
+
+fn executor(t: &Table) -> Result<ExecutorSpec, Error> {
+    let kind = t.required("kind", t.string("kind")?)?;
+    match kind.as_str() {
+        "placeholder" => {
+            t.only(PLACEHOLDER_KEYS)?;
+            let default = PlaceholderSpec::default();
+            let in_unit = |p: f64| (0.0..=1.0).contains(&p);
+            Ok(ExecutorSpec::Placeholder(PlaceholderSpec {
+                duration_ms: t.integer("duration_ms", 0)?.unwrap_or(default.duration_ms),
+                steps: t.integer("steps", 0)?.unwrap_or(default.steps),
+                resolve_probability: t
+                    .float("resolve_probability", in_unit, "between 0 and 1")?
+                    .unwrap_or(default.resolve_probability),
+                cost_per_step_usd: t.money("cost_per_step_usd")?.unwrap_or(default.cost_per_step_usd),
+                seed: t.integer("seed", 0)?.unwrap_or(default.seed),
+            }))
+        }
+        other => Err(t.err("kind", unknown_kind("executor", other, EXECUTOR_KINDS))),
+    }
+}
+
+fn agent(t: &Table) -> Result<AgentSpec, Error> {
+    t.only(AGENT_KEYS)?;
+    let name = name(t, "name")?;
+    let base_url = t.required("base_url", t.string("base_url")?)?;
+    check_base_url(t, &base_url)?;
+    let model = t.required("model", t.string("model")?)?;
+    let api_key_env = t.string("api_key_env")?;
+    if let Some(var) = &api_key_env {
+        check_api_key_env(t, var)?;
+    }
+    let sampling = Sampling {
+        temperature: t.float("temperature", |x| (0.0..=2.0).contains(&x), "between 0 and 2")?,
+        top_p: t.float("top_p", |x| x > 0.0 && x <= 1.0, "greater than 0 and at most 1")?,
+        max_tokens: t.integer("max_tokens", 1)?,
+        seed: t.integer("seed", i64::MIN)?,
+        stop: t.strings("stop")?,
+    };
+    let price = match t.table("price")? {
+        Some(p) => {
+            p.only(PRICE_KEYS)?;
+            let input_per_mtok = p.required("input_per_mtok", p.money("input_per_mtok")?)?;
+            Price {
+                input_per_mtok,
+                output_per_mtok: p.required("output_per_mtok", p.money("output_per_mtok")?)?,
+                // Without a cached price, cached tokens cost full price: cost caps stay safe.
+                cached_input_per_mtok: p.money("cached_input_per_mtok")?.unwrap_or(input_per_mtok),
+            }
+        }
+        None => Price::default(),
+    };
+    let default = AgentLimits::default();
+    let limits = AgentLimits {
+        max_steps: t.integer("max_steps", 1)?.unwrap_or(default.max_steps),
+        max_cost_usd: t.money("max_cost_usd")?.or(default.max_cost_usd),
+        max_wall_time_s: t.integer("max_wall_time_s", 1)?.unwrap_or(default.max_wall_time_s),
+    };
+    let max_concurrency = t.integer("max_concurrency", 1)?;
+    Ok(AgentSpec { name, base_url, model, api_key_env, sampling, price, limits, max_concurrency })
+}
+
+fn critic(t: &Table) -> Result<CriticSpec, Error> {
+    let name = name(t, "name")?;
+    let kind_name = t.required("kind", t.string("kind")?)?;
+    // protocol decides which kinds exist; the lists here only word the error.
+    let Ok(kind) = serde_json::from_value::<CriticKind>(Json::String(kind_name.clone())) else {
+        let message = if PLANNED_CRITIC_KINDS.contains(&kind_name.as_str()) {
+            format!("critic kind `{kind_name}` is not available in this build yet")
+        } else {
+            unknown_kind("critic", &kind_name, CRITIC_KINDS)
+        };
+        return Err(t.err("kind", message));
+    };
+    let params = t.others_as_json(CRITIC_KEYS)?;
+    match kind {
+        CriticKind::None => {
+            if let Some(key) = params.keys().next() {
+                return Err(t.err(key, "critic kind `none` takes no parameters"));
+            }
+        }
+    }
+    Ok(CriticSpec { name, kind, params: Json::Object(params) })
+}
+
+fn unknown_kind(what: &str, kind: &str, known: &[&str]) -> String {
+    let hint = match suggest(kind, known) {
+        Some(close) => format!("; did you mean `{close}`?"),
+        None => format!(" (this build has: {})", known.join(", ")),
+    };
+    format!("unknown {what} kind `{kind}`{hint}")
+}
+
+fn check_base_url(t: &Table, url: &str) -> Result<(), Error> {
+    // Credentials in a URL would be stored with the sweep and shown in errors: say so without
+    // echoing the URL.
+    if url.contains('@') {
+        return Err(t.err(
+            "base_url",
+            "must not contain credentials; name the environment variable holding the key in `api_key_env`",
+        ));
+    }
+    let host = url
+        .strip_prefix("http://")
+        .or_else(|| url.strip_prefix("https://"))
+        .map(|rest| rest.split(['/', '?', '#']).next().unwrap_or_default());
+    let host_char = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_' | ':' | '[' | ']');
+    match host {
+        Some(host)
+            if !host.is_empty() && host.chars().all(host_char) && !url.contains(char::is_whitespace) =>
+        {
+            Ok(())
+        }
+        _ => Err(t.err("base_url", format!("not a valid http(s) URL ({url:?})"))),
+    }
+}
+
+/// `api_key_env` names the variable holding the key. The value is never echoed: if it is the
+/// key itself, the error message must not carry it into logs.
+fn check_api_key_env(t: &Table, var: &str) -> Result<(), Error> {
+    if looks_like_secret(var) {
+        return Err(t.err(
+            "api_key_env",
+            "this looks like an API key itself; put the NAME of the environment variable that \
+             holds the key here (e.g. \"OPENAI_API_KEY\"), never the key",
+        ));
+    }
+    let mut chars = var.chars();
+    let starts_well = chars.next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_');
+    if !starts_well || !chars.all(|c| c.is_ascii_alphanumeric() || c == '_') {
+        return Err(t.err(
+            "api_key_env",
+            "not an environment variable name (letters, digits and `_`, not starting with a \
+             digit); put the NAME of the variable that holds the key here",
+        ));
+    }
+    Ok(())
+}
+
+fn looks_like_secret(value: &str) -> bool {
+    const KEY_PREFIXES: &[&str] =
+        &["sk-", "sk_", "hf_", "ghp_", "gho_", "github_pat_", "xai-", "gsk_", "AKIA", "AIza", "Bearer "];
+    let has = |f: fn(&char) -> bool| value.chars().any(|c| f(&c));
+    // Variable names are words (OPENAI_API_KEY); keys are long and random.
+    let random_looking = value.len() >= 20
+        && has(char::is_ascii_lowercase)
+        && has(char::is_ascii_uppercase)
+        && has(char::is_ascii_digit);
+    let long_unbroken = value.len() >= 32 && !value.contains('_');
+    KEY_PREFIXES.iter().any(|p| value.starts_with(p)) || random_looking || long_unbroken
+}

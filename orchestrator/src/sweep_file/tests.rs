@@ -1,0 +1,365 @@
+use std::str::FromStr;
+
+use super::*;
+
+/// A valid sweep; tests add lines to the agent (line 8) or replace text.
+const MINIMAL: &str = r#"name = "t"
+[dataset]
+name = "demo"
+[[agents]]
+name = "a"
+base_url = "http://127.0.0.1:8000/v1"
+model = "m"
+#AGENT
+[[critics]]
+name = "none"
+kind = "none"
+"#;
+
+const AGENT_TABLE: &str =
+    "[[agents]]\nname = \"a\"\nbase_url = \"http://127.0.0.1:8000/v1\"\nmodel = \"m\"\n#AGENT\n";
+
+fn with_agent_line(line: &str) -> String {
+    MINIMAL.replace("#AGENT", line)
+}
+
+fn error(text: &str) -> String {
+    match parse(text, "sweep.toml") {
+        Ok(sweep) => panic!("expected an error, parsed {sweep:?}"),
+        Err(e) => e.to_string(),
+    }
+}
+
+fn dec(s: &str) -> Decimal {
+    Decimal::from_str(s).unwrap()
+}
+
+fn example(name: &str, text: &str) -> SweepFile {
+    parse(text, name).unwrap_or_else(|e| panic!("{e}"))
+}
+
+const DEMO: &str = include_str!("../../../examples/demo-sweep.toml");
+const FULL: &str = include_str!("../../../examples/full-sweep.toml");
+
+#[test]
+fn demo_example_parses() {
+    let demo = example("demo-sweep.toml", DEMO);
+    assert_eq!(demo.dataset, DatasetRef { name: "demo".into(), path: Some("demo-dataset.jsonl".into()) });
+    assert_eq!((demo.repeats, demo.agents.len(), demo.critics.len()), (2, 2, 1));
+    assert!(demo.budget_usd.is_some());
+    let ExecutorSpec::Placeholder(placeholder) = &demo.executor;
+    assert!(placeholder.duration_ms <= 500);
+}
+
+#[test]
+fn full_example_sets_every_key() {
+    let full = example("full-sweep.toml", FULL);
+    assert_eq!(full.name, "verified-qwen-critic");
+    assert!(full.description.is_some());
+    assert_eq!((full.repeats, full.max_attempts, full.max_running), (3, 3, Some(64)));
+    assert_eq!(full.budget_usd, Some(dec("25")));
+    assert_eq!(full.dataset.path.as_deref(), Some("data/verified.parquet"));
+    let select = &full.select;
+    assert_eq!((select.ids.len(), select.repos.len(), select.difficulty.len()), (3, 1, 2));
+    assert_eq!(select.id_regex.as_deref(), Some("^django__"));
+    assert_eq!(select.sample, Some(Sample { n: 2, seed: 7 }));
+    let ExecutorSpec::Placeholder(placeholder) = &full.executor;
+    assert_eq!(placeholder.cost_per_step_usd, dec("0.001"));
+
+    let qwen = &full.agents[0];
+    assert_eq!(qwen.api_key_env.as_deref(), Some("QWEN_API_KEY"));
+    assert_eq!(
+        qwen.sampling,
+        Sampling {
+            temperature: Some(0.0),
+            top_p: Some(1.0),
+            max_tokens: Some(2048),
+            seed: Some(1),
+            stop: vec![]
+        }
+    );
+    assert_eq!(
+        qwen.limits,
+        AgentLimits { max_steps: 150, max_cost_usd: Some(dec("6")), max_wall_time_s: 3600 }
+    );
+    assert_eq!(qwen.max_concurrency, Some(16));
+    // `[agents.price]` as a table, amounts as strings, cached price defaulting to input.
+    assert_eq!(
+        full.agents[1].price,
+        Price { input_per_mtok: dec("0.1"), output_per_mtok: dec("0.3"), cached_input_per_mtok: dec("0.1") }
+    );
+    assert_eq!(
+        full.critics,
+        vec![CriticSpec { name: "none".into(), kind: CriticKind::None, params: serde_json::json!({}) }]
+    );
+}
+
+#[test]
+fn defaults_apply_when_keys_are_absent() {
+    let sweep = parse(MINIMAL, "sweep.toml").unwrap();
+    assert_eq!((sweep.repeats, sweep.max_attempts, sweep.budget_usd, sweep.max_running), (1, 3, None, None));
+    assert_eq!(sweep.select, Selection::default());
+    assert_eq!(sweep.executor, ExecutorSpec::Placeholder(PlaceholderSpec::default()));
+    let agent = &sweep.agents[0];
+    assert_eq!((&agent.sampling, &agent.price), (&Sampling::default(), &Price::default()));
+    assert_eq!(agent.limits, AgentLimits::default());
+}
+
+#[test]
+fn float_money_is_exact() {
+    let text = with_agent_line(
+        "price = { input_per_mtok = 0.15, output_per_mtok = 1.50, cached_input_per_mtok = 0.015 }\nmax_cost_usd = 6",
+    );
+    let agent = &parse(&text, "sweep.toml").unwrap().agents[0];
+    assert_eq!(agent.price.input_per_mtok.to_string(), "0.15");
+    assert_eq!(agent.price.output_per_mtok.to_string(), "1.5");
+    assert_eq!(agent.price.cached_input_per_mtok.to_string(), "0.015");
+    assert_eq!(agent.limits.max_cost_usd, Some(dec("6")));
+    // The same amounts written as strings give the same spec.
+    let as_strings = with_agent_line(
+        r#"price = { input_per_mtok = "0.15", output_per_mtok = "1.50", cached_input_per_mtok = "0.015" }
+max_cost_usd = "6.00""#,
+    );
+    assert_eq!(parse(&as_strings, "sweep.toml").unwrap(), parse(&text, "sweep.toml").unwrap());
+}
+
+#[test]
+fn config_hash_ignores_layout_key_order_comments_description_and_path() {
+    let reordered = r#"
+# the same sweep, written differently
+[[critics]]
+kind = "none"      # order of keys does not matter
+name = "none"
+
+[[agents]]
+model = "m"
+base_url = "http://127.0.0.1:8000/v1"
+name = "a"
+
+[dataset]
+path = "somewhere/else.jsonl"
+name = "demo"
+"#;
+    // Top-level keys must precede tables, so they go first.
+    let reordered = format!("description = \"prose\"\nname = \"t\"\n{reordered}");
+    let a = parse(MINIMAL, "sweep.toml").unwrap();
+    let b = parse(&reordered, "other.toml").unwrap();
+    assert_eq!(a.config_hash(), b.config_hash());
+    assert_eq!(a.config_hash().len(), 64);
+}
+
+#[test]
+fn config_hash_changes_with_meaningful_values() {
+    let base = parse(MINIMAL, "sweep.toml").unwrap().config_hash();
+    for change in [
+        MINIMAL.replace("name = \"t\"", "name = \"t\"\nrepeats = 2"),
+        MINIMAL.replace("name = \"demo\"", "name = \"verified\""),
+        with_agent_line("temperature = 0.5"),
+        with_agent_line("price = { input_per_mtok = 0.15, output_per_mtok = 1.5 }"),
+        MINIMAL.replace("model = \"m\"", "model = \"m2\""),
+    ] {
+        assert_ne!(parse(&change, "sweep.toml").unwrap().config_hash(), base, "{change}");
+    }
+}
+
+#[test]
+fn validation_errors_name_path_and_line() {
+    let cases = [
+        (with_agent_line("temperature = 3"), "sweep.toml:8: agents[0].temperature: must be between 0 and 2 (found 3)"),
+        (with_agent_line("top_p = 0"), "sweep.toml:8: agents[0].top_p: must be greater than 0 and at most 1 (found 0)"),
+        (with_agent_line("max_tokens = 0"), "sweep.toml:8: agents[0].max_tokens: must be at least 1 (found 0)"),
+        (with_agent_line("max_steps = 0"), "sweep.toml:8: agents[0].max_steps: must be at least 1 (found 0)"),
+        (with_agent_line("max_wall_time_s = 0"), "sweep.toml:8: agents[0].max_wall_time_s: must be at least 1 (found 0)"),
+        (with_agent_line("max_concurrency = 0"), "sweep.toml:8: agents[0].max_concurrency: must be at least 1 (found 0)"),
+        (with_agent_line("max_tokens = \"2048\""), "sweep.toml:8: agents[0].max_tokens: expected an integer, found a string"),
+        (with_agent_line("max_cost_usd = -1"), "sweep.toml:8: agents[0].max_cost_usd: must not be negative"),
+        (
+            with_agent_line("price = { input_per_mtok = 0.1 }"),
+            "sweep.toml:8: agents[0].price.output_per_mtok: required but missing",
+        ),
+        (
+            // A table made by dotted keys has no span of its own: its key's line is used.
+            with_agent_line("price.input_per_mtok = 0.1"),
+            "sweep.toml:8: agents[0].price.output_per_mtok: required but missing",
+        ),
+        (
+            with_agent_line("price = { input_per_mtok = \"cheap\", output_per_mtok = 1 }"),
+            "sweep.toml:8: agents[0].price.input_per_mtok: expected an amount in dollars (a number, or a string such as \"0.15\")",
+        ),
+        (
+            MINIMAL.replace("http://127.0.0.1:8000/v1", "ftp://x"),
+            "sweep.toml:6: agents[0].base_url: not a valid http(s) URL (\"ftp://x\")",
+        ),
+        (
+            MINIMAL.replace("name = \"a\"", "name = \"a b\""),
+            "sweep.toml:5: agents[0].name: \"a b\" is not a valid name (use letters, digits, `.`, `_` and `-`)",
+        ),
+        (
+            MINIMAL.replace("#AGENT", "[[agents]]\nname = \"a\"\nbase_url = \"http://h/v1\"\nmodel = \"m\""),
+            "sweep.toml:9: agents[1].name: another agent is already named `a`",
+        ),
+        (
+            MINIMAL.replace("kind = \"none\"", "kind = \"onnx\""),
+            "sweep.toml:11: critics[0].kind: critic kind `onnx` is not available in this build yet",
+        ),
+        (
+            MINIMAL.replace("kind = \"none\"", "kind = \"nnoe\""),
+            "sweep.toml:11: critics[0].kind: unknown critic kind `nnoe`; did you mean `none`?",
+        ),
+        (
+            MINIMAL.replace("kind = \"none\"", "kind = \"none\"\nthreshold = 0.5"),
+            "sweep.toml:12: critics[0].threshold: critic kind `none` takes no parameters",
+        ),
+        (
+            MINIMAL.replace("[[agents]]", "[executor]\nkind = \"docker\"\n[[agents]]"),
+            "sweep.toml:5: executor.kind: unknown executor kind `docker` (this build has: placeholder)",
+        ),
+        (
+            MINIMAL.replace("[[agents]]", "[executor]\nkind = \"placeholder\"\nresolve_probability = 1.5\n[[agents]]"),
+            "sweep.toml:6: executor.resolve_probability: must be between 0 and 1 (found 1.5)",
+        ),
+        (
+            MINIMAL.replace("[[agents]]", "[select]\nsample = { n = 0 }\n[[agents]]"),
+            "sweep.toml:5: select.sample.n: must be at least 1 (found 0)",
+        ),
+        (MINIMAL.replace("name = \"t\"", "name = \"t\"\nrepeats = 0"), "sweep.toml:2: repeats: must be at least 1 (found 0)"),
+        (
+            MINIMAL.replace(AGENT_TABLE, "").replace("name = \"t\"", "name = \"t\"\nagents = 3"),
+            "sweep.toml:2: agents: expected an array of tables (`[[agents]]`)",
+        ),
+    ];
+    for (text, expected) in cases {
+        assert_eq!(error(&text), expected, "{text}");
+    }
+}
+
+#[test]
+fn secret_looking_api_key_env_is_rejected_without_echo() {
+    for secret in ["sk-proj-abc123DEF456ghi789", "hf_AbCdEfGhIjKlMnOpQrStUvWxYz", "Xk3mQ9vT2pL8wR4nZ7bY1cF6"]
+    {
+        let message = error(&with_agent_line(&format!("api_key_env = \"{secret}\"")));
+        assert!(
+            message.starts_with("sweep.toml:8: agents[0].api_key_env: this looks like an API key itself"),
+            "{message}"
+        );
+        assert!(message.contains("NAME of the environment variable"), "{message}");
+        assert!(!message.contains(secret), "{message}");
+    }
+    // Not a valid name either, and still not echoed.
+    let message = error(&with_agent_line("api_key_env = \"my key\""));
+    assert!(
+        message.starts_with("sweep.toml:8: agents[0].api_key_env: not an environment variable name"),
+        "{message}"
+    );
+    assert!(!message.contains("my key"), "{message}");
+    // Real variable names pass.
+    for name in ["OPENAI_API_KEY", "HF_TOKEN", "_KEY2"] {
+        parse(&with_agent_line(&format!("api_key_env = \"{name}\"")), "sweep.toml").unwrap();
+    }
+}
+
+#[test]
+fn credentials_in_base_url_are_not_echoed() {
+    let message = error(&MINIMAL.replace("http://127.0.0.1:8000/v1", "https://user:hunter2@host/v1"));
+    assert!(
+        message.starts_with("sweep.toml:6: agents[0].base_url: must not contain credentials"),
+        "{message}"
+    );
+    assert!(!message.contains("hunter2"), "{message}");
+}
+
+#[test]
+fn unknown_keys_are_rejected_with_a_suggestion() {
+    assert_eq!(
+        error(&with_agent_line("temprature = 0")),
+        "sweep.toml:8: unknown key `temprature` in agents[0]; did you mean `temperature`?"
+    );
+    assert_eq!(
+        error(&MINIMAL.replace("name = \"t\"", "nmae = \"t\"")),
+        "sweep.toml:1: unknown key `nmae` at the top level; did you mean `name`?"
+    );
+    assert_eq!(
+        error(&with_agent_line("price = { input_per_mtok = 1, output_per_mtok = 1, cahced_input_per_mtok = 1 }")),
+        "sweep.toml:8: unknown key `cahced_input_per_mtok` in agents[0].price; did you mean `cached_input_per_mtok`?"
+    );
+    assert_eq!(
+        error(&MINIMAL.replace("[dataset]", "[datasett]")),
+        "sweep.toml:2: unknown key `datasett` at the top level; did you mean `dataset`?"
+    );
+    // Nothing close: list what is allowed.
+    assert_eq!(
+        error(&MINIMAL.replace("name = \"demo\"", "name = \"demo\"\nformat = \"jsonl\"")),
+        "sweep.toml:4: unknown key `format` in dataset (known keys: name, path)"
+    );
+}
+
+#[test]
+fn missing_required_keys_are_named() {
+    let cases = [
+        (MINIMAL.replace("name = \"t\"\n", ""), "sweep.toml: name: required but missing"),
+        (MINIMAL.replace("[dataset]\nname = \"demo\"\n", ""), "sweep.toml: dataset: required but missing"),
+        (MINIMAL.replace("[dataset]\nname = \"demo\"", "[dataset]"), "sweep.toml:2: dataset.name: required but missing"),
+        (MINIMAL.replace("model = \"m\"\n", ""), "sweep.toml:4: agents[0].model: required but missing"),
+        (MINIMAL.replace("kind = \"none\"\n", ""), "sweep.toml:9: critics[0].kind: required but missing"),
+        (
+            MINIMAL.replace(AGENT_TABLE, ""),
+            "sweep.toml: agents: no agents: add at least one `[[agents]]` table",
+        ),
+        (
+            MINIMAL.replace("[[critics]]\nname = \"none\"\nkind = \"none\"\n", ""),
+            "sweep.toml: critics: no critics: add at least one `[[critics]]` table (kind = \"none\" runs the agent alone)",
+        ),
+    ];
+    for (text, expected) in cases {
+        assert_eq!(error(&text), expected, "{text}");
+    }
+}
+
+#[test]
+fn bad_regex_is_rejected() {
+    let message = error(&MINIMAL.replace("[[agents]]", "[select]\nid_regex = \"django__(\"\n[[agents]]"));
+    assert_eq!(message, "sweep.toml:5: select.id_regex: not a valid regular expression (unclosed group)");
+}
+
+#[test]
+fn toml_syntax_errors_have_a_line() {
+    let message = error(&with_agent_line("temperature = = 0"));
+    assert!(message.starts_with("sweep.toml:8: not valid TOML:"), "{message}");
+}
+
+#[test]
+fn inline_arrays_of_tables_work_too() {
+    let text = r#"
+name = "t"
+dataset = { name = "demo" }
+agents = [{ name = "a", base_url = "https://h/v1", model = "m" }]
+critics = [{ name = "none", kind = "none" }]
+"#;
+    let sweep = parse(text, "sweep.toml").unwrap();
+    assert_eq!(sweep.agents[0].base_url, "https://h/v1");
+    assert_eq!(
+        error(&text.replace("model = \"m\"", "model = \"m\", top_p = 2")),
+        "sweep.toml:4: agents[0].top_p: must be greater than 0 and at most 1 (found 2)"
+    );
+}
+
+#[test]
+fn spec_round_trips_through_json_with_the_same_hash() {
+    let full = example("full-sweep.toml", FULL);
+    let stored: SweepFile = serde_json::from_str(&serde_json::to_string(&full).unwrap()).unwrap();
+    assert_eq!(stored, full);
+    assert_eq!(stored.config_hash(), full.config_hash());
+}
+
+#[test]
+fn critic_kind_list_matches_protocol() {
+    for kind in CRITIC_KINDS {
+        serde_json::from_value::<CriticKind>(Json::String((*kind).into())).unwrap();
+    }
+    for kind in PLANNED_CRITIC_KINDS {
+        assert!(
+            serde_json::from_value::<CriticKind>(Json::String((*kind).into())).is_err(),
+            "{kind} is available now"
+        );
+    }
+}

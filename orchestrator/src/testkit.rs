@@ -1,0 +1,51 @@
+//! Helpers shared by the unit, API and system tests: the bundled demo dataset and sweep files
+//! written inline. Not used by the binary.
+
+use protocol::SweepSubmitted;
+use sqlx::PgPool;
+
+use crate::store::{datasets, sweeps};
+use crate::{dataset, sweep_file};
+
+/// The bundled demo dataset (6 SWE-bench-shaped instances).
+pub const DEMO_DATASET: &str = include_str!("../../examples/demo-dataset.jsonl");
+
+/// Imports the demo dataset under `name`.
+pub async fn import_demo(pool: &PgPool, name: &str) -> i64 {
+    let instances = dataset::parse(dataset::Format::Jsonl, DEMO_DATASET.as_bytes()).expect("demo dataset parses");
+    datasets::import(pool, name, Some("examples/demo-dataset.jsonl"), &instances).await.expect("demo import").id
+}
+
+/// A small sweep file over the demo dataset; `extra` is appended to the top-level table and
+/// `agent_extra` to the agent's.
+pub fn sweep_toml(name: &str, extra: &str, agent_extra: &str) -> String {
+    format!(
+        r#"name = "{name}"
+{extra}
+
+[dataset]
+name = "demo"
+
+[executor]
+kind = "placeholder"
+duration_ms = 0
+steps = 1
+
+[[agents]]
+name = "agent-a"
+base_url = "http://127.0.0.1:9/v1"
+model = "demo-model"
+{agent_extra}
+
+[[critics]]
+name = "none"
+kind = "none"
+"#
+    )
+}
+
+/// Parses and submits a sweep file.
+pub async fn submit(pool: &PgPool, toml: &str) -> SweepSubmitted {
+    let file = sweep_file::parse(toml, "test.toml").expect("test sweep file parses");
+    sweeps::submit(pool, &file, toml).await.expect("submit")
+}
