@@ -67,7 +67,7 @@ pub async fn run_queue_bench(database_url: &str, workers: usize, runs: usize) ->
     let result = async {
         let pool = PgPoolOptions::new()
             .max_connections(workers as u32 + 2)
-            .connect_with(scratch.options.clone())
+            .connect_with(scratch.options.clone().options([("plan_cache_mode", "force_generic_plan")]))
             .await
             .context("connecting to the scratch database")?;
         db::MIGRATOR.run(&pool).await?;

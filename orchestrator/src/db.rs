@@ -61,8 +61,11 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 pub async fn connect(database_url: &str, max_connections: u32) -> anyhow::Result<PgPool> {
     use anyhow::Context;
     let options: PgConnectOptions = database_url
-        .parse()
-        .context("DATABASE_URL is not a valid postgres:// URL")?;
+        .parse::<PgConnectOptions>()
+        .context("DATABASE_URL is not a valid postgres:// URL")?
+        // The queue's statements are index-driven and run thousands of times a second: plan
+        // them once per connection instead of re-planning each execution.
+        .options([("plan_cache_mode", "force_generic_plan")]);
     let pool = PgPoolOptions::new()
         .max_connections(max_connections)
         .acquire_timeout(Duration::from_secs(10))

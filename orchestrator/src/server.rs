@@ -129,6 +129,10 @@ async fn maintenance(state: AppState, interval: Duration, shutdown: Cancellation
             Ok(_) => {}
             Err(e) => tracing::warn!(error = %e, "lease expiry pass failed; will retry"),
         }
+        // Both settle what a crash or a race between two last completions may have left.
+        if let Err(e) = state.queue.stop_over_budget(None).await {
+            tracing::warn!(error = %e, "budget pass failed; will retry");
+        }
         if let Err(e) = state.queue.finish_sweeps(None).await {
             tracing::warn!(error = %e, "sweep completion pass failed; will retry");
         }

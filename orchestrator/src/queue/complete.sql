@@ -1,17 +1,34 @@
--- Records a finished run. Fencing: only the current lease holder can complete it.
-UPDATE runs
-SET state            = 'done',
-    outcome          = $3,
-    lease_owner      = NULL,
-    lease_expires_at = NULL,
-    finished_at      = now(),
-    patch            = $4,
-    detail           = $5,
-    steps            = $6,
-    input_tokens     = $7,
-    output_tokens    = $8,
-    cached_tokens    = $9,
-    agent_cost_usd   = $10,
-    critic_cost_usd  = $11
-WHERE id = $1 AND lease_token = $2 AND state = 'running'
-RETURNING sweep_id, attempt
+-- Records a finished run, its evaluation and its cost in one statement (data-modifying CTEs
+-- always run to completion, read or not). Fencing: only the
+-- current lease holder can complete it. `others_active` tells the caller whether the sweep
+-- may now be finished (a hint: the maintenance loop settles races).
+WITH done AS (
+    UPDATE runs
+    SET state            = 'done',
+        outcome          = $3,
+        lease_owner      = NULL,
+        lease_expires_at = NULL,
+        finished_at      = now(),
+        patch            = $4,
+        detail           = $5,
+        steps            = $6,
+        input_tokens     = $7,
+        output_tokens    = $8,
+        cached_tokens    = $9,
+        agent_cost_usd   = $10,
+        critic_cost_usd  = $11
+    WHERE id = $1 AND lease_token = $2 AND state = 'running'
+    RETURNING id, sweep_id, attempt
+), evaluation AS (
+    INSERT INTO evaluations (run_id, attempt, apply_status, resolved, tests, report)
+    SELECT id, attempt, $12, $13, $14, $15 FROM done WHERE $12::text IS NOT NULL
+    RETURNING run_id
+), charged AS (
+    UPDATE sweeps s SET spent_usd = s.spent_usd + ($10::numeric + $11::numeric)
+    FROM done WHERE s.id = done.sweep_id AND ($10::numeric + $11::numeric) <> 0
+    RETURNING s.id
+)
+SELECT d.sweep_id,
+       EXISTS (SELECT 1 FROM runs x WHERE x.sweep_id = d.sweep_id AND x.id <> d.id
+                 AND x.state IN ('queued', 'running', 'paused')) AS others_active
+FROM done d

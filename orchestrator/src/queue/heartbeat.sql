@@ -1,8 +1,20 @@
 -- Extends every lease the worker still holds; the caller treats the rest as lost.
 -- Fencing: a lease is matched by run id AND token AND owner.
-UPDATE runs r
-SET lease_expires_at = now() + make_interval(secs => $4::double precision / 1000.0)
-FROM unnest($1::bigint[], $2::uuid[]) AS l(run_id, token), sweeps s
-WHERE r.id = l.run_id AND r.lease_token = l.token AND r.lease_owner = $3
-  AND r.state = 'running' AND s.id = r.sweep_id
-RETURNING r.id, s.state = 'cancelled' AS sweep_cancelled
+-- The worker's own row is rewritten at most once a second (or when draining changes): liveness
+-- needs no finer grain, and it keeps a busy fleet from rewriting worker rows on every beat.
+WITH worker AS (
+    SELECT id, last_heartbeat < now() - interval '1 second' OR draining <> $5 AS stale
+    FROM workers WHERE id = $3
+), beat AS (
+    UPDATE workers w SET last_heartbeat = now(), draining = $5
+    FROM worker WHERE w.id = worker.id AND worker.stale
+), extended AS (
+    UPDATE runs r
+    SET lease_expires_at = now() + make_interval(secs => $4::double precision / 1000.0)
+    FROM unnest($1::bigint[], $2::uuid[]) AS l(run_id, token), sweeps s
+    WHERE r.id = l.run_id AND r.lease_token = l.token AND r.lease_owner = $3
+      AND r.state = 'running' AND s.id = r.sweep_id
+    RETURNING r.id, s.state = 'cancelled' AS sweep_cancelled
+)
+SELECT EXISTS (SELECT 1 FROM worker) AS registered, e.id, e.sweep_cancelled
+FROM (SELECT 1) AS one LEFT JOIN extended e ON true

@@ -15,7 +15,6 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use protocol::{CompleteRun, HeartbeatAck, LeaseRef, StepRecord};
-use rust_decimal::Decimal;
 use sqlx::{PgPool, Postgres, Row, Transaction};
 use uuid::Uuid;
 
@@ -82,13 +81,38 @@ impl Queue {
     }
 
     /// Grants `worker` leases on up to `max` queued runs, in fair-share order, within caps.
+    ///
+    /// One statement does the common case (runs without caps); runs under a cap take a second,
+    /// transactional path that re-counts under the cap's advisory lock.
     pub async fn claim(&self, worker: Uuid, max: u32) -> Result<Vec<Lease>> {
         if max == 0 {
             return Ok(Vec::new());
         }
-        let mut tx = self.pool.begin().await?;
-        let candidates: Vec<Candidate> = sqlx::query(include_str!("claim_candidates.sql"))
+        let rows = sqlx::query(include_str!("claim.sql"))
             .bind(i64::from(max))
+            .bind(worker)
+            .bind(self.ttl_ms())
+            .fetch_all(&self.pool)
+            .await?;
+        let mut leases = Vec::with_capacity(rows.len());
+        let mut capped = Vec::new();
+        for row in &rows {
+            if row.get::<bool, _>("capped") {
+                capped.push(row.get::<i64, _>("id"));
+            } else {
+                leases.push(lease_from_row(row));
+            }
+        }
+        if !capped.is_empty() {
+            leases.extend(self.claim_capped(worker, &capped).await?);
+        }
+        Ok(leases)
+    }
+
+    async fn claim_capped(&self, worker: Uuid, ids: &[i64]) -> Result<Vec<Lease>> {
+        let mut tx = self.pool.begin().await?;
+        let candidates: Vec<Candidate> = sqlx::query(include_str!("claim_capped.sql"))
+            .bind(ids)
             .fetch_all(&mut *tx)
             .await?
             .into_iter()
@@ -100,35 +124,20 @@ impl Queue {
                 sweep_cap: row.get("sweep_cap"),
             })
             .collect();
-        if candidates.is_empty() {
-            tx.commit().await?;
-            return Ok(Vec::new());
-        }
         let chosen = within_caps(&mut tx, candidates).await?;
-        if chosen.is_empty() {
-            tx.commit().await?;
-            return Ok(Vec::new());
-        }
-        let leases = sqlx::query(include_str!("claim_take.sql"))
-            .bind(&chosen)
-            .bind(worker)
-            .bind(self.ttl_ms())
-            .fetch_all(&mut *tx)
-            .await?
-            .into_iter()
-            .map(|row| Lease {
-                run_id: row.get("id"),
-                sweep_id: row.get("sweep_id"),
-                attempt: row.get("attempt"),
-                lease_token: row.get("lease_token"),
-                lease_expires_at: row.get("lease_expires_at"),
-                repeat_index: row.get("repeat_index"),
-                dataset_id: row.get("dataset_id"),
-                instance_id: row.get("instance_id"),
-                agent_id: row.get("agent_id"),
-                critic_id: row.get("critic_id"),
-            })
-            .collect();
+        let leases = if chosen.is_empty() {
+            Vec::new()
+        } else {
+            sqlx::query(include_str!("lease_runs.sql"))
+                .bind(&chosen)
+                .bind(worker)
+                .bind(self.ttl_ms())
+                .fetch_all(&mut *tx)
+                .await?
+                .iter()
+                .map(lease_from_row)
+                .collect()
+        };
         tx.commit().await?;
         Ok(leases)
     }
@@ -136,17 +145,6 @@ impl Queue {
     /// Extends the leases `worker` still holds. Lists the runs it has lost (expired and
     /// re-granted, or finished by someone else) and those whose sweep was cancelled.
     pub async fn heartbeat(&self, worker: Uuid, leases: &[LeaseRef], draining: bool) -> Result<HeartbeatAck> {
-        let updated = sqlx::query("UPDATE workers SET last_heartbeat = now(), draining = $2 WHERE id = $1")
-            .bind(worker)
-            .bind(draining)
-            .execute(&self.pool)
-            .await?;
-        if updated.rows_affected() == 0 {
-            return Err(Error::NotFound(format!("worker {worker} is not registered")));
-        }
-        if leases.is_empty() {
-            return Ok(HeartbeatAck::default());
-        }
         let ids: Vec<i64> = leases.iter().map(|l| l.run_id).collect();
         let tokens: Vec<Uuid> = leases.iter().map(|l| l.lease_token).collect();
         let rows = sqlx::query(include_str!("heartbeat.sql"))
@@ -154,14 +152,18 @@ impl Queue {
             .bind(&tokens)
             .bind(worker)
             .bind(self.ttl_ms())
+            .bind(draining)
             .fetch_all(&self.pool)
             .await?;
+        if !rows.first().is_some_and(|r| r.get::<bool, _>("registered")) {
+            return Err(Error::NotFound(format!("worker {worker} is not registered")));
+        }
         let mut held = HashSet::new();
         let mut cancelled = Vec::new();
         for row in rows {
-            let id: i64 = row.get("id");
+            let Some(id) = row.get::<Option<i64>, _>("id") else { continue };
             held.insert(id);
-            if row.get::<bool, _>("sweep_cancelled") {
+            if row.get::<Option<bool>, _>("sweep_cancelled") == Some(true) {
                 cancelled.push(id);
             }
         }
@@ -207,7 +209,7 @@ impl Queue {
     /// Records a run's outcome. Idempotent for the lease that completed it (a retried request
     /// whose first answer was lost succeeds again); any other token is rejected.
     pub async fn complete(&self, run_id: i64, req: &CompleteRun) -> Result<()> {
-        let mut tx = self.pool.begin().await?;
+        let ev = req.evaluation.as_ref();
         let row = sqlx::query(include_str!("complete.sql"))
             .bind(run_id)
             .bind(req.lease_token)
@@ -220,37 +222,28 @@ impl Queue {
             .bind(req.totals.cached_tokens)
             .bind(req.totals.agent_cost_usd)
             .bind(req.totals.critic_cost_usd)
-            .fetch_optional(&mut *tx)
+            .bind(ev.map(|e| e.apply_status.clone()))
+            .bind(ev.map(|e| e.resolved))
+            .bind(ev.map(|e| e.tests.clone()))
+            .bind(ev.map(|e| e.report.clone()))
+            .fetch_optional(&self.pool)
             .await?;
         let Some(row) = row else {
-            tx.rollback().await?;
             return self.already_completed_by(run_id, req.lease_token).await;
         };
         let sweep_id: i64 = row.get("sweep_id");
-        let attempt: i32 = row.get("attempt");
-        if let Some(ev) = &req.evaluation {
-            sqlx::query(
-                "INSERT INTO evaluations (run_id, attempt, apply_status, resolved, tests, report)
-                 VALUES ($1, $2, $3, $4, $5, $6)",
-            )
-            .bind(run_id)
-            .bind(attempt)
-            .bind(&ev.apply_status)
-            .bind(ev.resolved)
-            .bind(&ev.tests)
-            .bind(&ev.report)
-            .execute(&mut *tx)
-            .await?;
+        if !req.totals.total_cost().is_zero() {
+            self.stop_over_budget(Some(sweep_id)).await?;
         }
-        let cost = req.totals.total_cost();
-        if !cost.is_zero() {
-            charge_sweep(&mut tx, sweep_id, cost).await?;
+        if !row.get::<bool, _>("others_active") {
+            self.finish_sweeps(Some(sweep_id)).await?;
         }
-        tx.commit().await?;
-        // Outside the transaction and without locking the sweep row (which would serialise every
-        // completion of a sweep). Two last completions racing can both miss; the coordinator's
-        // maintenance loop finishes such sweeps on its next pass.
-        self.finish_sweeps(Some(sweep_id)).await?;
+        Ok(())
+    }
+
+    /// Stops sweeps whose spend reached their budget (one, or all), cancelling runs not started.
+    pub async fn stop_over_budget(&self, sweep_id: Option<i64>) -> Result<()> {
+        sqlx::query(include_str!("budget_stop.sql")).bind(sweep_id).execute(&self.pool).await?;
         Ok(())
     }
 
@@ -395,38 +388,19 @@ async fn locked_running_count(
     Ok(sqlx::query_scalar(&sql).bind(id).fetch_one(&mut **tx).await?)
 }
 
-/// Adds a finished run's cost to its sweep; once the budget is spent, the sweep stops and its
-/// runs that have not started are cancelled (runs in flight finish).
-async fn charge_sweep(tx: &mut Transaction<'_, Postgres>, sweep_id: i64, cost: Decimal) -> Result<()> {
-    let row = sqlx::query(
-        "UPDATE sweeps SET spent_usd = spent_usd + $2 WHERE id = $1 RETURNING spent_usd, budget_usd, state",
-    )
-    .bind(sweep_id)
-    .bind(cost)
-    .fetch_one(&mut **tx)
-    .await?;
-    let spent: Decimal = row.get("spent_usd");
-    let budget: Option<Decimal> = row.get("budget_usd");
-    let state: String = row.get("state");
-    let Some(budget) = budget else { return Ok(()) };
-    if spent < budget || !(state == "running" || state == "paused") {
-        return Ok(());
+fn lease_from_row(row: &sqlx::postgres::PgRow) -> Lease {
+    Lease {
+        run_id: row.get("id"),
+        sweep_id: row.get("sweep_id"),
+        attempt: row.get("attempt"),
+        lease_token: row.get("lease_token"),
+        lease_expires_at: row.get("lease_expires_at"),
+        repeat_index: row.get("repeat_index"),
+        dataset_id: row.get("dataset_id"),
+        instance_id: row.get("instance_id"),
+        agent_id: row.get("agent_id"),
+        critic_id: row.get("critic_id"),
     }
-    let reason = format!("budget exhausted: spent ${spent} of ${budget}");
-    sqlx::query("UPDATE sweeps SET state = 'stopped', stop_reason = $2, finished_at = now() WHERE id = $1")
-        .bind(sweep_id)
-        .bind(&reason)
-        .execute(&mut **tx)
-        .await?;
-    sqlx::query(
-        "UPDATE runs SET state = 'cancelled', last_error = $2, finished_at = now()
-         WHERE sweep_id = $1 AND state IN ('queued', 'paused')",
-    )
-    .bind(sweep_id)
-    .bind(&reason)
-    .execute(&mut **tx)
-    .await?;
-    Ok(())
 }
 
 #[cfg(test)]

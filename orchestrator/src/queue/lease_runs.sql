@@ -1,4 +1,4 @@
--- Grants a fresh lease on the chosen runs (rows locked by claim_candidates.sql).
+-- Grants a fresh lease on runs the capped path chose (rows it holds locked).
 UPDATE runs
 SET state            = 'running',
     attempt          = attempt + 1,

@@ -1,0 +1,41 @@
+-- One statement claims the next queued runs in dispatch order (fair_seq), skipping rows other
+-- claimers hold (SKIP LOCKED) and runs whose endpoint or sweep is already at its cap.
+-- Runs without caps are leased right here; runs under a cap are only returned (as `capped`)
+-- and leased by the capped path in queue::claim, which re-counts under an advisory lock.
+WITH full_endpoints AS (
+    SELECT e.id FROM endpoints e
+    WHERE e.max_concurrency IS NOT NULL
+      AND (SELECT count(*) FROM runs x WHERE x.state = 'running' AND x.endpoint_id = e.id) >= e.max_concurrency
+), full_sweeps AS (
+    SELECT s.id FROM sweeps s
+    WHERE s.state = 'running' AND s.max_running IS NOT NULL
+      AND (SELECT count(*) FROM runs x WHERE x.state = 'running' AND x.sweep_id = s.id) >= s.max_running
+), candidates AS (
+    SELECT r.id, (e.max_concurrency IS NOT NULL OR s.max_running IS NOT NULL) AS capped
+    FROM runs r
+    JOIN endpoints e ON e.id = r.endpoint_id
+    JOIN sweeps s ON s.id = r.sweep_id
+    WHERE r.state = 'queued'
+      AND r.endpoint_id NOT IN (SELECT id FROM full_endpoints)
+      AND r.sweep_id NOT IN (SELECT id FROM full_sweeps)
+    ORDER BY r.fair_seq, r.id
+    LIMIT $1
+    FOR UPDATE OF r SKIP LOCKED
+), taken AS (
+    UPDATE runs
+    SET state            = 'running',
+        attempt          = runs.attempt + 1,
+        lease_owner      = $2,
+        last_worker      = $2,
+        lease_token      = gen_random_uuid(),
+        lease_expires_at = now() + make_interval(secs => $3::double precision / 1000.0),
+        started_at       = now(),
+        finished_at      = NULL
+    FROM candidates c
+    WHERE runs.id = c.id AND NOT c.capped
+    RETURNING runs.id, runs.sweep_id, runs.attempt, runs.lease_token, runs.lease_expires_at,
+              runs.repeat_index, runs.dataset_id, runs.instance_id, runs.agent_id, runs.critic_id
+)
+SELECT false AS capped, t.* FROM taken t
+UNION ALL
+SELECT true, c.id, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL FROM candidates c WHERE c.capped

@@ -1,0 +1,8 @@
+-- The capped path: re-locks runs the fast path saw under a cap (if still queued and free).
+SELECT r.id, r.endpoint_id, r.sweep_id, e.max_concurrency AS endpoint_cap, s.max_running AS sweep_cap
+FROM runs r
+JOIN endpoints e ON e.id = r.endpoint_id
+JOIN sweeps s ON s.id = r.sweep_id
+WHERE r.id = ANY($1) AND r.state = 'queued'
+ORDER BY r.fair_seq, r.id
+FOR UPDATE OF r SKIP LOCKED
