@@ -1,0 +1,263 @@
+//! System tests: a real coordinator (in-process, on a loopback port) with real workers (in
+//! process, or as `steer worker` child processes), on a fresh Postgres database per test.
+//! Every wait has a deadline and checks the store rather than sleeping for a fixed time.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use orchestrator::server::{self, CoordinatorConfig};
+use orchestrator::store::{sweeps, tokens};
+use orchestrator::testkit::{import_demo, submit, sweep_toml};
+use protocol::{Role, SweepState};
+use sqlx::PgPool;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+struct Coordinator {
+    url: String,
+    stop: CancellationToken,
+    tracker: TaskTracker,
+}
+
+impl Coordinator {
+    async fn start(pool: &PgPool, lease_ttl: Duration) -> Coordinator {
+        let stop = CancellationToken::new();
+        let tracker = TaskTracker::new();
+        let config = CoordinatorConfig {
+            bind: "127.0.0.1:0".parse().unwrap(),
+            lease_ttl,
+            maintenance_interval: Duration::from_millis(100),
+        };
+        let addr = server::spawn(pool.clone(), config, stop.clone(), &tracker).await.unwrap();
+        Coordinator { url: format!("http://{addr}"), stop, tracker }
+    }
+
+    async fn shutdown(self) {
+        self.stop.cancel();
+        self.tracker.close();
+        tokio::time::timeout(Duration::from_secs(10), self.tracker.wait()).await.expect("coordinator stops");
+    }
+}
+
+fn worker_config(url: &str, token: &str, name: &str, slots: u32) -> worker::WorkerConfig {
+    worker::WorkerConfig {
+        coordinator_url: url.to_string(),
+        token: token.to_string(),
+        name: name.to_string(),
+        slots,
+        claim_wait: Duration::from_millis(500),
+        drain_timeout: Duration::from_secs(10),
+        ..Default::default()
+    }
+}
+
+/// Polls `check` every 50 ms until it returns true, failing after `limit`.
+async fn wait_until<F, Fut>(limit: Duration, what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + limit;
+    while !check().await {
+        assert!(tokio::time::Instant::now() < deadline, "timed out after {limit:?} waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn sweep_state(pool: &PgPool, sweep: i64) -> SweepState {
+    sweeps::status(pool, sweep).await.unwrap().state
+}
+
+/// Per-run accounting after a sweep: how many runs ended done exactly once, how many were
+/// completed more than once (a step or evaluation of two attempts surviving), how many never.
+async fn accounting(pool: &PgPool, sweep: i64, steps_per_run: i64) -> (i64, i64, i64, i64) {
+    let expected: i64 = sqlx::query_scalar("SELECT count(*) FROM runs WHERE sweep_id = $1").bind(sweep).fetch_one(pool).await.unwrap();
+    // A run is "done once" when it is done and its final attempt holds exactly its steps.
+    let once: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM runs r WHERE r.sweep_id = $1 AND r.state = 'done'
+           AND (SELECT count(*) FROM steps s WHERE s.run_id = r.id AND s.attempt = r.attempt) = $2",
+    )
+    .bind(sweep)
+    .bind(steps_per_run)
+    .fetch_one(pool)
+    .await
+    .unwrap();
+    let duplicated: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM runs r WHERE r.sweep_id = $1
+           AND (SELECT count(*) FROM steps s WHERE s.run_id = r.id AND s.attempt = r.attempt) > $2",
+    )
+    .bind(sweep)
+    .bind(steps_per_run)
+    .fetch_one(pool)
+    .await
+    .unwrap();
+    let lost: i64 = sqlx::query_scalar("SELECT count(*) FROM runs WHERE sweep_id = $1 AND state <> 'done'")
+        .bind(sweep)
+        .fetch_one(pool)
+        .await
+        .unwrap();
+    println!("runs expected {expected} / completed exactly once {once} / duplicated {duplicated} / lost {lost}");
+    (expected, once, duplicated, lost)
+}
+
+#[sqlx::test(migrator = "orchestrator::db::MIGRATOR")]
+async fn sweep_completes_end_to_end_with_placeholder_workers(pool: PgPool) {
+    import_demo(&pool, "demo").await;
+    let coordinator = Coordinator::start(&pool, Duration::from_secs(5)).await;
+    let token = tokens::create(&pool, "w", Role::Worker).await.unwrap().token;
+    let toml = sweep_toml("e2e", "repeats = 2", "").replace(
+        "duration_ms = 0\nsteps = 1",
+        "duration_ms = 40\nsteps = 2\ncost_per_step_usd = 0.001\nresolve_probability = 0.5",
+    );
+    let sweep = submit(&pool, &toml).await.sweep_id;
+
+    let drain = CancellationToken::new();
+    let mut workers = Vec::new();
+    for i in 0..2 {
+        let config = worker_config(&coordinator.url, &token, &format!("w{i}"), 3);
+        workers.push(tokio::spawn(worker::run(config, Arc::new(worker::PlaceholderExecutor), drain.clone())));
+    }
+    wait_until(Duration::from_secs(60), "the sweep to complete", || async {
+        sweep_state(&pool, sweep).await == SweepState::Completed
+    })
+    .await;
+    drain.cancel();
+    for w in workers {
+        w.await.unwrap().unwrap();
+    }
+
+    let status = sweeps::status(&pool, sweep).await.unwrap();
+    assert_eq!(status.total_runs, 12);
+    assert_eq!(status.states["done"], 12);
+    let synthetic: i64 = status.outcomes.iter().filter(|(k, _)| k.starts_with("synthetic_")).map(|(_, v)| v).sum();
+    assert_eq!(synthetic, 12, "placeholder outcomes are named as synthetic: {:?}", status.outcomes);
+    // 12 runs x 2 steps x $0.001, exactly.
+    assert_eq!(status.spent_usd, "0.024".parse().unwrap());
+    let (expected, once, duplicated, lost) = accounting(&pool, sweep, 2).await;
+    assert_eq!((once, duplicated, lost), (expected, 0, 0));
+    let busy_workers: i64 = sqlx::query_scalar("SELECT count(DISTINCT last_worker) FROM runs WHERE sweep_id = $1")
+        .bind(sweep)
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(busy_workers, 2, "both workers took runs");
+    coordinator.shutdown().await;
+}
+
+#[sqlx::test(migrator = "orchestrator::db::MIGRATOR")]
+async fn killed_worker_process_runs_finish_elsewhere_exactly_once(pool: PgPool) {
+    import_demo(&pool, "demo").await;
+    // A short lease so the dead worker's runs come back quickly.
+    let coordinator = Coordinator::start(&pool, Duration::from_millis(1500)).await;
+    let token = tokens::create(&pool, "w", Role::Worker).await.unwrap().token;
+    let toml = sweep_toml("sigkill", "", "").replace("duration_ms = 0\nsteps = 1", "duration_ms = 1200\nsteps = 3");
+    let sweep = submit(&pool, &toml).await.sweep_id;
+
+    let mut victim = tokio::process::Command::new(env!("CARGO_BIN_EXE_steer"))
+        .args(["worker", "--coordinator", &coordinator.url, "--slots", "3", "--name", "victim"])
+        .env("STEER_TOKEN", &token)
+        .env("RUST_LOG", "warn")
+        .kill_on_drop(true)
+        .spawn()
+        .expect("starting `steer worker`");
+    // Wait until it holds runs and has recorded at least one step, then kill it outright.
+    wait_until(Duration::from_secs(30), "the worker process to be mid-run", || async {
+        sqlx::query_scalar::<_, bool>(
+            "SELECT EXISTS (SELECT 1 FROM runs r JOIN steps s ON s.run_id = r.id
+                 WHERE r.sweep_id = $1 AND r.state = 'running')",
+        )
+        .bind(sweep)
+        .fetch_one(&pool)
+        .await
+        .unwrap()
+    })
+    .await;
+    victim.start_kill().expect("SIGKILL");
+    victim.wait().await.unwrap();
+    let orphaned: Vec<i64> =
+        sqlx::query_scalar("SELECT id FROM runs WHERE sweep_id = $1 AND state = 'running' ORDER BY id")
+            .bind(sweep)
+            .fetch_all(&pool)
+            .await
+            .unwrap();
+    assert!(!orphaned.is_empty());
+
+    let drain = CancellationToken::new();
+    let rescuer = tokio::spawn(worker::run(
+        worker_config(&coordinator.url, &token, "rescuer", 3),
+        Arc::new(worker::PlaceholderExecutor),
+        drain.clone(),
+    ));
+    wait_until(Duration::from_secs(60), "the sweep to complete", || async {
+        sweep_state(&pool, sweep).await == SweepState::Completed
+    })
+    .await;
+    drain.cancel();
+    rescuer.await.unwrap().unwrap();
+
+    let (expected, once, duplicated, lost) = accounting(&pool, sweep, 3).await;
+    assert_eq!((once, duplicated, lost), (expected, 0, 0));
+    for id in orphaned {
+        let (attempt, failed, error): (i32, i32, Option<String>) =
+            sqlx::query_as("SELECT attempt, failed_attempts, last_error FROM runs WHERE id = $1")
+                .bind(id)
+                .fetch_one(&pool)
+                .await
+                .unwrap();
+        assert_eq!((attempt, failed), (2, 1), "run {id} was re-queued once after its lease expired");
+        assert!(error.unwrap().contains("lease expired"));
+    }
+    coordinator.shutdown().await;
+}
+
+#[sqlx::test(migrator = "orchestrator::db::MIGRATOR")]
+async fn two_coordinator_replicas_serve_one_database(pool: PgPool) {
+    import_demo(&pool, "demo").await;
+    let (a, b) = (Coordinator::start(&pool, Duration::from_secs(5)).await, Coordinator::start(&pool, Duration::from_secs(5)).await);
+    let token = tokens::create(&pool, "w", Role::Worker).await.unwrap().token;
+    let toml = sweep_toml("replicas", "repeats = 4", "").replace("duration_ms = 0", "duration_ms = 30");
+    let sweep = submit(&pool, &toml).await.sweep_id;
+    let drain = CancellationToken::new();
+    let wa = tokio::spawn(worker::run(worker_config(&a.url, &token, "via-a", 2), Arc::new(worker::PlaceholderExecutor), drain.clone()));
+    let wb = tokio::spawn(worker::run(worker_config(&b.url, &token, "via-b", 2), Arc::new(worker::PlaceholderExecutor), drain.clone()));
+    wait_until(Duration::from_secs(60), "the sweep to complete", || async {
+        sweep_state(&pool, sweep).await == SweepState::Completed
+    })
+    .await;
+    drain.cancel();
+    wa.await.unwrap().unwrap();
+    wb.await.unwrap().unwrap();
+    let (expected, once, duplicated, lost) = accounting(&pool, sweep, 1).await;
+    assert_eq!((expected, once, duplicated, lost), (24, 24, 0, 0));
+    let attempts: i64 = sqlx::query_scalar("SELECT sum(attempt) FROM runs WHERE sweep_id = $1").bind(sweep).fetch_one(&pool).await.unwrap();
+    assert_eq!(attempts, 24, "no run was claimed twice");
+    let via: i64 = sqlx::query_scalar("SELECT count(DISTINCT last_worker) FROM runs WHERE sweep_id = $1").bind(sweep).fetch_one(&pool).await.unwrap();
+    assert_eq!(via, 2, "both replicas handed out runs");
+    a.shutdown().await;
+    b.shutdown().await;
+}
+
+#[sqlx::test(migrator = "orchestrator::db::MIGRATOR")]
+async fn draining_worker_hands_back_unfinished_runs(pool: PgPool) {
+    import_demo(&pool, "demo").await;
+    let coordinator = Coordinator::start(&pool, Duration::from_secs(30)).await;
+    let token = tokens::create(&pool, "w", Role::Worker).await.unwrap().token;
+    // Runs far longer than the drain timeout.
+    let toml = sweep_toml("drain", "", "").replace("duration_ms = 0\nsteps = 1", "duration_ms = 600000\nsteps = 2");
+    let sweep = submit(&pool, &toml).await.sweep_id;
+    let drain = CancellationToken::new();
+    let config = worker::WorkerConfig { drain_timeout: Duration::from_millis(200), ..worker_config(&coordinator.url, &token, "drainer", 2) };
+    let w = tokio::spawn(worker::run(config, Arc::new(worker::PlaceholderExecutor), drain.clone()));
+    wait_until(Duration::from_secs(30), "two runs to start", || async {
+        sweeps::status(&pool, sweep).await.unwrap().states["running"] == 2
+    })
+    .await;
+    drain.cancel();
+    tokio::time::timeout(Duration::from_secs(20), w).await.expect("worker exits after draining").unwrap().unwrap();
+    let status = sweeps::status(&pool, sweep).await.unwrap();
+    assert_eq!((status.states["running"], status.states["queued"]), (0, 6), "handed back, not left to expire");
+    let failed: i64 = sqlx::query_scalar("SELECT sum(failed_attempts) FROM runs WHERE sweep_id = $1").bind(sweep).fetch_one(&pool).await.unwrap();
+    assert_eq!(failed, 0, "a hand-back is not a failed attempt");
+    coordinator.shutdown().await;
+}
