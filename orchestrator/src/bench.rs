@@ -62,7 +62,11 @@ pub async fn queue(args: QueueBenchArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-pub async fn run_queue_bench(database_url: &str, workers: usize, runs: usize) -> anyhow::Result<QueueBenchReport> {
+pub async fn run_queue_bench(
+    database_url: &str,
+    workers: usize,
+    runs: usize,
+) -> anyhow::Result<QueueBenchReport> {
     let scratch = ScratchDb::create(database_url).await?;
     let result = async {
         let pool = PgPoolOptions::new()
@@ -99,10 +103,12 @@ async fn measure(pool: &PgPool, workers: usize, runs: usize) -> anyhow::Result<Q
     }
     let elapsed = start.elapsed().as_secs_f64();
     let distinct: HashSet<i64> = claimed.iter().copied().collect();
-    let done: i64 = sqlx::query_scalar("SELECT count(*) FROM runs WHERE sweep_id = $1 AND state = 'done' AND attempt = 1")
-        .bind(sweep)
-        .fetch_one(pool)
-        .await?;
+    let done: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM runs WHERE sweep_id = $1 AND state = 'done' AND attempt = 1",
+    )
+    .bind(sweep)
+    .fetch_one(pool)
+    .await?;
     latencies.sort_by(f64::total_cmp);
 
     let raw_sweep = seed(pool, "bench-raw", runs).await?;
@@ -194,10 +200,12 @@ async fn raw_cycles(pool: PgPool, worker: Uuid, sweep: i64) -> anyhow::Result<us
 
 async fn register_worker(pool: &PgPool) -> anyhow::Result<Uuid> {
     let id = Uuid::new_v4();
-    sqlx::query("INSERT INTO workers (id, name, host, slots, version) VALUES ($1, 'bench', 'bench', 1, 'bench')")
-        .bind(id)
-        .execute(pool)
-        .await?;
+    sqlx::query(
+        "INSERT INTO workers (id, name, host, slots, version) VALUES ($1, 'bench', 'bench', 1, 'bench')",
+    )
+    .bind(id)
+    .execute(pool)
+    .await?;
     Ok(id)
 }
 
@@ -285,7 +293,8 @@ struct ScratchDb {
 
 impl ScratchDb {
     async fn create(database_url: &str) -> anyhow::Result<Self> {
-        let admin: PgConnectOptions = database_url.parse().context("DATABASE_URL is not a valid postgres:// URL")?;
+        let admin: PgConnectOptions =
+            database_url.parse().context("DATABASE_URL is not a valid postgres:// URL")?;
         let name = format!("steer_bench_{}_{}", std::process::id(), rand::random::<u32>());
         let mut conn = admin.connect().await.context("connecting to DATABASE_URL")?;
         sqlx::query(&format!("CREATE DATABASE {name}"))
@@ -298,7 +307,9 @@ impl ScratchDb {
 
     async fn drop_db(self) -> anyhow::Result<()> {
         let mut conn = self.admin.connect().await?;
-        sqlx::query(&format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name)).execute(&mut conn).await?;
+        sqlx::query(&format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name))
+            .execute(&mut conn)
+            .await?;
         Ok(())
     }
 }

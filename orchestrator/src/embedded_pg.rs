@@ -51,36 +51,19 @@ pub enum Error {
     NotInstalled { searched: String },
     /// A file or directory under the data dir could not be used: fix its permissions or path.
     #[error("{action} {}: {source}", path.display())]
-    Filesystem {
-        action: &'static str,
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    Filesystem { action: &'static str, path: PathBuf, source: std::io::Error },
     /// The data dir is in a state we will not guess about: the message says what to fix.
     #[error("{}: {problem}", path.display())]
     FixDataDir { path: PathBuf, problem: String },
     /// A PostgreSQL command exited non-zero; its output says why.
     #[error("`{command}` failed ({status}): {output}")]
-    CommandFailed {
-        command: String,
-        status: std::process::ExitStatus,
-        output: String,
-    },
+    CommandFailed { command: String, status: std::process::ExitStatus, output: String },
     /// The server did not come up; the log tail usually says why (port taken, stale files...).
     #[error("PostgreSQL in {} did not start: {reason}\nlast lines of {}:\n{log_tail}", cluster.display(), log.display())]
-    StartFailed {
-        cluster: PathBuf,
-        log: PathBuf,
-        reason: String,
-        log_tail: String,
-    },
+    StartFailed { cluster: PathBuf, log: PathBuf, reason: String, log_tail: String },
     /// The server runs but a query on it failed.
     #[error("{what} on the embedded PostgreSQL at 127.0.0.1:{port}: {source}")]
-    Database {
-        what: &'static str,
-        port: u16,
-        source: sqlx::Error,
-    },
+    Database { what: &'static str, port: u16, source: sqlx::Error },
 }
 
 pub struct Config {
@@ -106,15 +89,8 @@ impl EmbeddedPostgres {
     pub async fn start(config: Config) -> Result<EmbeddedPostgres, Error> {
         let bin_dir = match config.bin_dir {
             Some(dir) if has_binaries(&dir) => dir,
-            Some(dir) => {
-                return Err(Error::NotInstalled {
-                    searched: dir.display().to_string(),
-                })
-            }
-            None => find_bin_dir(
-                std::env::var_os("PATH").as_deref(),
-                Path::new(DEBIAN_PG_ROOT),
-            )?,
+            Some(dir) => return Err(Error::NotInstalled { searched: dir.display().to_string() }),
+            None => find_bin_dir(std::env::var_os("PATH").as_deref(), Path::new(DEBIAN_PG_ROOT))?,
         };
         let data_dir = config.data_dir;
         std::fs::DirBuilder::new()
@@ -136,13 +112,7 @@ impl EmbeddedPostgres {
                 });
             }
         }
-        let pg = Pg {
-            bin_dir,
-            log: data_dir.join("pg.log"),
-            cluster,
-            data_dir,
-            run_as,
-        };
+        let pg = Pg { bin_dir, log: data_dir.join("pg.log"), cluster, data_dir, run_as };
 
         let password_file = pg.data_dir.join("pg.password");
         if !pg.cluster.join("PG_VERSION").exists() {
@@ -172,11 +142,7 @@ impl EmbeddedPostgres {
             }
         };
         let ready = async {
-            write_file(
-                &pg.data_dir.join("pg.port"),
-                format!("{port}\n").as_bytes(),
-                0o644,
-            )?;
+            write_file(&pg.data_dir.join("pg.port"), format!("{port}\n").as_bytes(), 0o644)?;
             let options = PgConnectOptions::new()
                 .host("127.0.0.1")
                 .port(port)
@@ -199,11 +165,7 @@ impl EmbeddedPostgres {
         }
 
         let url = format!("postgres://{SUPERUSER}:{password}@127.0.0.1:{port}/{DATABASE}");
-        Ok(EmbeddedPostgres {
-            pg,
-            url,
-            stopped: false,
-        })
+        Ok(EmbeddedPostgres { pg, url, stopped: false })
     }
 
     /// `postgres://steer:<password>@127.0.0.1:<port>/steerbench`
@@ -239,18 +201,10 @@ pub fn default_data_dir() -> PathBuf {
     let home = std::env::var_os("HOME")
         .map(PathBuf::from)
         .or_else(|| User::from_uid(Uid::current()).ok().flatten().map(|u| u.dir));
-    data_dir_for(
-        Uid::effective().is_root(),
-        std::env::var_os("XDG_DATA_HOME"),
-        home,
-    )
+    data_dir_for(Uid::effective().is_root(), std::env::var_os("XDG_DATA_HOME"), home)
 }
 
-fn data_dir_for(
-    is_root: bool,
-    xdg_data_home: Option<std::ffi::OsString>,
-    home: Option<PathBuf>,
-) -> PathBuf {
+fn data_dir_for(is_root: bool, xdg_data_home: Option<std::ffi::OsString>, home: Option<PathBuf>) -> PathBuf {
     if is_root {
         return PathBuf::from("/var/lib/steerbench");
     }
@@ -270,18 +224,11 @@ fn has_binaries(dir: &Path) -> bool {
 
 /// The first PATH entry with both binaries, else `<debian_root>/<highest version>/bin`.
 fn find_bin_dir(path_var: Option<&OsStr>, debian_root: &Path) -> Result<PathBuf, Error> {
-    if let Some(dir) = path_var
-        .into_iter()
-        .flat_map(std::env::split_paths)
-        .find(|d| has_binaries(d))
-    {
+    if let Some(dir) = path_var.into_iter().flat_map(std::env::split_paths).find(|d| has_binaries(d)) {
         return Ok(dir);
     }
     let version = |name: &OsStr| -> Option<Vec<u32>> {
-        name.to_str()?
-            .split('.')
-            .map(|part| part.parse().ok())
-            .collect()
+        name.to_str()?.split('.').map(|part| part.parse().ok()).collect()
     };
     let newest = std::fs::read_dir(debian_root)
         .into_iter()
@@ -290,11 +237,9 @@ fn find_bin_dir(path_var: Option<&OsStr>, debian_root: &Path) -> Result<PathBuf,
         .filter_map(|entry| Some((version(&entry.file_name())?, entry.path().join("bin"))))
         .filter(|(_, bin)| has_binaries(bin))
         .max_by(|a, b| a.0.cmp(&b.0));
-    newest
-        .map(|(_, bin)| bin)
-        .ok_or_else(|| Error::NotInstalled {
-            searched: format!("PATH and {}/<version>/bin", debian_root.display()),
-        })
+    newest.map(|(_, bin)| bin).ok_or_else(|| Error::NotInstalled {
+        searched: format!("PATH and {}/<version>/bin", debian_root.display()),
+    })
 }
 
 /// The account that runs the server when we are root.
@@ -315,9 +260,7 @@ fn server_user(cluster: &Path) -> Result<Option<RunAs>, Error> {
         problem: format!("looking up the user to run PostgreSQL as: {e}"),
     };
     let user = match std::fs::metadata(cluster) {
-        Ok(meta) if meta.uid() != 0 => {
-            User::from_uid(Uid::from_raw(meta.uid())).map_err(lookup_err)?
-        }
+        Ok(meta) if meta.uid() != 0 => User::from_uid(Uid::from_raw(meta.uid())).map_err(lookup_err)?,
         _ => match User::from_name("postgres").map_err(lookup_err)? {
             Some(user) => Some(user),
             None => User::from_name("nobody").map_err(lookup_err)?,
@@ -329,11 +272,7 @@ fn server_user(cluster: &Path) -> Result<Option<RunAs>, Error> {
                   exists (nor the cluster owner): create user `postgres`"
             .into(),
     })?;
-    Ok(Some(RunAs {
-        name: user.name,
-        uid: user.uid,
-        gid: user.gid,
-    }))
+    Ok(Some(RunAs { name: user.name, uid: user.uid, gid: user.gid }))
 }
 
 /// The first existing ancestor of `path` that `uid`/`gid` may not enter (no search permission).
@@ -426,9 +365,7 @@ impl Pg {
             return Ok(requested);
         }
         let port_file = self.data_dir.join("pg.port");
-        let remembered = std::fs::read_to_string(&port_file)
-            .ok()
-            .and_then(|s| s.trim().parse().ok());
+        let remembered = std::fs::read_to_string(&port_file).ok().and_then(|s| s.trim().parse().ok());
         if let Some(port) = remembered {
             if port_is_free(port) {
                 return Ok(port);
@@ -439,9 +376,7 @@ impl Pg {
         // in between, in which case the start fails with "could not bind" in the log.
         let listener = std::net::TcpListener::bind(("127.0.0.1", 0))
             .map_err(fs_err("binding a free port on", Path::new("127.0.0.1:0")))?;
-        let port = listener
-            .local_addr()
-            .map_err(fs_err("reading the port of", Path::new("127.0.0.1:0")))?;
+        let port = listener.local_addr().map_err(fs_err("reading the port of", Path::new("127.0.0.1:0")))?;
         Ok(port.port())
     }
 
@@ -456,8 +391,7 @@ impl Pg {
         self.give_to_server_user(&self.log)?;
         // Only TCP on 127.0.0.1: no unix socket, whose directory the server's user might not be
         // able to write and whose path has a ~100-byte limit.
-        let server_options =
-            format!("-p {port} -c listen_addresses=127.0.0.1 -c unix_socket_directories=''");
+        let server_options = format!("-p {port} -c listen_addresses=127.0.0.1 -c unix_socket_directories=''");
         let timeout = START_TIMEOUT.as_secs().to_string();
         tracing::info!(cluster = %self.cluster.display(), port, log = %self.log.display(), "starting PostgreSQL");
         let mut start = self.pg_ctl("start");
@@ -509,11 +443,7 @@ impl Pg {
                 }
             }
             if !starting_up {
-                return Err(Error::Database {
-                    what: "connecting as `steer`",
-                    port,
-                    source: err,
-                });
+                return Err(Error::Database { what: "connecting as `steer`", port, source: err });
             }
             if tokio::time::Instant::now() >= deadline {
                 return Err(self.start_failed(format!(
@@ -526,27 +456,19 @@ impl Pg {
     }
 
     fn start_failed(&self, reason: String) -> Error {
-        let log =
-            std::fs::read_to_string(&self.log).unwrap_or_else(|e| format!("(unreadable: {e})"));
+        let log = std::fs::read_to_string(&self.log).unwrap_or_else(|e| format!("(unreadable: {e})"));
         let lines: Vec<&str> = log.lines().collect();
         let log_tail = lines[lines.len().saturating_sub(LOG_TAIL_LINES)..].join("\n");
-        Error::StartFailed {
-            cluster: self.cluster.clone(),
-            log: self.log.clone(),
-            reason,
-            log_tail,
-        }
+        Error::StartFailed { cluster: self.cluster.clone(), log: self.log.clone(), reason, log_tail }
     }
 
     /// Makes `path` owned by the server's user when we are root (no-op otherwise).
     fn give_to_server_user(&self, path: &Path) -> Result<(), Error> {
         if let Some(user) = &self.run_as {
-            nix::unistd::chown(path, Some(user.uid), Some(user.gid)).map_err(|e| {
-                Error::Filesystem {
-                    action: "handing to the PostgreSQL user",
-                    path: path.to_owned(),
-                    source: e.into(),
-                }
+            nix::unistd::chown(path, Some(user.uid), Some(user.gid)).map_err(|e| Error::Filesystem {
+                action: "handing to the PostgreSQL user",
+                path: path.to_owned(),
+                source: e.into(),
             })?;
         }
         Ok(())
@@ -554,10 +476,7 @@ impl Pg {
 
     /// Fast shutdown: open transactions are aborted, then the server exits cleanly.
     async fn stop(&self) -> Result<(), Error> {
-        run(self
-            .pg_ctl("stop")
-            .args(["-m", "fast", "-w", "-t", STOP_TIMEOUT_SECS]))
-        .await
+        run(self.pg_ctl("stop").args(["-m", "fast", "-w", "-t", STOP_TIMEOUT_SECS])).await
     }
 
     /// `pg_ctl <action> -D <cluster>`, to which callers add options.
@@ -571,9 +490,7 @@ impl Pg {
     fn command(&self, program: &str) -> Command {
         let mut cmd = Command::new(self.bin_dir.join(program));
         // A directory the server's user can enter (our cwd, e.g. /root, may not be).
-        cmd.current_dir(&self.data_dir)
-            .stdin(std::process::Stdio::null())
-            .kill_on_drop(true);
+        cmd.current_dir(&self.data_dir).stdin(std::process::Stdio::null()).kill_on_drop(true);
         if let Some(user) = &self.run_as {
             // std also drops root's supplementary groups when uid is set.
             cmd.uid(user.uid.as_raw()).gid(user.gid.as_raw());
@@ -600,19 +517,15 @@ async fn run(cmd: &mut Command) -> Result<(), Error> {
 
 async fn create_database_if_missing(conn: &mut PgConnection, port: u16) -> Result<(), Error> {
     let db_err = |what| move |source| Error::Database { what, port, source };
-    let exists: bool =
-        sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)")
-            .bind(DATABASE)
-            .fetch_one(&mut *conn)
-            .await
-            .map_err(db_err("checking for database `steerbench`"))?;
+    let exists: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)")
+        .bind(DATABASE)
+        .fetch_one(&mut *conn)
+        .await
+        .map_err(db_err("checking for database `steerbench`"))?;
     if exists {
         return Ok(());
     }
-    match sqlx::query("CREATE DATABASE steerbench")
-        .execute(&mut *conn)
-        .await
-    {
+    match sqlx::query("CREATE DATABASE steerbench").execute(&mut *conn).await {
         Ok(_) => Ok(()),
         // 42P04 duplicate_database: another `steer up` created it in between.
         Err(sqlx::Error::Database(db)) if db.code().as_deref() == Some("42P04") => Ok(()),
@@ -639,19 +552,12 @@ fn write_file(path: &Path, contents: &[u8], mode: u32) -> Result<(), Error> {
 
 fn fs_err(action: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> Error {
     let path = path.to_owned();
-    move |source| Error::Filesystem {
-        action,
-        path,
-        source,
-    }
+    move |source| Error::Filesystem { action, path, source }
 }
 
 fn output_text(output: &Output) -> String {
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
+    let text =
+        format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
     text.trim().to_owned()
 }
 
@@ -662,11 +568,7 @@ fn command_failed(cmd: &Command, output: &Output) -> Error {
         command.push(' ');
         command.push_str(&arg.to_string_lossy());
     }
-    Error::CommandFailed {
-        command,
-        status: output.status,
-        output: output_text(output),
-    }
+    Error::CommandFailed { command, status: output.status, output: output_text(output) }
 }
 
 #[cfg(test)]
@@ -675,11 +577,7 @@ mod tests {
     use std::os::unix::fs::PermissionsExt;
 
     fn config(dir: &Path) -> Config {
-        Config {
-            data_dir: dir.join("data"),
-            port: 0,
-            bin_dir: None,
-        }
+        Config { data_dir: dir.join("data"), port: 0, bin_dir: None }
     }
 
     /// Stops the test's server if an assertion fails before `stop`, so no postgres outlives the
@@ -690,20 +588,14 @@ mod tests {
         fn drop(&mut self) {
             let cluster = self.0.join("data/pg");
             let (Ok(bin), Ok(meta)) = (
-                find_bin_dir(
-                    std::env::var_os("PATH").as_deref(),
-                    Path::new(DEBIAN_PG_ROOT),
-                ),
+                find_bin_dir(std::env::var_os("PATH").as_deref(), Path::new(DEBIAN_PG_ROOT)),
                 std::fs::metadata(&cluster),
             ) else {
                 return;
             };
             let mut cmd = std::process::Command::new(bin.join("pg_ctl"));
-            cmd.args(["stop", "-m", "immediate", "-D"])
-                .arg(&cluster)
-                .current_dir(&self.0);
-            cmd.stdout(std::process::Stdio::null())
-                .stderr(std::process::Stdio::null());
+            cmd.args(["stop", "-m", "immediate", "-D"]).arg(&cluster).current_dir(&self.0);
+            cmd.stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null());
             std::os::unix::process::CommandExt::uid(&mut cmd, meta.uid());
             let _ = cmd.status();
         }
@@ -721,69 +613,37 @@ mod tests {
 
         let pg = EmbeddedPostgres::start(config(tmp.path())).await.unwrap();
         let url = pg.database_url().to_owned();
-        assert!(
-            url.starts_with("postgres://steer:") && url.ends_with("/steerbench"),
-            "{url}"
-        );
+        assert!(url.starts_with("postgres://steer:") && url.ends_with("/steerbench"), "{url}");
         let mut conn = PgConnection::connect(&url).await.unwrap();
-        let one: i32 = sqlx::query_scalar("SELECT 1")
-            .fetch_one(&mut conn)
-            .await
-            .unwrap();
+        let one: i32 = sqlx::query_scalar("SELECT 1").fetch_one(&mut conn).await.unwrap();
         assert_eq!(one, 1);
-        let db: String = sqlx::query_scalar("SELECT current_database()")
-            .fetch_one(&mut conn)
-            .await
-            .unwrap();
+        let db: String = sqlx::query_scalar("SELECT current_database()").fetch_one(&mut conn).await.unwrap();
         assert_eq!(db, "steerbench");
-        sqlx::query("CREATE TABLE kept (v text)")
-            .execute(&mut conn)
-            .await
-            .unwrap();
-        sqlx::query("INSERT INTO kept VALUES ('across restarts')")
-            .execute(&mut conn)
-            .await
-            .unwrap();
+        sqlx::query("CREATE TABLE kept (v text)").execute(&mut conn).await.unwrap();
+        sqlx::query("INSERT INTO kept VALUES ('across restarts')").execute(&mut conn).await.unwrap();
         conn.close().await.unwrap();
 
         let password_file = tmp.path().join("data/pg.password");
         let meta = std::fs::metadata(&password_file).unwrap();
         assert_eq!(meta.mode() & 0o777, 0o600);
-        assert_eq!(
-            meta.uid(),
-            Uid::effective().as_raw(),
-            "readable by the invoking user only"
-        );
+        assert_eq!(meta.uid(), Uid::effective().as_raw(), "readable by the invoking user only");
         assert!(!tmp.path().join("data/pg.initdb-pwfile").exists());
         if Uid::effective().is_root() {
             let owner = std::fs::metadata(tmp.path().join("data/pg")).unwrap().uid();
-            assert_ne!(
-                owner, 0,
-                "as root, the cluster belongs to an unprivileged user"
-            );
+            assert_ne!(owner, 0, "as root, the cluster belongs to an unprivileged user");
         }
 
         // A second start while running reuses the server instead of failing.
         let again = EmbeddedPostgres::start(config(tmp.path())).await.unwrap();
         assert_eq!(again.database_url(), url);
         pg.stop().await.unwrap();
-        assert!(
-            PgConnection::connect(&url).await.is_err(),
-            "server should be down"
-        );
+        assert!(PgConnection::connect(&url).await.is_err(), "server should be down");
         again.stop().await.unwrap(); // already stopped: not an error
 
         let pg = EmbeddedPostgres::start(config(tmp.path())).await.unwrap();
-        assert_eq!(
-            pg.database_url(),
-            url,
-            "same password and port after a restart"
-        );
+        assert_eq!(pg.database_url(), url, "same password and port after a restart");
         let mut conn = PgConnection::connect(&url).await.unwrap();
-        let v: String = sqlx::query_scalar("SELECT v FROM kept")
-            .fetch_one(&mut conn)
-            .await
-            .unwrap();
+        let v: String = sqlx::query_scalar("SELECT v FROM kept").fetch_one(&mut conn).await.unwrap();
         assert_eq!(v, "across restarts");
         conn.close().await.unwrap();
         pg.stop().await.unwrap();
@@ -792,26 +652,13 @@ mod tests {
     #[tokio::test]
     async fn missing_binaries_give_the_install_hint() {
         let tmp = tempfile::tempdir().unwrap();
-        let config = Config {
-            bin_dir: Some(tmp.path().join("no-such-bin")),
-            ..config(tmp.path())
-        };
-        let err = EmbeddedPostgres::start(config)
-            .await
-            .err()
-            .expect("must fail");
+        let config = Config { bin_dir: Some(tmp.path().join("no-such-bin")), ..config(tmp.path()) };
+        let err = EmbeddedPostgres::start(config).await.err().expect("must fail");
         let message = err.to_string();
         assert!(matches!(err, Error::NotInstalled { .. }), "{message}");
-        for needle in [
-            "apt-get install postgresql",
-            "brew install postgresql",
-            "DATABASE_URL",
-            "no-such-bin",
-        ] {
-            assert!(
-                message.contains(needle),
-                "{needle:?} missing from: {message}"
-            );
+        for needle in ["apt-get install postgresql", "brew install postgresql", "DATABASE_URL", "no-such-bin"]
+        {
+            assert!(message.contains(needle), "{needle:?} missing from: {message}");
         }
     }
 
@@ -829,27 +676,15 @@ mod tests {
         assert_eq!(found, root.path().join("16/bin"));
 
         let err = find_bin_dir(Some(&empty_path), &root.path().join("absent")).unwrap_err();
-        assert!(
-            err.to_string().contains("apt-get install postgresql"),
-            "{err}"
-        );
+        assert!(err.to_string().contains("apt-get install postgresql"), "{err}");
     }
 
     #[test]
     fn default_data_dir_follows_xdg_and_avoids_roots_home() {
         let home = Some(PathBuf::from("/home/ann"));
-        assert_eq!(
-            data_dir_for(true, None, home.clone()),
-            Path::new("/var/lib/steerbench")
-        );
-        assert_eq!(
-            data_dir_for(false, None, home.clone()),
-            Path::new("/home/ann/.local/share/steerbench")
-        );
-        assert_eq!(
-            data_dir_for(false, Some("/xdg".into()), home.clone()),
-            Path::new("/xdg/steerbench")
-        );
+        assert_eq!(data_dir_for(true, None, home.clone()), Path::new("/var/lib/steerbench"));
+        assert_eq!(data_dir_for(false, None, home.clone()), Path::new("/home/ann/.local/share/steerbench"));
+        assert_eq!(data_dir_for(false, Some("/xdg".into()), home.clone()), Path::new("/xdg/steerbench"));
         assert_eq!(
             data_dir_for(false, Some("relative".into()), home),
             Path::new("/home/ann/.local/share/steerbench"),
@@ -863,10 +698,7 @@ mod tests {
         std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o700)).unwrap();
         let nobody = (Uid::from_raw(65534), Gid::from_raw(65534));
         let cluster = tmp.path().join("data/pg");
-        assert_eq!(
-            untraversable_ancestor(&cluster, nobody.0, nobody.1),
-            Some(tmp.path().to_owned())
-        );
+        assert_eq!(untraversable_ancestor(&cluster, nobody.0, nobody.1), Some(tmp.path().to_owned()));
         std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
         assert_eq!(untraversable_ancestor(&cluster, nobody.0, nobody.1), None);
     }

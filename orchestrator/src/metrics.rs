@@ -54,16 +54,48 @@ impl Metrics {
             workers_alive: Gauge::default(),
             registry: Registry::default(),
         };
-        registry.register("claim_requests", "Claim requests served by this replica", m.claim_requests.clone());
+        registry.register(
+            "claim_requests",
+            "Claim requests served by this replica",
+            m.claim_requests.clone(),
+        );
         registry.register("runs_claimed", "Runs leased to workers by this replica", m.runs_claimed.clone());
-        registry.register("runs_completed", "Runs completed through this replica, by outcome", m.runs_completed.clone());
-        registry.register("runs_failed", "Infrastructure failures reported by workers", m.runs_failed.clone());
-        registry.register("runs_released", "Runs handed back by workers (drain, cancel)", m.runs_released.clone());
-        registry.register("lease_expiries", "Leases that ran out, by where the run went", m.lease_expiries.clone());
-        registry.register("lease_rejections", "Writes rejected because their lease token was stale", m.lease_rejections.clone());
+        registry.register(
+            "runs_completed",
+            "Runs completed through this replica, by outcome",
+            m.runs_completed.clone(),
+        );
+        registry.register(
+            "runs_failed",
+            "Infrastructure failures reported by workers",
+            m.runs_failed.clone(),
+        );
+        registry.register(
+            "runs_released",
+            "Runs handed back by workers (drain, cancel)",
+            m.runs_released.clone(),
+        );
+        registry.register(
+            "lease_expiries",
+            "Leases that ran out, by where the run went",
+            m.lease_expiries.clone(),
+        );
+        registry.register(
+            "lease_rejections",
+            "Writes rejected because their lease token was stale",
+            m.lease_rejections.clone(),
+        );
         registry.register("api_errors", "API error responses, by error code", m.api_errors.clone());
-        registry.register("runs", "Runs in the store, by state (read at scrape time)", m.runs_by_state.clone());
-        registry.register("workers_alive", "Workers that heartbeated within two lease lengths", m.workers_alive.clone());
+        registry.register(
+            "runs",
+            "Runs in the store, by state (read at scrape time)",
+            m.runs_by_state.clone(),
+        );
+        registry.register(
+            "workers_alive",
+            "Workers that heartbeated within two lease lengths",
+            m.workers_alive.clone(),
+        );
         Metrics { registry, ..m }
     }
 

@@ -71,7 +71,11 @@ pub async fn spawn(
 }
 
 /// Runs `serve` until `shutdown` fires: the coordinator on its own (`steer serve`).
-pub async fn serve(pool: PgPool, config: CoordinatorConfig, shutdown: CancellationToken) -> anyhow::Result<()> {
+pub async fn serve(
+    pool: PgPool,
+    config: CoordinatorConfig,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
     let tracker = TaskTracker::new();
     spawn(pool, config, shutdown.clone(), &tracker).await?;
     tracker.close();

@@ -12,8 +12,12 @@ pub const DEMO_DATASET: &str = include_str!("../../examples/demo-dataset.jsonl")
 
 /// Imports the demo dataset under `name`.
 pub async fn import_demo(pool: &PgPool, name: &str) -> i64 {
-    let instances = dataset::parse(dataset::Format::Jsonl, DEMO_DATASET.as_bytes()).expect("demo dataset parses");
-    datasets::import(pool, name, Some("examples/demo-dataset.jsonl"), &instances).await.expect("demo import").id
+    let instances =
+        dataset::parse(dataset::Format::Jsonl, DEMO_DATASET.as_bytes()).expect("demo dataset parses");
+    datasets::import(pool, name, Some("examples/demo-dataset.jsonl"), &instances)
+        .await
+        .expect("demo import")
+        .id
 }
 
 /// A small sweep file over the demo dataset; `extra` is appended to the top-level table and

@@ -72,7 +72,11 @@ async fn sweep_state(pool: &PgPool, sweep: i64) -> SweepState {
 /// Per-run accounting after a sweep: how many runs ended done exactly once, how many were
 /// completed more than once (a step or evaluation of two attempts surviving), how many never.
 async fn accounting(pool: &PgPool, sweep: i64, steps_per_run: i64) -> (i64, i64, i64, i64) {
-    let expected: i64 = sqlx::query_scalar("SELECT count(*) FROM runs WHERE sweep_id = $1").bind(sweep).fetch_one(pool).await.unwrap();
+    let expected: i64 = sqlx::query_scalar("SELECT count(*) FROM runs WHERE sweep_id = $1")
+        .bind(sweep)
+        .fetch_one(pool)
+        .await
+        .unwrap();
     // A run is "done once" when it is done and its final attempt holds exactly its steps.
     let once: i64 = sqlx::query_scalar(
         "SELECT count(*) FROM runs r WHERE r.sweep_id = $1 AND r.state = 'done'
@@ -97,7 +101,9 @@ async fn accounting(pool: &PgPool, sweep: i64, steps_per_run: i64) -> (i64, i64,
         .fetch_one(pool)
         .await
         .unwrap();
-    println!("runs expected {expected} / completed exactly once {once} / duplicated {duplicated} / lost {lost}");
+    println!(
+        "runs expected {expected} / completed exactly once {once} / duplicated {duplicated} / lost {lost}"
+    );
     (expected, once, duplicated, lost)
 }
 
@@ -130,17 +136,19 @@ async fn sweep_completes_end_to_end_with_placeholder_workers(pool: PgPool) {
     let status = sweeps::status(&pool, sweep).await.unwrap();
     assert_eq!(status.total_runs, 12);
     assert_eq!(status.states["done"], 12);
-    let synthetic: i64 = status.outcomes.iter().filter(|(k, _)| k.starts_with("synthetic_")).map(|(_, v)| v).sum();
+    let synthetic: i64 =
+        status.outcomes.iter().filter(|(k, _)| k.starts_with("synthetic_")).map(|(_, v)| v).sum();
     assert_eq!(synthetic, 12, "placeholder outcomes are named as synthetic: {:?}", status.outcomes);
     // 12 runs x 2 steps x $0.001, exactly.
     assert_eq!(status.spent_usd, "0.024".parse().unwrap());
     let (expected, once, duplicated, lost) = accounting(&pool, sweep, 2).await;
     assert_eq!((once, duplicated, lost), (expected, 0, 0));
-    let busy_workers: i64 = sqlx::query_scalar("SELECT count(DISTINCT last_worker) FROM runs WHERE sweep_id = $1")
-        .bind(sweep)
-        .fetch_one(&pool)
-        .await
-        .unwrap();
+    let busy_workers: i64 =
+        sqlx::query_scalar("SELECT count(DISTINCT last_worker) FROM runs WHERE sweep_id = $1")
+            .bind(sweep)
+            .fetch_one(&pool)
+            .await
+            .unwrap();
     assert_eq!(busy_workers, 2, "both workers took runs");
     coordinator.shutdown().await;
 }
@@ -151,7 +159,8 @@ async fn killed_worker_process_runs_finish_elsewhere_exactly_once(pool: PgPool) 
     // A short lease so the dead worker's runs come back quickly.
     let coordinator = Coordinator::start(&pool, Duration::from_millis(1500)).await;
     let token = tokens::create(&pool, "w", Role::Worker).await.unwrap().token;
-    let toml = sweep_toml("sigkill", "", "").replace("duration_ms = 0\nsteps = 1", "duration_ms = 1200\nsteps = 3");
+    let toml =
+        sweep_toml("sigkill", "", "").replace("duration_ms = 0\nsteps = 1", "duration_ms = 1200\nsteps = 3");
     let sweep = submit(&pool, &toml).await.sweep_id;
 
     let mut victim = tokio::process::Command::new(env!("CARGO_BIN_EXE_steer"))
@@ -214,13 +223,24 @@ async fn killed_worker_process_runs_finish_elsewhere_exactly_once(pool: PgPool) 
 #[sqlx::test(migrator = "orchestrator::db::MIGRATOR")]
 async fn two_coordinator_replicas_serve_one_database(pool: PgPool) {
     import_demo(&pool, "demo").await;
-    let (a, b) = (Coordinator::start(&pool, Duration::from_secs(5)).await, Coordinator::start(&pool, Duration::from_secs(5)).await);
+    let (a, b) = (
+        Coordinator::start(&pool, Duration::from_secs(5)).await,
+        Coordinator::start(&pool, Duration::from_secs(5)).await,
+    );
     let token = tokens::create(&pool, "w", Role::Worker).await.unwrap().token;
     let toml = sweep_toml("replicas", "repeats = 4", "").replace("duration_ms = 0", "duration_ms = 30");
     let sweep = submit(&pool, &toml).await.sweep_id;
     let drain = CancellationToken::new();
-    let wa = tokio::spawn(worker::run(worker_config(&a.url, &token, "via-a", 2), Arc::new(worker::PlaceholderExecutor), drain.clone()));
-    let wb = tokio::spawn(worker::run(worker_config(&b.url, &token, "via-b", 2), Arc::new(worker::PlaceholderExecutor), drain.clone()));
+    let wa = tokio::spawn(worker::run(
+        worker_config(&a.url, &token, "via-a", 2),
+        Arc::new(worker::PlaceholderExecutor),
+        drain.clone(),
+    ));
+    let wb = tokio::spawn(worker::run(
+        worker_config(&b.url, &token, "via-b", 2),
+        Arc::new(worker::PlaceholderExecutor),
+        drain.clone(),
+    ));
     wait_until(Duration::from_secs(60), "the sweep to complete", || async {
         sweep_state(&pool, sweep).await == SweepState::Completed
     })
@@ -230,9 +250,17 @@ async fn two_coordinator_replicas_serve_one_database(pool: PgPool) {
     wb.await.unwrap().unwrap();
     let (expected, once, duplicated, lost) = accounting(&pool, sweep, 1).await;
     assert_eq!((expected, once, duplicated, lost), (24, 24, 0, 0));
-    let attempts: i64 = sqlx::query_scalar("SELECT sum(attempt) FROM runs WHERE sweep_id = $1").bind(sweep).fetch_one(&pool).await.unwrap();
+    let attempts: i64 = sqlx::query_scalar("SELECT sum(attempt) FROM runs WHERE sweep_id = $1")
+        .bind(sweep)
+        .fetch_one(&pool)
+        .await
+        .unwrap();
     assert_eq!(attempts, 24, "no run was claimed twice");
-    let via: i64 = sqlx::query_scalar("SELECT count(DISTINCT last_worker) FROM runs WHERE sweep_id = $1").bind(sweep).fetch_one(&pool).await.unwrap();
+    let via: i64 = sqlx::query_scalar("SELECT count(DISTINCT last_worker) FROM runs WHERE sweep_id = $1")
+        .bind(sweep)
+        .fetch_one(&pool)
+        .await
+        .unwrap();
     assert_eq!(via, 2, "both replicas handed out runs");
     a.shutdown().await;
     b.shutdown().await;
@@ -244,20 +272,36 @@ async fn draining_worker_hands_back_unfinished_runs(pool: PgPool) {
     let coordinator = Coordinator::start(&pool, Duration::from_secs(30)).await;
     let token = tokens::create(&pool, "w", Role::Worker).await.unwrap().token;
     // Runs far longer than the drain timeout.
-    let toml = sweep_toml("drain", "", "").replace("duration_ms = 0\nsteps = 1", "duration_ms = 600000\nsteps = 2");
+    let toml =
+        sweep_toml("drain", "", "").replace("duration_ms = 0\nsteps = 1", "duration_ms = 600000\nsteps = 2");
     let sweep = submit(&pool, &toml).await.sweep_id;
     let drain = CancellationToken::new();
-    let config = worker::WorkerConfig { drain_timeout: Duration::from_millis(200), ..worker_config(&coordinator.url, &token, "drainer", 2) };
+    let config = worker::WorkerConfig {
+        drain_timeout: Duration::from_millis(200),
+        ..worker_config(&coordinator.url, &token, "drainer", 2)
+    };
     let w = tokio::spawn(worker::run(config, Arc::new(worker::PlaceholderExecutor), drain.clone()));
     wait_until(Duration::from_secs(30), "two runs to start", || async {
         sweeps::status(&pool, sweep).await.unwrap().states["running"] == 2
     })
     .await;
     drain.cancel();
-    tokio::time::timeout(Duration::from_secs(20), w).await.expect("worker exits after draining").unwrap().unwrap();
+    tokio::time::timeout(Duration::from_secs(20), w)
+        .await
+        .expect("worker exits after draining")
+        .unwrap()
+        .unwrap();
     let status = sweeps::status(&pool, sweep).await.unwrap();
-    assert_eq!((status.states["running"], status.states["queued"]), (0, 6), "handed back, not left to expire");
-    let failed: i64 = sqlx::query_scalar("SELECT sum(failed_attempts) FROM runs WHERE sweep_id = $1").bind(sweep).fetch_one(&pool).await.unwrap();
+    assert_eq!(
+        (status.states["running"], status.states["queued"]),
+        (0, 6),
+        "handed back, not left to expire"
+    );
+    let failed: i64 = sqlx::query_scalar("SELECT sum(failed_attempts) FROM runs WHERE sweep_id = $1")
+        .bind(sweep)
+        .fetch_one(&pool)
+        .await
+        .unwrap();
     assert_eq!(failed, 0, "a hand-back is not a failed attempt");
     coordinator.shutdown().await;
 }

@@ -4,8 +4,8 @@ use std::time::Duration;
 
 use backon::{ExponentialBuilder, Retryable};
 use protocol::{
-    ApiError, ClaimRequest, ClaimResponse, CompleteRun, FailRun, Heartbeat, HeartbeatAck, RegisterWorker, Registered,
-    ReleaseRun, StepRecord, UploadSteps, API_PREFIX,
+    ApiError, ClaimRequest, ClaimResponse, CompleteRun, FailRun, Heartbeat, HeartbeatAck, RegisterWorker,
+    Registered, ReleaseRun, StepRecord, UploadSteps, API_PREFIX,
 };
 use reqwest::{Method, StatusCode};
 use serde::de::DeserializeOwned;
@@ -83,7 +83,12 @@ impl CoordinatorClient {
         })
     }
 
-    async fn request_text<B: Serialize>(&self, method: Method, path: &str, body: Option<&B>) -> Result<String, Error> {
+    async fn request_text<B: Serialize>(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&B>,
+    ) -> Result<String, Error> {
         let url = format!("{}{}", self.base, path);
         let mut req = self.http.request(method, &url).bearer_auth(&self.token);
         if let Some(b) = body {
@@ -111,7 +116,12 @@ impl CoordinatorClient {
 
     /// A request retried with exponential backoff and jitter while the coordinator is
     /// unavailable (restarting, unreachable, 5xx), for up to `retry_for`.
-    pub async fn call<B: Serialize + Sync, T: DeserializeOwned>(&self, method: Method, path: &str, body: Option<&B>) -> Result<T, Error> {
+    pub async fn call<B: Serialize + Sync, T: DeserializeOwned>(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&B>,
+    ) -> Result<T, Error> {
         let backoff = ExponentialBuilder::default()
             .with_min_delay(Duration::from_millis(100))
             .with_max_delay(Duration::from_secs(5))
@@ -121,7 +131,9 @@ impl CoordinatorClient {
         (|| self.request::<B, T>(method.clone(), path, body))
             .retry(backoff)
             .when(Error::is_transient)
-            .notify(|e, after| tracing::warn!(error = %e, retry_in = ?after, "coordinator call failed; retrying"))
+            .notify(
+                |e, after| tracing::warn!(error = %e, retry_in = ?after, "coordinator call failed; retrying"),
+            )
             .await
     }
 
@@ -139,7 +151,12 @@ impl CoordinatorClient {
         self.request(Method::POST, &format!("{API_PREFIX}/workers/{worker}/claim"), Some(&req)).await
     }
 
-    pub async fn upload_steps(&self, run_id: i64, lease_token: Uuid, steps: Vec<StepRecord>) -> Result<(), Error> {
+    pub async fn upload_steps(
+        &self,
+        run_id: i64,
+        lease_token: Uuid,
+        steps: Vec<StepRecord>,
+    ) -> Result<(), Error> {
         let req = UploadSteps { lease_token, steps };
         self.call::<_, ()>(Method::POST, &format!("{API_PREFIX}/runs/{run_id}/steps"), Some(&req)).await
     }

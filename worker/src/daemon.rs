@@ -8,9 +8,9 @@ use std::time::Duration;
 
 use protocol::{ClaimedRun, CompleteRun, Heartbeat, LeaseRef, RegisterWorker};
 use tokio::sync::Notify;
-use tracing::Instrument;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+use tracing::Instrument;
 use uuid::Uuid;
 
 use crate::client::{self, CoordinatorClient};
@@ -76,7 +76,11 @@ fn stop_run(table: &Table, run_id: i64, reason: StopReason) {
 }
 
 /// Runs a worker until `drain` fires and its runs are finished or handed back.
-pub async fn run(config: WorkerConfig, executor: Arc<dyn Executor>, drain: CancellationToken) -> anyhow::Result<()> {
+pub async fn run(
+    config: WorkerConfig,
+    executor: Arc<dyn Executor>,
+    drain: CancellationToken,
+) -> anyhow::Result<()> {
     let client = CoordinatorClient::new(&config.coordinator_url, &config.token);
     let registration = RegisterWorker {
         name: config.name.clone(),
@@ -133,16 +137,17 @@ pub async fn run(config: WorkerConfig, executor: Arc<dyn Executor>, drain: Cance
         };
         for run in runs {
             let cancel = CancellationToken::new();
-            table.lock().expect("in-flight table lock").insert(
-                run.run_id,
-                InFlight { lease: run.lease(), cancel: cancel.clone(), reason: None },
-            );
+            table
+                .lock()
+                .expect("in-flight table lock")
+                .insert(run.run_id, InFlight { lease: run.lease(), cancel: cancel.clone(), reason: None });
             // A claim that raced with drain: hand it back at once rather than start it.
             if drain.is_cancelled() {
                 stop_run(&table, run.run_id, StopReason::Drain);
             }
             let span = tracing::info_span!("run", run_id = run.run_id, attempt = run.attempt, %worker_id);
-            let task = execute_one(client.clone(), executor.clone(), run, cancel, table.clone(), slot_freed.clone());
+            let task =
+                execute_one(client.clone(), executor.clone(), run, cancel, table.clone(), slot_freed.clone());
             tracker.spawn(task.instrument(span));
         }
     }
@@ -202,7 +207,9 @@ async fn execute_one(
             tracing::info!(run_id = run.run_id, outcome = done.outcome.as_str(), "run finished");
             client.complete(run.run_id, &req).await
         }
-        (Some(StopReason::Cancelled), Err(_)) => client.release(run.run_id, run.lease_token, "sweep cancelled").await,
+        (Some(StopReason::Cancelled), Err(_)) => {
+            client.release(run.run_id, run.lease_token, "sweep cancelled").await
+        }
         (Some(StopReason::Drain), Err(_)) | (None, Err(ExecError::Stopped)) => {
             client.release(run.run_id, run.lease_token, "worker draining").await
         }
@@ -213,9 +220,13 @@ async fn execute_one(
     };
     match reported {
         Ok(()) => {}
-        Err(client::Error::LeaseLost(m)) => tracing::warn!(run_id = run.run_id, message = %m, "result rejected: lease lost"),
+        Err(client::Error::LeaseLost(m)) => {
+            tracing::warn!(run_id = run.run_id, message = %m, "result rejected: lease lost")
+        }
         // The lease will expire and the run will be re-queued: nothing is lost.
-        Err(e) => tracing::error!(run_id = run.run_id, error = %e, "could not report the run; its lease will expire"),
+        Err(e) => {
+            tracing::error!(run_id = run.run_id, error = %e, "could not report the run; its lease will expire")
+        }
     }
     table.lock().expect("in-flight table lock").remove(&run.run_id);
     slot_freed.notify_waiters();
@@ -236,7 +247,8 @@ async fn heartbeat_loop(
             _ = stop.cancelled() => return,
             _ = tick.tick() => {}
         }
-        let leases: Vec<LeaseRef> = table.lock().expect("in-flight table lock").values().map(|f| f.lease).collect();
+        let leases: Vec<LeaseRef> =
+            table.lock().expect("in-flight table lock").values().map(|f| f.lease).collect();
         let req = Heartbeat { leases, draining: drain.is_cancelled() };
         match client.heartbeat(worker_id, &req).await {
             Ok(ack) => {

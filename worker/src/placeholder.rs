@@ -18,7 +18,8 @@ impl Executor for PlaceholderExecutor {
             let ExecutorSpec::Placeholder(spec) = &run.executor;
             let steps = spec.steps.max(1);
             let per_step = Duration::from_millis(spec.duration_ms / u64::from(steps));
-            let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(spec.seed ^ (run.run_id as u64).rotate_left(17));
+            let mut rng =
+                rand_chacha::ChaCha8Rng::seed_from_u64(spec.seed ^ (run.run_id as u64).rotate_left(17));
             let mut totals = RunTotals::default();
             for index in 0..steps {
                 tokio::select! {

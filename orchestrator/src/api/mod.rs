@@ -69,7 +69,8 @@ pub fn router(state: AppState) -> Router {
     const USERS: &[Role] = &[Role::User];
     const ANYONE: &[Role] = &[Role::User, Role::Worker];
     const ADMINS: &[Role] = &[];
-    let guard = |roles: &'static [Role]| axum::middleware::from_fn_with_state((state.clone(), roles), auth::require);
+    let guard =
+        |roles: &'static [Role]| axum::middleware::from_fn_with_state((state.clone(), roles), auth::require);
 
     let worker_routes = Router::new()
         .route("/workers", post(workers::register))
@@ -151,8 +152,5 @@ async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     {
         state.metrics.workers_alive.set(n);
     }
-    (
-        [(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
-        state.metrics.render(),
-    )
+    ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], state.metrics.render())
 }

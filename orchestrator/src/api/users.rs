@@ -3,7 +3,8 @@
 use axum::extract::State;
 use axum::http::StatusCode;
 use protocol::{
-    CreateToken, CreatedToken, DatasetInfo, DatasetUpload, RunInfo, SubmitSweep, SweepStatus, SweepSubmitted, Trajectory,
+    CreateToken, CreatedToken, DatasetInfo, DatasetUpload, RunInfo, SubmitSweep, SweepStatus, SweepSubmitted,
+    Trajectory,
 };
 use rust_decimal::Decimal;
 
@@ -32,7 +33,10 @@ pub async fn list_datasets(State(state): State<AppState>) -> ApiResult<Json<Vec<
 
 #[utoipa::path(get, path = "/api/v1/datasets/{name}", params(("name" = String, Path)),
     responses((status = 200, body = DatasetInfo), (status = 404, body = protocol::ApiError)), tag = "datasets")]
-pub async fn get_dataset(State(state): State<AppState>, Path(name): Path<String>) -> ApiResult<Json<DatasetInfo>> {
+pub async fn get_dataset(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+) -> ApiResult<Json<DatasetInfo>> {
     Ok(Json(datasets::get(&state.pool, &name).await?))
 }
 
@@ -44,7 +48,8 @@ pub async fn submit_sweep(
     Json(req): Json<SubmitSweep>,
 ) -> ApiResult<(StatusCode, Json<SweepSubmitted>)> {
     let file_name = req.file_name.as_deref().unwrap_or("sweep.toml");
-    let file = sweep_file::parse(&req.config_toml, file_name).map_err(|e| ApiErr::bad_request(e.to_string()))?;
+    let file =
+        sweep_file::parse(&req.config_toml, file_name).map_err(|e| ApiErr::bad_request(e.to_string()))?;
     let submitted = sweeps::submit(&state.pool, &file, &req.config_toml).await?;
     let status = if submitted.created { StatusCode::CREATED } else { StatusCode::OK };
     tracing::info!(sweep_id = submitted.sweep_id, name = %submitted.name, runs = submitted.runs, created = submitted.created, "sweep submitted");
@@ -58,21 +63,30 @@ pub async fn list_sweeps(State(state): State<AppState>) -> ApiResult<Json<Vec<Sw
 
 #[utoipa::path(get, path = "/api/v1/sweeps/{sweep}", params(("sweep" = String, Path, description = "id or name")),
     responses((status = 200, body = SweepStatus), (status = 404, body = protocol::ApiError)), tag = "sweeps")]
-pub async fn sweep_status(State(state): State<AppState>, Path(key): Path<String>) -> ApiResult<Json<SweepStatus>> {
+pub async fn sweep_status(
+    State(state): State<AppState>,
+    Path(key): Path<String>,
+) -> ApiResult<Json<SweepStatus>> {
     let id = sweeps::resolve(&state.pool, &key).await?;
     Ok(Json(sweeps::status(&state.pool, id).await?))
 }
 
 #[utoipa::path(post, path = "/api/v1/sweeps/{sweep}/cancel", params(("sweep" = String, Path)),
     responses((status = 200, body = SweepStatus), (status = 409, body = protocol::ApiError)), tag = "sweeps")]
-pub async fn cancel_sweep(State(state): State<AppState>, Path(key): Path<String>) -> ApiResult<Json<SweepStatus>> {
+pub async fn cancel_sweep(
+    State(state): State<AppState>,
+    Path(key): Path<String>,
+) -> ApiResult<Json<SweepStatus>> {
     let id = sweeps::resolve(&state.pool, &key).await?;
     Ok(Json(sweeps::cancel(&state.pool, id).await?))
 }
 
 #[utoipa::path(post, path = "/api/v1/sweeps/{sweep}/pause", params(("sweep" = String, Path)),
     responses((status = 200, body = SweepStatus), (status = 409, body = protocol::ApiError)), tag = "sweeps")]
-pub async fn pause_sweep(State(state): State<AppState>, Path(key): Path<String>) -> ApiResult<Json<SweepStatus>> {
+pub async fn pause_sweep(
+    State(state): State<AppState>,
+    Path(key): Path<String>,
+) -> ApiResult<Json<SweepStatus>> {
     let id = sweeps::resolve(&state.pool, &key).await?;
     Ok(Json(sweeps::pause(&state.pool, id).await?))
 }
@@ -115,7 +129,10 @@ pub async fn get_run(State(state): State<AppState>, Path(run_id): Path<i64>) -> 
 
 #[utoipa::path(get, path = "/api/v1/runs/{run_id}/trajectory", params(("run_id" = i64, Path)),
     responses((status = 200, body = Trajectory), (status = 404, body = protocol::ApiError)), tag = "runs")]
-pub async fn get_trajectory(State(state): State<AppState>, Path(run_id): Path<i64>) -> ApiResult<Json<Trajectory>> {
+pub async fn get_trajectory(
+    State(state): State<AppState>,
+    Path(run_id): Path<i64>,
+) -> ApiResult<Json<Trajectory>> {
     Ok(Json(runs::trajectory(&state.pool, run_id).await?))
 }
 

@@ -24,7 +24,10 @@ const CLAIM_POLL: Duration = Duration::from_millis(500);
 
 #[utoipa::path(post, path = "/api/v1/workers", request_body = RegisterWorker,
     responses((status = 200, body = Registered)), tag = "workers")]
-pub async fn register(State(state): State<AppState>, Json(req): Json<RegisterWorker>) -> ApiResult<Json<Registered>> {
+pub async fn register(
+    State(state): State<AppState>,
+    Json(req): Json<RegisterWorker>,
+) -> ApiResult<Json<Registered>> {
     if req.slots == 0 || req.slots > 1024 {
         return Err(ApiErr::bad_request(format!("slots must be between 1 and 1024, got {}", req.slots)));
     }
@@ -82,7 +85,11 @@ pub async fn claim(
                         tracing::error!(run_id = lease.run_id, error = %e, "cannot build claimed run");
                         state
                             .queue
-                            .fail(lease.run_id, lease.lease_token, &format!("coordinator could not load the run: {e}"))
+                            .fail(
+                                lease.run_id,
+                                lease.lease_token,
+                                &format!("coordinator could not load the run: {e}"),
+                            )
                             .await?;
                     }
                 }

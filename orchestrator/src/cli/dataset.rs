@@ -43,11 +43,18 @@ pub async fn run(cmd: DatasetCommand) -> anyhow::Result<ExitCode> {
                     .context("cannot derive a dataset name from the path; pass --name")?,
             };
             let info = import(&client, &path, &name).await?;
-            println!("imported dataset `{}` (id {}): {} instances from {}", info.name, info.id, info.instances, path.display());
+            println!(
+                "imported dataset `{}` (id {}): {} instances from {}",
+                info.name,
+                info.id,
+                info.instances,
+                path.display()
+            );
         }
         DatasetCommand::List { coordinator } => {
             let client = client::connect(&coordinator)?;
-            let list: Vec<DatasetInfo> = client.call::<(), _>(Method::GET, &format!("{API_PREFIX}/datasets"), None).await?;
+            let list: Vec<DatasetInfo> =
+                client.call::<(), _>(Method::GET, &format!("{API_PREFIX}/datasets"), None).await?;
             println!("{:>4}  {:<32} {:>9}  source", "id", "name", "instances");
             for d in list {
                 println!("{:>4}  {:<32} {:>9}  {}", d.id, d.name, d.instances, d.source.unwrap_or_default());
@@ -60,7 +67,9 @@ pub async fn run(cmd: DatasetCommand) -> anyhow::Result<ExitCode> {
 /// Parses and validates the file locally (errors name the line or row and the field), then
 /// uploads every row in one request; the coordinator stores all of them or none.
 pub async fn import(client: &CoordinatorClient, path: &Path, name: &str) -> anyhow::Result<DatasetInfo> {
-    let instances = dataset::load_path(path).with_context(|| format!("reading dataset {}", path.display()))?;
-    let upload = DatasetUpload { name: name.to_string(), source: Some(path.display().to_string()), instances };
+    let instances =
+        dataset::load_path(path).with_context(|| format!("reading dataset {}", path.display()))?;
+    let upload =
+        DatasetUpload { name: name.to_string(), source: Some(path.display().to_string()), instances };
     Ok(client.call(Method::POST, &format!("{API_PREFIX}/datasets"), Some(&upload)).await?)
 }

@@ -16,7 +16,11 @@ mod token;
 mod up;
 
 #[derive(Parser, Debug)]
-#[command(name = "steer", version, about = "Run code agents on SWE-bench at scale, with and without a critic, and measure accuracy and cost.")]
+#[command(
+    name = "steer",
+    version,
+    about = "Run code agents on SWE-bench at scale, with and without a critic, and measure accuracy and cost."
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
@@ -71,7 +75,10 @@ pub struct DatabaseArgs {
 
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    let quiet = matches!(cli.command, Command::Dataset(_) | Command::Sweep(_) | Command::Token(_) | Command::Bench(_));
+    let quiet = matches!(
+        cli.command,
+        Command::Dataset(_) | Command::Sweep(_) | Command::Token(_) | Command::Bench(_)
+    );
     init_tracing(if quiet { "warn" } else { "info" });
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,

@@ -81,7 +81,10 @@ pub async fn run(cmd: SweepCommand) -> anyhow::Result<ExitCode> {
             let client = client::connect(&coordinator)?;
             let submitted = submit(&client, &file).await?;
             if submitted.created {
-                println!("submitted sweep `{}` (id {}): {} runs", submitted.name, submitted.sweep_id, submitted.runs);
+                println!(
+                    "submitted sweep `{}` (id {}): {} runs",
+                    submitted.name, submitted.sweep_id, submitted.runs
+                );
             } else {
                 println!(
                     "sweep `{}` (id {}) was already submitted with this configuration; nothing added ({} runs)",
@@ -97,7 +100,8 @@ pub async fn run(cmd: SweepCommand) -> anyhow::Result<ExitCode> {
         }
         SweepCommand::List { coordinator } => {
             let client = client::connect(&coordinator)?;
-            let list: Vec<SweepStatus> = client.call::<(), _>(Method::GET, &format!("{API_PREFIX}/sweeps"), None).await?;
+            let list: Vec<SweepStatus> =
+                client.call::<(), _>(Method::GET, &format!("{API_PREFIX}/sweeps"), None).await?;
             println!("{:>4}  {:<28} {:<10} {:>7} {:>7}  spent", "id", "name", "state", "runs", "done");
             for s in list {
                 println!(
@@ -133,7 +137,10 @@ pub async fn run(cmd: SweepCommand) -> anyhow::Result<ExitCode> {
             }
             let path = format!("{API_PREFIX}/sweeps/{sweep}/runs?{}", query.join("&"));
             let runs: Vec<RunInfo> = client.call::<(), _>(Method::GET, &path, None).await?;
-            println!("{:>6}  {:<28} {:<16} {:<10} {:>3} {:<9} {:<20} cost", "run", "instance", "agent", "critic", "rep", "state", "outcome");
+            println!(
+                "{:>6}  {:<28} {:<16} {:<10} {:>3} {:<9} {:<20} cost",
+                "run", "instance", "agent", "critic", "rep", "state", "outcome"
+            );
             for r in runs {
                 println!(
                     "{:>6}  {:<28} {:<16} {:<10} {:>3} {:<9} {:<20} ${}",
@@ -152,7 +159,8 @@ pub async fn run(cmd: SweepCommand) -> anyhow::Result<ExitCode> {
         SweepCommand::Cancel { sweep, coordinator } => transition(&coordinator, &sweep, "cancel", None).await,
         SweepCommand::Pause { sweep, coordinator } => transition(&coordinator, &sweep, "pause", None).await,
         SweepCommand::Resume { sweep, budget_usd, coordinator } => {
-            transition(&coordinator, &sweep, "resume", Some(serde_json::json!({ "budget_usd": budget_usd }))).await
+            transition(&coordinator, &sweep, "resume", Some(serde_json::json!({ "budget_usd": budget_usd })))
+                .await
         }
     }
 }
@@ -174,7 +182,8 @@ async fn transition(
 /// Validates the file locally, imports its dataset if it names a path and the coordinator
 /// does not have it yet, then submits it.
 pub async fn submit(client: &CoordinatorClient, file: &Path) -> anyhow::Result<SweepSubmitted> {
-    let text = std::fs::read_to_string(file).with_context(|| format!("reading sweep file {}", file.display()))?;
+    let text =
+        std::fs::read_to_string(file).with_context(|| format!("reading sweep file {}", file.display()))?;
     let file_name = file.display().to_string();
     let parsed = sweep_file::parse(&text, &file_name)?;
     let dataset_path = format!("{API_PREFIX}/datasets/{}", parsed.dataset.name);
@@ -191,7 +200,12 @@ pub async fn submit(client: &CoordinatorClient, file: &Path) -> anyhow::Result<S
             };
             let path = file.parent().unwrap_or(Path::new(".")).join(rel);
             let info = super::dataset::import(client, &path, &parsed.dataset.name).await?;
-            eprintln!("imported dataset `{}`: {} instances from {}", info.name, info.instances, path.display());
+            eprintln!(
+                "imported dataset `{}`: {} instances from {}",
+                info.name,
+                info.instances,
+                path.display()
+            );
         }
         Err(e) => return Err(e.into()),
     }
@@ -207,8 +221,10 @@ pub async fn status(client: &CoordinatorClient, sweep: &str) -> anyhow::Result<S
 pub async fn wait_for(client: &CoordinatorClient, sweep_id: i64) -> anyhow::Result<SweepStatus> {
     let bar = indicatif::ProgressBar::new(0);
     bar.set_style(
-        indicatif::ProgressStyle::with_template("{spinner} [{elapsed_precise}] {bar:40} {pos}/{len} runs  {msg}")
-            .expect("static progress template"),
+        indicatif::ProgressStyle::with_template(
+            "{spinner} [{elapsed_precise}] {bar:40} {pos}/{len} runs  {msg}",
+        )
+        .expect("static progress template"),
     );
     loop {
         let s = status(client, &sweep_id.to_string()).await?;

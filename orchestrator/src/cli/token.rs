@@ -40,7 +40,12 @@ pub async fn run(cmd: TokenCommand) -> anyhow::Result<ExitCode> {
         TokenCommand::Create { name, role, db } => {
             let pool = db::connect(&db.database_url, 2).await?;
             let created = tokens::create(&pool, &name, role).await?;
-            eprintln!("created {} token `{}` (id {}); it is shown only once:", role.as_str(), created.name, created.id);
+            eprintln!(
+                "created {} token `{}` (id {}); it is shown only once:",
+                role.as_str(),
+                created.name,
+                created.id
+            );
             println!("{}", created.token);
         }
         TokenCommand::List { db } => {
@@ -48,7 +53,14 @@ pub async fn run(cmd: TokenCommand) -> anyhow::Result<ExitCode> {
             println!("{:>4}  {:<24} {:<7} {:<25} revoked", "id", "name", "role", "created");
             for t in tokens::list(&pool).await? {
                 let revoked = t.revoked_at.map(|r| r.to_rfc3339()).unwrap_or_else(|| "-".into());
-                println!("{:>4}  {:<24} {:<7} {:<25} {}", t.id, t.name, t.role, t.created_at.to_rfc3339(), revoked);
+                println!(
+                    "{:>4}  {:<24} {:<7} {:<25} {}",
+                    t.id,
+                    t.name,
+                    t.role,
+                    t.created_at.to_rfc3339(),
+                    revoked
+                );
             }
         }
         TokenCommand::Revoke { id, db } => {

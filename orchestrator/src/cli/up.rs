@@ -46,7 +46,8 @@ pub struct UpArgs {
 
 pub async fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
     let data_dir = args.data_dir.clone().unwrap_or_else(super::default_data_dir);
-    std::fs::create_dir_all(&data_dir).with_context(|| format!("creating data directory {}", data_dir.display()))?;
+    std::fs::create_dir_all(&data_dir)
+        .with_context(|| format!("creating data directory {}", data_dir.display()))?;
     let embedded = match &args.database_url {
         Some(_) => None,
         None => {
@@ -71,17 +72,20 @@ pub async fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
 async fn run_with_database(args: &UpArgs, data_dir: &Path, database_url: &str) -> anyhow::Result<ExitCode> {
     let pool = db::connect(database_url, args.coordinator.db_connections).await?;
     let admin = token_file(&pool, &data_dir.join(ADMIN_TOKEN_FILE), "steer-up-admin", Role::Admin).await?;
-    let worker_token = token_file(&pool, &data_dir.join(WORKER_TOKEN_FILE), "steer-up-worker", Role::Worker).await?;
+    let worker_token =
+        token_file(&pool, &data_dir.join(WORKER_TOKEN_FILE), "steer-up-worker", Role::Worker).await?;
 
     let shutdown = shutdown_on_signals();
     let tracker = TaskTracker::new();
     let stop_server = tokio_util::sync::CancellationToken::new();
-    let addr = server::spawn(pool.clone(), args.coordinator.config(args.bind), stop_server.clone(), &tracker).await?;
+    let addr = server::spawn(pool.clone(), args.coordinator.config(args.bind), stop_server.clone(), &tracker)
+        .await?;
     let url = format!("http://{addr}");
 
     let worker_config = args.worker.config(&url, &worker_token);
     let drain = shutdown.child_token();
-    let worker_task = tracker.spawn(worker::run(worker_config, Arc::new(worker::PlaceholderExecutor), drain.clone()));
+    let worker_task =
+        tracker.spawn(worker::run(worker_config, Arc::new(worker::PlaceholderExecutor), drain.clone()));
 
     println!("steerbench is up");
     println!("  coordinator: {url}   (health: {url}/healthz, metrics: {url}/metrics)");
@@ -94,7 +98,10 @@ async fn run_with_database(args: &UpArgs, data_dir: &Path, database_url: &str) -
         let client = worker::CoordinatorClient::new(&url, &admin);
         let outcome = async {
             let submitted = sweep::submit(&client, file).await?;
-            println!("submitted sweep `{}` (id {}): {} runs", submitted.name, submitted.sweep_id, submitted.runs);
+            println!(
+                "submitted sweep `{}` (id {}): {} runs",
+                submitted.name, submitted.sweep_id, submitted.runs
+            );
             sweep::wait_for(&client, submitted.sweep_id).await
         };
         tokio::select! {

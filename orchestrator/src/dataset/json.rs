@@ -19,13 +19,7 @@ pub(super) fn read_json(bytes: &[u8], rows: &mut Rows) -> Result<(), Error> {
     // The document is valid JSON, so the scan below finds exactly one line per element.
     let lines = element_lines(bytes);
     for (index, value) in values.into_iter().enumerate() {
-        rows.push(
-            Location::Row {
-                index,
-                line: lines.get(index).copied(),
-            },
-            value,
-        );
+        rows.push(Location::Row { index, line: lines.get(index).copied() }, value);
     }
     Ok(())
 }
@@ -39,9 +33,7 @@ pub(super) fn read_lines(bytes: &[u8], rows: &mut Rows) {
         let location = Location::Line(index + 1);
         match serde_json::from_slice::<Value>(line) {
             Ok(value) => rows.push(location, value),
-            Err(error) => {
-                rows.problem(location, format!("not valid JSON: {}", column_only(&error)))
-            }
+            Err(error) => rows.problem(location, format!("not valid JSON: {}", column_only(&error))),
         }
     }
 }

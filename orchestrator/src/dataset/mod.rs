@@ -34,17 +34,12 @@ pub enum Format {
 impl Format {
     /// The format named by the file's extension (case-insensitive).
     pub fn from_path(path: &Path) -> Result<Format, Error> {
-        let extension = path
-            .extension()
-            .and_then(|e| e.to_str())
-            .map(str::to_ascii_lowercase);
+        let extension = path.extension().and_then(|e| e.to_str()).map(str::to_ascii_lowercase);
         match extension.as_deref() {
             Some("json") => Ok(Format::Json),
             Some("jsonl" | "ndjson") => Ok(Format::Jsonl),
             Some("parquet") => Ok(Format::Parquet),
-            _ => Err(Error::UnknownFormat {
-                path: path.to_path_buf(),
-            }),
+            _ => Err(Error::UnknownFormat { path: path.to_path_buf() }),
         }
     }
 }
@@ -91,10 +86,7 @@ impl fmt::Display for Location {
         match self {
             Location::Line(line) => write!(f, "line {line}"),
             Location::Row { index, line: None } => write!(f, "row {index}"),
-            Location::Row {
-                index,
-                line: Some(line),
-            } => write!(f, "row {index} (line {line})"),
+            Location::Row { index, line: Some(line) } => write!(f, "row {index} (line {line})"),
         }
     }
 }
@@ -140,11 +132,7 @@ impl fmt::Display for Problems {
         if let ([only], 0) = (self.shown.as_slice(), self.more) {
             return write!(f, "{}: {}", only.location, only.message);
         }
-        write!(
-            f,
-            "{} problems in the dataset, nothing was imported:",
-            self.count()
-        )?;
+        write!(f, "{} problems in the dataset, nothing was imported:", self.count())?;
         for problem in &self.shown {
             write!(f, "\n  {}: {}", problem.location, problem.message)?;
         }
@@ -158,10 +146,7 @@ impl fmt::Display for Problems {
 /// Reads a dataset file, picking the format from its extension; see [`parse`].
 pub fn load_path(path: &Path) -> Result<Vec<Instance>, Error> {
     let format = Format::from_path(path)?;
-    let bytes = std::fs::read(path).map_err(|source| Error::Read {
-        path: path.to_path_buf(),
-        source,
-    })?;
+    let bytes = std::fs::read(path).map_err(|source| Error::Read { path: path.to_path_buf(), source })?;
     parse(format, &bytes)
 }
 
@@ -180,10 +165,8 @@ pub fn parse(format: Format, bytes: &[u8]) -> Result<Vec<Instance>, Error> {
 /// Checks instances that did not come from a file (e.g. rows uploaded to the API); locations
 /// are their 0-based positions in `instances`.
 pub fn validate(instances: &[Instance]) -> Result<(), Error> {
-    let located = instances
-        .iter()
-        .enumerate()
-        .map(|(index, instance)| (Location::Row { index, line: None }, instance));
+    let located =
+        instances.iter().enumerate().map(|(index, instance)| (Location::Row { index, line: None }, instance));
     let mut problems = Problems::default();
     validate::check(located, &mut problems);
     if instances.is_empty() {
@@ -220,21 +203,14 @@ impl Rows {
     }
 
     fn finish(mut self) -> Result<Vec<Instance>, Error> {
-        validate::check(
-            self.instances.iter().map(|(l, i)| (*l, i)),
-            &mut self.problems,
-        );
+        validate::check(self.instances.iter().map(|(l, i)| (*l, i)), &mut self.problems);
         if !self.problems.is_empty() {
             return Err(Error::BadRows(self.problems));
         }
         if self.instances.is_empty() {
             return Err(Error::Empty);
         }
-        Ok(self
-            .instances
-            .into_iter()
-            .map(|(_, instance)| instance)
-            .collect())
+        Ok(self.instances.into_iter().map(|(_, instance)| instance).collect())
     }
 }
 

@@ -35,8 +35,7 @@ fn read_rows(data: Vec<u8>, rows: &mut Rows) -> Result<(), Error> {
     let reader = SerializedFileReader::new(in_memory(data)).map_err(unreadable)?;
     let timestamps = timestamp_columns(reader.metadata().file_metadata().schema_descr());
     for (index, record) in reader.get_row_iter(None).map_err(unreadable)?.enumerate() {
-        let record =
-            record.map_err(|e| Error::Parquet(format!("row {index}: {}", parquet_message(&e))))?;
+        let record = record.map_err(|e| Error::Parquet(format!("row {index}: {}", parquet_message(&e))))?;
         let location = Location::Row { index, line: None };
         match record_to_json(&record, &timestamps) {
             Ok(value) => rows.push(location, value),
@@ -57,9 +56,7 @@ fn unreadable(error: ParquetError) -> Error {
 /// The error's text without the crate's "Parquet error: " prefix, which the caller says anyway.
 fn parquet_message(error: &ParquetError) -> String {
     let text = error.to_string();
-    text.strip_prefix("Parquet error: ")
-        .map(str::to_string)
-        .unwrap_or(text)
+    text.strip_prefix("Parquet error: ").map(str::to_string).unwrap_or(text)
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -92,18 +89,9 @@ impl Unit {
 /// unit has to come from the schema.
 fn timestamp_columns(schema: &SchemaDescriptor) -> HashMap<String, Unit> {
     let unit_of = |column: &parquet::schema::types::ColumnDescriptor| match column.logical_type() {
-        Some(LogicalType::Timestamp {
-            unit: TimeUnit::MILLIS(_),
-            ..
-        }) => Some(Unit::Millis),
-        Some(LogicalType::Timestamp {
-            unit: TimeUnit::MICROS(_),
-            ..
-        }) => Some(Unit::Micros),
-        Some(LogicalType::Timestamp {
-            unit: TimeUnit::NANOS(_),
-            ..
-        }) => Some(Unit::Nanos),
+        Some(LogicalType::Timestamp { unit: TimeUnit::MILLIS(_), .. }) => Some(Unit::Millis),
+        Some(LogicalType::Timestamp { unit: TimeUnit::MICROS(_), .. }) => Some(Unit::Micros),
+        Some(LogicalType::Timestamp { unit: TimeUnit::NANOS(_), .. }) => Some(Unit::Nanos),
         _ => None,
     };
     schema
@@ -121,10 +109,7 @@ fn record_to_json(record: &Row, timestamps: &HashMap<String, Unit>) -> Result<Va
             (Field::Long(count), Some(&unit)) => rfc3339(*count, unit).map(Value::String),
             _ => to_json(field),
         };
-        object.insert(
-            name.clone(),
-            value.map_err(|why| format!("field {name:?}: {why}"))?,
-        );
+        object.insert(name.clone(), value.map_err(|why| format!("field {name:?}: {why}"))?);
     }
     Ok(Value::Object(object))
 }
@@ -165,12 +150,9 @@ fn to_json(field: &Field) -> Result<Value, String> {
             }
             Value::Object(object)
         }
-        Field::ListInternal(list) => Value::Array(
-            list.elements()
-                .iter()
-                .map(to_json)
-                .collect::<Result<_, _>>()?,
-        ),
+        Field::ListInternal(list) => {
+            Value::Array(list.elements().iter().map(to_json).collect::<Result<_, _>>()?)
+        }
         Field::MapInternal(map) => {
             let mut object = Map::new();
             for (key, value) in map.entries() {
@@ -188,22 +170,13 @@ fn to_json(field: &Field) -> Result<Value, String> {
 /// A timestamp as RFC 3339 in UTC, the form of SWE-bench's `created_at` strings
 /// (`2019-03-20T03:46:18Z`), with a fraction only when there is one.
 fn rfc3339(count: i64, unit: Unit) -> Result<String, String> {
-    let (seconds, fraction) = (
-        count.div_euclid(unit.per_second()),
-        count.rem_euclid(unit.per_second()),
-    );
+    let (seconds, fraction) = (count.div_euclid(unit.per_second()), count.rem_euclid(unit.per_second()));
     let (days, second_of_day) = (seconds.div_euclid(86_400), seconds.rem_euclid(86_400));
     let (year, month, day) = civil_from_days(days);
     if !(0..=9999).contains(&year) {
-        return Err(format!(
-            "timestamp {count} is outside the years 0000 to 9999"
-        ));
+        return Err(format!("timestamp {count} is outside the years 0000 to 9999"));
     }
-    let (hour, minute, second) = (
-        second_of_day / 3600,
-        second_of_day % 3600 / 60,
-        second_of_day % 60,
-    );
+    let (hour, minute, second) = (second_of_day / 3600, second_of_day % 3600 / 60, second_of_day % 60);
     let mut text = format!("{year:04}-{month:02}-{day:02}T{hour:02}:{minute:02}:{second:02}");
     if fraction != 0 {
         text += &format!(".{fraction:0width$}", width = unit.fraction_digits());
@@ -218,16 +191,11 @@ fn civil_from_days(days: i64) -> (i64, u32, u32) {
     let z = days + 719_468;
     let era = z.div_euclid(146_097);
     let day_of_era = z.rem_euclid(146_097);
-    let year_of_era =
-        (day_of_era - day_of_era / 1_460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
+    let year_of_era = (day_of_era - day_of_era / 1_460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
     let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
     let shifted_month = (5 * day_of_year + 2) / 153; // March is 0
     let day = day_of_year - (153 * shifted_month + 2) / 5 + 1;
-    let month = if shifted_month < 10 {
-        shifted_month + 3
-    } else {
-        shifted_month - 9
-    };
+    let month = if shifted_month < 10 { shifted_month + 3 } else { shifted_month - 9 };
     let year = year_of_era + era * 400 + i64::from(month <= 2);
     (year, month as u32, day as u32)
 }
@@ -238,25 +206,11 @@ mod tests {
 
     #[test]
     fn timestamps_print_as_rfc3339_utc() {
-        assert_eq!(
-            rfc3339(1_553_053_578_000, Unit::Millis).unwrap(),
-            "2019-03-20T03:46:18Z"
-        );
-        assert_eq!(
-            rfc3339(1_553_053_578_000_250, Unit::Micros).unwrap(),
-            "2019-03-20T03:46:18.000250Z"
-        );
-        assert_eq!(
-            rfc3339(-1, Unit::Nanos).unwrap(),
-            "1969-12-31T23:59:59.999999999Z"
-        );
-        assert_eq!(
-            rfc3339(951_782_400, Unit::Millis).unwrap(),
-            "1970-01-12T00:23:02.400Z"
-        );
-        assert!(rfc3339(i64::MAX, Unit::Millis)
-            .unwrap_err()
-            .contains("outside the years"));
+        assert_eq!(rfc3339(1_553_053_578_000, Unit::Millis).unwrap(), "2019-03-20T03:46:18Z");
+        assert_eq!(rfc3339(1_553_053_578_000_250, Unit::Micros).unwrap(), "2019-03-20T03:46:18.000250Z");
+        assert_eq!(rfc3339(-1, Unit::Nanos).unwrap(), "1969-12-31T23:59:59.999999999Z");
+        assert_eq!(rfc3339(951_782_400, Unit::Millis).unwrap(), "1970-01-12T00:23:02.400Z");
+        assert!(rfc3339(i64::MAX, Unit::Millis).unwrap_err().contains("outside the years"));
         assert!(rfc3339(i64::MIN, Unit::Millis).is_err());
     }
 

@@ -13,10 +13,7 @@ pub(super) fn to_instance(row: Value) -> Result<Instance, Vec<String>> {
     let Value::Object(map) = row else {
         return Err(vec![format!("expected an object, got {}", json_type(&row))]);
     };
-    let mut fields = Fields {
-        map,
-        problems: Vec::new(),
-    };
+    let mut fields = Fields { map, problems: Vec::new() };
     let instance = Instance {
         instance_id: fields.required_string("instance_id"),
         repo: fields.required_string("repo"),
@@ -41,10 +38,7 @@ pub(super) fn to_instance(row: Value) -> Result<Instance, Vec<String>> {
         return Err(fields.problems);
     }
     // Whatever no field above took is kept verbatim.
-    Ok(Instance {
-        extra: fields.map.into_iter().collect(),
-        ..instance
-    })
+    Ok(Instance { extra: fields.map.into_iter().collect(), ..instance })
 }
 
 /// A row's fields, taken out one by one, and the problems found so far.
@@ -82,10 +76,7 @@ impl Fields {
             Some(Value::String(encoded)) => match serde_json::from_str::<Value>(&encoded) {
                 Ok(Value::Array(items)) => items,
                 Ok(other) => {
-                    let message = format!(
-                        "the string holds {}, expected a JSON list",
-                        json_type(&other)
-                    );
+                    let message = format!("the string holds {}, expected a JSON list", json_type(&other));
                     return self.bad(name, message);
                 }
                 Err(error) => {
@@ -100,8 +91,7 @@ impl Fields {
             match item {
                 Value::String(id) => ids.push(id),
                 other => {
-                    let message =
-                        format!("item {index} is {}, expected a string", json_type(&other));
+                    let message = format!("item {index} is {}, expected a string", json_type(&other));
                     return self.bad(name, message);
                 }
             }

@@ -42,17 +42,11 @@ fn instance_problems(instance: &Instance) -> Vec<String> {
         problems.push(format!("field \"instance_id\": {why}"));
     }
     if !is_repo(&instance.repo) {
-        problems.push(format!(
-            "field \"repo\": {:?} is not of the form owner/name",
-            shorten(&instance.repo)
-        ));
+        problems.push(format!("field \"repo\": {:?} is not of the form owner/name", shorten(&instance.repo)));
     }
     let commits = [
         ("base_commit", Some(&instance.base_commit)),
-        (
-            "environment_setup_commit",
-            instance.environment_setup_commit.as_ref(),
-        ),
+        ("environment_setup_commit", instance.environment_setup_commit.as_ref()),
     ];
     for (name, commit) in commits {
         if let Some(commit) = commit.filter(|c| !is_commit_id(c)) {
@@ -94,9 +88,8 @@ fn check_instance_id(id: &str) -> Result<(), String> {
 
 /// `owner/name`, each part made of GitHub's name characters and neither `.` nor `..`.
 fn is_repo(repo: &str) -> bool {
-    let part_ok = |part: &str| {
-        !part.is_empty() && part != "." && part != ".." && part.chars().all(is_name_char)
-    };
+    let part_ok =
+        |part: &str| !part.is_empty() && part != "." && part != ".." && part.chars().all(is_name_char);
     matches!(repo.split_once('/'), Some((owner, name)) if part_ok(owner) && part_ok(name))
 }
 

@@ -248,13 +248,12 @@ impl Queue {
     }
 
     async fn already_completed_by(&self, run_id: i64, token: Uuid) -> Result<()> {
-        let done: Option<bool> = sqlx::query_scalar(
-            "SELECT state = 'done' AND lease_token = $2 FROM runs WHERE id = $1",
-        )
-        .bind(run_id)
-        .bind(token)
-        .fetch_optional(&self.pool)
-        .await?;
+        let done: Option<bool> =
+            sqlx::query_scalar("SELECT state = 'done' AND lease_token = $2 FROM runs WHERE id = $1")
+                .bind(run_id)
+                .bind(token)
+                .fetch_optional(&self.pool)
+                .await?;
         match done {
             None => Err(Error::NotFound(format!("run {run_id} does not exist"))),
             Some(true) => Ok(()),
@@ -296,10 +295,7 @@ impl Queue {
 
     /// Takes back up to `limit` runs whose lease has run out. Returns how many went where.
     pub async fn expire_leases(&self, limit: i64) -> Result<BTreeMap<String, u64>> {
-        let rows = sqlx::query(include_str!("expire_leases.sql"))
-            .bind(limit)
-            .fetch_all(&self.pool)
-            .await?;
+        let rows = sqlx::query(include_str!("expire_leases.sql")).bind(limit).fetch_all(&self.pool).await?;
         let mut by_state = BTreeMap::new();
         for row in &rows {
             *by_state.entry(row.get::<String, _>("state")).or_insert(0) += 1;
@@ -312,10 +308,7 @@ impl Queue {
 
     /// Marks sweeps with no queued, running or paused run as completed (one sweep, or all).
     pub async fn finish_sweeps(&self, sweep_id: Option<i64>) -> Result<Vec<i64>> {
-        Ok(sqlx::query_scalar(include_str!("finish_sweeps.sql"))
-            .bind(sweep_id)
-            .fetch_all(&self.pool)
-            .await?)
+        Ok(sqlx::query_scalar(include_str!("finish_sweeps.sql")).bind(sweep_id).fetch_all(&self.pool).await?)
     }
 
     async fn finish_sweeps_of_run(&self, run_id: i64) -> Result<()> {

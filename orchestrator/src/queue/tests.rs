@@ -81,14 +81,18 @@ async fn concurrent_claimers_never_share_a_run(pool: PgPool) {
     }
     assert_eq!(seen.len(), 300, "every run claimed");
     assert!(seen.values().all(|n| *n == 1), "no run claimed twice");
-    let running: i64 = sqlx::query_scalar("SELECT count(*) FROM runs WHERE state = 'running'").fetch_one(&pool).await.unwrap();
+    let running: i64 = sqlx::query_scalar("SELECT count(*) FROM runs WHERE state = 'running'")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
     assert_eq!(running, 300);
 }
 
 #[sqlx::test(migrator = "crate::db::MIGRATOR")]
 async fn expired_lease_requeues_then_errors_after_max_attempts(pool: PgPool) {
     import_demo(&pool, "demo").await;
-    submit(&pool, &sweep_toml("expiry", "max_attempts = 2\n[select]\nids = [\"steerbench__demo-1\"]", "")).await;
+    submit(&pool, &sweep_toml("expiry", "max_attempts = 2\n[select]\nids = [\"steerbench__demo-1\"]", ""))
+        .await;
     let queue = Queue::new(pool.clone(), Duration::from_secs(60));
     let w = worker(&pool).await;
 
@@ -128,18 +132,28 @@ async fn stale_lease_token_is_rejected_everywhere(pool: PgPool) {
 
     // The partitioned worker comes back and tries to write with its old lease.
     let step = StepRecord { index: 0, action: Some("ls".into()), ..Default::default() };
-    assert!(matches!(queue.upload_steps(old.run_id, old.lease_token, &[step.clone()]).await, Err(Error::LeaseLost(_))));
+    assert!(matches!(
+        queue.upload_steps(old.run_id, old.lease_token, &[step.clone()]).await,
+        Err(Error::LeaseLost(_))
+    ));
     assert!(matches!(queue.complete(old.run_id, &done(&old, "0")).await, Err(Error::LeaseLost(_))));
     assert!(matches!(queue.fail(old.run_id, old.lease_token, "x").await, Err(Error::LeaseLost(_))));
     assert!(matches!(queue.release(old.run_id, old.lease_token, "x").await, Err(Error::LeaseLost(_))));
-    let ack = queue.heartbeat(old_w, &[LeaseRef { run_id: old.run_id, lease_token: old.lease_token }], false).await.unwrap();
+    let ack = queue
+        .heartbeat(old_w, &[LeaseRef { run_id: old.run_id, lease_token: old.lease_token }], false)
+        .await
+        .unwrap();
     assert_eq!(ack.lost, vec![old.run_id]);
 
     // The new holder is unaffected, and its completion is idempotent.
     queue.upload_steps(new.run_id, new.lease_token, &[step]).await.unwrap();
     queue.complete(new.run_id, &done(&new, "0")).await.unwrap();
     queue.complete(new.run_id, &done(&new, "0")).await.unwrap();
-    let steps: Vec<(i32,)> = sqlx::query_as("SELECT attempt FROM steps WHERE run_id = $1").bind(new.run_id).fetch_all(&pool).await.unwrap();
+    let steps: Vec<(i32,)> = sqlx::query_as("SELECT attempt FROM steps WHERE run_id = $1")
+        .bind(new.run_id)
+        .fetch_all(&pool)
+        .await
+        .unwrap();
     assert_eq!(steps, vec![(2,)], "only the live attempt's step was stored");
     // After completion even the right token cannot fail or release the run.
     assert!(matches!(queue.fail(new.run_id, new.lease_token, "late").await, Err(Error::LeaseLost(_))));
@@ -154,7 +168,8 @@ async fn heartbeat_extends_only_held_leases(pool: PgPool) {
     let mine = queue.claim(a, 2).await.unwrap();
     let theirs = queue.claim(b, 1).await.unwrap();
     age_leases(&pool).await;
-    let mut refs: Vec<LeaseRef> = mine.iter().map(|l| LeaseRef { run_id: l.run_id, lease_token: l.lease_token }).collect();
+    let mut refs: Vec<LeaseRef> =
+        mine.iter().map(|l| LeaseRef { run_id: l.run_id, lease_token: l.lease_token }).collect();
     // A worker cannot extend another worker's lease, even with its token.
     refs.push(LeaseRef { run_id: theirs[0].run_id, lease_token: theirs[0].lease_token });
     let ack = queue.heartbeat(a, &refs, false).await.unwrap();
@@ -214,10 +229,14 @@ async fn cancel_stops_queued_and_running_runs(pool: PgPool) {
     let status = sweeps::cancel(&pool, s.sweep_id).await.unwrap();
     assert_eq!(status.states["cancelled"], 4);
     assert_eq!(status.states["running"], 2);
-    let refs: Vec<LeaseRef> = held.iter().map(|l| LeaseRef { run_id: l.run_id, lease_token: l.lease_token }).collect();
+    let refs: Vec<LeaseRef> =
+        held.iter().map(|l| LeaseRef { run_id: l.run_id, lease_token: l.lease_token }).collect();
     let ack = queue.heartbeat(w, &refs, false).await.unwrap();
     assert_eq!(ack.cancelled.len(), 2, "the worker is told to stop both");
-    assert_eq!(queue.release(held[0].run_id, held[0].lease_token, "sweep cancelled").await.unwrap(), Requeued::Cancelled);
+    assert_eq!(
+        queue.release(held[0].run_id, held[0].lease_token, "sweep cancelled").await.unwrap(),
+        Requeued::Cancelled
+    );
     // A run that finished anyway keeps its result.
     queue.complete(held[1].run_id, &done(&held[1], "0")).await.unwrap();
     let status = sweeps::status(&pool, s.sweep_id).await.unwrap();
@@ -292,7 +311,8 @@ async fn sweep_cap_limits_running_runs(pool: PgPool) {
 #[sqlx::test(migrator = "crate::db::MIGRATOR")]
 async fn infra_failures_count_attempts_but_hand_backs_do_not(pool: PgPool) {
     import_demo(&pool, "demo").await;
-    submit(&pool, &sweep_toml("fail", "max_attempts = 2\n[select]\nids = [\"steerbench__demo-2\"]", "")).await;
+    submit(&pool, &sweep_toml("fail", "max_attempts = 2\n[select]\nids = [\"steerbench__demo-2\"]", ""))
+        .await;
     let queue = Queue::new(pool.clone(), Duration::from_secs(60));
     let w = worker(&pool).await;
     for _ in 0..3 {
@@ -300,10 +320,16 @@ async fn infra_failures_count_attempts_but_hand_backs_do_not(pool: PgPool) {
         assert_eq!(queue.release(l.run_id, l.lease_token, "draining").await.unwrap(), Requeued::Queued);
     }
     let l = queue.claim(w, 1).await.unwrap().remove(0);
-    assert_eq!(queue.fail(l.run_id, l.lease_token, "docker daemon unreachable").await.unwrap(), Requeued::Queued);
+    assert_eq!(
+        queue.fail(l.run_id, l.lease_token, "docker daemon unreachable").await.unwrap(),
+        Requeued::Queued
+    );
     let l = queue.claim(w, 1).await.unwrap().remove(0);
     assert_eq!(l.attempt, 5);
-    assert_eq!(queue.fail(l.run_id, l.lease_token, "docker daemon unreachable").await.unwrap(), Requeued::Error);
+    assert_eq!(
+        queue.fail(l.run_id, l.lease_token, "docker daemon unreachable").await.unwrap(),
+        Requeued::Error
+    );
     let (state, _, failed, reason) = state_of(&pool, l.run_id).await;
     assert_eq!((state.as_str(), failed), ("error", 2));
     assert!(reason.unwrap().contains("docker daemon unreachable"));

@@ -6,7 +6,12 @@ use sqlx::{PgPool, Row};
 use crate::db::{Error, Result};
 
 /// Imports a dataset in one transaction: all instances or none.
-pub async fn import(pool: &PgPool, name: &str, source: Option<&str>, instances: &[Instance]) -> Result<DatasetInfo> {
+pub async fn import(
+    pool: &PgPool,
+    name: &str,
+    source: Option<&str>,
+    instances: &[Instance],
+) -> Result<DatasetInfo> {
     let mut tx = pool.begin().await?;
     let id: i64 = sqlx::query_scalar("INSERT INTO datasets (name, source) VALUES ($1, $2) RETURNING id")
         .bind(name)
@@ -14,9 +19,9 @@ pub async fn import(pool: &PgPool, name: &str, source: Option<&str>, instances: 
         .fetch_one(&mut *tx)
         .await
         .map_err(|e| match Error::from(e) {
-            Error::Conflict(_) => Error::Conflict(format!(
-                "a dataset named `{name}` already exists; choose another name"
-            )),
+            Error::Conflict(_) => {
+                Error::Conflict(format!("a dataset named `{name}` already exists; choose another name"))
+            }
             other => other,
         })?;
     for inst in instances {
@@ -116,7 +121,8 @@ pub async fn instance(pool: &PgPool, dataset_id: i64, instance_id: &str) -> Resu
     let list = |col: &str| -> Result<Vec<String>> {
         serde_json::from_value(json(col)).map_err(|e| Error::Internal(format!("instances.{col}: {e}")))
     };
-    let extra = serde_json::from_value(json("extra")).map_err(|e| Error::Internal(format!("instances.extra: {e}")))?;
+    let extra = serde_json::from_value(json("extra"))
+        .map_err(|e| Error::Internal(format!("instances.extra: {e}")))?;
     Ok(Instance {
         instance_id: row.get("instance_id"),
         repo: row.get("repo"),

@@ -11,7 +11,8 @@ use super::datasets;
 use crate::db::{Error, Result};
 use crate::queue::Lease;
 
-const RUN_COLUMNS: &str = "r.id, r.sweep_id, r.instance_id, a.name AS agent, c.name AS critic, r.repeat_index,
+const RUN_COLUMNS: &str =
+    "r.id, r.sweep_id, r.instance_id, a.name AS agent, c.name AS critic, r.repeat_index,
     r.state, r.attempt, r.failed_attempts, r.outcome, r.last_error, r.last_worker, r.queued_at,
     r.started_at, r.finished_at, r.steps, r.input_tokens, r.output_tokens, r.cached_tokens,
     r.agent_cost_usd, r.critic_cost_usd";
@@ -20,7 +21,10 @@ fn run_from_row(row: &PgRow) -> Result<RunInfo> {
     let state: String = row.get("state");
     let outcome: Option<String> = row.get("outcome");
     let outcome = outcome
-        .map(|o| serde_json::from_value(serde_json::Value::String(o.clone())).map_err(|_| Error::Internal(format!("unknown outcome `{o}`"))))
+        .map(|o| {
+            serde_json::from_value(serde_json::Value::String(o.clone()))
+                .map_err(|_| Error::Internal(format!("unknown outcome `{o}`")))
+        })
         .transpose()?;
     Ok(RunInfo {
         id: row.get("id"),
@@ -125,25 +129,25 @@ pub async fn trajectory(pool: &PgPool, run_id: i64) -> Result<Trajectory> {
         messages: r.get("messages"),
     })
     .collect();
-    let patch: Option<String> = sqlx::query_scalar("SELECT patch FROM runs WHERE id = $1")
-        .bind(run_id)
-        .fetch_one(pool)
-        .await?;
-    let evaluation = sqlx::query("SELECT apply_status, resolved, tests, report FROM evaluations WHERE run_id = $1")
-        .bind(run_id)
-        .fetch_optional(pool)
-        .await?
-        .map(|r| Evaluation {
-            apply_status: r.get("apply_status"),
-            resolved: r.get("resolved"),
-            tests: r.get("tests"),
-            report: r.get("report"),
-        });
+    let patch: Option<String> =
+        sqlx::query_scalar("SELECT patch FROM runs WHERE id = $1").bind(run_id).fetch_one(pool).await?;
+    let evaluation =
+        sqlx::query("SELECT apply_status, resolved, tests, report FROM evaluations WHERE run_id = $1")
+            .bind(run_id)
+            .fetch_optional(pool)
+            .await?
+            .map(|r| Evaluation {
+                apply_status: r.get("apply_status"),
+                resolved: r.get("resolved"),
+                tests: r.get("tests"),
+                report: r.get("report"),
+            });
     Ok(Trajectory { run, steps, patch, evaluation })
 }
 
 fn from_spec<T: DeserializeOwned>(what: &str, value: serde_json::Value) -> Result<T> {
-    serde_json::from_value(value).map_err(|e| Error::Internal(format!("stored {what} spec does not parse: {e}")))
+    serde_json::from_value(value)
+        .map_err(|e| Error::Internal(format!("stored {what} spec does not parse: {e}")))
 }
 
 /// Attaches to a lease everything the worker needs to execute the run.

@@ -13,12 +13,19 @@ use crate::db::{Error, Result};
 use crate::sweep_file::{Selection, SweepFile};
 
 /// Applies a sweep's selection to a dataset's instances. Returns the chosen ids, sorted.
-pub fn select_instances(keys: &[InstanceKey], select: &Selection) -> std::result::Result<Vec<String>, String> {
+pub fn select_instances(
+    keys: &[InstanceKey],
+    select: &Selection,
+) -> std::result::Result<Vec<String>, String> {
     if !select.ids.is_empty() {
         let known: std::collections::HashSet<&str> = keys.iter().map(|k| k.instance_id.as_str()).collect();
-        let unknown: Vec<&str> = select.ids.iter().map(String::as_str).filter(|id| !known.contains(id)).collect();
+        let unknown: Vec<&str> =
+            select.ids.iter().map(String::as_str).filter(|id| !known.contains(id)).collect();
         if !unknown.is_empty() {
-            return Err(format!("select.ids names instances the dataset does not have: {}", unknown.join(", ")));
+            return Err(format!(
+                "select.ids names instances the dataset does not have: {}",
+                unknown.join(", ")
+            ));
         }
     }
     let regex = match &select.id_regex {
@@ -121,12 +128,11 @@ pub async fn submit(pool: &PgPool, file: &SweepFile, config_toml: &str) -> Resul
         .await?;
         critic_ids.push(id);
     }
-    let runs = insert_runs(&mut tx, sweep_id, dataset.id, &instance_ids, &agent_ids, &critic_ids, file.repeats).await?;
+    let runs =
+        insert_runs(&mut tx, sweep_id, dataset.id, &instance_ids, &agent_ids, &critic_ids, file.repeats)
+            .await?;
     tx.commit().await?;
-    sqlx::query("SELECT pg_notify('steer_runs', $1)")
-        .bind(sweep_id.to_string())
-        .execute(pool)
-        .await?;
+    sqlx::query("SELECT pg_notify('steer_runs', $1)").bind(sweep_id.to_string()).execute(pool).await?;
     Ok(SweepSubmitted { sweep_id, name: file.name.clone(), created: true, runs, config_hash: hash })
 }
 
@@ -148,7 +154,11 @@ async fn find(pool: &PgPool, name: &str, hash: &str) -> Result<Option<SweepSubmi
     }))
 }
 
-async fn insert_agent(tx: &mut Transaction<'_, Postgres>, sweep_id: i64, agent: &protocol::AgentSpec) -> Result<(i64, i64)> {
+async fn insert_agent(
+    tx: &mut Transaction<'_, Postgres>,
+    sweep_id: i64,
+    agent: &protocol::AgentSpec,
+) -> Result<(i64, i64)> {
     // The endpoint row is shared by every sweep that uses the same base URL; a cap given by a
     // newer sweep replaces the old one, an absent cap leaves it alone.
     let endpoint_id: i64 = sqlx::query_scalar(
@@ -206,8 +216,14 @@ async fn insert_runs(
     .fetch_one(&mut **tx)
     .await?;
     let n = instance_ids.len() * agents.len() * critics.len() * repeats as usize;
-    let (mut inst, mut agent, mut endpoint, mut critic, mut repeat, mut seq) =
-        (Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n));
+    let (mut inst, mut agent, mut endpoint, mut critic, mut repeat, mut seq) = (
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+    );
     let mut next = base;
     for r in 0..repeats as i32 {
         for id in instance_ids {
@@ -262,7 +278,8 @@ pub async fn status(pool: &PgPool, sweep_id: i64) -> Result<SweepStatus> {
     .fetch_optional(pool)
     .await?
     .ok_or_else(|| Error::NotFound(format!("no sweep with id {sweep_id}")))?;
-    let mut states: BTreeMap<String, i64> = RunState::ALL.iter().map(|s| (s.as_str().to_string(), 0)).collect();
+    let mut states: BTreeMap<String, i64> =
+        RunState::ALL.iter().map(|s| (s.as_str().to_string(), 0)).collect();
     let mut outcomes = BTreeMap::new();
     let mut total = 0;
     for r in sqlx::query(
@@ -354,7 +371,11 @@ pub async fn resume(pool: &PgPool, sweep_id: i64, budget_usd: Option<Decimal>) -
         return Err(Error::Conflict(format!("sweep {sweep_id} is already running")));
     }
     if let Some(b) = budget_usd {
-        sqlx::query("UPDATE sweeps SET budget_usd = $2 WHERE id = $1").bind(sweep_id).bind(b).execute(&mut *tx).await?;
+        sqlx::query("UPDATE sweeps SET budget_usd = $2 WHERE id = $1")
+            .bind(sweep_id)
+            .bind(b)
+            .execute(&mut *tx)
+            .await?;
     }
     let (spent, budget): (Decimal, Option<Decimal>) =
         sqlx::query_as("SELECT spent_usd, budget_usd FROM sweeps WHERE id = $1")
@@ -401,7 +422,11 @@ mod tests {
     fn keys() -> Vec<InstanceKey> {
         (0..20)
             .map(|i| InstanceKey {
-                instance_id: format!("{}__{}-{i}", if i % 2 == 0 { "django" } else { "sympy" }, if i % 2 == 0 { "django" } else { "sympy" }),
+                instance_id: format!(
+                    "{}__{}-{i}",
+                    if i % 2 == 0 { "django" } else { "sympy" },
+                    if i % 2 == 0 { "django" } else { "sympy" }
+                ),
                 repo: if i % 2 == 0 { "django/django".into() } else { "sympy/sympy".into() },
                 difficulty: Some(if i % 3 == 0 { "<15 min fix".into() } else { "15 min - 1 hour".into() }),
             })
@@ -417,7 +442,10 @@ mod tests {
         };
         let ids = select_instances(&keys(), &select).unwrap();
         // i even and divisible by 3: 0, 6, 12, 18
-        assert_eq!(ids, vec!["django__django-0", "django__django-12", "django__django-18", "django__django-6"]);
+        assert_eq!(
+            ids,
+            vec!["django__django-0", "django__django-12", "django__django-18", "django__django-6"]
+        );
     }
 
     #[test]
@@ -433,7 +461,8 @@ mod tests {
 
     #[test]
     fn unknown_ids_are_named() {
-        let select = Selection { ids: vec!["django__django-0".into(), "nope__nope-1".into()], ..Default::default() };
+        let select =
+            Selection { ids: vec!["django__django-0".into(), "nope__nope-1".into()], ..Default::default() };
         let err = select_instances(&keys(), &select).unwrap_err();
         assert!(err.contains("nope__nope-1"), "{err}");
     }

@@ -25,12 +25,14 @@ fn generate() -> String {
 
 pub async fn create(pool: &PgPool, name: &str, role: Role) -> Result<CreatedToken> {
     let token = generate();
-    let id: i64 = sqlx::query_scalar("INSERT INTO api_tokens (name, role, token_hash) VALUES ($1, $2, $3) RETURNING id")
-        .bind(name)
-        .bind(role.as_str())
-        .bind(hash(&token))
-        .fetch_one(pool)
-        .await?;
+    let id: i64 = sqlx::query_scalar(
+        "INSERT INTO api_tokens (name, role, token_hash) VALUES ($1, $2, $3) RETURNING id",
+    )
+    .bind(name)
+    .bind(role.as_str())
+    .bind(hash(&token))
+    .fetch_one(pool)
+    .await?;
     Ok(CreatedToken { id, name: name.to_string(), role, token })
 }
 
@@ -65,10 +67,15 @@ pub struct TokenInfo {
 }
 
 pub async fn list(pool: &PgPool) -> Result<Vec<TokenInfo>> {
-    let rows: Vec<(i64, String, String, chrono::DateTime<chrono::Utc>, Option<chrono::DateTime<chrono::Utc>>)> =
-        sqlx::query_as("SELECT id, name, role, created_at, revoked_at FROM api_tokens ORDER BY id")
-            .fetch_all(pool)
-            .await?;
+    let rows: Vec<(
+        i64,
+        String,
+        String,
+        chrono::DateTime<chrono::Utc>,
+        Option<chrono::DateTime<chrono::Utc>>,
+    )> = sqlx::query_as("SELECT id, name, role, created_at, revoked_at FROM api_tokens ORDER BY id")
+        .fetch_all(pool)
+        .await?;
     Ok(rows
         .into_iter()
         .map(|(id, name, role, created_at, revoked_at)| TokenInfo { id, name, role, created_at, revoked_at })
