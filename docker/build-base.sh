@@ -1,0 +1,164 @@
+#!/usr/bin/env bash
+# Builds the two local base images, with no image registry involved:
+#
+#   steerbench/debian-base:bookworm   Debian bookworm (debootstrap --variant=minbase) plus
+#                                     ca-certificates, imported with `docker import`
+#   steerbench/postgres:15            the base plus Debian's postgresql-15 (docker/postgres/)
+#
+# Usage: docker/build-base.sh [--force]
+#
+# Each image is skipped if it already exists, unless --force. Needs root (debootstrap), the
+# `debootstrap` package (apt-get install -y debootstrap) and a reachable Debian mirror. The
+# mirror is the one this machine's apt uses (/etc/apt/sources.list and sources.list.d), or
+# DEBIAN_MIRROR / DEBIAN_SECURITY_MIRROR if set. DOCKER_BUILD_NETWORK (e.g. `host`) is passed
+# to `docker build --network` for the postgres image, whose build runs apt-get.
+set -euo pipefail
+
+readonly BASE_IMAGE=steerbench/debian-base:bookworm
+readonly PG_IMAGE=steerbench/postgres:15
+readonly SUITE=bookworm
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+
+force=false
+for arg in "$@"; do
+  case "$arg" in
+    --force) force=true ;;
+    -h|--help) sed -n '2,15p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    *) echo "unknown argument: $arg (try --help)" >&2; exit 64 ;;
+  esac
+done
+
+log() { printf '[build-base] %s\n' "$*" >&2; }
+image_exists() { docker image inspect "$1" >/dev/null 2>&1; }
+
+# Prints the first URI that apt on this machine uses for suite $1, from one-line (.list) and
+# deb822 (.sources) files; nothing if none does.
+apt_uri_for_suite() {
+  local suite=$1 f
+  local files=()
+  [[ -f /etc/apt/sources.list ]] && files+=(/etc/apt/sources.list)
+  for f in /etc/apt/sources.list.d/*.list; do [[ -f $f ]] && files+=("$f"); done
+  if ((${#files[@]})); then
+    awk -v s="$suite" '
+      $1 == "deb" {
+        i = 2
+        if ($i ~ /^\[/) { while ($i !~ /\]$/ && i < NF) i++; i++ }
+        if ($(i + 1) == s) { print $i; exit }
+      }' "${files[@]}"
+  fi
+  files=()
+  for f in /etc/apt/sources.list.d/*.sources; do [[ -f $f ]] && files+=("$f"); done
+  if ((${#files[@]})); then
+    awk -v s="$suite" '
+      function flush() {
+        if (types ~ /(^| )deb( |$)/ && enabled !~ /^no$/ && (" " suites " ") ~ (" " s " ") && uris != "") {
+          split(uris, u, " "); print u[1]; found = 1
+        }
+        types = ""; uris = ""; suites = ""; enabled = ""
+      }
+      /^#/ { next }
+      /^[ \t]*$/ { flush(); if (found) exit; next }
+      { key = tolower($1); $1 = ""; sub(/^ +/, "") }
+      key == "types:" { types = $0 }
+      key == "uris:" { uris = $0 }
+      key == "suites:" { suites = $0 }
+      key == "enabled:" { enabled = tolower($0) }
+      END { if (!found) flush() }' "${files[@]}"
+  fi
+}
+
+build_base() {
+  local mirror security root started=$SECONDS
+  mirror=${DEBIAN_MIRROR:-$(apt_uri_for_suite "$SUITE" | head -n1)}
+  mirror=${mirror:-http://deb.debian.org/debian}
+  security=${DEBIAN_SECURITY_MIRROR:-$(apt_uri_for_suite "$SUITE-security" | head -n1)}
+  security=${security:-http://deb.debian.org/debian-security}
+
+  if [[ $(id -u) -ne 0 ]]; then
+    echo "debootstrap needs root: run this script with sudo" >&2
+    exit 1
+  fi
+  command -v debootstrap >/dev/null || { echo "debootstrap is missing: apt-get install -y debootstrap" >&2; exit 1; }
+
+  # /var/tmp rather than /tmp: it is on disk and not mounted nodev/noexec on most systems.
+  root=$(mktemp -d /var/tmp/steerbench-rootfs.XXXXXX)
+  # debootstrap mounts /proc and /sys inside the target while it runs; if it dies half-way they
+  # may still be mounted, so unmount before removing, and never cross into another filesystem.
+  cleanup() {
+    local m
+    for m in $(awk -v r="$root" 'index($2, r) == 1 { print $2 }' /proc/mounts | sort -r); do
+      umount -l "$m" || true
+    done
+    rm -rf --one-file-system "$root"
+  }
+  trap cleanup EXIT
+
+  log "debootstrap --variant=minbase $SUITE from $mirror into $root"
+  debootstrap --variant=minbase --include=ca-certificates "$SUITE" "$root" "$mirror" >&2
+
+  # apt sources of the image: the same mirror, plus updates and security.
+  rm -f "$root/etc/apt/sources.list"
+  cat >"$root/etc/apt/sources.list.d/debian.sources" <<EOF
+Types: deb
+URIs: $mirror
+Suites: $SUITE $SUITE-updates
+Components: main
+Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
+
+Types: deb
+URIs: $security
+Suites: $SUITE-security
+Components: main
+Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
+EOF
+  # Containers have no init: package scripts must not try to start services.
+  printf '#!/bin/sh\nexit 101\n' >"$root/usr/sbin/policy-rc.d"
+  chmod 0755 "$root/usr/sbin/policy-rc.d"
+  # Keep images small: no downloaded .debs or package lists left behind by any later layer.
+  cat >"$root/etc/apt/apt.conf.d/docker-clean" <<'EOF'
+DPkg::Post-Invoke { "rm -f /var/cache/apt/archives/*.deb /var/cache/apt/archives/partial/*.deb /var/cache/apt/*.bin || true"; };
+APT::Update::Post-Invoke { "rm -f /var/cache/apt/archives/*.deb /var/cache/apt/archives/partial/*.deb /var/cache/apt/*.bin || true"; };
+Dir::Cache::pkgcache "";
+Dir::Cache::srcpkgcache "";
+EOF
+  echo 'APT::Install-Recommends "false";' >"$root/etc/apt/apt.conf.d/docker-no-recommends"
+  # Docker provides these at run time.
+  : >"$root/etc/resolv.conf"
+  : >"$root/etc/hostname"
+  rm -rf "$root"/var/cache/apt/archives/*.deb "$root"/var/lib/apt/lists/* "$root"/var/log/*.log \
+    "$root"/var/log/apt/* "$root"/var/cache/debconf/*-old "$root"/tmp/* "$root"/var/tmp/*
+
+  log "importing $BASE_IMAGE"
+  tar --numeric-owner -C "$root" -c . | docker import \
+    --change 'ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' \
+    --change 'ENV LANG=C.UTF-8' \
+    --change 'CMD ["bash"]' \
+    --message "debootstrap --variant=minbase $SUITE + ca-certificates, from $mirror" \
+    - "$BASE_IMAGE" >/dev/null
+  cleanup
+  trap - EXIT
+  log "built $BASE_IMAGE in $((SECONDS - started))s"
+}
+
+build_postgres() {
+  local started=$SECONDS
+  local network=()
+  [[ -n ${DOCKER_BUILD_NETWORK:-} ]] && network=(--network "$DOCKER_BUILD_NETWORK")
+  log "building $PG_IMAGE from $here/postgres"
+  # The legacy builder resolves FROM against local images; BuildKit without buildx may not.
+  DOCKER_BUILDKIT=0 docker build "${network[@]}" --tag "$PG_IMAGE" "$here/postgres" >&2
+  log "built $PG_IMAGE in $((SECONDS - started))s"
+}
+
+total=$SECONDS
+if ! $force && image_exists "$BASE_IMAGE"; then
+  log "$BASE_IMAGE exists; skipping (use --force to rebuild)"
+else
+  build_base
+fi
+if ! $force && image_exists "$PG_IMAGE"; then
+  log "$PG_IMAGE exists; skipping (use --force to rebuild)"
+else
+  build_postgres
+fi
+log "done in $((SECONDS - total))s"

@@ -1,0 +1,543 @@
+//! The coordinator's HTTP API from the outside: a real coordinator on port 0 over a fresh
+//! database per test (`#[sqlx::test]`), spoken to with plain HTTP. Every request has a
+//! deadline, and every test stops its coordinator and waits (with a deadline) for its tasks.
+
+use std::time::Duration;
+
+use orchestrator::server::{self, CoordinatorConfig};
+use orchestrator::store::tokens;
+use orchestrator::{dataset, testkit};
+use protocol::{
+    ClaimResponse, CompleteRun, DatasetInfo, Outcome, Registered, Role, RunState, RunTotals, StepRecord,
+    SweepState, SweepStatus, SweepSubmitted, Trajectory, UploadSteps,
+};
+use reqwest::{Method, RequestBuilder, StatusCode};
+use serde_json::{json, Value};
+use sqlx::PgPool;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use uuid::Uuid;
+
+/// Longest a single request may take before the test fails instead of hanging.
+const REQUEST_DEADLINE: Duration = Duration::from_secs(30);
+/// Longest the coordinator may take to stop once told to.
+const STOP_DEADLINE: Duration = Duration::from_secs(10);
+
+// ---------------------------------------------------------------- harness
+
+/// A coordinator serving on an ephemeral port, with one live token of each role.
+struct Coordinator {
+    base: String,
+    http: reqwest::Client,
+    shutdown: CancellationToken,
+    tracker: TaskTracker,
+    admin: String,
+    user: String,
+    worker: String,
+}
+
+impl Coordinator {
+    async fn start(pool: &PgPool) -> Self {
+        let shutdown = CancellationToken::new();
+        let tracker = TaskTracker::new();
+        let config = CoordinatorConfig { bind: "127.0.0.1:0".parse().unwrap(), ..Default::default() };
+        let addr = server::spawn(pool.clone(), config, shutdown.clone(), &tracker).await.expect("coordinator starts");
+        let token = |role: Role| async move { tokens::create(pool, role.as_str(), role).await.expect("token").token };
+        Coordinator {
+            base: format!("http://{addr}"),
+            http: reqwest::Client::builder().timeout(REQUEST_DEADLINE).build().expect("HTTP client"),
+            shutdown,
+            tracker,
+            admin: token(Role::Admin).await,
+            user: token(Role::User).await,
+            worker: token(Role::Worker).await,
+        }
+    }
+
+    /// A request to `path` (which starts with `/`), with `token` as its bearer token if any.
+    fn req(&self, method: Method, path: &str, token: Option<&str>) -> RequestBuilder {
+        let rb = self.http.request(method, format!("{}{path}", self.base));
+        match token {
+            Some(t) => rb.bearer_auth(t),
+            None => rb,
+        }
+    }
+
+    fn get(&self, path: &str, token: &str) -> RequestBuilder {
+        self.req(Method::GET, path, Some(token))
+    }
+
+    fn post(&self, path: &str, token: &str, body: &impl serde::Serialize) -> RequestBuilder {
+        self.req(Method::POST, path, Some(token)).json(body)
+    }
+
+    /// Stops the coordinator and waits for every one of its tasks to end.
+    async fn stop(self) {
+        self.shutdown.cancel();
+        self.tracker.close();
+        tokio::time::timeout(STOP_DEADLINE, self.tracker.wait())
+            .await
+            .expect("the coordinator's tasks end within the deadline after shutdown");
+    }
+}
+
+impl Drop for Coordinator {
+    /// A test that fails before `stop` still stops the server's tasks.
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
+
+/// Status and body of a response: the body as JSON when it is JSON, else as a JSON string.
+async fn call(rb: RequestBuilder) -> (StatusCode, Value) {
+    let resp = rb.send().await.expect("the coordinator answers");
+    let status = resp.status();
+    let text = resp.text().await.expect("a readable response body");
+    let body = serde_json::from_str(&text).unwrap_or(Value::String(text));
+    (status, body)
+}
+
+/// Asserts an API error `{code, message}` with this status and code; returns the message.
+fn expect_error((status, body): &(StatusCode, Value), want_status: StatusCode, want_code: &str) -> String {
+    assert_eq!(*status, want_status, "unexpected status; body: {body}");
+    assert_eq!(body["code"], want_code, "unexpected error code; body: {body}");
+    body["message"].as_str().unwrap_or_else(|| panic!("error body without a message: {body}")).to_string()
+}
+
+/// Asserts a success status and decodes the body.
+fn expect_ok<T: serde::de::DeserializeOwned>((status, body): (StatusCode, Value), want: StatusCode) -> T {
+    assert_eq!(status, want, "unexpected status; body: {body}");
+    serde_json::from_value(body.clone()).unwrap_or_else(|e| panic!("body does not decode ({e}): {body}"))
+}
+
+fn demo_instances() -> Vec<protocol::Instance> {
+    dataset::parse(dataset::Format::Jsonl, testkit::DEMO_DATASET.as_bytes()).expect("the demo dataset parses")
+}
+
+// ---------------------------------------------------------------- the route table
+
+/// Which tokens a route accepts besides admin ones.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Guard {
+    Workers,
+    Users,
+    AdminsOnly,
+    UsersAndWorkers,
+}
+
+struct Route {
+    method: &'static str,
+    /// As written in the router and the OpenAPI document.
+    template: &'static str,
+    guard: Guard,
+}
+
+const fn route(method: &'static str, template: &'static str, guard: Guard) -> Route {
+    Route { method, template, guard }
+}
+
+/// Every route under /api/v1, as `api::router` declares them.
+const ROUTES: &[Route] = &[
+    route("POST", "/api/v1/workers", Guard::Workers),
+    route("POST", "/api/v1/workers/{worker_id}/heartbeat", Guard::Workers),
+    route("POST", "/api/v1/workers/{worker_id}/claim", Guard::Workers),
+    route("POST", "/api/v1/runs/{run_id}/steps", Guard::Workers),
+    route("POST", "/api/v1/runs/{run_id}/complete", Guard::Workers),
+    route("POST", "/api/v1/runs/{run_id}/fail", Guard::Workers),
+    route("POST", "/api/v1/runs/{run_id}/release", Guard::Workers),
+    route("POST", "/api/v1/datasets", Guard::Users),
+    route("GET", "/api/v1/datasets", Guard::Users),
+    route("GET", "/api/v1/datasets/{name}", Guard::Users),
+    route("POST", "/api/v1/sweeps", Guard::Users),
+    route("GET", "/api/v1/sweeps", Guard::Users),
+    route("GET", "/api/v1/sweeps/{sweep}", Guard::Users),
+    route("POST", "/api/v1/sweeps/{sweep}/cancel", Guard::Users),
+    route("POST", "/api/v1/sweeps/{sweep}/pause", Guard::Users),
+    route("POST", "/api/v1/sweeps/{sweep}/resume", Guard::Users),
+    route("GET", "/api/v1/sweeps/{sweep}/runs", Guard::Users),
+    route("GET", "/api/v1/runs/{run_id}", Guard::Users),
+    route("GET", "/api/v1/runs/{run_id}/trajectory", Guard::Users),
+    route("POST", "/api/v1/tokens", Guard::AdminsOnly),
+    route("GET", "/api/v1/tokens", Guard::AdminsOnly),
+    route("DELETE", "/api/v1/tokens/{id}", Guard::AdminsOnly),
+    route("GET", "/api/v1/openapi.json", Guard::UsersAndWorkers),
+];
+
+impl Route {
+    /// The route with made-up ids that name nothing in the database.
+    fn path(&self) -> String {
+        self.template
+            .replace("{worker_id}", &Uuid::nil().to_string())
+            .replace("{run_id}", "987654")
+            .replace("{sweep}", "987654")
+            .replace("{name}", "no-such-dataset")
+            .replace("{id}", "987654")
+    }
+
+    fn label(&self) -> String {
+        format!("{} {}", self.method, self.template)
+    }
+
+    /// A request to this route; POSTs carry an empty JSON object, which no handler accepts
+    /// as work (so a request that gets past the guard changes nothing).
+    fn request(&self, c: &Coordinator, token: Option<&str>) -> RequestBuilder {
+        let method = Method::from_bytes(self.method.as_bytes()).unwrap();
+        let rb = c.req(method.clone(), &self.path(), token);
+        if method == Method::POST {
+            rb.json(&json!({}))
+        } else {
+            rb
+        }
+    }
+
+    fn accepts(&self, role: Role) -> bool {
+        match (role, self.guard) {
+            (Role::Admin, _) => true,
+            (Role::Worker, Guard::Workers | Guard::UsersAndWorkers) => true,
+            (Role::User, Guard::Users | Guard::UsersAndWorkers) => true,
+            _ => false,
+        }
+    }
+}
+
+// ---------------------------------------------------------------- 1. auth
+
+#[sqlx::test(migrator = "orchestrator::db::MIGRATOR")]
+async fn every_api_route_requires_a_live_token(pool: PgPool) {
+    let c = Coordinator::start(&pool).await;
+    let malformed_headers = ["Basic dXNlcjpwYXNz", "Bearer", "stb_00"];
+    for route in ROUTES {
+        let label = route.label();
+        let res = call(route.request(&c, None)).await;
+        let message = expect_error(&res, StatusCode::UNAUTHORIZED, "unauthorized");
+        assert!(message.contains("Authorization"), "{label}: {message}");
+
+        let res = call(route.request(&c, Some("stb_not-a-real-token"))).await;
+        expect_error(&res, StatusCode::UNAUTHORIZED, "unauthorized");
+
+        for header in malformed_headers {
+            let rb = route.request(&c, None).header(reqwest::header::AUTHORIZATION, header);
+            let res = call(rb).await;
+            assert_eq!(res.0, StatusCode::UNAUTHORIZED, "{label} with `Authorization: {header}`: {}", res.1);
+            assert_eq!(res.1["code"], "unauthorized", "{label}: {}", res.1);
+        }
+    }
+    c.stop().await;
+}
+
+#[sqlx::test(migrator = "orchestrator::db::MIGRATOR")]
+async fn every_api_route_rejects_revoked_tokens_of_every_role(pool: PgPool) {
+    let c = Coordinator::start(&pool).await;
+    let mut revoked = Vec::new();
+    for role in [Role::Admin, Role::User, Role::Worker] {
+        let t = tokens::create(&pool, &format!("revoked-{}", role.as_str()), role).await.unwrap();
+        // Live first, so the 401 below is the revocation's doing.
+        let (status, _) = call(c.get("/api/v1/openapi.json", &t.token)).await;
+        assert_eq!(status, StatusCode::OK, "a live {} token reads the OpenAPI document", role.as_str());
+        tokens::revoke(&pool, t.id).await.unwrap();
+        revoked.push((role, t.token));
+    }
+    for route in ROUTES {
+        for (role, token) in &revoked {
+            let res = call(route.request(&c, Some(token))).await;
+            let message = expect_error(&res, StatusCode::UNAUTHORIZED, "unauthorized");
+            assert!(message.contains("revoked"), "{} with a revoked {} token: {message}", route.label(), role.as_str());
+        }
+    }
+    c.stop().await;
+}
+
+#[sqlx::test(migrator = "orchestrator::db::MIGRATOR")]
+async fn every_api_route_checks_the_role_and_admins_pass_everywhere(pool: PgPool) {
+    let c = Coordinator::start(&pool).await;
+    for route in ROUTES {
+        for (role, token) in [(Role::Admin, &c.admin), (Role::User, &c.user), (Role::Worker, &c.worker)] {
+            let label = format!("{} with a {} token", route.label(), role.as_str());
+            let res = call(route.request(&c, Some(token))).await;
+            if route.accepts(role) {
+                let (status, body) = &res;
+                assert!(
+                    ![StatusCode::UNAUTHORIZED, StatusCode::FORBIDDEN].contains(status),
+                    "{label}: the guard refused: {status} {body}"
+                );
+                assert!(!status.is_server_error(), "{label}: {status} {body}");
+                // The route table above matches the router: no request fell through to the fallback.
+                assert_ne!(body["message"], "no such route", "{label}: not routed");
+                assert_ne!(*status, StatusCode::METHOD_NOT_ALLOWED, "{label}: not routed");
+            } else {
+                let message = expect_error(&res, StatusCode::FORBIDDEN, "forbidden");
+                assert!(message.contains(role.as_str()), "{label}: {message}");
+            }
+        }
+    }
+    c.stop().await;
+}
+
+#[sqlx::test(migrator = "orchestrator::db::MIGRATOR")]
+async fn healthz_and_metrics_are_open(pool: PgPool) {
+    let c = Coordinator::start(&pool).await;
+    let (status, body) = call(c.req(Method::GET, "/healthz", None)).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+
+    let resp = c.req(Method::GET, "/metrics", None).send().await.expect("the coordinator answers");
+    assert_eq!(resp.status(), StatusCode::OK);
+    let text = resp.text().await.unwrap();
+    let runs_lines: Vec<&str> = text.lines().filter(|l| l.starts_with("steer_runs")).collect();
+    assert!(!runs_lines.is_empty(), "no steer_runs lines in /metrics:\n{text}");
+    // The per-state gauge is read from the store at scrape time, every state included.
+    for state in RunState::ALL {
+        let line = format!("steer_runs{{state=\"{}\"}} 0", state.as_str());
+        assert!(runs_lines.contains(&line.as_str()), "missing `{line}` in /metrics:\n{text}");
+    }
+    c.stop().await;
+}
+
+// ---------------------------------------------------------------- 2. error bodies
+
+#[sqlx::test(migrator = "orchestrator::db::MIGRATOR")]
+async fn malformed_json_bodies_are_bad_requests_that_name_the_problem(pool: PgPool) {
+    let c = Coordinator::start(&pool).await;
+
+    // Not JSON at all.
+    let rb = c
+        .req(Method::POST, "/api/v1/sweeps", Some(&c.user))
+        .header(reqwest::header::CONTENT_TYPE, "application/json")
+        .body(r#"{"config_toml": "#);
+    let message = expect_error(&call(rb).await, StatusCode::BAD_REQUEST, "bad_request");
+    assert!(message.contains("EOF") || message.contains("line 1"), "{message}");
+
+    // JSON, but a required field is missing.
+    let body = json!({"name": "w1", "host": "h", "version": "test"});
+    let message = expect_error(&call(c.post("/api/v1/workers", &c.worker, &body)).await, StatusCode::BAD_REQUEST, "bad_request");
+    assert!(message.contains("missing field `slots`"), "{message}");
+
+    // JSON, but a field has the wrong type.
+    let body = json!({"max_runs": "many", "wait_ms": 0});
+    let path = format!("/api/v1/workers/{}/claim", Uuid::nil());
+    let message = expect_error(&call(c.post(&path, &c.worker, &body)).await, StatusCode::BAD_REQUEST, "bad_request");
+    assert!(message.contains("max_runs"), "{message}");
+
+    // A path parameter of the wrong type.
+    let message = expect_error(&call(c.get("/api/v1/runs/not-a-number", &c.user)).await, StatusCode::BAD_REQUEST, "bad_request");
+    assert!(!message.is_empty());
+    c.stop().await;
+}
+
+#[sqlx::test(migrator = "orchestrator::db::MIGRATOR")]
+async fn bodies_over_the_limit_are_refused_with_413(pool: PgPool) {
+    let c = Coordinator::start(&pool).await;
+    let huge = "#".repeat(orchestrator::api::BODY_LIMIT + 1);
+    let res = call(c.post("/api/v1/sweeps", &c.user, &json!({ "config_toml": huge }))).await;
+    expect_error(&res, StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large");
+    c.stop().await;
+}
+
+#[sqlx::test(migrator = "orchestrator::db::MIGRATOR")]
+async fn dataset_uploads_may_exceed_the_default_body_limit(pool: PgPool) {
+    let c = Coordinator::start(&pool).await;
+    let mut body = serde_json::to_vec(&json!({"name": "demo", "instances": demo_instances()})).unwrap();
+    // Trailing whitespace keeps it valid JSON while taking it past the default limit.
+    body.resize(orchestrator::api::BODY_LIMIT + 1024 * 1024, b' ');
+    let rb = c
+        .req(Method::POST, "/api/v1/datasets", Some(&c.user))
+        .header(reqwest::header::CONTENT_TYPE, "application/json")
+        .body(body);
+    let info: DatasetInfo = expect_ok(call(rb).await, StatusCode::CREATED);
+    assert_eq!(info.instances, 6);
+    c.stop().await;
+}
+
+#[sqlx::test(migrator = "orchestrator::db::MIGRATOR")]
+async fn unknown_routes_and_sweeps_are_json_404s(pool: PgPool) {
+    let c = Coordinator::start(&pool).await;
+    for path in ["/api/v1/no-such-route", "/api/v1/sweeps/1/no-such-action", "/api/v2/sweeps"] {
+        let res = call(c.get(path, &c.user)).await;
+        if path.starts_with("/api/v1") {
+            expect_error(&res, StatusCode::NOT_FOUND, "not_found");
+        } else {
+            // Outside /api/v1 there is no JSON fallback; only the status is promised.
+            assert_eq!(res.0, StatusCode::NOT_FOUND, "{path}: {}", res.1);
+        }
+    }
+    let message = expect_error(&call(c.get("/api/v1/sweeps/424242", &c.user)).await, StatusCode::NOT_FOUND, "not_found");
+    assert!(message.contains("424242"), "{message}");
+    let message =
+        expect_error(&call(c.get("/api/v1/sweeps/no-such-sweep", &c.user)).await, StatusCode::NOT_FOUND, "not_found");
+    assert!(message.contains("no-such-sweep"), "{message}");
+    for action in ["cancel", "pause", "resume"] {
+        let path = format!("/api/v1/sweeps/424242/{action}");
+        expect_error(&call(c.post(&path, &c.user, &json!({}))).await, StatusCode::NOT_FOUND, "not_found");
+    }
+    expect_error(&call(c.get("/api/v1/runs/424242", &c.user)).await, StatusCode::NOT_FOUND, "not_found");
+    expect_error(&call(c.get("/api/v1/datasets/nope", &c.user)).await, StatusCode::NOT_FOUND, "not_found");
+    c.stop().await;
+}
+
+// ---------------------------------------------------------------- 3. OpenAPI
+
+#[sqlx::test(migrator = "orchestrator::db::MIGRATOR")]
+async fn openapi_document_lists_every_route(pool: PgPool) {
+    let c = Coordinator::start(&pool).await;
+    let resp = c.get("/api/v1/openapi.json", &c.worker).send().await.expect("the coordinator answers");
+    assert_eq!(resp.status(), StatusCode::OK);
+    let text = resp.text().await.unwrap();
+    let doc: Value = serde_json::from_str(&text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"));
+    assert!(doc["openapi"].as_str().is_some_and(|v| v.starts_with('3')), "openapi: {}", doc["openapi"]);
+    let paths = doc["paths"].as_object().expect("a paths object");
+    for wanted in ["/api/v1/sweeps", "/api/v1/workers/{worker_id}/claim", "/api/v1/runs/{run_id}/complete"] {
+        assert!(paths.contains_key(wanted), "{wanted} missing from {:?}", paths.keys().collect::<Vec<_>>());
+    }
+    // Every routed operation is documented (the document itself excepted).
+    for route in ROUTES.iter().filter(|r| r.template != "/api/v1/openapi.json") {
+        let op = &doc["paths"][route.template][route.method.to_ascii_lowercase()];
+        assert!(op.is_object(), "{} is not in the OpenAPI document", route.label());
+    }
+    c.stop().await;
+}
+
+// ---------------------------------------------------------------- 4. a user's flow
+
+#[sqlx::test(migrator = "orchestrator::db::MIGRATOR")]
+async fn user_flow_datasets_and_sweeps_over_http(pool: PgPool) {
+    let c = Coordinator::start(&pool).await;
+    let instances = demo_instances();
+
+    // Datasets: created once, a second upload under the same name is a conflict.
+    let upload = json!({"name": "demo", "source": "examples/demo-dataset.jsonl", "instances": instances});
+    let info: DatasetInfo = expect_ok(call(c.post("/api/v1/datasets", &c.user, &upload)).await, StatusCode::CREATED);
+    assert_eq!((info.name.as_str(), info.instances), ("demo", 6));
+    let message = expect_error(&call(c.post("/api/v1/datasets", &c.user, &upload)).await, StatusCode::CONFLICT, "conflict");
+    assert!(message.contains("demo"), "{message}");
+
+    // A hostile instance id is refused with its place and field, and nothing is stored.
+    let mut hostile = instances.clone();
+    hostile[2].instance_id = "../etc".into();
+    let upload = json!({"name": "hostile", "instances": hostile});
+    let message = expect_error(&call(c.post("/api/v1/datasets", &c.user, &upload)).await, StatusCode::BAD_REQUEST, "bad_request");
+    assert!(message.contains("row 2") && message.contains("instance_id") && message.contains("../etc"), "{message}");
+    let listed: Vec<DatasetInfo> = expect_ok(call(c.get("/api/v1/datasets", &c.user)).await, StatusCode::OK);
+    assert_eq!(listed.iter().map(|d| d.name.as_str()).collect::<Vec<_>>(), ["demo"]);
+    expect_error(&call(c.get("/api/v1/datasets/hostile", &c.user)).await, StatusCode::NOT_FOUND, "not_found");
+    let info: DatasetInfo = expect_ok(call(c.get("/api/v1/datasets/demo", &c.user)).await, StatusCode::OK);
+    assert_eq!(info.instances, 6);
+
+    // Sweeps: submitting is idempotent.
+    let submit = json!({"config_toml": testkit::sweep_toml("s1", "", "")});
+    let first: SweepSubmitted = expect_ok(call(c.post("/api/v1/sweeps", &c.user, &submit)).await, StatusCode::CREATED);
+    assert!(first.created);
+    assert_eq!((first.name.as_str(), first.runs), ("s1", 6));
+    let again: SweepSubmitted = expect_ok(call(c.post("/api/v1/sweeps", &c.user, &submit)).await, StatusCode::OK);
+    assert!(!again.created);
+    assert_eq!((again.sweep_id, &again.config_hash), (first.sweep_id, &first.config_hash));
+
+    // A sweep file with an error: the message names the file, line and key path.
+    let bad = testkit::sweep_toml("bad", "", "temperature = 9");
+    let line = bad.lines().position(|l| l == "temperature = 9").unwrap() + 1;
+    let req = json!({"config_toml": bad, "file_name": "bad.toml"});
+    let message = expect_error(&call(c.post("/api/v1/sweeps", &c.user, &req)).await, StatusCode::BAD_REQUEST, "bad_request");
+    assert!(message.starts_with(&format!("bad.toml:{line}: agents[0].temperature")), "{message}");
+    assert!(message.contains("between 0 and 2"), "{message}");
+    expect_error(&call(c.get("/api/v1/sweeps/bad", &c.user)).await, StatusCode::NOT_FOUND, "not_found");
+
+    // Status by id and by name.
+    let by_id: SweepStatus =
+        expect_ok(call(c.get(&format!("/api/v1/sweeps/{}", first.sweep_id), &c.user)).await, StatusCode::OK);
+    let by_name: SweepStatus = expect_ok(call(c.get("/api/v1/sweeps/s1", &c.user)).await, StatusCode::OK);
+    for st in [&by_id, &by_name] {
+        assert_eq!((st.id, st.name.as_str(), st.state), (first.sweep_id, "s1", SweepState::Running));
+        assert_eq!((st.total_runs, st.states["queued"]), (6, 6));
+    }
+    let listed: Vec<SweepStatus> = expect_ok(call(c.get("/api/v1/sweeps", &c.user)).await, StatusCode::OK);
+    assert_eq!(listed.iter().map(|s| s.id).collect::<Vec<_>>(), [first.sweep_id]);
+
+    // Pause, resume, cancel; transitions that make no sense are conflicts.
+    let action = |what: &str| c.post(&format!("/api/v1/sweeps/s1/{what}"), &c.user, &json!({}));
+    let st: SweepStatus = expect_ok(call(action("pause")).await, StatusCode::OK);
+    assert_eq!((st.state, st.states["paused"], st.states["queued"]), (SweepState::Paused, 6, 0));
+    expect_error(&call(action("pause")).await, StatusCode::CONFLICT, "conflict");
+    let st: SweepStatus = expect_ok(call(action("resume")).await, StatusCode::OK);
+    assert_eq!((st.state, st.states["queued"], st.states["paused"]), (SweepState::Running, 6, 0));
+    expect_error(&call(action("resume")).await, StatusCode::CONFLICT, "conflict");
+    let st: SweepStatus = expect_ok(call(action("cancel")).await, StatusCode::OK);
+    assert_eq!((st.state, st.states["cancelled"], st.states["queued"]), (SweepState::Cancelled, 6, 0));
+    let message = expect_error(&call(action("cancel")).await, StatusCode::CONFLICT, "conflict");
+    assert!(message.contains("cancelled"), "{message}");
+    let st: SweepStatus = expect_ok(call(c.get("/api/v1/sweeps/s1", &c.user)).await, StatusCode::OK);
+    assert_eq!(st.state, SweepState::Cancelled);
+    c.stop().await;
+}
+
+// ---------------------------------------------------------------- 5. the worker protocol
+
+#[sqlx::test(migrator = "orchestrator::db::MIGRATOR")]
+async fn worker_protocol_over_http(pool: PgPool) {
+    testkit::import_demo(&pool, "demo").await;
+    let sweep = testkit::submit(&pool, &testkit::sweep_toml("w", "", "")).await;
+    let c = Coordinator::start(&pool).await;
+
+    let register = json!({"name": "w1", "host": "test-host", "slots": 1, "version": "test"});
+    let reg: Registered = expect_ok(call(c.post("/api/v1/workers", &c.worker, &register)).await, StatusCode::OK);
+    assert!(reg.lease_ttl_ms > 0 && reg.heartbeat_interval_ms < reg.lease_ttl_ms, "{reg:?}");
+    let worker_path = |what: &str| format!("/api/v1/workers/{}/{what}", reg.worker_id);
+
+    // An unregistered worker cannot claim.
+    let stranger = format!("/api/v1/workers/{}/claim", Uuid::new_v4());
+    expect_error(&call(c.post(&stranger, &c.worker, &json!({"max_runs": 1, "wait_ms": 0}))).await, StatusCode::NOT_FOUND, "not_found");
+
+    let claimed: ClaimResponse =
+        expect_ok(call(c.post(&worker_path("claim"), &c.worker, &json!({"max_runs": 1, "wait_ms": 0}))).await, StatusCode::OK);
+    assert_eq!(claimed.runs.len(), 1, "{claimed:?}");
+    let run = &claimed.runs[0];
+    assert_eq!((run.sweep_id, run.attempt), (sweep.sweep_id, 1));
+    let run_path = |what: &str| format!("/api/v1/runs/{}/{what}", run.run_id);
+
+    let hb = json!({"leases": [run.lease()]});
+    let ack: Value = expect_ok(call(c.post(&worker_path("heartbeat"), &c.worker, &hb)).await, StatusCode::OK);
+    assert_eq!(ack, json!({"lost": [], "cancelled": []}));
+
+    let step = StepRecord {
+        index: 0,
+        action: Some("ls".into()),
+        observation: Some("README.md".into()),
+        exit_code: Some(0),
+        duration_ms: 12,
+        input_tokens: 100,
+        output_tokens: 7,
+        cost_usd: "0.0012".parse().unwrap(),
+        messages: json!([{"role": "assistant", "content": "ls"}]),
+        ..Default::default()
+    };
+    let upload = UploadSteps { lease_token: run.lease_token, steps: vec![step.clone()] };
+    let (status, body) = call(c.post(&run_path("steps"), &c.worker, &upload)).await;
+    assert_eq!(status, StatusCode::NO_CONTENT, "{body}");
+    let stale = UploadSteps { lease_token: Uuid::new_v4(), steps: vec![StepRecord { index: 1, ..step.clone() }] };
+    expect_error(&call(c.post(&run_path("steps"), &c.worker, &stale)).await, StatusCode::CONFLICT, "lease_lost");
+
+    let complete = CompleteRun {
+        lease_token: run.lease_token,
+        outcome: Outcome::SyntheticUnresolved,
+        totals: RunTotals { steps: 1, input_tokens: 100, output_tokens: 7, ..Default::default() },
+        patch: Some(String::new()),
+        evaluation: None,
+        detail: None,
+    };
+    let (status, body) = call(c.post(&run_path("complete"), &c.worker, &complete)).await;
+    assert_eq!(status, StatusCode::NO_CONTENT, "{body}");
+    // The same lease completing again (a retry whose answer was lost) is fine...
+    let (status, body) = call(c.post(&run_path("complete"), &c.worker, &complete)).await;
+    assert_eq!(status, StatusCode::NO_CONTENT, "{body}");
+    // ...any other token is not.
+    let forged = CompleteRun { lease_token: Uuid::new_v4(), ..complete.clone() };
+    let message =
+        expect_error(&call(c.post(&run_path("complete"), &c.worker, &forged)).await, StatusCode::CONFLICT, "lease_lost");
+    assert!(message.contains(&run.run_id.to_string()), "{message}");
+
+    let traj: Trajectory = expect_ok(call(c.get(&run_path("trajectory"), &c.user)).await, StatusCode::OK);
+    assert_eq!(traj.steps, [step]);
+    assert_eq!((traj.run.id, traj.run.state, traj.run.outcome), (run.run_id, RunState::Done, Some(Outcome::SyntheticUnresolved)));
+    assert_eq!(traj.run.worker_id, Some(reg.worker_id));
+
+    let metrics = c.req(Method::GET, "/metrics", None).send().await.unwrap().text().await.unwrap();
+    assert!(metrics.lines().any(|l| l == "steer_runs{state=\"done\"} 1"), "{metrics}");
+    c.stop().await;
+}
