@@ -1,9 +1,10 @@
 //! `steer bench queue`: throughput and latency of the queue against a real Postgres.
 //!
 //! W simulated workers run claim + heartbeat + complete cycles through [`Queue`] (the same code
-//! the API calls) until R runs are done. Then the same cycles run as bare SQL statements (one
+//! the API calls) until R runs are done. The same cycles also run as bare SQL statements (one
 //! `UPDATE ... FOR UPDATE SKIP LOCKED` claim, one heartbeat `UPDATE`, one completion `UPDATE`,
-//! no fencing checks, caps, fairness or transactions) as the ceiling. Everything happens in a
+//! no fencing checks, caps, fairness or transactions) as the ceiling; the two alternate over a
+//! few rounds and the medians are reported. Everything happens in a
 //! scratch database created on the same server and dropped afterwards.
 
 use std::collections::HashSet;
@@ -29,6 +30,9 @@ pub struct QueueBenchArgs {
     /// Runs to push through the queue (and again through the bare-SQL loop).
     #[arg(long, default_value_t = 5000)]
     pub runs: usize,
+    /// Rounds of each loop; the figures are medians over rounds.
+    #[arg(long, default_value_t = 3)]
+    pub rounds: usize,
     /// Print only the JSON object (the default prints it too, after a one-line summary on stderr).
     #[arg(long)]
     pub json: bool,
@@ -40,6 +44,7 @@ pub struct QueueBenchArgs {
 pub struct QueueBenchReport {
     pub workers: usize,
     pub runs: usize,
+    pub rounds: usize,
     pub claims_per_s: f64,
     pub p50_claim_ms: f64,
     pub p99_claim_ms: f64,
@@ -50,8 +55,11 @@ pub struct QueueBenchReport {
 }
 
 pub async fn queue(args: QueueBenchArgs) -> anyhow::Result<ExitCode> {
-    anyhow::ensure!(args.workers >= 1 && args.runs >= 1, "--workers and --runs must be at least 1");
-    let report = run_queue_bench(&args.db.database_url, args.workers, args.runs).await?;
+    anyhow::ensure!(
+        args.workers >= 1 && args.runs >= 1 && args.rounds >= 1,
+        "--workers, --runs and --rounds must be at least 1"
+    );
+    let report = run_queue_bench(&args.db.database_url, args.workers, args.runs, args.rounds).await?;
     if !args.json {
         eprintln!(
             "queue: {:.0} claims/s (p50 {:.2} ms, p99 {:.2} ms), bare SQL {:.0} claims/s, {} duplicates, {} lost",
@@ -66,6 +74,7 @@ pub async fn run_queue_bench(
     database_url: &str,
     workers: usize,
     runs: usize,
+    rounds: usize,
 ) -> anyhow::Result<QueueBenchReport> {
     let scratch = ScratchDb::create(database_url).await?;
     let result = async {
@@ -75,7 +84,7 @@ pub async fn run_queue_bench(
             .await
             .context("connecting to the scratch database")?;
         db::MIGRATOR.run(&pool).await?;
-        let report = measure(&pool, workers, runs).await;
+        let report = measure(&pool, workers, runs, rounds).await;
         pool.close().await;
         report
     }
@@ -84,16 +93,65 @@ pub async fn run_queue_bench(
     result
 }
 
-async fn measure(pool: &PgPool, workers: usize, runs: usize) -> anyhow::Result<QueueBenchReport> {
-    let sweep = seed(pool, "bench-queue", runs).await?;
-    let queue = Queue::new(pool.clone(), Duration::from_secs(300));
-    let start = Instant::now();
-    let mut tasks = Vec::new();
-    for _ in 0..workers {
-        let queue = queue.clone();
-        let worker = register_worker(pool).await?;
-        tasks.push(tokio::spawn(async move { worker_cycles(queue, worker).await }));
+/// Alternates the two loops over `rounds` rounds (each goes first in turn, so neither always
+/// meets a cold cache or a table bloated by the other) and reports the medians.
+async fn measure(
+    pool: &PgPool,
+    workers: usize,
+    runs: usize,
+    rounds: usize,
+) -> anyhow::Result<QueueBenchReport> {
+    let mut ours = Vec::new();
+    let mut raw = Vec::new();
+    let mut latencies = Vec::new();
+    let mut duplicates = 0;
+    let mut lost = 0;
+    for round in 0..rounds {
+        for which in [round % 2, (round + 1) % 2] {
+            if which == 0 {
+                let r = queue_round(pool, workers, runs, round).await?;
+                ours.push(r.claims_per_s);
+                latencies.extend(r.latencies);
+                duplicates += r.duplicates;
+                lost += r.lost;
+            } else {
+                raw.push(raw_round(pool, workers, runs, round).await?);
+            }
+        }
     }
+    latencies.sort_by(f64::total_cmp);
+    let claims_per_s = median(&mut ours);
+    let raw_claims_per_s = median(&mut raw);
+    Ok(QueueBenchReport {
+        workers,
+        runs,
+        rounds,
+        claims_per_s: round(claims_per_s, 1),
+        p50_claim_ms: round(percentile(&latencies, 0.50), 3),
+        p99_claim_ms: round(percentile(&latencies, 0.99), 3),
+        duplicates,
+        lost,
+        raw_claims_per_s: round(raw_claims_per_s, 1),
+        ratio_to_raw: round(claims_per_s / raw_claims_per_s, 3),
+    })
+}
+
+struct QueueRound {
+    claims_per_s: f64,
+    latencies: Vec<f64>,
+    duplicates: usize,
+    lost: usize,
+}
+
+async fn queue_round(pool: &PgPool, workers: usize, runs: usize, round: usize) -> anyhow::Result<QueueRound> {
+    let sweep = seed(pool, &format!("bench-queue-{round}"), runs).await?;
+    let queue = Queue::new(pool.clone(), Duration::from_secs(300));
+    let mut ids = Vec::with_capacity(workers);
+    for _ in 0..workers {
+        ids.push(register_worker(pool).await?);
+    }
+    let start = Instant::now();
+    let tasks: Vec<_> = ids.into_iter().map(|w| tokio::spawn(worker_cycles(queue.clone(), w))).collect();
     let mut claimed = Vec::new();
     let mut latencies = Vec::new();
     for t in tasks {
@@ -109,35 +167,32 @@ async fn measure(pool: &PgPool, workers: usize, runs: usize) -> anyhow::Result<Q
     .bind(sweep)
     .fetch_one(pool)
     .await?;
-    latencies.sort_by(f64::total_cmp);
-
-    let raw_sweep = seed(pool, "bench-raw", runs).await?;
-    let raw_start = Instant::now();
-    let mut raw_tasks = Vec::new();
-    for _ in 0..workers {
-        let pool = pool.clone();
-        let worker = register_worker(&pool).await?;
-        raw_tasks.push(tokio::spawn(async move { raw_cycles(pool, worker, raw_sweep).await }));
-    }
-    let mut raw_claims = 0usize;
-    for t in raw_tasks {
-        raw_claims += t.await??;
-    }
-    let raw_elapsed = raw_start.elapsed().as_secs_f64();
-
-    let claims_per_s = claimed.len() as f64 / elapsed;
-    let raw_claims_per_s = raw_claims as f64 / raw_elapsed;
-    Ok(QueueBenchReport {
-        workers,
-        runs,
-        claims_per_s: round(claims_per_s, 1),
-        p50_claim_ms: round(percentile(&latencies, 0.50), 3),
-        p99_claim_ms: round(percentile(&latencies, 0.99), 3),
+    Ok(QueueRound {
+        claims_per_s: claimed.len() as f64 / elapsed,
+        latencies,
         duplicates: claimed.len() - distinct.len(),
         lost: runs.saturating_sub(done as usize),
-        raw_claims_per_s: round(raw_claims_per_s, 1),
-        ratio_to_raw: round(claims_per_s / raw_claims_per_s, 3),
     })
+}
+
+async fn raw_round(pool: &PgPool, workers: usize, runs: usize, round: usize) -> anyhow::Result<f64> {
+    let sweep = seed(pool, &format!("bench-raw-{round}"), runs).await?;
+    let mut ids = Vec::with_capacity(workers);
+    for _ in 0..workers {
+        ids.push(register_worker(pool).await?);
+    }
+    let start = Instant::now();
+    let tasks: Vec<_> = ids.into_iter().map(|w| tokio::spawn(raw_cycles(pool.clone(), w, sweep))).collect();
+    let mut n = 0usize;
+    for t in tasks {
+        n += t.await??;
+    }
+    Ok(n as f64 / start.elapsed().as_secs_f64())
+}
+
+fn median(v: &mut [f64]) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
 }
 
 /// One simulated worker: claim one run, heartbeat it, complete it, until the queue is empty.

@@ -20,8 +20,8 @@ pub struct OutcomeLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct CodeLabel {
-    pub code: String,
+pub struct StatusLabel {
+    pub status: String,
 }
 
 pub struct Metrics {
@@ -33,7 +33,7 @@ pub struct Metrics {
     pub runs_released: Counter,
     pub lease_expiries: Family<StateLabel, Counter>,
     pub lease_rejections: Counter,
-    pub api_errors: Family<CodeLabel, Counter>,
+    pub http_responses: Family<StatusLabel, Counter>,
     pub runs_by_state: Family<StateLabel, Gauge>,
     pub workers_alive: Gauge,
 }
@@ -49,7 +49,7 @@ impl Metrics {
             runs_released: Counter::default(),
             lease_expiries: Family::default(),
             lease_rejections: Counter::default(),
-            api_errors: Family::default(),
+            http_responses: Family::default(),
             runs_by_state: Family::default(),
             workers_alive: Gauge::default(),
             registry: Registry::default(),
@@ -85,7 +85,11 @@ impl Metrics {
             "Writes rejected because their lease token was stale",
             m.lease_rejections.clone(),
         );
-        registry.register("api_errors", "API error responses, by error code", m.api_errors.clone());
+        registry.register(
+            "http_responses",
+            "HTTP responses of this replica, by status code",
+            m.http_responses.clone(),
+        );
         registry.register(
             "runs",
             "Runs in the store, by state (read at scrape time)",

@@ -41,8 +41,11 @@ impl Coordinator {
         let shutdown = CancellationToken::new();
         let tracker = TaskTracker::new();
         let config = CoordinatorConfig { bind: "127.0.0.1:0".parse().unwrap(), ..Default::default() };
-        let addr = server::spawn(pool.clone(), config, shutdown.clone(), &tracker).await.expect("coordinator starts");
-        let token = |role: Role| async move { tokens::create(pool, role.as_str(), role).await.expect("token").token };
+        let addr = server::spawn(pool.clone(), config, shutdown.clone(), &tracker)
+            .await
+            .expect("coordinator starts");
+        let token =
+            |role: Role| async move { tokens::create(pool, role.as_str(), role).await.expect("token").token };
         Coordinator {
             base: format!("http://{addr}"),
             http: reqwest::Client::builder().timeout(REQUEST_DEADLINE).build().expect("HTTP client"),
@@ -191,12 +194,12 @@ impl Route {
     }
 
     fn accepts(&self, role: Role) -> bool {
-        match (role, self.guard) {
-            (Role::Admin, _) => true,
-            (Role::Worker, Guard::Workers | Guard::UsersAndWorkers) => true,
-            (Role::User, Guard::Users | Guard::UsersAndWorkers) => true,
-            _ => false,
-        }
+        matches!(
+            (role, self.guard),
+            (Role::Admin, _)
+                | (Role::Worker, Guard::Workers | Guard::UsersAndWorkers)
+                | (Role::User, Guard::Users | Guard::UsersAndWorkers)
+        )
     }
 }
 
@@ -241,7 +244,12 @@ async fn every_api_route_rejects_revoked_tokens_of_every_role(pool: PgPool) {
         for (role, token) in &revoked {
             let res = call(route.request(&c, Some(token))).await;
             let message = expect_error(&res, StatusCode::UNAUTHORIZED, "unauthorized");
-            assert!(message.contains("revoked"), "{} with a revoked {} token: {message}", route.label(), role.as_str());
+            assert!(
+                message.contains("revoked"),
+                "{} with a revoked {} token: {message}",
+                route.label(),
+                role.as_str()
+            );
         }
     }
     c.stop().await;
@@ -304,22 +312,35 @@ async fn malformed_json_bodies_are_bad_requests_that_name_the_problem(pool: PgPo
         .header(reqwest::header::CONTENT_TYPE, "application/json")
         .body(r#"{"config_toml": "#);
     let message = expect_error(&call(rb).await, StatusCode::BAD_REQUEST, "bad_request");
-    assert!(message.contains("EOF") || message.contains("line 1"), "{message}");
-
-    // JSON, but a required field is missing.
-    let body = json!({"name": "w1", "host": "h", "version": "test"});
-    let message = expect_error(&call(c.post("/api/v1/workers", &c.worker, &body)).await, StatusCode::BAD_REQUEST, "bad_request");
-    assert!(message.contains("missing field `slots`"), "{message}");
-
-    // JSON, but a field has the wrong type.
-    let body = json!({"max_runs": "many", "wait_ms": 0});
-    let path = format!("/api/v1/workers/{}/claim", Uuid::nil());
-    let message = expect_error(&call(c.post(&path, &c.worker, &body)).await, StatusCode::BAD_REQUEST, "bad_request");
-    assert!(message.contains("max_runs"), "{message}");
+    assert!(message.contains("EOF while parsing") && message.contains("line 1"), "{message}");
 
     // A path parameter of the wrong type.
-    let message = expect_error(&call(c.get("/api/v1/runs/not-a-number", &c.user)).await, StatusCode::BAD_REQUEST, "bad_request");
-    assert!(!message.is_empty());
+    let message = expect_error(
+        &call(c.get("/api/v1/runs/not-a-number", &c.user)).await,
+        StatusCode::BAD_REQUEST,
+        "bad_request",
+    );
+    assert!(message.contains("not-a-number") || message.contains("parse"), "{message}");
+    c.stop().await;
+}
+
+/// Well-formed JSON of the wrong shape was answered `422` with code `bad_request`: the status
+/// and the code disagreed, and the documented API (the `ApiError` codes, the OpenAPI
+/// responses) has no 422. Such a body is a bad request like any other.
+#[sqlx::test(migrator = "orchestrator::db::MIGRATOR")]
+async fn json_body_with_missing_or_mistyped_field_is_400_not_422(pool: PgPool) {
+    let c = Coordinator::start(&pool).await;
+
+    let body = json!({"name": "w1", "host": "h", "version": "test"});
+    let res = call(c.post("/api/v1/workers", &c.worker, &body)).await;
+    let message = expect_error(&res, StatusCode::BAD_REQUEST, "bad_request");
+    assert!(message.contains("missing field `slots`"), "{message}");
+
+    let body = json!({"max_runs": "many", "wait_ms": 0});
+    let path = format!("/api/v1/workers/{}/claim", Uuid::nil());
+    let message =
+        expect_error(&call(c.post(&path, &c.worker, &body)).await, StatusCode::BAD_REQUEST, "bad_request");
+    assert!(message.contains("max_runs") && message.contains("invalid type"), "{message}");
     c.stop().await;
 }
 
@@ -359,10 +380,17 @@ async fn unknown_routes_and_sweeps_are_json_404s(pool: PgPool) {
             assert_eq!(res.0, StatusCode::NOT_FOUND, "{path}: {}", res.1);
         }
     }
-    let message = expect_error(&call(c.get("/api/v1/sweeps/424242", &c.user)).await, StatusCode::NOT_FOUND, "not_found");
+    let message = expect_error(
+        &call(c.get("/api/v1/sweeps/424242", &c.user)).await,
+        StatusCode::NOT_FOUND,
+        "not_found",
+    );
     assert!(message.contains("424242"), "{message}");
-    let message =
-        expect_error(&call(c.get("/api/v1/sweeps/no-such-sweep", &c.user)).await, StatusCode::NOT_FOUND, "not_found");
+    let message = expect_error(
+        &call(c.get("/api/v1/sweeps/no-such-sweep", &c.user)).await,
+        StatusCode::NOT_FOUND,
+        "not_found",
+    );
     assert!(message.contains("no-such-sweep"), "{message}");
     for action in ["cancel", "pause", "resume"] {
         let path = format!("/api/v1/sweeps/424242/{action}");
@@ -404,17 +432,29 @@ async fn user_flow_datasets_and_sweeps_over_http(pool: PgPool) {
 
     // Datasets: created once, a second upload under the same name is a conflict.
     let upload = json!({"name": "demo", "source": "examples/demo-dataset.jsonl", "instances": instances});
-    let info: DatasetInfo = expect_ok(call(c.post("/api/v1/datasets", &c.user, &upload)).await, StatusCode::CREATED);
+    let info: DatasetInfo =
+        expect_ok(call(c.post("/api/v1/datasets", &c.user, &upload)).await, StatusCode::CREATED);
     assert_eq!((info.name.as_str(), info.instances), ("demo", 6));
-    let message = expect_error(&call(c.post("/api/v1/datasets", &c.user, &upload)).await, StatusCode::CONFLICT, "conflict");
+    let message = expect_error(
+        &call(c.post("/api/v1/datasets", &c.user, &upload)).await,
+        StatusCode::CONFLICT,
+        "conflict",
+    );
     assert!(message.contains("demo"), "{message}");
 
     // A hostile instance id is refused with its place and field, and nothing is stored.
     let mut hostile = instances.clone();
     hostile[2].instance_id = "../etc".into();
     let upload = json!({"name": "hostile", "instances": hostile});
-    let message = expect_error(&call(c.post("/api/v1/datasets", &c.user, &upload)).await, StatusCode::BAD_REQUEST, "bad_request");
-    assert!(message.contains("row 2") && message.contains("instance_id") && message.contains("../etc"), "{message}");
+    let message = expect_error(
+        &call(c.post("/api/v1/datasets", &c.user, &upload)).await,
+        StatusCode::BAD_REQUEST,
+        "bad_request",
+    );
+    assert!(
+        message.contains("row 2") && message.contains("instance_id") && message.contains("../etc"),
+        "{message}"
+    );
     let listed: Vec<DatasetInfo> = expect_ok(call(c.get("/api/v1/datasets", &c.user)).await, StatusCode::OK);
     assert_eq!(listed.iter().map(|d| d.name.as_str()).collect::<Vec<_>>(), ["demo"]);
     expect_error(&call(c.get("/api/v1/datasets/hostile", &c.user)).await, StatusCode::NOT_FOUND, "not_found");
@@ -423,10 +463,12 @@ async fn user_flow_datasets_and_sweeps_over_http(pool: PgPool) {
 
     // Sweeps: submitting is idempotent.
     let submit = json!({"config_toml": testkit::sweep_toml("s1", "", "")});
-    let first: SweepSubmitted = expect_ok(call(c.post("/api/v1/sweeps", &c.user, &submit)).await, StatusCode::CREATED);
+    let first: SweepSubmitted =
+        expect_ok(call(c.post("/api/v1/sweeps", &c.user, &submit)).await, StatusCode::CREATED);
     assert!(first.created);
     assert_eq!((first.name.as_str(), first.runs), ("s1", 6));
-    let again: SweepSubmitted = expect_ok(call(c.post("/api/v1/sweeps", &c.user, &submit)).await, StatusCode::OK);
+    let again: SweepSubmitted =
+        expect_ok(call(c.post("/api/v1/sweeps", &c.user, &submit)).await, StatusCode::OK);
     assert!(!again.created);
     assert_eq!((again.sweep_id, &again.config_hash), (first.sweep_id, &first.config_hash));
 
@@ -434,7 +476,11 @@ async fn user_flow_datasets_and_sweeps_over_http(pool: PgPool) {
     let bad = testkit::sweep_toml("bad", "", "temperature = 9");
     let line = bad.lines().position(|l| l == "temperature = 9").unwrap() + 1;
     let req = json!({"config_toml": bad, "file_name": "bad.toml"});
-    let message = expect_error(&call(c.post("/api/v1/sweeps", &c.user, &req)).await, StatusCode::BAD_REQUEST, "bad_request");
+    let message = expect_error(
+        &call(c.post("/api/v1/sweeps", &c.user, &req)).await,
+        StatusCode::BAD_REQUEST,
+        "bad_request",
+    );
     assert!(message.starts_with(&format!("bad.toml:{line}: agents[0].temperature")), "{message}");
     assert!(message.contains("between 0 and 2"), "{message}");
     expect_error(&call(c.get("/api/v1/sweeps/bad", &c.user)).await, StatusCode::NOT_FOUND, "not_found");
@@ -476,16 +522,23 @@ async fn worker_protocol_over_http(pool: PgPool) {
     let c = Coordinator::start(&pool).await;
 
     let register = json!({"name": "w1", "host": "test-host", "slots": 1, "version": "test"});
-    let reg: Registered = expect_ok(call(c.post("/api/v1/workers", &c.worker, &register)).await, StatusCode::OK);
+    let reg: Registered =
+        expect_ok(call(c.post("/api/v1/workers", &c.worker, &register)).await, StatusCode::OK);
     assert!(reg.lease_ttl_ms > 0 && reg.heartbeat_interval_ms < reg.lease_ttl_ms, "{reg:?}");
     let worker_path = |what: &str| format!("/api/v1/workers/{}/{what}", reg.worker_id);
 
     // An unregistered worker cannot claim.
     let stranger = format!("/api/v1/workers/{}/claim", Uuid::new_v4());
-    expect_error(&call(c.post(&stranger, &c.worker, &json!({"max_runs": 1, "wait_ms": 0}))).await, StatusCode::NOT_FOUND, "not_found");
+    expect_error(
+        &call(c.post(&stranger, &c.worker, &json!({"max_runs": 1, "wait_ms": 0}))).await,
+        StatusCode::NOT_FOUND,
+        "not_found",
+    );
 
-    let claimed: ClaimResponse =
-        expect_ok(call(c.post(&worker_path("claim"), &c.worker, &json!({"max_runs": 1, "wait_ms": 0}))).await, StatusCode::OK);
+    let claimed: ClaimResponse = expect_ok(
+        call(c.post(&worker_path("claim"), &c.worker, &json!({"max_runs": 1, "wait_ms": 0}))).await,
+        StatusCode::OK,
+    );
     assert_eq!(claimed.runs.len(), 1, "{claimed:?}");
     let run = &claimed.runs[0];
     assert_eq!((run.sweep_id, run.attempt), (sweep.sweep_id, 1));
@@ -510,8 +563,13 @@ async fn worker_protocol_over_http(pool: PgPool) {
     let upload = UploadSteps { lease_token: run.lease_token, steps: vec![step.clone()] };
     let (status, body) = call(c.post(&run_path("steps"), &c.worker, &upload)).await;
     assert_eq!(status, StatusCode::NO_CONTENT, "{body}");
-    let stale = UploadSteps { lease_token: Uuid::new_v4(), steps: vec![StepRecord { index: 1, ..step.clone() }] };
-    expect_error(&call(c.post(&run_path("steps"), &c.worker, &stale)).await, StatusCode::CONFLICT, "lease_lost");
+    let stale =
+        UploadSteps { lease_token: Uuid::new_v4(), steps: vec![StepRecord { index: 1, ..step.clone() }] };
+    expect_error(
+        &call(c.post(&run_path("steps"), &c.worker, &stale)).await,
+        StatusCode::CONFLICT,
+        "lease_lost",
+    );
 
     let complete = CompleteRun {
         lease_token: run.lease_token,
@@ -528,13 +586,19 @@ async fn worker_protocol_over_http(pool: PgPool) {
     assert_eq!(status, StatusCode::NO_CONTENT, "{body}");
     // ...any other token is not.
     let forged = CompleteRun { lease_token: Uuid::new_v4(), ..complete.clone() };
-    let message =
-        expect_error(&call(c.post(&run_path("complete"), &c.worker, &forged)).await, StatusCode::CONFLICT, "lease_lost");
+    let message = expect_error(
+        &call(c.post(&run_path("complete"), &c.worker, &forged)).await,
+        StatusCode::CONFLICT,
+        "lease_lost",
+    );
     assert!(message.contains(&run.run_id.to_string()), "{message}");
 
     let traj: Trajectory = expect_ok(call(c.get(&run_path("trajectory"), &c.user)).await, StatusCode::OK);
     assert_eq!(traj.steps, [step]);
-    assert_eq!((traj.run.id, traj.run.state, traj.run.outcome), (run.run_id, RunState::Done, Some(Outcome::SyntheticUnresolved)));
+    assert_eq!(
+        (traj.run.id, traj.run.state, traj.run.outcome),
+        (run.run_id, RunState::Done, Some(Outcome::SyntheticUnresolved))
+    );
     assert_eq!(traj.run.worker_id, Some(reg.worker_id));
 
     let metrics = c.req(Method::GET, "/metrics", None).send().await.unwrap().text().await.unwrap();

@@ -51,9 +51,14 @@ impl From<db::Error> for ApiErr {
 
 impl From<JsonRejection> for ApiErr {
     fn from(r: JsonRejection) -> Self {
-        let status = r.status();
-        let code = if status == StatusCode::PAYLOAD_TOO_LARGE { "payload_too_large" } else { "bad_request" };
-        // body_text() says which field and where, e.g. "missing field `slots` at line 1 column 20".
+        // axum answers 415/422 for some bodies; our API promises 400 for every bad body (with
+        // body_text() saying which field and where, e.g. "missing field `slots` at line 1
+        // column 20"), and 413 for an oversized one.
+        let (status, code) = if r.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large")
+        } else {
+            (StatusCode::BAD_REQUEST, "bad_request")
+        };
         ApiErr::new(status, code, r.body_text())
     }
 }

@@ -14,7 +14,7 @@ use sqlx::PgPool;
 use tokio::sync::Notify;
 use utoipa::OpenApi;
 
-use crate::metrics::{Metrics, StateLabel};
+use crate::metrics::{Metrics, StateLabel, StatusLabel};
 use crate::queue::Queue;
 
 pub mod auth;
@@ -116,8 +116,20 @@ pub fn router(state: AppState) -> Router {
         .route("/metrics", get(metrics))
         .nest(protocol::API_PREFIX, api)
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        .layer(axum::middleware::from_fn_with_state(state.clone(), count_responses))
         .layer(tower_http::trace::TraceLayer::new_for_http())
         .with_state(state)
+}
+
+async fn count_responses(
+    State(state): State<AppState>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let resp = next.run(req).await;
+    let label = StatusLabel { status: resp.status().as_u16().to_string() };
+    state.metrics.http_responses.get_or_create(&label).inc();
+    resp
 }
 
 async fn openapi() -> impl IntoResponse {

@@ -19,6 +19,7 @@ use crate::sweep_file;
 pub enum SweepCommand {
     /// Submit a sweep file (TOML). Resubmitting the same file is a no-op that returns the existing sweep.
     Submit {
+        /// The sweep file (every key is explained in examples/full-sweep.toml).
         file: PathBuf,
         /// Wait until the sweep ends, with a progress bar; exits non-zero if it did not complete.
         #[arg(long)]
@@ -33,6 +34,7 @@ pub enum SweepCommand {
     },
     /// Show a sweep's progress, outcomes and spend (SWEEP is an id or a name).
     Status {
+        /// Sweep id or name.
         sweep: String,
         /// Print JSON instead of text.
         #[arg(long)]
