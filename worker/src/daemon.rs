@@ -266,3 +266,36 @@ async fn heartbeat_loop(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn table_with(run_id: i64) -> (Table, CancellationToken) {
+        let cancel = CancellationToken::new();
+        let lease = LeaseRef { run_id, lease_token: Uuid::new_v4() };
+        let table: Table = Arc::new(Mutex::new(HashMap::new()));
+        table.lock().unwrap().insert(run_id, InFlight { lease, cancel: cancel.clone(), reason: None });
+        (table, cancel)
+    }
+
+    #[test]
+    fn a_lost_lease_outranks_a_later_stop_reason() {
+        let (table, cancel) = table_with(7);
+        stop_run(&table, 7, StopReason::LeaseLost);
+        // A drain or cancel after the loss must not turn it into a hand-back, which would be a
+        // write under a lease we no longer hold.
+        stop_run(&table, 7, StopReason::Drain);
+        stop_run(&table, 7, StopReason::Cancelled);
+        assert!(cancel.is_cancelled());
+        assert_eq!(table.lock().unwrap()[&7].reason, Some(StopReason::LeaseLost));
+    }
+
+    #[test]
+    fn stopping_an_unknown_run_is_harmless() {
+        let (table, cancel) = table_with(7);
+        stop_run(&table, 8, StopReason::Drain);
+        assert!(!cancel.is_cancelled());
+        assert_eq!(table.lock().unwrap()[&7].reason, None);
+    }
+}

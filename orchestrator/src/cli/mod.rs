@@ -75,11 +75,10 @@ pub struct DatabaseArgs {
 
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    let quiet = matches!(
-        cli.command,
-        Command::Dataset(_) | Command::Sweep(_) | Command::Token(_) | Command::Bench(_)
-    );
-    init_tracing(if quiet { "warn" } else { "info" });
+    // Daemons log what they do; client commands and `up` (whose output is its progress bar
+    // and summary) log only problems. RUST_LOG overrides either.
+    let daemon = matches!(cli.command, Command::Serve(_) | Command::Worker(_));
+    init_tracing(if daemon { "info" } else { "warn" });
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {

@@ -133,7 +133,7 @@ async fn stale_lease_token_is_rejected_everywhere(pool: PgPool) {
     // The partitioned worker comes back and tries to write with its old lease.
     let step = StepRecord { index: 0, action: Some("ls".into()), ..Default::default() };
     assert!(matches!(
-        queue.upload_steps(old.run_id, old.lease_token, &[step.clone()]).await,
+        queue.upload_steps(old.run_id, old.lease_token, std::slice::from_ref(&step)).await,
         Err(Error::LeaseLost(_))
     ));
     assert!(matches!(queue.complete(old.run_id, &done(&old, "0")).await, Err(Error::LeaseLost(_))));

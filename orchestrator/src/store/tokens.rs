@@ -67,17 +67,18 @@ pub struct TokenInfo {
 }
 
 pub async fn list(pool: &PgPool) -> Result<Vec<TokenInfo>> {
-    let rows: Vec<(
-        i64,
-        String,
-        String,
-        chrono::DateTime<chrono::Utc>,
-        Option<chrono::DateTime<chrono::Utc>>,
-    )> = sqlx::query_as("SELECT id, name, role, created_at, revoked_at FROM api_tokens ORDER BY id")
+    let rows = sqlx::query("SELECT id, name, role, created_at, revoked_at FROM api_tokens ORDER BY id")
         .fetch_all(pool)
         .await?;
+    use sqlx::Row;
     Ok(rows
-        .into_iter()
-        .map(|(id, name, role, created_at, revoked_at)| TokenInfo { id, name, role, created_at, revoked_at })
+        .iter()
+        .map(|r| TokenInfo {
+            id: r.get("id"),
+            name: r.get("name"),
+            role: r.get("role"),
+            created_at: r.get("created_at"),
+            revoked_at: r.get("revoked_at"),
+        })
         .collect())
 }
