@@ -29,7 +29,14 @@ for arg in "$@"; do
 done
 
 log() { printf '[build-base] %s\n' "$*" >&2; }
-image_exists() { docker image inspect "$1" >/dev/null 2>&1; }
+image_id() { docker image inspect --format '{{.Id}}' "$1" 2>/dev/null || true; }
+# After a rebuild, removes the image that tag $1 pointed to before ($2) so --force leaves no
+# untagged copies behind; does nothing if a container or another image still uses it.
+drop_replaced() {
+  if [[ -n $2 && $2 != "$(image_id "$1")" ]]; then
+    docker rmi "$2" >/dev/null 2>&1 || true
+  fi
+}
 
 # Prints the first URI that apt on this machine uses for suite $1, from one-line (.list) and
 # deb822 (.sources) files; nothing if none does.
@@ -151,14 +158,19 @@ build_postgres() {
 }
 
 total=$SECONDS
-if ! $force && image_exists "$BASE_IMAGE"; then
+old_base=$(image_id "$BASE_IMAGE")
+old_pg=$(image_id "$PG_IMAGE")
+if ! $force && [[ -n $old_base ]]; then
   log "$BASE_IMAGE exists; skipping (use --force to rebuild)"
 else
   build_base
 fi
-if ! $force && image_exists "$PG_IMAGE"; then
+if ! $force && [[ -n $old_pg ]]; then
   log "$PG_IMAGE exists; skipping (use --force to rebuild)"
 else
   build_postgres
 fi
+# The old postgres image is a child of the old base: remove it first.
+drop_replaced "$PG_IMAGE" "$old_pg"
+drop_replaced "$BASE_IMAGE" "$old_base"
 log "done in $((SECONDS - total))s"

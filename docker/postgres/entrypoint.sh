@@ -34,7 +34,7 @@ if [[ ! -s $PGDATA/PG_VERSION ]]; then
   printf '%s\n' "$POSTGRES_PASSWORD" >"$pwfile"
   initdb --pgdata="$PGDATA" --username="$POSTGRES_USER" --pwfile="$pwfile" \
     --encoding=UTF8 --locale=C.UTF-8 \
-    --auth-local=peer --auth-host=scram-sha-256 >&2
+    --auth-local=peer --auth-host=scram-sha-256 --no-instructions >&2
   rm -f "$pwfile"
   trap - EXIT
   # Peer auth on the socket maps OS users to database users by name; also let the postgres OS

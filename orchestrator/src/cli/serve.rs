@@ -97,6 +97,9 @@ pub async fn worker(args: WorkerArgs) -> anyhow::Result<ExitCode> {
     if args.worker.slots == 0 {
         anyhow::bail!("--slots must be at least 1");
     }
+    if args.token.trim().is_empty() {
+        anyhow::bail!("STEER_TOKEN (or --token) is empty: create a worker token with `steer token create --role worker --name NAME`");
+    }
     let drain = shutdown_on_signals();
     let config = args.worker.config(&args.coordinator, &args.token);
     worker::run(config, Arc::new(worker::PlaceholderExecutor), drain).await?;
