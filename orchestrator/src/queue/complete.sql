@@ -1,7 +1,7 @@
 -- Records a finished run, its evaluation and its cost in one statement (data-modifying CTEs
--- always run to completion, read or not). Fencing: only the
--- current lease holder can complete it. `others_active` tells the caller whether the sweep
--- may now be finished (a hint: the maintenance loop settles races).
+-- always run to completion, read or not). Fencing: only the current lease holder can complete
+-- it. Whether the sweep is now finished is left to the maintenance loop (queue::finish_sweeps):
+-- asking here walks the sweep's dead index entries on every completion.
 WITH done AS (
     UPDATE runs
     SET state            = 'done',
@@ -28,7 +28,4 @@ WITH done AS (
     FROM done WHERE s.id = done.sweep_id AND ($10::numeric + $11::numeric) <> 0
     RETURNING s.id
 )
-SELECT d.sweep_id,
-       EXISTS (SELECT 1 FROM runs x WHERE x.sweep_id = d.sweep_id AND x.id <> d.id
-                 AND x.state IN ('queued', 'running', 'paused')) AS others_active
-FROM done d
+SELECT d.sweep_id FROM done d

@@ -334,3 +334,23 @@ async fn infra_failures_count_attempts_but_hand_backs_do_not(pool: PgPool) {
     assert_eq!((state.as_str(), failed), ("error", 2));
     assert!(reason.unwrap().contains("docker daemon unreachable"));
 }
+
+#[sqlx::test(migrator = "crate::db::MIGRATOR")]
+async fn maintenance_completes_a_sweep_once_its_last_run_finishes(pool: PgPool) {
+    import_demo(&pool, "demo").await;
+    let s = submit(
+        &pool,
+        &sweep_toml("finish", "[select]\nids = [\"steerbench__demo-1\", \"steerbench__demo-2\"]", ""),
+    )
+    .await;
+    let queue = Queue::new(pool.clone(), Duration::from_secs(60));
+    let w = worker(&pool).await;
+    let leases = queue.claim(w, 2).await.unwrap();
+    queue.complete(leases[0].run_id, &done(&leases[0], "0")).await.unwrap();
+    assert!(queue.finish_sweeps(None).await.unwrap().is_empty(), "one run still running");
+    queue.complete(leases[1].run_id, &done(&leases[1], "0")).await.unwrap();
+    assert_eq!(queue.finish_sweeps(None).await.unwrap(), vec![s.sweep_id]);
+    let status = sweeps::status(&pool, s.sweep_id).await.unwrap();
+    assert_eq!(status.state, protocol::SweepState::Completed);
+    assert!(status.finished_at.is_some());
+}
