@@ -110,6 +110,7 @@ pub async fn run(
         heartbeat_stop.clone(),
     ));
 
+    let mut unknown_worker = false;
     while !drain.is_cancelled() {
         let free = config.slots.saturating_sub(table.lock().expect("in-flight table lock").len() as u32);
         if free == 0 {
@@ -127,6 +128,14 @@ pub async fn run(
         };
         let runs = match claimed {
             Ok(c) => c.runs,
+            Err(client::Error::Rejected { status: 404, message, .. }) => {
+                // The coordinator's database no longer has this worker (reset or restored):
+                // stop claiming and let the drain below hand back what we hold; the operator
+                // (or a supervisor) restarts the worker, which registers anew.
+                tracing::error!(%message, "the coordinator does not know this worker any more; stopping");
+                unknown_worker = true;
+                break;
+            }
             Err(e) => {
                 tracing::warn!(error = %e, "claim failed; backing off");
                 tokio::select! {
@@ -175,6 +184,11 @@ pub async fn run(
     tracker.wait().await;
     drop(hb);
     tracing::info!(%worker_id, "worker stopped");
+    if unknown_worker {
+        anyhow::bail!(
+            "the coordinator does not know worker {worker_id} (was its database reset?); restart the worker"
+        );
+    }
     Ok(())
 }
 
