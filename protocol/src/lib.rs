@@ -15,7 +15,8 @@ use uuid::Uuid;
 pub mod spec;
 
 pub use spec::{
-    AgentLimits, AgentSpec, CriticKind, CriticSpec, ExecutorSpec, PlaceholderSpec, Price, Sampling,
+    AgentLimits, AgentSpec, CriticKind, CriticSpec, EvaluateSpec, ExecutorSpec, GradingProfile, PatchSource,
+    PlaceholderSpec, Price, Sampling, SandboxSettings,
 };
 
 /// API version prefix of every route but `/healthz` and `/metrics`.
@@ -126,6 +127,8 @@ pub enum Outcome {
     CostLimit,
     TimeLimit,
     CriticStop,
+    /// The evaluation's test run ran past its time limit.
+    Timeout,
     /// Recorded by the placeholder executor: not the result of running any agent.
     SyntheticResolved,
     /// Recorded by the placeholder executor: not the result of running any agent.
@@ -143,6 +146,7 @@ impl Outcome {
             Outcome::CostLimit => "cost_limit",
             Outcome::TimeLimit => "time_limit",
             Outcome::CriticStop => "critic_stop",
+            Outcome::Timeout => "timeout",
             Outcome::SyntheticResolved => "synthetic_resolved",
             Outcome::SyntheticUnresolved => "synthetic_unresolved",
         }
@@ -273,6 +277,11 @@ pub struct ClaimedRun {
     pub agent: AgentSpec,
     pub critic: CriticSpec,
     pub executor: ExecutorSpec,
+    #[serde(default)]
+    pub sandbox: SandboxSettings,
+    /// The patch an evaluation run grades (predictions submitted with `steer eval`).
+    #[serde(default)]
+    pub input_patch: Option<String>,
 }
 
 impl ClaimedRun {

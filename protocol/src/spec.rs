@@ -106,6 +106,93 @@ pub enum ExecutorSpec {
     /// Runs no agent: waits, records synthetic steps and a synthetic outcome. For exercising
     /// the queue, the fleet and the store end to end.
     Placeholder(PlaceholderSpec),
+    /// Runs no agent: grades a given patch (the dataset's gold patch, or the prediction the
+    /// run carries) in a fresh sandbox, as the official SWE-bench harness does.
+    Evaluate(EvaluateSpec),
+}
+
+/// Grading semantics to follow.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum GradingProfile {
+    /// The official harness v5.0.2 (the default).
+    #[default]
+    V5,
+    /// The official harness 4.x, for comparing with numbers published under it.
+    V4,
+}
+
+/// Which patch an `evaluate` run grades.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum PatchSource {
+    /// The patch the run carries (a prediction submitted with `steer eval`).
+    #[default]
+    Prediction,
+    /// The dataset's gold patch (checks that images and grading agree with the dataset).
+    Gold,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct EvaluateSpec {
+    #[serde(default)]
+    pub profile: GradingProfile,
+    #[serde(default)]
+    pub patch: PatchSource,
+}
+
+/// How a run's sandbox is made: image naming, resources, network.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct SandboxSettings {
+    /// Containers get a network only when this is true (some test suites need one).
+    #[serde(default)]
+    pub network: bool,
+    #[serde(default)]
+    pub cpus: Option<f64>,
+    #[serde(default)]
+    pub memory_mb: Option<u64>,
+    #[serde(default)]
+    pub pids_limit: Option<i64>,
+    /// Registry host in front of the image name, e.g. `registry.example.com:5000`.
+    #[serde(default)]
+    pub image_registry: Option<String>,
+    /// Namespace of the official image names (`swebench/sweb.eval.x86_64.<id>`).
+    #[serde(default = "default_namespace")]
+    pub image_namespace: String,
+    #[serde(default = "default_tag")]
+    pub image_tag: String,
+    /// Per-instance image names that win over everything else.
+    #[serde(default)]
+    pub image_overrides: std::collections::BTreeMap<String, String>,
+    /// Time limit of the test run when grading (the harness's default is 1,800 s).
+    #[serde(default = "default_eval_timeout")]
+    pub eval_timeout_s: u64,
+}
+
+fn default_namespace() -> String {
+    "swebench".into()
+}
+fn default_tag() -> String {
+    "latest".into()
+}
+fn default_eval_timeout() -> u64 {
+    1800
+}
+
+impl Default for SandboxSettings {
+    fn default() -> Self {
+        SandboxSettings {
+            network: false,
+            cpus: None,
+            memory_mb: None,
+            pids_limit: Some(4096),
+            image_registry: None,
+            image_namespace: default_namespace(),
+            image_tag: default_tag(),
+            image_overrides: Default::default(),
+            eval_timeout_s: default_eval_timeout(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]

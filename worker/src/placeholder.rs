@@ -15,7 +15,11 @@ pub struct PlaceholderExecutor;
 impl Executor for PlaceholderExecutor {
     fn execute<'a>(&'a self, run: &'a ClaimedRun, ctx: RunContext) -> ExecFuture<'a> {
         Box::pin(async move {
-            let ExecutorSpec::Placeholder(spec) = &run.executor;
+            let ExecutorSpec::Placeholder(spec) = &run.executor else {
+                return Err(ExecError::Infra(
+                    "the placeholder executor was handed another kind of run".into(),
+                ));
+            };
             let steps = spec.steps.max(1);
             let per_step = Duration::from_millis(spec.duration_ms / u64::from(steps));
             let mut rng =

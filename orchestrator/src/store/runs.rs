@@ -1,7 +1,8 @@
 //! Reading runs: their summaries, trajectories, and the specs a worker needs for a claimed run.
 
 use protocol::{
-    AgentSpec, ClaimedRun, CriticSpec, Evaluation, ExecutorSpec, RunInfo, RunTotals, StepRecord, Trajectory,
+    AgentSpec, ClaimedRun, CriticSpec, Evaluation, ExecutorSpec, RunInfo, RunTotals, SandboxSettings,
+    StepRecord, Trajectory,
 };
 use serde::de::DeserializeOwned;
 use sqlx::postgres::PgRow;
@@ -153,18 +154,21 @@ fn from_spec<T: DeserializeOwned>(what: &str, value: serde_json::Value) -> Resul
 /// Attaches to a lease everything the worker needs to execute the run.
 pub async fn claimed_run(pool: &PgPool, lease: &Lease) -> Result<ClaimedRun> {
     let row = sqlx::query(
-        "SELECT a.spec AS agent, c.spec AS critic, s.spec -> 'executor' AS executor
-         FROM agents a, critics c, sweeps s
-         WHERE a.id = $1 AND c.id = $2 AND s.id = $3",
+        "SELECT a.spec AS agent, c.spec AS critic, s.spec -> 'executor' AS executor,
+                COALESCE(s.spec -> 'sandbox', '{}'::jsonb) AS sandbox, r.input_patch
+         FROM agents a, critics c, sweeps s, runs r
+         WHERE a.id = $1 AND c.id = $2 AND s.id = $3 AND r.id = $4",
     )
     .bind(lease.agent_id)
     .bind(lease.critic_id)
     .bind(lease.sweep_id)
+    .bind(lease.run_id)
     .fetch_one(pool)
     .await?;
     let agent: AgentSpec = from_spec("agent", row.get("agent"))?;
     let critic: CriticSpec = from_spec("critic", row.get("critic"))?;
     let executor: ExecutorSpec = from_spec("executor", row.get("executor"))?;
+    let sandbox: SandboxSettings = from_spec("sandbox", row.get("sandbox"))?;
     let instance = datasets::instance(pool, lease.dataset_id, &lease.instance_id).await?;
     Ok(ClaimedRun {
         run_id: lease.run_id,
@@ -177,5 +181,7 @@ pub async fn claimed_run(pool: &PgPool, lease: &Lease) -> Result<ClaimedRun> {
         agent,
         critic,
         executor,
+        sandbox,
+        input_patch: row.get("input_patch"),
     })
 }

@@ -12,7 +12,8 @@ mod reader;
 mod tests;
 
 use protocol::{
-    AgentLimits, AgentSpec, CriticKind, CriticSpec, ExecutorSpec, PlaceholderSpec, Price, Sampling,
+    AgentLimits, AgentSpec, CriticKind, CriticSpec, EvaluateSpec, ExecutorSpec, GradingProfile, PatchSource,
+    PlaceholderSpec, Price, Sampling, SandboxSettings,
 };
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
@@ -37,6 +38,9 @@ pub struct SweepFile {
     pub dataset: DatasetRef,
     pub select: Selection,
     pub executor: ExecutorSpec,
+    /// How sandboxes are made (image names, resources, network).
+    #[serde(default)]
+    pub sandbox: SandboxSettings,
     pub agents: Vec<AgentSpec>,
     pub critics: Vec<CriticSpec>,
 }
@@ -147,6 +151,7 @@ const TOP_KEYS: &[&str] = &[
     "dataset",
     "select",
     "executor",
+    "sandbox",
     "agents",
     "critics",
 ];
@@ -177,7 +182,19 @@ const CRITIC_KEYS: &[&str] = &["name", "kind"];
 const CRITIC_KINDS: &[&str] = &["none"];
 /// Critic kinds that are planned but not built yet, so they get a clearer message than "unknown".
 const PLANNED_CRITIC_KINDS: &[&str] = &["onnx", "remote", "heuristic"];
-const EXECUTOR_KINDS: &[&str] = &["placeholder"];
+const EVALUATE_KEYS: &[&str] = &["kind", "profile", "patch"];
+const SANDBOX_KEYS: &[&str] = &[
+    "network",
+    "cpus",
+    "memory_mb",
+    "pids_limit",
+    "image_registry",
+    "image_namespace",
+    "image_tag",
+    "image_overrides",
+    "eval_timeout_s",
+];
+const EXECUTOR_KINDS: &[&str] = &["placeholder", "evaluate"];
 
 fn sweep(t: &Table) -> Result<SweepFile, Error> {
     t.only(TOP_KEYS)?;
@@ -195,6 +212,10 @@ fn sweep(t: &Table) -> Result<SweepFile, Error> {
     let executor = match t.table("executor")? {
         Some(executor_table) => executor(&executor_table)?,
         None => ExecutorSpec::Placeholder(PlaceholderSpec::default()),
+    };
+    let sandbox = match t.table("sandbox")? {
+        Some(table) => sandbox(&table)?,
+        None => SandboxSettings::default(),
     };
 
     let mut agents: Vec<AgentSpec> = Vec::new();
@@ -234,8 +255,25 @@ fn sweep(t: &Table) -> Result<SweepFile, Error> {
         dataset,
         select,
         executor,
+        sandbox,
         agents,
         critics,
+    })
+}
+
+fn sandbox(t: &Table) -> Result<SandboxSettings, Error> {
+    t.only(SANDBOX_KEYS)?;
+    let d = SandboxSettings::default();
+    Ok(SandboxSettings {
+        network: t.boolean("network")?.unwrap_or(d.network),
+        cpus: t.float("cpus", |x| x > 0.0, "greater than 0")?,
+        memory_mb: t.integer("memory_mb", 16)?,
+        pids_limit: t.integer("pids_limit", 16)?.or(d.pids_limit),
+        image_registry: t.string("image_registry")?,
+        image_namespace: t.string("image_namespace")?.unwrap_or(d.image_namespace),
+        image_tag: t.string("image_tag")?.unwrap_or(d.image_tag),
+        image_overrides: t.string_map("image_overrides")?,
+        eval_timeout_s: t.integer("eval_timeout_s", 1)?.unwrap_or(d.eval_timeout_s),
     })
 }
 
@@ -311,6 +349,26 @@ fn executor(t: &Table) -> Result<ExecutorSpec, Error> {
                 cost_per_step_usd: t.money("cost_per_step_usd")?.unwrap_or(default.cost_per_step_usd),
                 seed: t.integer("seed", 0)?.unwrap_or(default.seed),
             }))
+        }
+        "evaluate" => {
+            t.only(EVALUATE_KEYS)?;
+            let profile = match t.string("profile")?.as_deref() {
+                None | Some("v5") => GradingProfile::V5,
+                Some("v4") => GradingProfile::V4,
+                Some(other) => {
+                    return Err(t.err("profile", format!("`{other}` is not a grading profile (v5 or v4)")))
+                }
+            };
+            let patch = match t.string("patch")?.as_deref() {
+                None | Some("prediction") => PatchSource::Prediction,
+                Some("gold") => PatchSource::Gold,
+                Some(other) => {
+                    return Err(
+                        t.err("patch", format!("`{other}` is not a patch source (gold or prediction)"))
+                    )
+                }
+            };
+            Ok(ExecutorSpec::Evaluate(EvaluateSpec { profile, patch }))
         }
         other => Err(t.err("kind", unknown_kind("executor", other, EXECUTOR_KINDS))),
     }

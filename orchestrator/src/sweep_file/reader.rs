@@ -113,6 +113,22 @@ impl<'a> Table<'a> {
         self.typed(key, "a string", |v| v.as_str().map(str::to_owned))
     }
 
+    pub fn boolean(&self, key: &str) -> Result<Option<bool>, Error> {
+        self.typed(key, "a boolean", Value::as_bool)
+    }
+
+    /// A table of string values (e.g. per-instance overrides); absent means empty.
+    pub fn string_map(&self, key: &str) -> Result<std::collections::BTreeMap<String, String>, Error> {
+        let Some(table) = self.table(key)? else { return Ok(Default::default()) };
+        let mut out = std::collections::BTreeMap::new();
+        let keys: Vec<String> = table.table.iter().map(|(k, _)| k.to_string()).collect();
+        for k in keys {
+            let v = table.required(&k, table.string(&k)?)?;
+            out.insert(k, v);
+        }
+        Ok(out)
+    }
+
     /// An array of strings; absent means empty.
     pub fn strings(&self, key: &str) -> Result<Vec<String>, Error> {
         let list = self.typed(key, "an array of strings", |v| {

@@ -47,7 +47,7 @@ fn demo_example_parses() {
     assert_eq!(demo.dataset, DatasetRef { name: "demo".into(), path: Some("demo-dataset.jsonl".into()) });
     assert_eq!((demo.repeats, demo.agents.len(), demo.critics.len()), (2, 2, 1));
     assert!(demo.budget_usd.is_some());
-    let ExecutorSpec::Placeholder(placeholder) = &demo.executor;
+    let ExecutorSpec::Placeholder(placeholder) = &demo.executor else { panic!("demo uses the placeholder") };
     assert!(placeholder.duration_ms <= 500);
 }
 
@@ -63,7 +63,9 @@ fn full_example_sets_every_key() {
     assert_eq!((select.ids.len(), select.repos.len(), select.difficulty.len()), (3, 1, 2));
     assert_eq!(select.id_regex.as_deref(), Some("^django__"));
     assert_eq!(select.sample, Some(Sample { n: 2, seed: 7 }));
-    let ExecutorSpec::Placeholder(placeholder) = &full.executor;
+    let ExecutorSpec::Placeholder(placeholder) = &full.executor else {
+        panic!("full example uses the placeholder")
+    };
     assert_eq!(placeholder.cost_per_step_usd, dec("0.001"));
 
     let qwen = &full.agents[0];
@@ -212,7 +214,7 @@ fn validation_errors_name_path_and_line() {
         ),
         (
             MINIMAL.replace("[[agents]]", "[executor]\nkind = \"docker\"\n[[agents]]"),
-            "sweep.toml:5: executor.kind: unknown executor kind `docker` (this build has: placeholder)",
+            "sweep.toml:5: executor.kind: unknown executor kind `docker` (this build has: placeholder, evaluate)",
         ),
         (
             MINIMAL.replace("[[agents]]", "[executor]\nkind = \"placeholder\"\nresolve_probability = 1.5\n[[agents]]"),
@@ -362,4 +364,42 @@ fn critic_kind_list_matches_protocol() {
             "{kind} is available now"
         );
     }
+}
+
+#[test]
+fn evaluate_executor_and_sandbox_settings_parse() {
+    let text = MINIMAL.replace(
+        "[[agents]]",
+        "[executor]\nkind = \"evaluate\"\nprofile = \"v4\"\npatch = \"gold\"\n\
+         [sandbox]\nnetwork = true\nmemory_mb = 2048\nimage_namespace = \"steerbench\"\n\
+         eval_timeout_s = 600\nimage_overrides = { \"x__y-1\" = \"local/x:1\" }\n[[agents]]",
+    );
+    let sweep = parse(&text, "sweep.toml").unwrap();
+    assert_eq!(
+        sweep.executor,
+        ExecutorSpec::Evaluate(EvaluateSpec { profile: GradingProfile::V4, patch: PatchSource::Gold })
+    );
+    assert!(sweep.sandbox.network);
+    assert_eq!(sweep.sandbox.memory_mb, Some(2048));
+    assert_eq!(sweep.sandbox.image_namespace, "steerbench");
+    assert_eq!(sweep.sandbox.image_tag, "latest");
+    assert_eq!(sweep.sandbox.eval_timeout_s, 600);
+    assert_eq!(sweep.sandbox.image_overrides["x__y-1"], "local/x:1");
+    // Absent: no network, the official namespace, the harness's 1,800 s.
+    let plain = parse(MINIMAL, "sweep.toml").unwrap();
+    assert_eq!(plain.sandbox, SandboxSettings::default());
+    assert!(!plain.sandbox.network);
+}
+
+#[test]
+fn evaluate_and_sandbox_errors_name_their_keys() {
+    let bad_profile =
+        MINIMAL.replace("[[agents]]", "[executor]\nkind = \"evaluate\"\nprofile = \"v3\"\n[[agents]]");
+    assert!(
+        error(&bad_profile).contains("executor.profile: `v3` is not a grading profile"),
+        "{}",
+        error(&bad_profile)
+    );
+    let bad_sandbox = MINIMAL.replace("[[agents]]", "[sandbox]\nnetwork = \"yes\"\n[[agents]]");
+    assert!(error(&bad_sandbox).contains("sandbox.network: expected a boolean"), "{}", error(&bad_sandbox));
 }
