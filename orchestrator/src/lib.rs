@@ -8,6 +8,7 @@ pub mod dataset;
 pub mod db;
 pub mod embedded_pg;
 pub mod metrics;
+pub mod predictions;
 pub mod queue;
 pub mod server;
 pub mod store;

@@ -5,6 +5,7 @@
 pub mod client;
 pub mod daemon;
 pub mod executor;
+pub mod images;
 pub mod placeholder;
 
 pub use client::CoordinatorClient;
