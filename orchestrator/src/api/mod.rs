@@ -24,7 +24,7 @@ pub mod workers;
 
 /// Default cap on request bodies.
 pub const BODY_LIMIT: usize = 4 * 1024 * 1024;
-/// Cap for dataset uploads (SWE-bench's full test split is about 100 MB as JSON).
+/// Cap for dataset and predictions uploads (SWE-bench's full test split is about 100 MB as JSON).
 pub const DATASET_BODY_LIMIT: usize = 512 * 1024 * 1024;
 
 #[derive(Clone)]
@@ -42,7 +42,8 @@ pub struct AppState {
     paths(
         workers::register, workers::heartbeat, workers::claim, workers::upload_steps, workers::complete,
         workers::fail, workers::release,
-        users::import_dataset, users::list_datasets, users::get_dataset,
+        users::import_dataset, users::list_datasets, users::get_dataset, users::dataset_instances,
+        users::submit_eval, users::sweep_evaluations,
         users::submit_sweep, users::list_sweeps, users::sweep_status, users::cancel_sweep, users::pause_sweep,
         users::resume_sweep, users::sweep_runs, users::get_run, users::get_trajectory,
         users::create_token, users::list_tokens, users::revoke_token,
@@ -81,13 +82,17 @@ pub fn router(state: AppState) -> Router {
         .route("/runs/{run_id}/fail", post(workers::fail))
         .route("/runs/{run_id}/release", post(workers::release))
         .route_layer(guard(WORKERS));
-    let dataset_upload = Router::new()
+    // Dataset uploads and predictions carry whole datasets of patches: a larger body limit.
+    let bulk_uploads = Router::new()
         .route("/datasets", post(users::import_dataset))
+        .route("/evals", post(users::submit_eval))
         .layer(DefaultBodyLimit::max(DATASET_BODY_LIMIT))
         .route_layer(guard(USERS));
     let user_routes = Router::new()
         .route("/datasets", get(users::list_datasets))
         .route("/datasets/{name}", get(users::get_dataset))
+        .route("/datasets/{name}/instances", get(users::dataset_instances))
+        .route("/sweeps/{sweep}/evaluations", get(users::sweep_evaluations))
         .route("/sweeps", post(users::submit_sweep).get(users::list_sweeps))
         .route("/sweeps/{sweep}", get(users::sweep_status))
         .route("/sweeps/{sweep}/cancel", post(users::cancel_sweep))
@@ -105,7 +110,7 @@ pub fn router(state: AppState) -> Router {
 
     let api = Router::new()
         .merge(worker_routes)
-        .merge(dataset_upload)
+        .merge(bulk_uploads)
         .merge(user_routes)
         .merge(admin_routes)
         .merge(doc_routes)

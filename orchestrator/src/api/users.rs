@@ -10,7 +10,7 @@ use rust_decimal::Decimal;
 
 use super::error::{ApiErr, ApiResult, Json, Path, Query};
 use super::AppState;
-use crate::store::{datasets, runs, sweeps, tokens};
+use crate::store::{datasets, evals, runs, sweeps, tokens};
 use crate::{dataset, sweep_file};
 
 #[utoipa::path(post, path = "/api/v1/datasets", request_body = DatasetUpload,
@@ -158,4 +158,38 @@ pub async fn list_tokens(State(state): State<AppState>) -> ApiResult<Json<Vec<to
 pub async fn revoke_token(State(state): State<AppState>, Path(id): Path<i64>) -> ApiResult<StatusCode> {
     tokens::revoke(&state.pool, id).await?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+#[utoipa::path(get, path = "/api/v1/datasets/{name}/instances", params(("name" = String, Path)),
+    responses((status = 200, body = Vec<String>, description = "instance ids, sorted"), (status = 404, body = protocol::ApiError)), tag = "datasets")]
+pub async fn dataset_instances(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+) -> ApiResult<Json<Vec<String>>> {
+    let info = datasets::get(&state.pool, &name).await?;
+    let keys = datasets::instance_keys(&state.pool, info.id).await?;
+    Ok(Json(keys.into_iter().map(|k| k.instance_id).collect()))
+}
+
+#[utoipa::path(post, path = "/api/v1/evals", request_body = evals::EvalRequest,
+    responses((status = 201, body = SweepSubmitted), (status = 200, body = SweepSubmitted, description = "the same evaluation existed already"),
+              (status = 400, body = protocol::ApiError)), tag = "evals")]
+pub async fn submit_eval(
+    State(state): State<AppState>,
+    Json(req): Json<evals::EvalRequest>,
+) -> ApiResult<(StatusCode, Json<SweepSubmitted>)> {
+    let submitted = evals::submit(&state.pool, &req).await?;
+    let status = if submitted.created { StatusCode::CREATED } else { StatusCode::OK };
+    tracing::info!(sweep_id = submitted.sweep_id, run_id = %submitted.name, runs = submitted.runs, "evaluation submitted");
+    Ok((status, Json(submitted)))
+}
+
+#[utoipa::path(get, path = "/api/v1/sweeps/{sweep}/evaluations", params(("sweep" = String, Path)),
+    responses((status = 200, body = Vec<evals::EvalResult>)), tag = "evals")]
+pub async fn sweep_evaluations(
+    State(state): State<AppState>,
+    Path(key): Path<String>,
+) -> ApiResult<Json<Vec<evals::EvalResult>>> {
+    let id = sweeps::resolve(&state.pool, &key).await?;
+    Ok(Json(evals::results(&state.pool, id).await?))
 }

@@ -2,6 +2,7 @@
 //! API tokens. Handlers call these functions; they never write SQL themselves.
 
 pub mod datasets;
+pub mod evals;
 pub mod runs;
 pub mod sweeps;
 pub mod tokens;

@@ -85,58 +85,23 @@ pub async fn submit(pool: &PgPool, file: &SweepFile, config_toml: &str) -> Resul
     let instance_ids = select_instances(&keys, &file.select).map_err(Error::Invalid)?;
 
     let mut tx = pool.begin().await?;
-    let spec = serde_json::to_value(file).map_err(|e| Error::Internal(e.to_string()))?;
-    let sweep_id: Option<i64> = sqlx::query_scalar(
-        "INSERT INTO sweeps (name, config_hash, config_toml, spec, dataset_id, max_attempts, max_running, budget_usd)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
-         ON CONFLICT (name, config_hash) DO NOTHING RETURNING id",
-    )
-    .bind(&file.name)
-    .bind(&hash)
-    .bind(config_toml)
-    .bind(&spec)
-    .bind(dataset.id)
-    .bind(file.max_attempts as i32)
-    .bind(file.max_running.map(|m| m as i32))
-    .bind(file.budget_usd)
-    .fetch_optional(&mut *tx)
-    .await?;
-    let Some(sweep_id) = sweep_id else {
+    let Some(created) = insert_sweep(&mut tx, file, &hash, config_toml, dataset.id, "sweep").await? else {
         // Someone submitted the same sweep concurrently and won.
         tx.rollback().await?;
         return find(pool, &file.name, &hash)
             .await?
             .ok_or_else(|| Error::Internal("sweep vanished after a conflicting insert".into()));
     };
-    let mut agent_ids = Vec::new();
-    for agent in &file.agents {
-        agent_ids.push(insert_agent(&mut tx, sweep_id, agent).await?);
-    }
-    let mut critic_ids = Vec::new();
-    for critic in &file.critics {
-        let spec = serde_json::to_value(critic).map_err(|e| Error::Internal(e.to_string()))?;
-        let kind = spec["kind"].as_str().unwrap_or_default().to_string();
-        let id: i64 = sqlx::query_scalar(
-            "INSERT INTO critics (sweep_id, name, kind, params, spec) VALUES ($1, $2, $3, $4, $5) RETURNING id",
-        )
-        .bind(sweep_id)
-        .bind(&critic.name)
-        .bind(kind)
-        .bind(&critic.params)
-        .bind(&spec)
-        .fetch_one(&mut *tx)
-        .await?;
-        critic_ids.push(id);
-    }
+    let Created { sweep_id, agent_ids, critic_ids } = created;
     let runs =
         insert_runs(&mut tx, sweep_id, dataset.id, &instance_ids, &agent_ids, &critic_ids, file.repeats)
             .await?;
     tx.commit().await?;
-    sqlx::query("SELECT pg_notify('steer_runs', $1)").bind(sweep_id.to_string()).execute(pool).await?;
+    notify_runs(pool, sweep_id).await?;
     Ok(SweepSubmitted { sweep_id, name: file.name.clone(), created: true, runs, config_hash: hash })
 }
 
-async fn find(pool: &PgPool, name: &str, hash: &str) -> Result<Option<SweepSubmitted>> {
+pub(crate) async fn find(pool: &PgPool, name: &str, hash: &str) -> Result<Option<SweepSubmitted>> {
     let row = sqlx::query(
         "SELECT s.id, (SELECT count(*) FROM runs r WHERE r.sweep_id = s.id) AS runs
          FROM sweeps s WHERE s.name = $1 AND s.config_hash = $2",
@@ -152,6 +117,80 @@ async fn find(pool: &PgPool, name: &str, hash: &str) -> Result<Option<SweepSubmi
         runs: r.get("runs"),
         config_hash: hash.to_string(),
     }))
+}
+
+/// The rows a new sweep starts with (everything but its runs).
+pub(crate) struct Created {
+    pub sweep_id: i64,
+    /// (agent id, endpoint id) in the order of the file's agents.
+    pub agent_ids: Vec<(i64, i64)>,
+    pub critic_ids: Vec<i64>,
+}
+
+/// Inserts a sweep with its agents and critics, or returns None when the same name and config
+/// hash exist already (a concurrent submission won).
+pub(crate) async fn insert_sweep(
+    tx: &mut Transaction<'_, Postgres>,
+    file: &SweepFile,
+    hash: &str,
+    config_toml: &str,
+    dataset_id: i64,
+    kind: &str,
+) -> Result<Option<Created>> {
+    let spec = serde_json::to_value(file).map_err(|e| Error::Internal(e.to_string()))?;
+    let sweep_id: Option<i64> = sqlx::query_scalar(
+        "INSERT INTO sweeps (name, config_hash, config_toml, spec, dataset_id, max_attempts, max_running, budget_usd, kind)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+         ON CONFLICT (name, config_hash) DO NOTHING RETURNING id",
+    )
+    .bind(&file.name)
+    .bind(hash)
+    .bind(config_toml)
+    .bind(&spec)
+    .bind(dataset_id)
+    .bind(file.max_attempts as i32)
+    .bind(file.max_running.map(|m| m as i32))
+    .bind(file.budget_usd)
+    .bind(kind)
+    .fetch_optional(&mut **tx)
+    .await?;
+    let Some(sweep_id) = sweep_id else { return Ok(None) };
+    let mut agent_ids = Vec::new();
+    for agent in &file.agents {
+        agent_ids.push(insert_agent(tx, sweep_id, agent).await?);
+    }
+    let mut critic_ids = Vec::new();
+    for critic in &file.critics {
+        let spec = serde_json::to_value(critic).map_err(|e| Error::Internal(e.to_string()))?;
+        let kind = spec["kind"].as_str().unwrap_or_default().to_string();
+        let id: i64 = sqlx::query_scalar(
+            "INSERT INTO critics (sweep_id, name, kind, params, spec) VALUES ($1, $2, $3, $4, $5) RETURNING id",
+        )
+        .bind(sweep_id)
+        .bind(&critic.name)
+        .bind(kind)
+        .bind(&critic.params)
+        .bind(&spec)
+        .fetch_one(&mut **tx)
+        .await?;
+        critic_ids.push(id);
+    }
+    Ok(Some(Created { sweep_id, agent_ids, critic_ids }))
+}
+
+/// The dispatch number a new sweep's first run gets (see `insert_runs`).
+pub(crate) async fn next_fair_seq(tx: &mut Transaction<'_, Postgres>) -> Result<i64> {
+    Ok(sqlx::query_scalar(
+        "SELECT COALESCE((SELECT min(fair_seq) FROM runs WHERE state = 'queued'),
+                         (SELECT max(fair_seq) + 1 FROM runs), 0)",
+    )
+    .fetch_one(&mut **tx)
+    .await?)
+}
+
+pub(crate) async fn notify_runs(pool: &PgPool, sweep_id: i64) -> Result<()> {
+    sqlx::query("SELECT pg_notify('steer_runs', $1)").bind(sweep_id.to_string()).execute(pool).await?;
+    Ok(())
 }
 
 async fn insert_agent(
@@ -209,12 +248,7 @@ async fn insert_runs(
     critics: &[i64],
     repeats: u32,
 ) -> Result<i64> {
-    let base: i64 = sqlx::query_scalar(
-        "SELECT COALESCE((SELECT min(fair_seq) FROM runs WHERE state = 'queued'),
-                         (SELECT max(fair_seq) + 1 FROM runs), 0)",
-    )
-    .fetch_one(&mut **tx)
-    .await?;
+    let base = next_fair_seq(tx).await?;
     let n = instance_ids.len() * agents.len() * critics.len() * repeats as usize;
     let (mut inst, mut agent, mut endpoint, mut critic, mut repeat, mut seq) = (
         Vec::with_capacity(n),
@@ -401,7 +435,7 @@ pub async fn resume(pool: &PgPool, sweep_id: i64, budget_usd: Option<Decimal>) -
     .execute(&mut *tx)
     .await?;
     tx.commit().await?;
-    sqlx::query("SELECT pg_notify('steer_runs', $1)").bind(sweep_id.to_string()).execute(pool).await?;
+    notify_runs(pool, sweep_id).await?;
     status(pool, sweep_id).await
 }
 

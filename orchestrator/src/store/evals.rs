@@ -1,0 +1,343 @@
+//! Evaluation-only sweeps (`steer eval`): grade given patches across the fleet, as a
+//! distributed replacement for the official harness's `run_evaluation`.
+//!
+//! An evaluation is an ordinary sweep whose executor is `evaluate`, with one agent per model
+//! (`model_name_or_path`) and one run per prediction carrying its patch. Its name is the
+//! harness's run id. Its config hash covers the patches, so submitting the same predictions
+//! again is a no-op, while changed patches make a new sweep under the same run id that re-grades
+//! them (the official harness would skip instances it has reports for).
+
+use std::collections::{BTreeMap, HashSet};
+
+use protocol::{
+    AgentSpec, CriticKind, CriticSpec, EvaluateSpec, ExecutorSpec, GradingProfile, PatchSource,
+    SandboxSettings, SweepSubmitted,
+};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use sqlx::{PgPool, Row};
+
+use super::datasets;
+use super::sweeps::{find, insert_sweep, next_fair_seq, notify_runs};
+use crate::db::{Error, Result};
+use crate::predictions::{model_slug, Prediction};
+use crate::sweep_file::{validate_name, DatasetRef, Selection, SweepFile};
+
+/// What `POST /api/v1/evals` takes.
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct EvalRequest {
+    /// An imported dataset.
+    pub dataset: String,
+    /// The harness's run id; names the sweep.
+    pub run_id: String,
+    #[serde(default)]
+    pub profile: GradingProfile,
+    /// Grade the dataset's gold patches (of `instance_ids`, or of every instance) instead of
+    /// `predictions`.
+    #[serde(default)]
+    pub gold: bool,
+    #[serde(default)]
+    pub instance_ids: Vec<String>,
+    #[serde(default)]
+    pub predictions: Vec<Prediction>,
+    #[serde(default)]
+    pub sandbox: SandboxSettings,
+    #[serde(default = "default_attempts")]
+    pub max_attempts: u32,
+}
+
+fn default_attempts() -> u32 {
+    3
+}
+
+/// The pseudo-endpoint of evaluation agents: they call no model.
+const PREDICTIONS_ENDPOINT: &str = "predictions:";
+
+pub async fn submit(pool: &PgPool, req: &EvalRequest) -> Result<SweepSubmitted> {
+    validate_name(&req.run_id).map_err(|e| Error::Invalid(format!("run id: {e}")))?;
+    let dataset = datasets::get(pool, &req.dataset).await?;
+    let known: Vec<String> =
+        datasets::instance_keys(pool, dataset.id).await?.into_iter().map(|k| k.instance_id).collect();
+    let known_set: HashSet<&str> = known.iter().map(String::as_str).collect();
+
+    let predictions: Vec<Prediction> = if req.gold {
+        if !req.predictions.is_empty() {
+            return Err(Error::Invalid("give either gold or predictions, not both".into()));
+        }
+        let ids = if req.instance_ids.is_empty() { known.clone() } else { req.instance_ids.clone() };
+        ids.into_iter()
+            .map(|instance_id| Prediction {
+                instance_id,
+                model_name_or_path: "gold".into(),
+                model_patch: None,
+            })
+            .collect()
+    } else {
+        req.predictions.clone()
+    };
+    if predictions.is_empty() {
+        return Err(Error::Invalid("no predictions to grade".into()));
+    }
+    let unknown: Vec<&str> =
+        predictions.iter().map(|p| p.instance_id.as_str()).filter(|id| !known_set.contains(id)).collect();
+    if !unknown.is_empty() {
+        return Err(Error::Invalid(format!(
+            "{} prediction(s) name instances that dataset `{}` does not have: {}",
+            unknown.len(),
+            req.dataset,
+            unknown.join(", ")
+        )));
+    }
+
+    // One agent per model; the slug must be unique too.
+    let mut models: BTreeMap<String, String> = BTreeMap::new();
+    for p in &predictions {
+        let slug = model_slug(&p.model_name_or_path);
+        if slug.is_empty() {
+            return Err(Error::Invalid(format!(
+                "model name `{}` has no usable characters",
+                p.model_name_or_path
+            )));
+        }
+        match models.get(&slug) {
+            Some(other) if other != &p.model_name_or_path => {
+                return Err(Error::Invalid(format!(
+                    "model names `{other}` and `{}` are too alike to keep apart",
+                    p.model_name_or_path
+                )))
+            }
+            _ => {
+                models.insert(slug, p.model_name_or_path.clone());
+            }
+        }
+    }
+    let mut ids: Vec<String> = predictions.iter().map(|p| p.instance_id.clone()).collect();
+    ids.sort();
+    ids.dedup();
+    let file = SweepFile {
+        name: req.run_id.clone(),
+        description: Some(format!("evaluation of {} prediction(s) on `{}`", predictions.len(), req.dataset)),
+        repeats: 1,
+        max_attempts: req.max_attempts.max(1),
+        budget_usd: None,
+        max_running: None,
+        dataset: DatasetRef { name: req.dataset.clone(), path: None },
+        select: Selection { ids, ..Default::default() },
+        executor: ExecutorSpec::Evaluate(EvaluateSpec {
+            profile: req.profile,
+            patch: if req.gold { PatchSource::Gold } else { PatchSource::Prediction },
+        }),
+        sandbox: req.sandbox.clone(),
+        agents: models
+            .iter()
+            .map(|(slug, model)| AgentSpec {
+                name: slug.clone(),
+                base_url: PREDICTIONS_ENDPOINT.into(),
+                model: model.clone(),
+                api_key_env: None,
+                sampling: Default::default(),
+                price: Default::default(),
+                limits: Default::default(),
+                max_concurrency: None,
+            })
+            .collect(),
+        critics: vec![CriticSpec {
+            name: "none".into(),
+            kind: CriticKind::None,
+            params: serde_json::json!({}),
+        }],
+    };
+    let hash = eval_hash(&file, &predictions);
+    if let Some(existing) = find(pool, &file.name, &hash).await? {
+        return Ok(existing);
+    }
+
+    let mut tx = pool.begin().await?;
+    let config = serde_json::to_string_pretty(req).map_err(|e| Error::Internal(e.to_string()))?;
+    let Some(created) = insert_sweep(&mut tx, &file, &hash, &config, dataset.id, "eval").await? else {
+        tx.rollback().await?;
+        return find(pool, &file.name, &hash)
+            .await?
+            .ok_or_else(|| Error::Internal("evaluation vanished after a conflicting insert".into()));
+    };
+    let agent_of: BTreeMap<&str, (i64, i64)> =
+        models.keys().map(String::as_str).zip(created.agent_ids.iter().copied()).collect();
+    let base = next_fair_seq(&mut tx).await?;
+    let critic = created.critic_ids[0];
+    let mut runs = 0;
+    for (i, p) in predictions.iter().enumerate() {
+        let (agent, endpoint) = agent_of[model_slug(&p.model_name_or_path).as_str()];
+        sqlx::query(
+            "INSERT INTO runs (sweep_id, dataset_id, instance_id, agent_id, endpoint_id, critic_id, repeat_index,
+                               fair_seq, input_patch)
+             VALUES ($1, $2, $3, $4, $5, $6, 0, $7, $8)",
+        )
+        .bind(created.sweep_id)
+        .bind(dataset.id)
+        .bind(&p.instance_id)
+        .bind(agent)
+        .bind(endpoint)
+        .bind(critic)
+        .bind(base + i as i64)
+        .bind(&p.model_patch)
+        .execute(&mut *tx)
+        .await?;
+        runs += 1;
+    }
+    tx.commit().await?;
+    notify_runs(pool, created.sweep_id).await?;
+    Ok(SweepSubmitted { sweep_id: created.sweep_id, name: file.name, created: true, runs, config_hash: hash })
+}
+
+fn eval_hash(file: &SweepFile, predictions: &[Prediction]) -> String {
+    let mut entries: Vec<(&str, &str, &str)> = predictions
+        .iter()
+        .map(|p| {
+            (p.model_name_or_path.as_str(), p.instance_id.as_str(), p.model_patch.as_deref().unwrap_or(""))
+        })
+        .collect();
+    entries.sort();
+    let mut h = Sha256::new();
+    h.update(file.config_hash().as_bytes());
+    for (model, id, patch) in entries {
+        for part in [model, id, patch] {
+            h.update((part.len() as u64).to_le_bytes());
+            h.update(part.as_bytes());
+        }
+    }
+    hex::encode(h.finalize())
+}
+
+/// One graded run of an evaluation, as `GET /api/v1/sweeps/{id}/evaluations` lists it.
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct EvalResult {
+    pub run_id: i64,
+    pub instance_id: String,
+    pub model_name_or_path: String,
+    pub state: String,
+    pub outcome: Option<String>,
+    pub resolved: Option<bool>,
+    /// Whether a patch was submitted at all (the harness counts empty patches apart).
+    pub patch_submitted: bool,
+    /// The harness-shaped per-instance report, when the run was graded.
+    pub report: Option<serde_json::Value>,
+    pub last_error: Option<String>,
+}
+
+pub async fn results(pool: &PgPool, sweep_id: i64) -> Result<Vec<EvalResult>> {
+    let rows = sqlx::query(
+        "SELECT r.id, r.instance_id, a.model, r.state, r.outcome, e.resolved, e.report, r.last_error,
+                (COALESCE(r.input_patch, '') <> '' OR (s.spec -> 'executor' ->> 'patch') = 'gold') AS patch_submitted
+         FROM runs r JOIN agents a ON a.id = r.agent_id JOIN sweeps s ON s.id = r.sweep_id
+         LEFT JOIN evaluations e ON e.run_id = r.id
+         WHERE r.sweep_id = $1 ORDER BY r.id",
+    )
+    .bind(sweep_id)
+    .fetch_all(pool)
+    .await?;
+    Ok(rows
+        .iter()
+        .map(|r| EvalResult {
+            run_id: r.get("id"),
+            instance_id: r.get("instance_id"),
+            model_name_or_path: r.get("model"),
+            state: r.get("state"),
+            outcome: r.get("outcome"),
+            resolved: r.get("resolved"),
+            patch_submitted: r.get("patch_submitted"),
+            report: r.get("report"),
+            last_error: r.get("last_error"),
+        })
+        .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testkit::import_demo;
+
+    fn pred(id: &str, model: &str, patch: Option<&str>) -> Prediction {
+        Prediction {
+            instance_id: id.into(),
+            model_name_or_path: model.into(),
+            model_patch: patch.map(Into::into),
+        }
+    }
+
+    fn request(predictions: Vec<Prediction>) -> EvalRequest {
+        EvalRequest {
+            dataset: "demo".into(),
+            run_id: "eval-1".into(),
+            profile: GradingProfile::V5,
+            gold: false,
+            instance_ids: vec![],
+            predictions,
+            sandbox: Default::default(),
+            max_attempts: 3,
+        }
+    }
+
+    #[sqlx::test(migrator = "crate::db::MIGRATOR")]
+    async fn predictions_become_runs_carrying_their_patches(pool: PgPool) {
+        import_demo(&pool, "demo").await;
+        let preds = vec![
+            pred("steerbench__demo-1", "org/model-a", Some("diff --git a/x b/x\n")),
+            pred("steerbench__demo-2", "org/model-a", None),
+            pred("steerbench__demo-1", "model-b", Some("diff --git a/y b/y\n")),
+        ];
+        let first = submit(&pool, &request(preds.clone())).await.unwrap();
+        assert!(first.created);
+        assert_eq!(first.runs, 3);
+        let rows: Vec<(String, String, Option<String>)> = sqlx::query_as(
+            "SELECT r.instance_id, a.model, r.input_patch FROM runs r JOIN agents a ON a.id = r.agent_id
+             WHERE r.sweep_id = $1 ORDER BY r.id",
+        )
+        .bind(first.sweep_id)
+        .fetch_all(&pool)
+        .await
+        .unwrap();
+        assert_eq!(
+            rows[0],
+            ("steerbench__demo-1".into(), "org/model-a".into(), Some("diff --git a/x b/x\n".into()))
+        );
+        assert_eq!(rows[1].2, None);
+        assert_eq!(rows[2].1, "model-b");
+
+        // The same predictions again: nothing new.
+        let again = submit(&pool, &request(preds.clone())).await.unwrap();
+        assert!(!again.created);
+        assert_eq!(again.sweep_id, first.sweep_id);
+        // A changed patch under the same run id is graded again, in a new sweep.
+        let mut changed = preds;
+        changed[0].model_patch = Some("diff --git a/z b/z\n".into());
+        let regrade = submit(&pool, &request(changed)).await.unwrap();
+        assert!(regrade.created);
+        assert_ne!(regrade.sweep_id, first.sweep_id);
+    }
+
+    #[sqlx::test(migrator = "crate::db::MIGRATOR")]
+    async fn unknown_instances_are_named_and_nothing_is_created(pool: PgPool) {
+        import_demo(&pool, "demo").await;
+        let err = submit(
+            &pool,
+            &request(vec![pred("steerbench__demo-1", "m", None), pred("nope__nope-9", "m", None)]),
+        )
+        .await
+        .unwrap_err();
+        assert!(err.to_string().contains("nope__nope-9"), "{err}");
+        let sweeps: i64 = sqlx::query_scalar("SELECT count(*) FROM sweeps").fetch_one(&pool).await.unwrap();
+        assert_eq!(sweeps, 0);
+    }
+
+    #[sqlx::test(migrator = "crate::db::MIGRATOR")]
+    async fn gold_grades_every_instance_with_the_dataset_patch(pool: PgPool) {
+        import_demo(&pool, "demo").await;
+        let req = EvalRequest { gold: true, ..request(vec![]) };
+        let s = submit(&pool, &req).await.unwrap();
+        assert_eq!(s.runs, 6);
+        let results = results(&pool, s.sweep_id).await.unwrap();
+        assert!(results
+            .iter()
+            .all(|r| r.model_name_or_path == "gold" && r.patch_submitted && r.report.is_none()));
+    }
+}
