@@ -10,6 +10,7 @@ use tokio_util::sync::CancellationToken;
 
 mod client;
 mod dataset;
+mod eval;
 mod serve;
 mod sweep;
 mod token;
@@ -40,6 +41,8 @@ pub enum Command {
     /// Submit, watch and control sweeps.
     #[command(subcommand)]
     Sweep(sweep::SweepCommand),
+    /// Grade predictions (or the gold patches) across the fleet and write the harness's reports.
+    Eval(eval::EvalArgs),
     /// Create, list and revoke API tokens (talks to the database directly).
     #[command(subcommand)]
     Token(token::TokenCommand),
@@ -105,6 +108,7 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
         Command::Worker(args) => serve::worker(args).await,
         Command::Dataset(cmd) => dataset::run(cmd).await,
         Command::Sweep(cmd) => sweep::run(cmd).await,
+        Command::Eval(args) => eval::run(args).await,
         Command::Token(cmd) => token::run(cmd).await,
         Command::Bench(BenchCommand::Queue(args)) => crate::bench::queue(args).await,
     }

@@ -1,0 +1,295 @@
+//! `steer eval`: grade predictions across the fleet and write the official harness's files.
+
+use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Args, ValueEnum};
+use protocol::{GradingProfile, SandboxSettings, SweepState, API_PREFIX};
+use reqwest::Method;
+use serde_json::json;
+
+use super::{client, sweep, CoordinatorArgs};
+use crate::predictions::{self, Prediction};
+use crate::store::evals::{EvalRequest, EvalResult};
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum ProfileArg {
+    V5,
+    V4,
+}
+
+#[derive(Args, Debug)]
+pub struct EvalArgs {
+    /// An imported dataset (see `steer dataset import`).
+    #[arg(long)]
+    pub dataset: String,
+    /// Predictions file (.json list or dict, .jsonl) with instance_id, model_name_or_path,
+    /// model_patch; or `gold` to grade the dataset's own patches.
+    #[arg(long)]
+    pub predictions: String,
+    /// Run id (names the evaluation and its report folder) [default: the predictions file's stem, or "gold"].
+    #[arg(long)]
+    pub run_id: Option<String>,
+    /// Only these instances (with `--predictions gold`).
+    #[arg(long, value_delimiter = ',')]
+    pub instance_ids: Vec<String>,
+    /// Grading semantics: the harness v5.0.2, or 4.x for numbers published under it.
+    #[arg(long, value_enum, default_value = "v5")]
+    pub profile: ProfileArg,
+    /// Where per-instance reports go: <DIR>/<run id>/<model>/<instance>/report.json.
+    #[arg(long, default_value = "logs/run_evaluation")]
+    pub report_dir: PathBuf,
+    /// Where the summary report <model>.<run id>.json goes (the harness writes it to the working directory).
+    #[arg(long, default_value = ".")]
+    pub summary_dir: PathBuf,
+    /// Namespace of the instance images (`<namespace>/sweb.eval.x86_64.<id>:<tag>`), when the dataset names none.
+    #[arg(long, default_value = "swebench")]
+    pub image_namespace: String,
+    #[arg(long, default_value = "latest")]
+    pub image_tag: String,
+    /// Registry host in front of image names.
+    #[arg(long)]
+    pub image_registry: Option<String>,
+    /// Give the grading containers a network (off by default).
+    #[arg(long)]
+    pub network: bool,
+    /// Time limit of each instance's test run, in seconds.
+    #[arg(long, default_value_t = 1800)]
+    pub timeout: u64,
+    #[command(flatten)]
+    pub coordinator: CoordinatorArgs,
+}
+
+pub async fn run(args: EvalArgs) -> anyhow::Result<ExitCode> {
+    let client = client::connect(&args.coordinator)?;
+    let known: Vec<String> = client
+        .call::<(), _>(Method::GET, &format!("{API_PREFIX}/datasets/{}/instances", args.dataset), None)
+        .await
+        .with_context(|| format!("looking up dataset `{}`", args.dataset))?;
+    let gold = args.predictions == "gold";
+    let (preds, run_id) = if gold {
+        (Vec::new(), args.run_id.clone().unwrap_or_else(|| "gold".into()))
+    } else {
+        let path = Path::new(&args.predictions);
+        let located = predictions::load_path(path)?;
+        let known_set: HashSet<&str> = known.iter().map(String::as_str).collect();
+        let unknown: Vec<String> = located
+            .iter()
+            .filter(|l| !known_set.contains(l.prediction.instance_id.as_str()))
+            .map(|l| format!("{}: unknown instance id `{}`", l.location, l.prediction.instance_id))
+            .collect();
+        if !unknown.is_empty() {
+            anyhow::bail!(
+                "{}: {} prediction(s) name instances that dataset `{}` does not have; nothing was submitted:\n  {}",
+                path.display(),
+                unknown.len(),
+                args.dataset,
+                unknown.join("\n  ")
+            );
+        }
+        let stem =
+            path.file_stem().map(|s| predictions::model_slug(&s.to_string_lossy())).unwrap_or_default();
+        (located.into_iter().map(|l| l.prediction).collect(), args.run_id.clone().unwrap_or(stem))
+    };
+    let request = EvalRequest {
+        dataset: args.dataset.clone(),
+        run_id: run_id.clone(),
+        profile: match args.profile {
+            ProfileArg::V5 => GradingProfile::V5,
+            ProfileArg::V4 => GradingProfile::V4,
+        },
+        gold,
+        instance_ids: args.instance_ids.clone(),
+        predictions: preds.clone(),
+        sandbox: SandboxSettings {
+            network: args.network,
+            image_registry: args.image_registry.clone(),
+            image_namespace: args.image_namespace.clone(),
+            image_tag: args.image_tag.clone(),
+            eval_timeout_s: args.timeout,
+            ..Default::default()
+        },
+        max_attempts: 3,
+    };
+    let submitted: protocol::SweepSubmitted =
+        client.call(Method::POST, &format!("{API_PREFIX}/evals"), Some(&request)).await?;
+    if submitted.created {
+        eprintln!(
+            "grading {} prediction(s) as evaluation `{run_id}` (sweep {})",
+            submitted.runs, submitted.sweep_id
+        );
+    } else {
+        eprintln!(
+            "evaluation `{run_id}` with these patches exists already (sweep {}); writing its reports",
+            submitted.sweep_id
+        );
+    }
+    let status = sweep::wait_for(&client, submitted.sweep_id).await?;
+    let results: Vec<EvalResult> = client
+        .call::<(), _>(Method::GET, &format!("{API_PREFIX}/sweeps/{}/evaluations", submitted.sweep_id), None)
+        .await?;
+
+    let submitted_preds: Vec<Prediction> = if gold {
+        results
+            .iter()
+            .map(|r| Prediction {
+                instance_id: r.instance_id.clone(),
+                model_name_or_path: "gold".into(),
+                model_patch: Some("<gold>".into()),
+            })
+            .collect()
+    } else {
+        preds
+    };
+    let written = write_reports(&args.report_dir, &run_id, &results)?;
+    let mut by_model: BTreeMap<&str, Vec<&EvalResult>> = BTreeMap::new();
+    for r in &results {
+        by_model.entry(r.model_name_or_path.as_str()).or_default().push(r);
+    }
+    for (model, model_results) in &by_model {
+        let model_preds: Vec<&Prediction> =
+            submitted_preds.iter().filter(|p| p.model_name_or_path == *model).collect();
+        let summary = summary_report(&known, &model_preds, model_results);
+        let file = args.summary_dir.join(format!("{}.{run_id}.json", model.replace('/', "__")));
+        std::fs::create_dir_all(&args.summary_dir)?;
+        std::fs::write(&file, serde_json::to_string_pretty(&summary)?)
+            .with_context(|| format!("writing {}", file.display()))?;
+        let resolved = summary["resolved_instances"].as_u64().unwrap_or(0);
+        let submitted_n = summary["submitted_instances"].as_u64().unwrap_or(0);
+        let total = summary["total_instances"].as_u64().unwrap_or(0);
+        println!("{model}: resolved {resolved} of {submitted_n} submitted ({:.1}%), of {total} in the dataset ({:.1}%)",
+            pct(resolved, submitted_n), pct(resolved, total));
+        println!(
+            "  completed {}, unresolved {}, empty patch {}, error {}",
+            summary["completed_instances"],
+            summary["unresolved_instances"],
+            summary["empty_patch_instances"],
+            summary["error_instances"]
+        );
+        println!("  summary: {}", file.display());
+    }
+    println!("per-instance reports: {written} under {}", args.report_dir.join(&run_id).display());
+    Ok(if status.state == SweepState::Completed { ExitCode::SUCCESS } else { ExitCode::from(2) })
+}
+
+fn pct(n: u64, d: u64) -> f64 {
+    if d == 0 {
+        0.0
+    } else {
+        100.0 * n as f64 / d as f64
+    }
+}
+
+/// Writes each graded run's report.json where the harness would; returns how many.
+fn write_reports(dir: &Path, run_id: &str, results: &[EvalResult]) -> anyhow::Result<usize> {
+    let mut n = 0;
+    for r in results {
+        // Like the harness, no report.json when the patch did not apply or the tests timed out.
+        let Some(report) = &r.report else { continue };
+        if report.is_null() || report.as_object().is_some_and(|o| o.is_empty()) {
+            continue;
+        }
+        let folder = dir.join(run_id).join(r.model_name_or_path.replace('/', "__")).join(&r.instance_id);
+        std::fs::create_dir_all(&folder).with_context(|| format!("creating {}", folder.display()))?;
+        std::fs::write(folder.join("report.json"), serde_json::to_string_pretty(report)?)?;
+        n += 1;
+    }
+    Ok(n)
+}
+
+/// The harness's final summary report (`make_run_report`, schema version 2) for one model.
+pub fn summary_report(
+    dataset_ids: &[String],
+    preds: &[&Prediction],
+    results: &[&EvalResult],
+) -> serde_json::Value {
+    let submitted: BTreeSet<&str> = preds.iter().map(|p| p.instance_id.as_str()).collect();
+    let empty: BTreeSet<&str> = preds
+        .iter()
+        .filter(|p| p.model_patch.as_deref().is_none_or(|s| s.is_empty()))
+        .map(|p| p.instance_id.as_str())
+        .collect();
+    let mut completed = BTreeSet::new();
+    let mut resolved = BTreeSet::new();
+    let mut unresolved = BTreeSet::new();
+    for r in results {
+        let has_report = r.report.as_ref().is_some_and(|v| v.as_object().is_some_and(|o| !o.is_empty()));
+        if !has_report {
+            continue;
+        }
+        completed.insert(r.instance_id.as_str());
+        if r.resolved == Some(true) {
+            resolved.insert(r.instance_id.as_str());
+        } else {
+            unresolved.insert(r.instance_id.as_str());
+        }
+    }
+    let error: BTreeSet<&str> =
+        submitted.iter().copied().filter(|id| !empty.contains(id) && !completed.contains(id)).collect();
+    let incomplete: BTreeSet<&str> =
+        dataset_ids.iter().map(String::as_str).filter(|id| !submitted.contains(id)).collect();
+    json!({
+        "total_instances": dataset_ids.len(),
+        "submitted_instances": preds.len(),
+        "completed_instances": completed.len(),
+        "resolved_instances": resolved.len(),
+        "unresolved_instances": unresolved.len(),
+        "empty_patch_instances": empty.len(),
+        "error_instances": error.len(),
+        "completed_ids": completed,
+        "incomplete_ids": incomplete,
+        "empty_patch_ids": empty,
+        "submitted_ids": submitted,
+        "resolved_ids": resolved,
+        "unresolved_ids": unresolved,
+        "error_ids": error,
+        "schema_version": 2,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn result(id: &str, resolved: Option<bool>, report: bool) -> EvalResult {
+        EvalResult {
+            run_id: 1,
+            instance_id: id.into(),
+            model_name_or_path: "m".into(),
+            state: "done".into(),
+            outcome: None,
+            resolved,
+            patch_submitted: true,
+            report: report.then(|| json!({ id: { "resolved": resolved.unwrap_or(false) } })),
+            last_error: None,
+        }
+    }
+
+    #[test]
+    fn summary_counts_like_the_harness() {
+        let ids: Vec<String> = ["a-1", "a-2", "a-3", "a-4", "a-5"].iter().map(|s| s.to_string()).collect();
+        let p = |id: &str, patch: Option<&str>| Prediction {
+            instance_id: id.into(),
+            model_name_or_path: "m".into(),
+            model_patch: patch.map(Into::into),
+        };
+        let preds = [p("a-1", Some("d")), p("a-2", Some("d")), p("a-3", Some("")), p("a-4", Some("d"))];
+        let preds: Vec<&Prediction> = preds.iter().collect();
+        // a-4's patch did not apply: graded, but no report, so it is an error instance.
+        let results =
+            [result("a-1", Some(true), true), result("a-2", Some(false), true), result("a-4", None, false)];
+        let results: Vec<&EvalResult> = results.iter().collect();
+        let s = summary_report(&ids, &preds, &results);
+        assert_eq!(s["total_instances"], 5);
+        assert_eq!(s["submitted_instances"], 4);
+        assert_eq!(s["completed_instances"], 2);
+        assert_eq!(s["resolved_ids"], json!(["a-1"]));
+        assert_eq!(s["unresolved_ids"], json!(["a-2"]));
+        assert_eq!(s["empty_patch_ids"], json!(["a-3"]));
+        assert_eq!(s["error_ids"], json!(["a-4"]));
+        assert_eq!(s["incomplete_ids"], json!(["a-5"]));
+        assert_eq!(s["schema_version"], 2);
+    }
+}
