@@ -62,9 +62,9 @@ pub async fn claim(
     Path(worker_id): Path<Uuid>,
     Json(req): Json<ClaimRequest>,
 ) -> ApiResult<Json<ClaimResponse>> {
-    if !workers::exists(&state.pool, worker_id).await? {
+    let Some(kinds) = workers::executors(&state.pool, worker_id).await? else {
         return Err(ApiErr::not_found(format!("worker {worker_id} is not registered")));
-    }
+    };
     state.metrics.claim_requests.inc();
     let deadline = tokio::time::Instant::now() + Duration::from_millis(req.wait_ms).min(MAX_CLAIM_WAIT);
     let max = req.max_runs.min(256);
@@ -72,7 +72,7 @@ pub async fn claim(
         // Register interest before looking, so a notification between the look and the wait
         // is not missed.
         let notified = state.wake.notified();
-        let leases = state.queue.claim(worker_id, max).await?;
+        let leases = state.queue.claim(worker_id, max, &kinds).await?;
         if !leases.is_empty() {
             state.metrics.runs_claimed.inc_by(leases.len() as u64);
             let mut runs = Vec::with_capacity(leases.len());

@@ -80,18 +80,20 @@ impl Queue {
         self.lease_ttl.as_millis() as f64
     }
 
-    /// Grants `worker` leases on up to `max` queued runs, in fair-share order, within caps.
+    /// Grants `worker` leases on up to `max` queued runs of the executor `kinds` it can run, in
+    /// fair-share order, within caps.
     ///
     /// One statement does the common case (runs without caps); runs under a cap take a second,
     /// transactional path that re-counts under the cap's advisory lock.
-    pub async fn claim(&self, worker: Uuid, max: u32) -> Result<Vec<Lease>> {
-        if max == 0 {
+    pub async fn claim(&self, worker: Uuid, max: u32, kinds: &[String]) -> Result<Vec<Lease>> {
+        if max == 0 || kinds.is_empty() {
             return Ok(Vec::new());
         }
         let rows = sqlx::query(include_str!("claim.sql"))
             .bind(i64::from(max))
             .bind(worker)
             .bind(self.ttl_ms())
+            .bind(kinds)
             .fetch_all(&self.pool)
             .await?;
         let mut leases = Vec::with_capacity(rows.len());

@@ -23,6 +23,11 @@ async fn worker(pool: &PgPool) -> Uuid {
     id
 }
 
+/// Every executor kind: these tests are about the queue, not about which worker runs what.
+fn kinds() -> Vec<String> {
+    vec!["placeholder".into(), "evaluate".into()]
+}
+
 fn done(lease: &Lease, cost: &str) -> CompleteRun {
     CompleteRun {
         lease_token: lease.lease_token,
@@ -64,7 +69,7 @@ async fn concurrent_claimers_never_share_a_run(pool: PgPool) {
         tasks.push(tokio::spawn(async move {
             let mut mine = Vec::new();
             loop {
-                let got = queue.claim(w, 1 + i % 4).await.unwrap();
+                let got = queue.claim(w, 1 + i % 4, &kinds()).await.unwrap();
                 if got.is_empty() {
                     return mine;
                 }
@@ -96,14 +101,14 @@ async fn expired_lease_requeues_then_errors_after_max_attempts(pool: PgPool) {
     let queue = Queue::new(pool.clone(), Duration::from_secs(60));
     let w = worker(&pool).await;
 
-    let first = queue.claim(w, 1).await.unwrap().remove(0);
+    let first = queue.claim(w, 1, &kinds()).await.unwrap().remove(0);
     age_leases(&pool).await;
     let moved = queue.expire_leases(100).await.unwrap();
     assert_eq!(moved.get("queued"), Some(&1));
     let (state, attempt, failed, _) = state_of(&pool, first.run_id).await;
     assert_eq!((state.as_str(), attempt, failed), ("queued", 1, 1));
 
-    let second = queue.claim(w, 1).await.unwrap().remove(0);
+    let second = queue.claim(w, 1, &kinds()).await.unwrap().remove(0);
     assert_eq!(second.run_id, first.run_id);
     assert_eq!(second.attempt, 2);
     assert_ne!(second.lease_token, first.lease_token);
@@ -114,7 +119,7 @@ async fn expired_lease_requeues_then_errors_after_max_attempts(pool: PgPool) {
     let reason = reason.unwrap();
     assert!(reason.contains("lease expired on attempt 2") && reason.contains("2 of 2"), "{reason}");
     // Nothing left: the sweep is over.
-    assert!(queue.claim(w, 1).await.unwrap().is_empty());
+    assert!(queue.claim(w, 1, &kinds()).await.unwrap().is_empty());
     let status = sweeps::status(&pool, second.sweep_id).await.unwrap();
     assert_eq!(status.state, protocol::SweepState::Completed);
 }
@@ -125,10 +130,10 @@ async fn stale_lease_token_is_rejected_everywhere(pool: PgPool) {
     submit(&pool, &sweep_toml("fence", "[select]\nids = [\"steerbench__demo-1\"]", "")).await;
     let queue = Queue::new(pool.clone(), Duration::from_secs(60));
     let (old_w, new_w) = (worker(&pool).await, worker(&pool).await);
-    let old = queue.claim(old_w, 1).await.unwrap().remove(0);
+    let old = queue.claim(old_w, 1, &kinds()).await.unwrap().remove(0);
     age_leases(&pool).await;
     queue.expire_leases(100).await.unwrap();
-    let new = queue.claim(new_w, 1).await.unwrap().remove(0);
+    let new = queue.claim(new_w, 1, &kinds()).await.unwrap().remove(0);
 
     // The partitioned worker comes back and tries to write with its old lease.
     let step = StepRecord { index: 0, action: Some("ls".into()), ..Default::default() };
@@ -165,8 +170,8 @@ async fn heartbeat_extends_only_held_leases(pool: PgPool) {
     submit(&pool, &sweep_toml("hb", "", "")).await;
     let queue = Queue::new(pool.clone(), Duration::from_secs(60));
     let (a, b) = (worker(&pool).await, worker(&pool).await);
-    let mine = queue.claim(a, 2).await.unwrap();
-    let theirs = queue.claim(b, 1).await.unwrap();
+    let mine = queue.claim(a, 2, &kinds()).await.unwrap();
+    let theirs = queue.claim(b, 1, &kinds()).await.unwrap();
     age_leases(&pool).await;
     let mut refs: Vec<LeaseRef> =
         mine.iter().map(|l| LeaseRef { run_id: l.run_id, lease_token: l.lease_token }).collect();
@@ -184,7 +189,7 @@ async fn budget_stops_the_sweep(pool: PgPool) {
     let s = submit(&pool, &sweep_toml("budget", "budget_usd = 0.05", "")).await;
     let queue = Queue::new(pool.clone(), Duration::from_secs(60));
     let w = worker(&pool).await;
-    let leases = queue.claim(w, 2).await.unwrap();
+    let leases = queue.claim(w, 2, &kinds()).await.unwrap();
     queue.complete(leases[0].run_id, &done(&leases[0], "0.03")).await.unwrap();
     let status = sweeps::status(&pool, s.sweep_id).await.unwrap();
     assert_eq!(status.state, protocol::SweepState::Running);
@@ -194,11 +199,11 @@ async fn budget_stops_the_sweep(pool: PgPool) {
     assert_eq!(status.spent_usd, "0.055".parse::<Decimal>().unwrap());
     assert!(status.stop_reason.as_deref().unwrap().contains("budget exhausted"), "{:?}", status.stop_reason);
     assert_eq!(status.states["cancelled"], 4);
-    assert!(queue.claim(w, 10).await.unwrap().is_empty(), "no run of a spent sweep is claimed");
+    assert!(queue.claim(w, 10, &kinds()).await.unwrap().is_empty(), "no run of a spent sweep is claimed");
     // Resuming needs a larger budget.
     assert!(matches!(sweeps::resume(&pool, s.sweep_id, None).await, Err(Error::Conflict(_))));
     sweeps::resume(&pool, s.sweep_id, Some("1".parse().unwrap())).await.unwrap();
-    assert_eq!(queue.claim(w, 10).await.unwrap().len(), 4);
+    assert_eq!(queue.claim(w, 10, &kinds()).await.unwrap().len(), 4);
 }
 
 #[sqlx::test(migrator = "crate::db::MIGRATOR")]
@@ -225,7 +230,7 @@ async fn cancel_stops_queued_and_running_runs(pool: PgPool) {
     let s = submit(&pool, &sweep_toml("cancel", "", "")).await;
     let queue = Queue::new(pool.clone(), Duration::from_secs(60));
     let w = worker(&pool).await;
-    let held = queue.claim(w, 2).await.unwrap();
+    let held = queue.claim(w, 2, &kinds()).await.unwrap();
     let status = sweeps::cancel(&pool, s.sweep_id).await.unwrap();
     assert_eq!(status.states["cancelled"], 4);
     assert_eq!(status.states["running"], 2);
@@ -241,7 +246,7 @@ async fn cancel_stops_queued_and_running_runs(pool: PgPool) {
     queue.complete(held[1].run_id, &done(&held[1], "0")).await.unwrap();
     let status = sweeps::status(&pool, s.sweep_id).await.unwrap();
     assert_eq!((status.states["cancelled"], status.states["done"]), (5, 1));
-    assert!(queue.claim(w, 10).await.unwrap().is_empty());
+    assert!(queue.claim(w, 10, &kinds()).await.unwrap().is_empty());
     assert!(matches!(sweeps::cancel(&pool, s.sweep_id).await, Err(Error::Conflict(_))));
 }
 
@@ -251,13 +256,13 @@ async fn pause_holds_back_runs_and_resume_requeues_only_unfinished(pool: PgPool)
     let s = submit(&pool, &sweep_toml("pause", "", "")).await;
     let queue = Queue::new(pool.clone(), Duration::from_secs(60));
     let w = worker(&pool).await;
-    let first = queue.claim(w, 1).await.unwrap().remove(0);
+    let first = queue.claim(w, 1, &kinds()).await.unwrap().remove(0);
     queue.complete(first.run_id, &done(&first, "0")).await.unwrap();
     sweeps::pause(&pool, s.sweep_id).await.unwrap();
-    assert!(queue.claim(w, 10).await.unwrap().is_empty());
+    assert!(queue.claim(w, 10, &kinds()).await.unwrap().is_empty());
     let status = sweeps::resume(&pool, s.sweep_id, None).await.unwrap();
     assert_eq!((status.states["queued"], status.states["done"]), (5, 1));
-    let rest = queue.claim(w, 10).await.unwrap();
+    let rest = queue.claim(w, 10, &kinds()).await.unwrap();
     assert_eq!(rest.len(), 5);
     assert!(rest.iter().all(|l| l.run_id != first.run_id), "a finished run is not re-run");
 }
@@ -269,7 +274,7 @@ async fn concurrent_sweeps_share_the_fleet_fairly(pool: PgPool) {
     let b = submit(&pool, &sweep_toml("fair-b", "repeats = 5", "")).await;
     let queue = Queue::new(pool.clone(), Duration::from_secs(60));
     let w = worker(&pool).await;
-    let first = queue.claim(w, 20).await.unwrap();
+    let first = queue.claim(w, 20, &kinds()).await.unwrap();
     let from_a = first.iter().filter(|l| l.sweep_id == a.sweep_id).count();
     let from_b = first.iter().filter(|l| l.sweep_id == b.sweep_id).count();
     assert_eq!((from_a, from_b), (10, 10), "the later sweep is not queued behind all of the earlier one");
@@ -286,7 +291,7 @@ async fn endpoint_cap_holds_across_claimers_and_sweeps(pool: PgPool) {
     for _ in 0..8 {
         let queue = queue.clone();
         let w = worker(&pool).await;
-        tasks.push(tokio::spawn(async move { queue.claim(w, 5).await.unwrap() }));
+        tasks.push(tokio::spawn(async move { queue.claim(w, 5, &kinds()).await.unwrap() }));
     }
     let mut held = Vec::new();
     for t in tasks {
@@ -295,7 +300,7 @@ async fn endpoint_cap_holds_across_claimers_and_sweeps(pool: PgPool) {
     assert_eq!(held.len(), 3, "fleet-wide cap of 3 on the endpoint");
     let w = worker(&pool).await;
     queue.complete(held[0].run_id, &done(&held[0], "0")).await.unwrap();
-    assert_eq!(queue.claim(w, 5).await.unwrap().len(), 1, "a finished run frees one place");
+    assert_eq!(queue.claim(w, 5, &kinds()).await.unwrap().len(), 1, "a finished run frees one place");
 }
 
 #[sqlx::test(migrator = "crate::db::MIGRATOR")]
@@ -304,8 +309,8 @@ async fn sweep_cap_limits_running_runs(pool: PgPool) {
     submit(&pool, &sweep_toml("cap-sweep", "max_running = 2", "")).await;
     let queue = Queue::new(pool.clone(), Duration::from_secs(60));
     let w = worker(&pool).await;
-    assert_eq!(queue.claim(w, 6).await.unwrap().len(), 2);
-    assert!(queue.claim(w, 6).await.unwrap().is_empty());
+    assert_eq!(queue.claim(w, 6, &kinds()).await.unwrap().len(), 2);
+    assert!(queue.claim(w, 6, &kinds()).await.unwrap().is_empty());
 }
 
 #[sqlx::test(migrator = "crate::db::MIGRATOR")]
@@ -316,15 +321,15 @@ async fn infra_failures_count_attempts_but_hand_backs_do_not(pool: PgPool) {
     let queue = Queue::new(pool.clone(), Duration::from_secs(60));
     let w = worker(&pool).await;
     for _ in 0..3 {
-        let l = queue.claim(w, 1).await.unwrap().remove(0);
+        let l = queue.claim(w, 1, &kinds()).await.unwrap().remove(0);
         assert_eq!(queue.release(l.run_id, l.lease_token, "draining").await.unwrap(), Requeued::Queued);
     }
-    let l = queue.claim(w, 1).await.unwrap().remove(0);
+    let l = queue.claim(w, 1, &kinds()).await.unwrap().remove(0);
     assert_eq!(
         queue.fail(l.run_id, l.lease_token, "docker daemon unreachable").await.unwrap(),
         Requeued::Queued
     );
-    let l = queue.claim(w, 1).await.unwrap().remove(0);
+    let l = queue.claim(w, 1, &kinds()).await.unwrap().remove(0);
     assert_eq!(l.attempt, 5);
     assert_eq!(
         queue.fail(l.run_id, l.lease_token, "docker daemon unreachable").await.unwrap(),
@@ -345,7 +350,7 @@ async fn maintenance_completes_a_sweep_once_its_last_run_finishes(pool: PgPool) 
     .await;
     let queue = Queue::new(pool.clone(), Duration::from_secs(60));
     let w = worker(&pool).await;
-    let leases = queue.claim(w, 2).await.unwrap();
+    let leases = queue.claim(w, 2, &kinds()).await.unwrap();
     queue.complete(leases[0].run_id, &done(&leases[0], "0")).await.unwrap();
     assert!(queue.finish_sweeps(None).await.unwrap().is_empty(), "one run still running");
     queue.complete(leases[1].run_id, &done(&leases[1], "0")).await.unwrap();
@@ -353,4 +358,21 @@ async fn maintenance_completes_a_sweep_once_its_last_run_finishes(pool: PgPool) 
     let status = sweeps::status(&pool, s.sweep_id).await.unwrap();
     assert_eq!(status.state, protocol::SweepState::Completed);
     assert!(status.finished_at.is_some());
+}
+
+#[sqlx::test(migrator = "crate::db::MIGRATOR")]
+async fn workers_get_only_runs_of_executor_kinds_they_can_run(pool: PgPool) {
+    import_demo(&pool, "demo").await;
+    let eval = sweep_toml("kinds", "", "").replace(
+        "[executor]\nkind = \"placeholder\"\nduration_ms = 0\nsteps = 1",
+        "[executor]\nkind = \"evaluate\"\npatch = \"gold\"",
+    );
+    submit(&pool, &eval).await;
+    let queue = Queue::new(pool.clone(), Duration::from_secs(60));
+    let w = worker(&pool).await;
+    assert!(
+        queue.claim(w, 10, &["placeholder".to_string()]).await.unwrap().is_empty(),
+        "a placeholder-only worker"
+    );
+    assert_eq!(queue.claim(w, 10, &["evaluate".to_string()]).await.unwrap().len(), 6);
 }

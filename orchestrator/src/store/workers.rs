@@ -22,9 +22,17 @@ pub async fn register(pool: &PgPool, req: &RegisterWorker) -> Result<Uuid> {
     Ok(id)
 }
 
-pub async fn exists(pool: &PgPool, id: Uuid) -> Result<bool> {
-    Ok(sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM workers WHERE id = $1)")
-        .bind(id)
-        .fetch_one(pool)
-        .await?)
+/// The executor kinds a registered worker said it can run (None: no such worker). Workers that
+/// named none run the placeholder only.
+pub async fn executors(pool: &PgPool, id: Uuid) -> Result<Option<Vec<String>>> {
+    let caps: Option<serde_json::Value> =
+        sqlx::query_scalar("SELECT capabilities FROM workers WHERE id = $1")
+            .bind(id)
+            .fetch_optional(pool)
+            .await?;
+    Ok(caps.map(|c| {
+        c.get("executors")
+            .and_then(|e| serde_json::from_value::<Vec<String>>(e.clone()).ok())
+            .unwrap_or_else(|| vec!["placeholder".to_string()])
+    }))
 }
