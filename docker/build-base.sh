@@ -5,7 +5,7 @@
 #                                     ca-certificates, imported with `docker import`
 #   steerbench/postgres:15            the base plus Debian's postgresql-15 (docker/postgres/)
 #
-# Usage: docker/build-base.sh [--force]
+# Usage: docker/build-base.sh [--force] [--base-only]
 #
 # Each image is skipped if it already exists, unless --force. Needs root (debootstrap), the
 # `debootstrap` package (apt-get install -y debootstrap) and a reachable Debian mirror. The
@@ -20,9 +20,11 @@ readonly SUITE=bookworm
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 
 force=false
+base_only=false
 for arg in "$@"; do
   case "$arg" in
     --force) force=true ;;
+    --base-only) base_only=true ;;
     -h|--help) sed -n '2,15p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "unknown argument: $arg (try --help)" >&2; exit 64 ;;
   esac
@@ -165,7 +167,9 @@ if ! $force && [[ -n $old_base ]]; then
 else
   build_base
 fi
-if ! $force && [[ -n $old_pg ]]; then
+if $base_only; then
+  log "--base-only: not building $PG_IMAGE"
+elif ! $force && [[ -n $old_pg ]]; then
   log "$PG_IMAGE exists; skipping (use --force to rebuild)"
 else
   build_postgres
