@@ -5,6 +5,7 @@
 pub mod client;
 pub mod daemon;
 pub mod executor;
+pub mod grading;
 pub mod images;
 pub mod placeholder;
 
