@@ -1,6 +1,6 @@
 //! `steer eval`: grade predictions across the fleet and write the official harness's files.
 
-use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -8,7 +8,7 @@ use anyhow::Context;
 use clap::{Args, ValueEnum};
 use protocol::{GradingProfile, SandboxSettings, SweepState, API_PREFIX};
 use reqwest::Method;
-use serde_json::json;
+use worker::grading::{self, InstanceResult, SummaryInput};
 
 use super::{client, sweep, CoordinatorArgs};
 use crate::predictions::{self, Prediction};
@@ -151,7 +151,7 @@ pub async fn run(args: EvalArgs) -> anyhow::Result<ExitCode> {
     for (model, model_results) in &by_model {
         let model_preds: Vec<&Prediction> =
             submitted_preds.iter().filter(|p| p.model_name_or_path == *model).collect();
-        let summary = summary_report(&known, &model_preds, model_results);
+        let summary = summary_report(request.profile, &known, &model_preds, model_results);
         let file = args.summary_dir.join(format!("{}.{run_id}.json", model.replace('/', "__")));
         std::fs::create_dir_all(&args.summary_dir)?;
         std::fs::write(&file, serde_json::to_string_pretty(&summary)?)
@@ -199,59 +199,41 @@ fn write_reports(dir: &Path, run_id: &str, results: &[EvalResult]) -> anyhow::Re
     Ok(n)
 }
 
-/// The harness's final summary report (`make_run_report`, schema version 2) for one model.
+/// The harness's final summary report (`make_run_report`) for one model's predictions.
 pub fn summary_report(
+    profile: GradingProfile,
     dataset_ids: &[String],
     preds: &[&Prediction],
     results: &[&EvalResult],
 ) -> serde_json::Value {
-    let submitted: BTreeSet<&str> = preds.iter().map(|p| p.instance_id.as_str()).collect();
-    let empty: BTreeSet<&str> = preds
+    let report_of: BTreeMap<&str, &serde_json::Value> = results
         .iter()
-        .filter(|p| p.model_patch.as_deref().is_none_or(|s| s.is_empty()))
-        .map(|p| p.instance_id.as_str())
+        .filter_map(|r| r.report.as_ref().filter(|v| !v.is_null()).map(|v| (r.instance_id.as_str(), v)))
         .collect();
-    let mut completed = BTreeSet::new();
-    let mut resolved = BTreeSet::new();
-    let mut unresolved = BTreeSet::new();
-    for r in results {
-        let has_report = r.report.as_ref().is_some_and(|v| v.as_object().is_some_and(|o| !o.is_empty()));
-        if !has_report {
-            continue;
-        }
-        completed.insert(r.instance_id.as_str());
-        if r.resolved == Some(true) {
-            resolved.insert(r.instance_id.as_str());
-        } else {
-            unresolved.insert(r.instance_id.as_str());
-        }
-    }
-    let error: BTreeSet<&str> =
-        submitted.iter().copied().filter(|id| !empty.contains(id) && !completed.contains(id)).collect();
-    let incomplete: BTreeSet<&str> =
-        dataset_ids.iter().map(String::as_str).filter(|id| !submitted.contains(id)).collect();
-    json!({
-        "total_instances": dataset_ids.len(),
-        "submitted_instances": preds.len(),
-        "completed_instances": completed.len(),
-        "resolved_instances": resolved.len(),
-        "unresolved_instances": unresolved.len(),
-        "empty_patch_instances": empty.len(),
-        "error_instances": error.len(),
-        "completed_ids": completed,
-        "incomplete_ids": incomplete,
-        "empty_patch_ids": empty,
-        "submitted_ids": submitted,
-        "resolved_ids": resolved,
-        "unresolved_ids": unresolved,
-        "error_ids": error,
-        "schema_version": 2,
+    let rows: Vec<InstanceResult> = preds
+        .iter()
+        .map(|p| InstanceResult {
+            instance_id: p.instance_id.clone(),
+            patch_empty: p.model_patch.as_deref().is_none_or(str::is_empty),
+            report: report_of.get(p.instance_id.as_str()).map(|v| (*v).clone()),
+            failure: None,
+        })
+        .collect();
+    grading::summary_report(&SummaryInput {
+        profile: match profile {
+            GradingProfile::V5 => grading::Profile::V5,
+            GradingProfile::V4 => grading::Profile::V4,
+        },
+        dataset_ids,
+        results: &rows,
+        leftovers: None,
     })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     fn result(id: &str, resolved: Option<bool>, report: bool) -> EvalResult {
         EvalResult {
@@ -281,7 +263,7 @@ mod tests {
         let results =
             [result("a-1", Some(true), true), result("a-2", Some(false), true), result("a-4", None, false)];
         let results: Vec<&EvalResult> = results.iter().collect();
-        let s = summary_report(&ids, &preds, &results);
+        let s = summary_report(GradingProfile::V5, &ids, &preds, &results);
         assert_eq!(s["total_instances"], 5);
         assert_eq!(s["submitted_instances"], 4);
         assert_eq!(s["completed_instances"], 2);

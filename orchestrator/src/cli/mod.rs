@@ -11,6 +11,7 @@ use tokio_util::sync::CancellationToken;
 mod client;
 mod dataset;
 mod eval;
+mod grade_log;
 mod serve;
 mod sweep;
 mod token;
@@ -43,6 +44,8 @@ pub enum Command {
     Sweep(sweep::SweepCommand),
     /// Grade predictions (or the gold patches) across the fleet and write the harness's reports.
     Eval(eval::EvalArgs),
+    /// Grade a saved test log offline and print the harness's one-instance report.
+    GradeLog(grade_log::GradeLogArgs),
     /// Create, list and revoke API tokens (talks to the database directly).
     #[command(subcommand)]
     Token(token::TokenCommand),
@@ -109,6 +112,7 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
         Command::Dataset(cmd) => dataset::run(cmd).await,
         Command::Sweep(cmd) => sweep::run(cmd).await,
         Command::Eval(args) => eval::run(args).await,
+        Command::GradeLog(args) => grade_log::run(args).await,
         Command::Token(cmd) => token::run(cmd).await,
         Command::Bench(BenchCommand::Queue(args)) => crate::bench::queue(args).await,
     }

@@ -1,0 +1,67 @@
+//! `steer grade-log`: grade a saved test log offline, as the harness would, and print the
+//! one-instance report JSON.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::Args;
+use worker::grading::{self, GradeInput, END_TEST_OUTPUT, START_TEST_OUTPUT};
+
+use super::eval::ProfileArg;
+use crate::dataset;
+
+#[derive(Args, Debug)]
+pub struct GradeLogArgs {
+    /// One dataset record (JSON object; FAIL_TO_PASS/PASS_TO_PASS as lists or JSON strings).
+    #[arg(long)]
+    pub instance: PathBuf,
+    /// The log: a full eval log with the harness's markers, or the raw test output.
+    #[arg(long)]
+    pub log: PathBuf,
+    #[arg(long, value_enum, default_value = "v5")]
+    pub profile: ProfileArg,
+}
+
+pub async fn run(args: GradeLogArgs) -> anyhow::Result<ExitCode> {
+    let text = std::fs::read_to_string(&args.instance)
+        .with_context(|| format!("reading {}", args.instance.display()))?;
+    let value: serde_json::Value = serde_json::from_str(&text)
+        .with_context(|| format!("{}: not valid JSON", args.instance.display()))?;
+    // One record through the dataset parser, so its checks and error messages apply.
+    let mut instances = dataset::parse(dataset::Format::Jsonl, serde_json::to_string(&value)?.as_bytes())
+        .with_context(|| format!("{}: not a SWE-bench record", args.instance.display()))?;
+    let instance = instances.remove(0);
+    let bytes = std::fs::read(&args.log).with_context(|| format!("reading {}", args.log.display()))?;
+    let invalid_utf8 = std::str::from_utf8(&bytes).is_err();
+    let raw = String::from_utf8_lossy(&bytes).into_owned();
+    // Raw test output gets the markers the eval script would have printed around it.
+    let log = if raw.contains(START_TEST_OUTPUT) {
+        raw
+    } else {
+        format!("{START_TEST_OUTPUT}\n{raw}\n{END_TEST_OUTPUT}\n")
+    };
+    let profile = match args.profile {
+        ProfileArg::V5 => grading::Profile::V5,
+        ProfileArg::V4 => grading::Profile::V4,
+    };
+    let graded = grading::grade(&GradeInput {
+        instance: &instance,
+        profile,
+        // A saved log means the patch applied and the tests ran.
+        patch: Some("(graded from a saved log)"),
+        patch_applied: true,
+        eval_log: Some(&log),
+        eval_exit_code: None,
+        timed_out: false,
+        eval_log_invalid_utf8: invalid_utf8,
+    });
+    for w in &graded.warnings {
+        eprintln!("warning: {w:?}");
+    }
+    if let Some(problem) = &graded.problem {
+        eprintln!("the log gave no usable result: {problem:?}");
+    }
+    println!("{}", serde_json::to_string_pretty(&graded.report)?);
+    Ok(ExitCode::SUCCESS)
+}
