@@ -4,12 +4,16 @@
 
 pub mod client;
 pub mod daemon;
+pub mod dispatch;
+pub mod evaluate;
 pub mod executor;
 pub mod grading;
 pub mod images;
 pub mod placeholder;
+pub mod sandbox;
 
 pub use client::CoordinatorClient;
 pub use daemon::{run, WorkerConfig};
+pub use dispatch::Dispatcher;
 pub use executor::{ExecError, Executor, RunContext, RunResult};
 pub use placeholder::PlaceholderExecutor;

@@ -76,19 +76,54 @@ pub struct WorkerFlags {
     /// Long-poll length of each claim.
     #[arg(long, env = "STEER_CLAIM_WAIT", default_value = "10s", value_parser = parse_duration)]
     pub claim_wait: Duration,
+    /// Docker engine for sandboxes (unix:///path, tcp://host:port). Without a reachable engine
+    /// the worker runs placeholder runs only.
+    #[arg(long, env = "DOCKER_HOST", default_value = "unix:///var/run/docker.sock")]
+    pub docker_host: String,
+    /// Do not use Docker even if it is reachable (placeholder runs only).
+    #[arg(long)]
+    pub no_docker: bool,
 }
 
 impl WorkerFlags {
-    pub fn config(&self, coordinator_url: &str, token: &str) -> worker::WorkerConfig {
-        let defaults = worker::WorkerConfig::default();
+    pub fn config(&self, coordinator_url: &str, token: &str, kinds: &[String]) -> worker::WorkerConfig {
         worker::WorkerConfig {
             coordinator_url: coordinator_url.to_string(),
             token: token.to_string(),
-            name: self.name.clone().unwrap_or(defaults.name),
+            name: self.worker_name(),
             slots: self.slots,
             claim_wait: self.claim_wait,
             drain_timeout: self.drain_timeout,
-            capabilities: defaults.capabilities,
+            capabilities: serde_json::json!({ "executors": kinds }),
+        }
+    }
+
+    fn worker_name(&self) -> String {
+        self.name.clone().unwrap_or_else(|| worker::WorkerConfig::default().name)
+    }
+
+    /// The worker's executors: `evaluate` too when the Docker engine answers. Removes the
+    /// containers an earlier incarnation of this worker (same name) left behind.
+    pub async fn executors(&self) -> worker::Dispatcher {
+        if self.no_docker {
+            return worker::Dispatcher::new(None);
+        }
+        let name = self.worker_name();
+        match worker::sandbox::Docker::connect_to(&self.docker_host).await {
+            Ok(docker) => {
+                match docker.reap(("steerbench.worker", &name)).await {
+                    Ok(0) => {}
+                    Ok(n) => {
+                        tracing::warn!(removed = n, worker = %name, "removed containers an earlier run of this worker left")
+                    }
+                    Err(e) => tracing::warn!(error = %e, "could not reap old containers"),
+                }
+                worker::Dispatcher::new(Some(worker::evaluate::EvaluateExecutor::new(docker, &name)))
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "no Docker engine: this worker takes placeholder runs only");
+                worker::Dispatcher::new(None)
+            }
         }
     }
 }
@@ -101,7 +136,8 @@ pub async fn worker(args: WorkerArgs) -> anyhow::Result<ExitCode> {
         anyhow::bail!("STEER_TOKEN (or --token) is empty: create a worker token with `steer token create --role worker --name NAME`");
     }
     let drain = shutdown_on_signals();
-    let config = args.worker.config(&args.coordinator, &args.token);
-    worker::run(config, Arc::new(worker::PlaceholderExecutor), drain).await?;
+    let executors = args.worker.executors().await;
+    let config = args.worker.config(&args.coordinator, &args.token, &executors.kinds());
+    worker::run(config, Arc::new(executors), drain).await?;
     Ok(ExitCode::SUCCESS)
 }

@@ -82,15 +82,16 @@ async fn run_with_database(args: &UpArgs, data_dir: &Path, database_url: &str) -
         .await?;
     let url = format!("http://{addr}");
 
-    let worker_config = args.worker.config(&url, &worker_token);
+    let executors = args.worker.executors().await;
+    let kinds = executors.kinds();
+    let worker_config = args.worker.config(&url, &worker_token, &kinds);
     let drain = shutdown.child_token();
-    let worker_task =
-        tracker.spawn(worker::run(worker_config, Arc::new(worker::PlaceholderExecutor), drain.clone()));
+    let worker_task = tracker.spawn(worker::run(worker_config, Arc::new(executors), drain.clone()));
 
     println!("steerbench is up");
     println!("  coordinator: {url}   (health: {url}/healthz, metrics: {url}/metrics)");
     println!("  admin token: {admin}   (also in {})", data_dir.join(ADMIN_TOKEN_FILE).display());
-    println!("  local worker: {} slots, placeholder executor", args.worker.slots);
+    println!("  local worker: {} slots, executors: {}", args.worker.slots, kinds.join(", "));
     println!("  stop with Ctrl-C");
 
     let mut code = ExitCode::SUCCESS;

@@ -53,7 +53,9 @@ pub use report::{
     summary_report, EvalType, InstanceResult, Leftovers, ResolutionStatus, SuccessFailure, SummaryInput,
     TestsStatus,
 };
-pub use script::{already_applied_check, apply_commands, eval_script_for, ApplyStep, PATCH_PATH};
+pub use script::{
+    already_applied_check, apply_commands, eval_script_for, ApplyStep, EVAL_SCRIPT_PATH, PATCH_PATH,
+};
 
 use parsers::ParserKind;
 

@@ -167,7 +167,7 @@ impl Sandbox {
     /// what `git apply` in the SWE-bench harness expects. The repository's index is left as it
     /// was. An empty string when nothing changed. [`Error::PatchNotUtf8`] if a changed text
     /// file is not UTF-8 (the bytes are in the error), [`Error::TooLarge`] over
-    /// [`MAX_PATCH_BYTES`].
+    /// [`MAX_PATCH_BYTES`](super::MAX_PATCH_BYTES).
     pub async fn diff(&self) -> Result<String, Error> {
         let argv = ["bash", "-c", DIFF_SCRIPT].map(String::from).to_vec();
         let mut patch = Vec::new();

@@ -7,7 +7,7 @@
 //! - [`Sandbox`] owns one started container and removes it when dropped (a removal task on the
 //!   current Tokio runtime) or, preferably, when [`Sandbox::remove`] is awaited.
 //! - Commands run either as one Docker API exec each ([`Sandbox::exec`]: `bash -c`, fresh state)
-//!   or in a persistent bash ([`Sandbox::shell`]: cwd and environment carry over, about 20-30x
+//!   or in a persistent bash ([`Sandbox::shell`]: cwd and environment carry over, about 100x
 //!   cheaper per command). Both capture stdout and stderr interleaved under a head + tail
 //!   budget, and both kill the command's processes *inside the container* when it times out.
 //!
@@ -15,7 +15,7 @@
 //! infrastructure (engine unreachable, image missing, container gone).
 //!
 //! Containers run as root, unprivileged, with every capability dropped except the few that
-//! test suites use (see [`container::CAPABILITIES`]), `no-new-privileges`, no network unless
+//! test suites use (see [`CAPABILITIES`]), `no-new-privileges`, no network unless
 //! asked, `docker-init` as PID 1 reaping orphans, and `sleep infinity` keeping them alive.
 //! Every container carries the labels of its [`SandboxSpec`] plus `steerbench.sandbox=1`.
 
@@ -35,6 +35,7 @@ use std::fmt;
 pub use container::{Sandbox, SandboxSpec, CAPABILITIES};
 pub use docker::{Docker, PullPolicy};
 pub use exec::{ExecLimits, ExecOutput};
+pub use files::MAX_PATCH_BYTES;
 pub use shell::Shell;
 
 /// Boxed source of an [`Error`], so that no bollard type appears in this module's API.

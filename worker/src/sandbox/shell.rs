@@ -62,7 +62,7 @@ impl Sandbox {
     /// environment is sourced).
     pub async fn shell(&self) -> Result<Shell, Error> {
         let mut shell = Shell { container: self.container.clone(), process: None, state_token: new_token() };
-        shell.process = Some(shell.start().await?);
+        shell.process = Some(start(&shell.container, &shell.state_token).await?);
         Ok(shell)
     }
 }
@@ -84,14 +84,14 @@ impl Shell {
         let started = Instant::now();
         let mut process = match self.process.take() {
             Some(process) => process,
-            None => self.start().await?,
+            None => start(&self.container, &self.state_token).await?,
         };
         let token = new_token();
         let script = command_script(command, &token);
         if let Err(e) = write_all(&mut process.input, script.as_bytes()).await {
             // The shell died between commands (killed from outside): one more try on a new one.
             warn!(container = %self.container.name, error = %e, "the shell is gone; starting a new one");
-            process = self.start().await?;
+            process = start(&self.container, &self.state_token).await?;
             write_all(&mut process.input, script.as_bytes())
                 .await
                 .map_err(|e| Error::Docker { operation: "write to shell", source: e.into() })?;
@@ -160,55 +160,56 @@ impl Shell {
             duration: started.elapsed(),
         })
     }
+}
 
-    /// Starts bash, restores the state saved before the last command (if any), and waits for
-    /// the first sentinel, which carries the shell's pid.
-    async fn start(&self) -> Result<ShellProcess, Error> {
-        let argv = ["bash", "--noprofile", "--norc"].map(String::from).to_vec();
-        let exec = self.container.attach_exec(argv, Vec::new(), true).await?;
-        let mut process = ShellProcess {
-            exec_id: exec.exec_id,
-            pid: 0,
-            output: exec.output,
-            input: exec.input,
-            pending: Vec::new(),
-        };
-        let token = new_token();
-        let hello = format!(
-            "exec 2>&1\n{}\n[ -r \"$__steer_state\" ] && builtin source \"$__steer_state\" >/dev/null 2>&1\n{}\n",
-            state_path_script(&self.state_token),
-            sentinel_printf(&token, "$$")
-        );
-        write_all(&mut process.input, hello.as_bytes())
-            .await
-            .map_err(|e| Error::Docker { operation: "start shell", source: e.into() })?;
-        let mut scanner = SentinelScanner::new(&token);
-        let mut early = CappedOutput::new(4096);
-        let deadline = tokio::time::Instant::now() + START_TIMEOUT;
-        loop {
-            match tokio::time::timeout_at(deadline, process.output.next()).await {
-                Ok(Some(Ok(chunk))) => {
-                    if let Some((pid, rest)) = scanner.feed(&chunk.into_bytes(), &mut |b| early.push(b)) {
-                        process.pid = pid;
-                        process.pending = rest;
-                        break;
-                    }
-                }
-                Ok(Some(Err(e))) => return Err(container_error("start shell", &self.container.id, e)),
-                Ok(None) | Err(_) => {
-                    scanner.flush(&mut |b| early.push(b));
-                    let output = early.finish().text;
-                    return Err(Error::Docker {
-                        operation: "start shell",
-                        source: format!("bash did not start (output: {output:?})").into(),
-                    });
+/// Starts bash, restores the state saved before the last command (if any), and waits for the
+/// first sentinel, which carries the shell's pid. (A function of the container rather than a
+/// method of [`Shell`], which is not `Sync`, so that the futures of `Shell` stay `Send`.)
+async fn start(container: &Container, state_token: &str) -> Result<ShellProcess, Error> {
+    let argv = ["bash", "--noprofile", "--norc"].map(String::from).to_vec();
+    let exec = container.attach_exec(argv, Vec::new(), true).await?;
+    let mut process = ShellProcess {
+        exec_id: exec.exec_id,
+        pid: 0,
+        output: exec.output,
+        input: exec.input,
+        pending: Vec::new(),
+    };
+    let token = new_token();
+    let hello = format!(
+        "exec 2>&1\n{}\n[ -r \"$__steer_state\" ] && builtin source \"$__steer_state\" >/dev/null 2>&1\n{}\n",
+        state_path_script(state_token),
+        sentinel_printf(&token, "$$")
+    );
+    write_all(&mut process.input, hello.as_bytes())
+        .await
+        .map_err(|e| Error::Docker { operation: "start shell", source: e.into() })?;
+    let mut scanner = SentinelScanner::new(&token);
+    let mut early = CappedOutput::new(4096);
+    let deadline = tokio::time::Instant::now() + START_TIMEOUT;
+    loop {
+        match tokio::time::timeout_at(deadline, process.output.next()).await {
+            Ok(Some(Ok(chunk))) => {
+                if let Some((pid, rest)) = scanner.feed(&chunk.into_bytes(), &mut |b| early.push(b)) {
+                    process.pid = pid;
+                    process.pending = rest;
+                    break;
                 }
             }
+            Ok(Some(Err(e))) => return Err(container_error("start shell", &container.id, e)),
+            Ok(None) | Err(_) => {
+                scanner.flush(&mut |b| early.push(b));
+                let output = early.finish().text;
+                return Err(Error::Docker {
+                    operation: "start shell",
+                    source: format!("bash did not start (output: {output:?})").into(),
+                });
+            }
         }
-        let early = early.finish().text;
-        debug!(container = %self.container.name, pid = process.pid, startup_output = %early, "shell started");
-        Ok(process)
     }
+    let early = early.finish().text;
+    debug!(container = %container.name, pid = process.pid, startup_output = %early, "shell started");
+    Ok(process)
 }
 
 /// The line appended to the output of a command after which the shell is replaced.

@@ -599,3 +599,21 @@ async fn bench_measures_every_method() {
     }
     assert_eq!(case.containers_labelled(CASE_LABEL, case.name).await, Vec::<String>::new());
 }
+
+/// The worker runs sandboxes inside spawned tasks: every future here must be `Send`.
+#[allow(dead_code)]
+fn futures_are_send(docker: &Docker, sandbox: &Sandbox, shell: &mut Shell, limits: &ExecLimits) {
+    fn send<T: Send>(_: T) {}
+    let spec = SandboxSpec::new("image");
+    send(docker.create(&spec));
+    send(docker.ensure_image("image", None));
+    send(docker.reap(("key", "value")));
+    send(docker.wait_for_removals());
+    send(sandbox.exec("true", limits));
+    send(sandbox.shell());
+    send(sandbox.write_file("/f", b"", 0o644));
+    send(sandbox.read_file("/f", 1));
+    send(sandbox.diff());
+    send(shell.run("true", limits));
+    send(bench::run(docker, "image", 1));
+}

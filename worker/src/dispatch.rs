@@ -1,0 +1,42 @@
+//! Routes each claimed run to the executor of its kind.
+
+use protocol::{ClaimedRun, ExecutorSpec};
+
+use crate::evaluate::EvaluateExecutor;
+use crate::executor::{ExecError, ExecFuture, Executor, RunContext};
+use crate::placeholder::PlaceholderExecutor;
+
+/// The executors a worker has: the placeholder always, `evaluate` when a Docker engine is
+/// reachable. A worker registers the kinds it has, so the coordinator hands it nothing else.
+pub struct Dispatcher {
+    placeholder: PlaceholderExecutor,
+    evaluate: Option<EvaluateExecutor>,
+}
+
+impl Dispatcher {
+    pub fn new(evaluate: Option<EvaluateExecutor>) -> Self {
+        Dispatcher { placeholder: PlaceholderExecutor, evaluate }
+    }
+
+    /// The executor kinds this worker can run, as it registers them.
+    pub fn kinds(&self) -> Vec<String> {
+        let mut kinds = vec!["placeholder".to_string()];
+        if self.evaluate.is_some() {
+            kinds.push("evaluate".to_string());
+        }
+        kinds
+    }
+}
+
+impl Executor for Dispatcher {
+    fn execute<'a>(&'a self, run: &'a ClaimedRun, ctx: RunContext) -> ExecFuture<'a> {
+        match (&run.executor, &self.evaluate) {
+            (ExecutorSpec::Placeholder(_), _) => self.placeholder.execute(run, ctx),
+            (ExecutorSpec::Evaluate(_), Some(evaluate)) => evaluate.execute(run, ctx),
+            // Only reachable if the coordinator ignored our registered kinds.
+            (ExecutorSpec::Evaluate(_), None) => Box::pin(async {
+                Err(ExecError::Infra("this worker has no Docker engine and cannot evaluate".into()))
+            }),
+        }
+    }
+}

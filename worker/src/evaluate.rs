@@ -1,0 +1,253 @@
+//! The `evaluate` executor: grades a patch as the official SWE-bench harness does, in a fresh
+//! sandbox from the instance's image (never the container an agent worked in).
+//!
+//! Steps, each recorded as a step of the run: copy the patch in; apply it with the profile's
+//! fallback chain (v5 resets the tree between attempts and accepts an already-applied patch);
+//! run the instance's eval script under the time limit; grade the log with the ported parsers
+//! and report logic. A task failing (patch does not apply, tests fail, time limit) is an
+//! outcome; an engine or image problem is an infrastructure failure that re-queues the run.
+
+use std::time::{Duration, Instant};
+
+use protocol::{
+    ClaimedRun, Evaluation, ExecutorSpec, GradingProfile, Outcome, PatchSource, RunTotals, StepRecord,
+};
+
+use crate::executor::{ExecError, ExecFuture, Executor, RunContext, RunResult};
+use crate::grading::{self, GradeInput, GradeOutcome, Profile};
+use crate::images::image_for;
+use crate::sandbox::{self, Docker, ExecLimits, ExecOutput, Sandbox, SandboxSpec};
+
+/// Captured output budget of the eval script: test logs of large suites run to megabytes, and
+/// the markers and results must survive (head and tail are kept).
+const EVAL_OUTPUT_BYTES: usize = 32 * 1024 * 1024;
+/// Time limit of each patch-application command.
+const APPLY_TIMEOUT: Duration = Duration::from_secs(120);
+/// How much of a command's output a recorded step keeps (head and tail).
+const STEP_OBSERVATION_CHARS: usize = 20_000;
+
+pub struct EvaluateExecutor {
+    docker: Docker,
+    /// Labels every container with the worker's name, so the reaper of a restarted worker
+    /// finds what its previous incarnation left.
+    worker_name: String,
+}
+
+impl EvaluateExecutor {
+    pub fn new(docker: Docker, worker_name: &str) -> Self {
+        EvaluateExecutor { docker, worker_name: worker_name.to_string() }
+    }
+}
+
+impl Executor for EvaluateExecutor {
+    fn execute<'a>(&'a self, run: &'a ClaimedRun, ctx: RunContext) -> ExecFuture<'a> {
+        Box::pin(async move {
+            let cancel = ctx.cancel.clone();
+            tokio::select! {
+                // Dropping the evaluation drops its sandbox, which removes the container.
+                _ = cancel.cancelled() => Err(ExecError::Stopped),
+                r = self.evaluate(run, &ctx) => r,
+            }
+        })
+    }
+}
+
+impl EvaluateExecutor {
+    async fn evaluate(&self, run: &ClaimedRun, ctx: &RunContext) -> Result<RunResult, ExecError> {
+        let ExecutorSpec::Evaluate(spec) = &run.executor else {
+            return Err(ExecError::Infra("the evaluate executor was handed another kind of run".into()));
+        };
+        let profile = match spec.profile {
+            GradingProfile::V5 => Profile::V5,
+            GradingProfile::V4 => Profile::V4,
+        };
+        let patch = match spec.patch {
+            PatchSource::Gold => Some(run.instance.patch.clone()),
+            PatchSource::Prediction => run.input_patch.clone(),
+        };
+        let mut steps = Steps::default();
+        let Some(patch) = patch.filter(|p| !p.is_empty()) else {
+            // The harness never runs an empty patch.
+            return Ok(finish(run, profile, None, false, None, steps));
+        };
+
+        let image = image_for(&run.instance, &run.sandbox);
+        self.docker.ensure_image(&image, None).await.map_err(infra)?;
+        let sandbox = self.docker.create(&self.sandbox_spec(run, &image)).await.map_err(infra)?;
+        let result = self.grade_in(&sandbox, run, ctx, profile, &patch, &mut steps).await;
+        // Removed on every path; a failure to remove is logged, the result still counts.
+        if let Err(e) = sandbox.remove().await {
+            tracing::warn!(run_id = run.run_id, error = %e, "could not remove the grading container");
+        }
+        result
+    }
+
+    async fn grade_in(
+        &self,
+        sandbox: &Sandbox,
+        run: &ClaimedRun,
+        ctx: &RunContext,
+        profile: Profile,
+        patch: &str,
+        steps: &mut Steps,
+    ) -> Result<RunResult, ExecError> {
+        sandbox.write_file(grading::PATCH_PATH, patch.as_bytes(), 0o644).await.map_err(infra)?;
+        let apply_limits = ExecLimits { timeout: APPLY_TIMEOUT, max_output_bytes: 200_000 };
+        let mut applied = false;
+        for step in grading::apply_commands(profile, grading::PATCH_PATH) {
+            if let Some(reset) = &step.reset_before {
+                let out = sandbox.exec(reset, &apply_limits).await.map_err(infra)?;
+                steps.record(ctx, reset, &out).await?;
+            }
+            let out = sandbox.exec(&step.command, &apply_limits).await.map_err(infra)?;
+            steps.record(ctx, &step.command, &out).await?;
+            if out.exit_code == Some(0) {
+                applied = true;
+                break;
+            }
+        }
+        if !applied {
+            if let Some(check) = grading::already_applied_check(profile, grading::PATCH_PATH) {
+                let out = sandbox.exec(&check, &apply_limits).await.map_err(infra)?;
+                steps.record(ctx, &check, &out).await?;
+                applied = out.exit_code == Some(0);
+            }
+        }
+        if !applied {
+            return Ok(finish(run, profile, Some(patch), false, None, std::mem::take(steps)));
+        }
+
+        let script = grading::eval_script_for(&run.instance, profile)
+            .map_err(|e| ExecError::Infra(format!("no eval script for {}: {e}", run.instance.instance_id)))?;
+        sandbox.write_file(grading::EVAL_SCRIPT_PATH, script.as_bytes(), 0o755).await.map_err(infra)?;
+        let limits = ExecLimits {
+            timeout: Duration::from_secs(run.sandbox.eval_timeout_s),
+            max_output_bytes: EVAL_OUTPUT_BYTES,
+        };
+        let command = format!("/bin/bash {}", grading::EVAL_SCRIPT_PATH);
+        let out = sandbox.exec(&command, &limits).await.map_err(infra)?;
+        steps.record(ctx, &command, &out).await?;
+        Ok(finish(run, profile, Some(patch), true, Some(out), std::mem::take(steps)))
+    }
+
+    fn sandbox_spec(&self, run: &ClaimedRun, image: &str) -> SandboxSpec {
+        let mut spec = SandboxSpec::new(image);
+        spec.network = run.sandbox.network;
+        spec.cpus = run.sandbox.cpus;
+        spec.memory_bytes = run.sandbox.memory_mb.map(|mb| (mb * 1024 * 1024) as i64);
+        spec.pids_limit = run.sandbox.pids_limit;
+        spec.labels.insert("steerbench.run".into(), run.run_id.to_string());
+        spec.labels.insert("steerbench.attempt".into(), run.attempt.to_string());
+        spec.labels.insert("steerbench.worker".into(), self.worker_name.clone());
+        spec
+    }
+}
+
+/// Grades what happened and builds the run's result.
+fn finish(
+    run: &ClaimedRun,
+    profile: Profile,
+    patch: Option<&str>,
+    applied: bool,
+    eval: Option<ExecOutput>,
+    steps: Steps,
+) -> RunResult {
+    let graded = grading::grade(&GradeInput {
+        instance: &run.instance,
+        profile,
+        patch,
+        patch_applied: applied,
+        eval_log: eval.as_ref().map(|o| o.output.as_str()),
+        eval_exit_code: eval.as_ref().and_then(|o| o.exit_code),
+        timed_out: eval.as_ref().is_some_and(|o| o.timed_out),
+        // The sandbox decodes output with replacement, as v5 does; v4's strict decoding of a
+        // non-UTF-8 log (which makes it write no report) is not reproduced.
+        eval_log_invalid_utf8: false,
+    });
+    let outcome = match graded.outcome {
+        GradeOutcome::Resolved => Outcome::Resolved,
+        GradeOutcome::Unresolved | GradeOutcome::InvalidLog => Outcome::Unresolved,
+        GradeOutcome::EmptyPatch => Outcome::EmptyPatch,
+        GradeOutcome::ApplyFailed => Outcome::ApplyFailed,
+        GradeOutcome::TimedOut => Outcome::Timeout,
+    };
+    let apply_status = match (patch.is_some_and(|p| !p.is_empty()), applied) {
+        (false, _) => "no_patch",
+        (true, true) => "applied",
+        (true, false) => "failed",
+    };
+    let tests: serde_json::Map<String, serde_json::Value> = graded
+        .tests
+        .iter()
+        .map(|(id, st)| (id.to_string(), serde_json::Value::String(st.as_str().to_string())))
+        .collect();
+    let detail = graded.problem.as_ref().map(|p| format!("log not usable: {p:?}"));
+    RunResult {
+        outcome,
+        totals: RunTotals { steps: steps.count, ..Default::default() },
+        patch: patch.map(str::to_string),
+        evaluation: Some(Evaluation {
+            apply_status: apply_status.into(),
+            resolved: graded.resolved,
+            tests: serde_json::Value::Object(tests),
+            report: graded.report,
+        }),
+        detail,
+    }
+}
+
+fn infra(e: sandbox::Error) -> ExecError {
+    ExecError::Infra(e.to_string())
+}
+
+/// The commands run so far, uploaded as steps as they happen.
+#[derive(Default)]
+struct Steps {
+    count: i32,
+}
+
+impl Steps {
+    async fn record(&mut self, ctx: &RunContext, command: &str, out: &ExecOutput) -> Result<(), ExecError> {
+        let started = Instant::now();
+        let mut observation = cap_chars(&out.output, STEP_OBSERVATION_CHARS);
+        if out.timed_out {
+            observation
+                .push_str(&format!("\n[killed after {:.0} s: time limit]", out.duration.as_secs_f64()));
+        }
+        let step = StepRecord {
+            index: self.count,
+            action: Some(command.to_string()),
+            observation: Some(observation),
+            exit_code: out.exit_code.map(|c| c as i32),
+            duration_ms: out.duration.as_millis() as i64,
+            messages: serde_json::Value::Null,
+            ..Default::default()
+        };
+        ctx.record_step(step).await?;
+        self.count += 1;
+        tracing::debug!(command, upload_ms = started.elapsed().as_millis() as u64, "step recorded");
+        Ok(())
+    }
+}
+
+/// The first and last `max / 2` characters of `s`, with a line saying how many were cut.
+fn cap_chars(s: &str, max: usize) -> String {
+    let n = s.chars().count();
+    if n <= max {
+        return s.to_string();
+    }
+    let head: String = s.chars().take(max / 2).collect();
+    let tail: String = s.chars().skip(n - max / 2).collect();
+    format!("{head}\n[... {} characters cut ...]\n{tail}", n - max)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::cap_chars;
+
+    #[test]
+    fn cap_keeps_head_and_tail() {
+        assert_eq!(cap_chars("abcdef", 10), "abcdef");
+        assert_eq!(cap_chars("abcdefghij", 4), "ab\n[... 6 characters cut ...]\nij");
+    }
+}
