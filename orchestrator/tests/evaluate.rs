@@ -1,0 +1,178 @@
+//! Grading through the whole fleet, against the real Docker engine and the fixture images
+//! (`docker/build-fixtures.sh` builds them; `.ci/run` does before the tests). A coordinator
+//! and a worker with the evaluate executor run in process; evaluations are submitted as
+//! `steer eval` submits them.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use orchestrator::predictions::Prediction;
+use orchestrator::server::{self, CoordinatorConfig};
+use orchestrator::store::evals::{self, EvalRequest, EvalResult};
+use orchestrator::store::{datasets, sweeps, tokens};
+use protocol::{Instance, Role, SweepState};
+use sqlx::PgPool;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use worker::sandbox::Docker;
+
+const WORKER_NAME: &str = "evaluate-test";
+
+fn fixtures() -> Vec<Instance> {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../docker/fixtures/dataset.jsonl");
+    orchestrator::dataset::load_path(&path).expect("fixture dataset loads")
+}
+
+/// The engine, with every fixture image present; None (skip) without them unless CI is set.
+async fn docker_with_fixture_images(instances: &[Instance]) -> Option<Docker> {
+    let ci = std::env::var_os("CI").is_some();
+    let docker = match Docker::connect().await {
+        Ok(d) => d,
+        Err(e) if ci => panic!("CI is set and Docker is unreachable: {e}"),
+        Err(e) => {
+            eprintln!("skipping: {e}");
+            return None;
+        }
+    };
+    for inst in instances {
+        let image = inst.image.as_deref().expect("fixtures name their images");
+        if !docker.image_present(image).await.unwrap() {
+            assert!(!ci, "CI is set and fixture image {image} is missing: run docker/build-fixtures.sh");
+            eprintln!("skipping: fixture image {image} is missing (docker/build-fixtures.sh builds it)");
+            return None;
+        }
+    }
+    Some(docker)
+}
+
+struct Fleet {
+    stop: CancellationToken,
+    drain: CancellationToken,
+    tracker: TaskTracker,
+    worker: tokio::task::JoinHandle<anyhow::Result<()>>,
+}
+
+async fn start_fleet(pool: &PgPool, docker: Docker) -> Fleet {
+    let stop = CancellationToken::new();
+    let tracker = TaskTracker::new();
+    let config = CoordinatorConfig {
+        bind: "127.0.0.1:0".parse().unwrap(),
+        lease_ttl: Duration::from_secs(30),
+        maintenance_interval: Duration::from_millis(100),
+    };
+    let addr = server::spawn(pool.clone(), config, stop.clone(), &tracker).await.unwrap();
+    let token = tokens::create(pool, "w", Role::Worker).await.unwrap().token;
+    let dispatcher =
+        worker::Dispatcher::new(Some(worker::evaluate::EvaluateExecutor::new(docker, WORKER_NAME)));
+    let config = worker::WorkerConfig {
+        coordinator_url: format!("http://{addr}"),
+        token,
+        name: WORKER_NAME.into(),
+        slots: 2,
+        claim_wait: Duration::from_millis(500),
+        drain_timeout: Duration::from_secs(10),
+        capabilities: serde_json::json!({ "executors": dispatcher.kinds() }),
+    };
+    let drain = CancellationToken::new();
+    let worker = tokio::spawn(worker::run(config, Arc::new(dispatcher), drain.clone()));
+    Fleet { stop, drain, tracker, worker }
+}
+
+impl Fleet {
+    async fn shutdown(self) {
+        self.drain.cancel();
+        self.worker.await.unwrap().unwrap();
+        self.stop.cancel();
+        self.tracker.close();
+        tokio::time::timeout(Duration::from_secs(10), self.tracker.wait()).await.unwrap();
+    }
+}
+
+async fn grade(pool: &PgPool, req: EvalRequest) -> Vec<EvalResult> {
+    let submitted = evals::submit(pool, &req).await.unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(300);
+    loop {
+        let status = sweeps::status(pool, submitted.sweep_id).await.unwrap();
+        if status.state != SweepState::Running {
+            assert_eq!(status.state, SweepState::Completed, "{status:?}");
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "grading took over 5 minutes: {status:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    evals::results(pool, submitted.sweep_id).await.unwrap()
+}
+
+fn request(run_id: &str, gold: bool, predictions: Vec<Prediction>) -> EvalRequest {
+    EvalRequest {
+        dataset: "fixtures".into(),
+        run_id: run_id.into(),
+        profile: Default::default(),
+        gold,
+        instance_ids: vec![],
+        predictions,
+        sandbox: Default::default(),
+        max_attempts: 1,
+    }
+}
+
+async fn leftover_containers(docker_cli_label: &str) -> usize {
+    let out = tokio::process::Command::new("docker")
+        .args(["ps", "-aq", "--filter", &format!("label={docker_cli_label}")])
+        .output()
+        .await
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).lines().count()
+}
+
+#[sqlx::test(migrator = "orchestrator::db::MIGRATOR")]
+async fn grading_agrees_with_the_fixtures_through_the_fleet(pool: PgPool) {
+    let instances = fixtures();
+    let Some(docker) = docker_with_fixture_images(&instances).await else { return };
+    datasets::import(&pool, "fixtures", None, &instances).await.unwrap();
+    let fleet = start_fleet(&pool, docker).await;
+
+    // Every gold patch resolves its instance.
+    let gold = grade(&pool, request("gold", true, vec![])).await;
+    assert_eq!(gold.len(), instances.len());
+    for r in &gold {
+        assert_eq!(r.outcome.as_deref(), Some("resolved"), "{r:?}");
+        let report = &r.report.as_ref().unwrap()[&r.instance_id];
+        assert_eq!(report["resolved"], true);
+        assert!(report["tests_status"]["FAIL_TO_PASS"]["failure"].as_array().unwrap().is_empty());
+    }
+
+    // An empty patch, a patch that only touches a test file, and a malformed patch.
+    let by_id = |id: &str| instances.iter().find(|i| i.instance_id == id).unwrap();
+    let p = |id: &str, patch: &str| Prediction {
+        instance_id: id.into(),
+        model_name_or_path: "probe".into(),
+        model_patch: Some(patch.into()),
+    };
+    let preds = vec![
+        p("steerbench__minicalc-2", ""),
+        p("steerbench__textkit-1", &by_id("steerbench__textkit-1").test_patch),
+        p(
+            "steerbench__textkit-2",
+            "diff --git a/nope.py b/nope.py\n--- a/nope.py\n+++ b/nope.py\n@@ -1 +1 @@\n-x\n+y\n",
+        ),
+    ];
+    let results = grade(&pool, request("probes", false, preds)).await;
+    let outcome = |id: &str| results.iter().find(|r| r.instance_id == id).unwrap().outcome.clone().unwrap();
+    assert_eq!(outcome("steerbench__minicalc-2"), "empty_patch");
+    assert_eq!(outcome("steerbench__textkit-1"), "unresolved", "a test-only patch must not resolve");
+    assert_eq!(outcome("steerbench__textkit-2"), "apply_failed");
+    // As in the harness: no report.json for an empty or unapplied patch.
+    for id in ["steerbench__minicalc-2", "steerbench__textkit-2"] {
+        let r = results.iter().find(|r| r.instance_id == id).unwrap();
+        assert!(r.report.as_ref().is_none_or(|v| v.is_null()), "{r:?}");
+    }
+
+    fleet.shutdown().await;
+    assert_eq!(
+        leftover_containers(&format!("steerbench.worker={WORKER_NAME}")).await,
+        0,
+        "every grading container was removed"
+    );
+}
