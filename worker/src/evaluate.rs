@@ -46,14 +46,20 @@ impl Executor for EvaluateExecutor {
             tokio::select! {
                 // Dropping the evaluation drops its sandbox, which removes the container.
                 _ = cancel.cancelled() => Err(ExecError::Stopped),
-                r = self.evaluate(run, &ctx) => r,
+                r = self.evaluate(run, Some(&ctx)) => r,
             }
         })
     }
 }
 
 impl EvaluateExecutor {
-    async fn evaluate(&self, run: &ClaimedRun, ctx: &RunContext) -> Result<RunResult, ExecError> {
+    /// Grades a run without a coordinator (its steps are not uploaded anywhere): for
+    /// benchmarks and offline use.
+    pub async fn grade_offline(&self, run: &ClaimedRun) -> Result<RunResult, ExecError> {
+        self.evaluate(run, None).await
+    }
+
+    async fn evaluate(&self, run: &ClaimedRun, ctx: Option<&RunContext>) -> Result<RunResult, ExecError> {
         let ExecutorSpec::Evaluate(spec) = &run.executor else {
             return Err(ExecError::Infra("the evaluate executor was handed another kind of run".into()));
         };
@@ -86,7 +92,7 @@ impl EvaluateExecutor {
         &self,
         sandbox: &Sandbox,
         run: &ClaimedRun,
-        ctx: &RunContext,
+        ctx: Option<&RunContext>,
         profile: Profile,
         patch: &str,
         steps: &mut Steps,
@@ -207,7 +213,12 @@ struct Steps {
 }
 
 impl Steps {
-    async fn record(&mut self, ctx: &RunContext, command: &str, out: &ExecOutput) -> Result<(), ExecError> {
+    async fn record(
+        &mut self,
+        ctx: Option<&RunContext>,
+        command: &str,
+        out: &ExecOutput,
+    ) -> Result<(), ExecError> {
         let started = Instant::now();
         let mut observation = cap_chars(&out.output, STEP_OBSERVATION_CHARS);
         if out.timed_out {
@@ -223,7 +234,9 @@ impl Steps {
             messages: serde_json::Value::Null,
             ..Default::default()
         };
-        ctx.record_step(step).await?;
+        if let Some(ctx) = ctx {
+            ctx.record_step(step).await?;
+        }
         self.count += 1;
         tracing::debug!(command, upload_ms = started.elapsed().as_millis() as u64, "step recorded");
         Ok(())

@@ -58,6 +58,10 @@ pub enum Command {
 pub enum BenchCommand {
     /// Claim + heartbeat + complete cycles against DATABASE_URL, and the bare-SQL ceiling.
     Queue(crate::bench::QueueBenchArgs),
+    /// Round trips of a trivial command through the persistent shell, an API exec and a `docker exec` subprocess.
+    Sandbox(crate::bench_docker::SandboxBenchArgs),
+    /// Fixture instances graded per minute at several concurrencies.
+    Grade(crate::bench_docker::GradeBenchArgs),
 }
 
 /// How a client command reaches the coordinator.
@@ -115,6 +119,8 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
         Command::GradeLog(args) => grade_log::run(args).await,
         Command::Token(cmd) => token::run(cmd).await,
         Command::Bench(BenchCommand::Queue(args)) => crate::bench::queue(args).await,
+        Command::Bench(BenchCommand::Sandbox(args)) => crate::bench_docker::sandbox(args).await,
+        Command::Bench(BenchCommand::Grade(args)) => crate::bench_docker::grade(args).await,
     }
 }
 
