@@ -239,6 +239,10 @@ pub struct Heartbeat {
     /// The worker is draining (takes no new runs).
     #[serde(default)]
     pub draining: bool,
+    /// The instance images the worker holds (sent now and then; absent: unchanged). The
+    /// coordinator prefers to hand a worker runs whose image it has.
+    #[serde(default)]
+    pub images: Option<Vec<String>>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]

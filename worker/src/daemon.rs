@@ -102,10 +102,13 @@ pub async fn run(
     let heartbeat_stop = CancellationToken::new();
     let heartbeat_every = Duration::from_millis(registered.heartbeat_interval_ms.max(50));
     let hb = tracker.spawn(heartbeat_loop(
-        client.clone(),
-        worker_id,
-        table.clone(),
-        heartbeat_every,
+        Beat {
+            client: client.clone(),
+            worker_id,
+            table: table.clone(),
+            every: heartbeat_every,
+            executor: executor.clone(),
+        },
         drain.clone(),
         heartbeat_stop.clone(),
     ));
@@ -246,24 +249,33 @@ async fn execute_one(
     slot_freed.notify_waiters();
 }
 
-async fn heartbeat_loop(
+/// What the heartbeat task needs.
+struct Beat {
     client: CoordinatorClient,
     worker_id: Uuid,
     table: Table,
     every: Duration,
-    drain: CancellationToken,
-    stop: CancellationToken,
-) {
+    executor: Arc<dyn Executor>,
+}
+
+/// Every this many heartbeats, the worker also reports the images it holds.
+const IMAGES_EVERY: u64 = 6;
+
+async fn heartbeat_loop(beat: Beat, drain: CancellationToken, stop: CancellationToken) {
+    let Beat { client, worker_id, table, every, executor } = beat;
     let mut tick = tokio::time::interval(every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut n: u64 = 0;
     loop {
         tokio::select! {
             _ = stop.cancelled() => return,
             _ = tick.tick() => {}
         }
+        let images = if n.is_multiple_of(IMAGES_EVERY) { Some(executor.held_images().await) } else { None };
+        n += 1;
         let leases: Vec<LeaseRef> =
             table.lock().expect("in-flight table lock").values().map(|f| f.lease).collect();
-        let req = Heartbeat { leases, draining: drain.is_cancelled() };
+        let req = Heartbeat { leases, draining: drain.is_cancelled(), images };
         match client.heartbeat(worker_id, &req).await {
             Ok(ack) => {
                 for id in ack.lost {

@@ -3,7 +3,7 @@
 use protocol::{ClaimedRun, ExecutorSpec};
 
 use crate::evaluate::EvaluateExecutor;
-use crate::executor::{ExecError, ExecFuture, Executor, RunContext};
+use crate::executor::{ExecError, ExecFuture, Executor, ImagesFuture, RunContext};
 use crate::placeholder::PlaceholderExecutor;
 
 /// The executors a worker has: the placeholder always, `evaluate` when a Docker engine is
@@ -37,6 +37,13 @@ impl Executor for Dispatcher {
             (ExecutorSpec::Evaluate(_), None) => Box::pin(async {
                 Err(ExecError::Infra("this worker has no Docker engine and cannot evaluate".into()))
             }),
+        }
+    }
+
+    fn held_images(&self) -> ImagesFuture<'_> {
+        match &self.evaluate {
+            Some(evaluate) => evaluate.held_images(),
+            None => Box::pin(async { Vec::new() }),
         }
     }
 }

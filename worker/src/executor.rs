@@ -57,9 +57,16 @@ impl RunContext {
 }
 
 pub type ExecFuture<'a> = Pin<Box<dyn Future<Output = Result<RunResult, ExecError>> + Send + 'a>>;
+pub type ImagesFuture<'a> = Pin<Box<dyn Future<Output = Vec<String>> + Send + 'a>>;
 
 /// Executes one claimed run. Implementations must return promptly (with `ExecError::Stopped`)
 /// once `ctx.cancel` fires, and must treat a failing task as an outcome, not an error.
 pub trait Executor: Send + Sync + 'static {
     fn execute<'a>(&'a self, run: &'a ClaimedRun, ctx: RunContext) -> ExecFuture<'a>;
+
+    /// The instance images this worker holds, reported to the coordinator so that it can hand
+    /// the worker runs whose image is already here. None by default.
+    fn held_images(&self) -> ImagesFuture<'_> {
+        Box::pin(async { Vec::new() })
+    }
 }

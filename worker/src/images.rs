@@ -8,13 +8,18 @@
 use protocol::{Instance, SandboxSettings};
 
 pub fn image_for(instance: &Instance, settings: &SandboxSettings) -> String {
-    if let Some(image) = settings.image_overrides.get(&instance.instance_id) {
+    image_name(&instance.instance_id, instance.image.as_deref(), settings)
+}
+
+/// [`image_for`] from the two fields it reads (for callers without the whole record).
+pub fn image_name(instance_id: &str, dataset_image: Option<&str>, settings: &SandboxSettings) -> String {
+    if let Some(image) = settings.image_overrides.get(instance_id) {
         return image.clone();
     }
-    if let Some(image) = instance.image.as_deref().filter(|i| !i.trim().is_empty()) {
+    if let Some(image) = dataset_image.filter(|i| !i.trim().is_empty()) {
         return image.to_string();
     }
-    let id = instance.instance_id.replace("__", "_1776_").to_lowercase();
+    let id = instance_id.replace("__", "_1776_").to_lowercase();
     let name = format!("{}/sweb.eval.x86_64.{id}:{}", settings.image_namespace, settings.image_tag);
     match settings.image_registry.as_deref().map(|r| r.trim_end_matches('/')) {
         Some(registry) if !registry.is_empty() => format!("{registry}/{name}"),

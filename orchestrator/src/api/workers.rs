@@ -48,7 +48,7 @@ pub async fn heartbeat(
     Path(worker_id): Path<Uuid>,
     Json(req): Json<Heartbeat>,
 ) -> ApiResult<Json<HeartbeatAck>> {
-    let ack = state.queue.heartbeat(worker_id, &req.leases, req.draining).await?;
+    let ack = state.queue.heartbeat(worker_id, &req.leases, req.draining, req.images.as_deref()).await?;
     if !ack.lost.is_empty() {
         tracing::warn!(%worker_id, lost = ?ack.lost, "heartbeat named leases the worker no longer holds");
     }
@@ -62,7 +62,7 @@ pub async fn claim(
     Path(worker_id): Path<Uuid>,
     Json(req): Json<ClaimRequest>,
 ) -> ApiResult<Json<ClaimResponse>> {
-    let Some(kinds) = workers::executors(&state.pool, worker_id).await? else {
+    let Some(held) = workers::holdings(&state.pool, worker_id).await? else {
         return Err(ApiErr::not_found(format!("worker {worker_id} is not registered")));
     };
     state.metrics.claim_requests.inc();
@@ -72,7 +72,7 @@ pub async fn claim(
         // Register interest before looking, so a notification between the look and the wait
         // is not missed.
         let notified = state.wake.notified();
-        let leases = state.queue.claim(worker_id, max, &kinds).await?;
+        let leases = state.queue.claim_near(worker_id, max, &held.executors, &held.images).await?;
         if !leases.is_empty() {
             state.metrics.runs_claimed.inc_by(leases.len() as u64);
             let mut runs = Vec::with_capacity(leases.len());

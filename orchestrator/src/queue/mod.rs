@@ -20,6 +20,10 @@ use uuid::Uuid;
 
 use crate::db::{Error, Result};
 
+/// How far past the head of the queue a claim looks for a run whose image the worker holds:
+/// far enough to find one in a mixed sweep, near enough that fair share barely bends.
+pub const LOCALITY_WINDOW: i64 = 64;
+
 /// Advisory lock classes (first key of `pg_advisory_xact_lock(int, int)`).
 const LOCK_ENDPOINT: i32 = 1;
 const LOCK_SWEEP: i32 = 2;
@@ -86,16 +90,31 @@ impl Queue {
     /// One statement does the common case (runs without caps); runs under a cap take a second,
     /// transactional path that re-counts under the cap's advisory lock.
     pub async fn claim(&self, worker: Uuid, max: u32, kinds: &[String]) -> Result<Vec<Lease>> {
+        self.claim_near(worker, max, kinds, &[]).await
+    }
+
+    /// [`Queue::claim`] for a worker holding the instance `images`: among the next
+    /// [`LOCALITY_WINDOW`] claimable runs, those whose image it has come first.
+    pub async fn claim_near(
+        &self,
+        worker: Uuid,
+        max: u32,
+        kinds: &[String],
+        images: &[String],
+    ) -> Result<Vec<Lease>> {
         if max == 0 || kinds.is_empty() {
             return Ok(Vec::new());
         }
-        let rows = sqlx::query(include_str!("claim.sql"))
-            .bind(i64::from(max))
-            .bind(worker)
-            .bind(self.ttl_ms())
-            .bind(kinds)
-            .fetch_all(&self.pool)
-            .await?;
+        let query = if images.is_empty() {
+            sqlx::query(include_str!("claim.sql"))
+        } else {
+            sqlx::query(include_str!("claim_local.sql"))
+        };
+        let mut query = query.bind(i64::from(max)).bind(worker).bind(self.ttl_ms()).bind(kinds);
+        if !images.is_empty() {
+            query = query.bind(images).bind(LOCALITY_WINDOW.max(i64::from(max)));
+        }
+        let rows = query.fetch_all(&self.pool).await?;
         let mut leases = Vec::with_capacity(rows.len());
         let mut capped = Vec::new();
         for row in &rows {
@@ -146,7 +165,13 @@ impl Queue {
 
     /// Extends the leases `worker` still holds. Lists the runs it has lost (expired and
     /// re-granted, or finished by someone else) and those whose sweep was cancelled.
-    pub async fn heartbeat(&self, worker: Uuid, leases: &[LeaseRef], draining: bool) -> Result<HeartbeatAck> {
+    pub async fn heartbeat(
+        &self,
+        worker: Uuid,
+        leases: &[LeaseRef],
+        draining: bool,
+        images: Option<&[String]>,
+    ) -> Result<HeartbeatAck> {
         let ids: Vec<i64> = leases.iter().map(|l| l.run_id).collect();
         let tokens: Vec<Uuid> = leases.iter().map(|l| l.lease_token).collect();
         let rows = sqlx::query(include_str!("heartbeat.sql"))
@@ -155,6 +180,7 @@ impl Queue {
             .bind(worker)
             .bind(self.ttl_ms())
             .bind(draining)
+            .bind(images)
             .fetch_all(&self.pool)
             .await?;
         if !rows.first().is_some_and(|r| r.get::<bool, _>("registered")) {

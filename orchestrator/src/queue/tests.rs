@@ -145,7 +145,7 @@ async fn stale_lease_token_is_rejected_everywhere(pool: PgPool) {
     assert!(matches!(queue.fail(old.run_id, old.lease_token, "x").await, Err(Error::LeaseLost(_))));
     assert!(matches!(queue.release(old.run_id, old.lease_token, "x").await, Err(Error::LeaseLost(_))));
     let ack = queue
-        .heartbeat(old_w, &[LeaseRef { run_id: old.run_id, lease_token: old.lease_token }], false)
+        .heartbeat(old_w, &[LeaseRef { run_id: old.run_id, lease_token: old.lease_token }], false, None)
         .await
         .unwrap();
     assert_eq!(ack.lost, vec![old.run_id]);
@@ -177,7 +177,7 @@ async fn heartbeat_extends_only_held_leases(pool: PgPool) {
         mine.iter().map(|l| LeaseRef { run_id: l.run_id, lease_token: l.lease_token }).collect();
     // A worker cannot extend another worker's lease, even with its token.
     refs.push(LeaseRef { run_id: theirs[0].run_id, lease_token: theirs[0].lease_token });
-    let ack = queue.heartbeat(a, &refs, false).await.unwrap();
+    let ack = queue.heartbeat(a, &refs, false, None).await.unwrap();
     assert_eq!(ack.lost, vec![theirs[0].run_id]);
     let moved = queue.expire_leases(100).await.unwrap();
     assert_eq!(moved.get("queued"), Some(&1), "only the unextended lease expired");
@@ -236,7 +236,7 @@ async fn cancel_stops_queued_and_running_runs(pool: PgPool) {
     assert_eq!(status.states["running"], 2);
     let refs: Vec<LeaseRef> =
         held.iter().map(|l| LeaseRef { run_id: l.run_id, lease_token: l.lease_token }).collect();
-    let ack = queue.heartbeat(w, &refs, false).await.unwrap();
+    let ack = queue.heartbeat(w, &refs, false, None).await.unwrap();
     assert_eq!(ack.cancelled.len(), 2, "the worker is told to stop both");
     assert_eq!(
         queue.release(held[0].run_id, held[0].lease_token, "sweep cancelled").await.unwrap(),
@@ -375,4 +375,29 @@ async fn workers_get_only_runs_of_executor_kinds_they_can_run(pool: PgPool) {
         "a placeholder-only worker"
     );
     assert_eq!(queue.claim(w, 10, &["evaluate".to_string()]).await.unwrap().len(), 6);
+}
+
+#[sqlx::test(migrator = "crate::db::MIGRATOR")]
+async fn a_worker_holding_an_image_gets_runs_of_that_image_first(pool: PgPool) {
+    import_demo(&pool, "demo").await;
+    submit(&pool, &sweep_toml("local", "", "")).await;
+    let queue = Queue::new(pool.clone(), Duration::from_secs(60));
+    let w = worker(&pool).await;
+    // Runs are stored with the image their sandbox will use.
+    let image: String = sqlx::query_scalar("SELECT image FROM runs WHERE instance_id = 'steerbench__demo-5'")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(image, "swebench/sweb.eval.x86_64.steerbench_1776_demo-5:latest");
+    let held = vec![image.clone()];
+    // demo-5 is fifth in dispatch order, but this worker has its image.
+    let got = queue.claim_near(w, 1, &kinds(), &held).await.unwrap();
+    assert_eq!(got[0].instance_id, "steerbench__demo-5");
+    // Without a matching image it falls back to fair order.
+    let got = queue.claim_near(w, 1, &kinds(), &held).await.unwrap();
+    assert_eq!(got[0].instance_id, "steerbench__demo-1");
+    // Heartbeats store what the worker holds.
+    queue.heartbeat(w, &[], false, Some(&held)).await.unwrap();
+    let stored = crate::store::workers::holdings(&pool, w).await.unwrap().unwrap();
+    assert_eq!(stored.images, held);
 }

@@ -91,11 +91,13 @@ pub struct InstanceKey {
     pub instance_id: String,
     pub repo: String,
     pub difficulty: Option<String>,
+    /// The dataset's own image name for the instance (SWE-bench v5 datasets carry one).
+    pub image: Option<String>,
 }
 
 pub async fn instance_keys(pool: &PgPool, dataset_id: i64) -> Result<Vec<InstanceKey>> {
     let rows = sqlx::query(
-        "SELECT instance_id, repo, difficulty FROM instances WHERE dataset_id = $1 ORDER BY instance_id",
+        "SELECT instance_id, repo, difficulty, image FROM instances WHERE dataset_id = $1 ORDER BY instance_id",
     )
     .bind(dataset_id)
     .fetch_all(pool)
@@ -106,6 +108,7 @@ pub async fn instance_keys(pool: &PgPool, dataset_id: i64) -> Result<Vec<Instanc
             instance_id: r.get("instance_id"),
             repo: r.get("repo"),
             difficulty: r.get("difficulty"),
+            image: r.get("image"),
         })
         .collect())
 }

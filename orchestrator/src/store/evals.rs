@@ -18,7 +18,7 @@ use sha2::{Digest, Sha256};
 use sqlx::{PgPool, Row};
 
 use super::datasets;
-use super::sweeps::{find, insert_sweep, next_fair_seq, notify_runs};
+use super::sweeps::{find, images_of, insert_sweep, next_fair_seq, notify_runs};
 use crate::db::{Error, Result};
 use crate::predictions::{model_slug, Prediction};
 use crate::sweep_file::{validate_name, DatasetRef, Selection, SweepFile};
@@ -56,8 +56,8 @@ const PREDICTIONS_ENDPOINT: &str = "predictions:";
 pub async fn submit(pool: &PgPool, req: &EvalRequest) -> Result<SweepSubmitted> {
     validate_name(&req.run_id).map_err(|e| Error::Invalid(format!("run id: {e}")))?;
     let dataset = datasets::get(pool, &req.dataset).await?;
-    let known: Vec<String> =
-        datasets::instance_keys(pool, dataset.id).await?.into_iter().map(|k| k.instance_id).collect();
+    let keys = datasets::instance_keys(pool, dataset.id).await?;
+    let known: Vec<String> = keys.iter().map(|k| k.instance_id.clone()).collect();
     let known_set: HashSet<&str> = known.iter().map(String::as_str).collect();
 
     let predictions: Vec<Prediction> = if req.gold {
@@ -165,16 +165,19 @@ pub async fn submit(pool: &PgPool, req: &EvalRequest) -> Result<SweepSubmitted> 
     let base = next_fair_seq(&mut tx).await?;
     let critic = created.critic_ids[0];
     let mut runs = 0;
-    for (i, p) in predictions.iter().enumerate() {
+    let ids: Vec<String> = predictions.iter().map(|p| p.instance_id.clone()).collect();
+    let images = images_of(&keys, &ids, &req.sandbox);
+    for (i, (p, image)) in predictions.iter().zip(&images).enumerate() {
         let (agent, endpoint) = agent_of[model_slug(&p.model_name_or_path).as_str()];
         sqlx::query(
-            "INSERT INTO runs (sweep_id, dataset_id, instance_id, agent_id, endpoint_id, critic_id, repeat_index,
+            "INSERT INTO runs (sweep_id, dataset_id, instance_id, image, agent_id, endpoint_id, critic_id, repeat_index,
                                fair_seq, input_patch)
-             VALUES ($1, $2, $3, $4, $5, $6, 0, $7, $8)",
+             VALUES ($1, $2, $3, $4, $5, $6, $7, 0, $8, $9)",
         )
         .bind(created.sweep_id)
         .bind(dataset.id)
         .bind(&p.instance_id)
+        .bind(image)
         .bind(agent)
         .bind(endpoint)
         .bind(critic)

@@ -83,6 +83,7 @@ pub async fn submit(pool: &PgPool, file: &SweepFile, config_toml: &str) -> Resul
     })?;
     let keys = datasets::instance_keys(pool, dataset.id).await?;
     let instance_ids = select_instances(&keys, &file.select).map_err(Error::Invalid)?;
+    let images = images_of(&keys, &instance_ids, &file.sandbox);
 
     let mut tx = pool.begin().await?;
     let Some(created) = insert_sweep(&mut tx, file, &hash, config_toml, dataset.id, "sweep").await? else {
@@ -93,9 +94,14 @@ pub async fn submit(pool: &PgPool, file: &SweepFile, config_toml: &str) -> Resul
             .ok_or_else(|| Error::Internal("sweep vanished after a conflicting insert".into()));
     };
     let Created { sweep_id, agent_ids, critic_ids } = created;
-    let runs =
-        insert_runs(&mut tx, sweep_id, dataset.id, &instance_ids, &agent_ids, &critic_ids, file.repeats)
-            .await?;
+    let grid = RunGrid {
+        instance_ids: &instance_ids,
+        images: &images,
+        agents: &agent_ids,
+        critics: &critic_ids,
+        repeats: file.repeats,
+    };
+    let runs = insert_runs(&mut tx, sweep_id, dataset.id, &grid).await?;
     tx.commit().await?;
     notify_runs(pool, sweep_id).await?;
     Ok(SweepSubmitted { sweep_id, name: file.name.clone(), created: true, runs, config_hash: hash })
@@ -239,56 +245,100 @@ async fn insert_agent(
 /// instead of the older sweep finishing first. Within a sweep, runs go repeat by repeat and,
 /// within a repeat, all conditions of an instance together, so a sweep stopped half-way still
 /// has paired conditions on the instances it reached.
+/// What a sweep expands: instances (with their images) x agents x critics x repeats.
+struct RunGrid<'a> {
+    instance_ids: &'a [String],
+    /// The sandbox image of each instance, in the order of `instance_ids`.
+    images: &'a [String],
+    /// (agent id, endpoint id).
+    agents: &'a [(i64, i64)],
+    critics: &'a [i64],
+    repeats: u32,
+}
+
 async fn insert_runs(
     tx: &mut Transaction<'_, Postgres>,
     sweep_id: i64,
     dataset_id: i64,
-    instance_ids: &[String],
-    agents: &[(i64, i64)],
-    critics: &[i64],
-    repeats: u32,
+    grid: &RunGrid<'_>,
 ) -> Result<i64> {
     let base = next_fair_seq(tx).await?;
-    let n = instance_ids.len() * agents.len() * critics.len() * repeats as usize;
-    let (mut inst, mut agent, mut endpoint, mut critic, mut repeat, mut seq) = (
-        Vec::with_capacity(n),
-        Vec::with_capacity(n),
-        Vec::with_capacity(n),
-        Vec::with_capacity(n),
-        Vec::with_capacity(n),
-        Vec::with_capacity(n),
-    );
+    let n = grid.instance_ids.len() * grid.agents.len() * grid.critics.len() * grid.repeats as usize;
+    let mut rows = RunRows::with_capacity(n);
     let mut next = base;
-    for r in 0..repeats as i32 {
-        for id in instance_ids {
-            for (agent_id, endpoint_id) in agents {
-                for critic_id in critics {
-                    inst.push(id.clone());
-                    agent.push(*agent_id);
-                    endpoint.push(*endpoint_id);
-                    critic.push(*critic_id);
-                    repeat.push(r);
-                    seq.push(next);
+    for r in 0..grid.repeats as i32 {
+        for (id, image) in grid.instance_ids.iter().zip(grid.images) {
+            for (agent_id, endpoint_id) in grid.agents {
+                for critic_id in grid.critics {
+                    rows.inst.push(id.clone());
+                    rows.image.push(image.clone());
+                    rows.agent.push(*agent_id);
+                    rows.endpoint.push(*endpoint_id);
+                    rows.critic.push(*critic_id);
+                    rows.repeat.push(r);
+                    rows.seq.push(next);
                     next += 1;
                 }
             }
         }
     }
     let inserted = sqlx::query(
-        "INSERT INTO runs (sweep_id, dataset_id, instance_id, agent_id, endpoint_id, critic_id, repeat_index, fair_seq)
-         SELECT $1, $2, * FROM unnest($3::text[], $4::bigint[], $5::bigint[], $6::bigint[], $7::int[], $8::bigint[])",
+        "INSERT INTO runs (sweep_id, dataset_id, instance_id, image, agent_id, endpoint_id, critic_id, repeat_index, fair_seq)
+         SELECT $1, $2, * FROM unnest($3::text[], $4::text[], $5::bigint[], $6::bigint[], $7::bigint[], $8::int[], $9::bigint[])",
     )
     .bind(sweep_id)
     .bind(dataset_id)
-    .bind(&inst)
-    .bind(&agent)
-    .bind(&endpoint)
-    .bind(&critic)
-    .bind(&repeat)
-    .bind(&seq)
+    .bind(&rows.inst)
+    .bind(&rows.image)
+    .bind(&rows.agent)
+    .bind(&rows.endpoint)
+    .bind(&rows.critic)
+    .bind(&rows.repeat)
+    .bind(&rows.seq)
     .execute(&mut **tx)
     .await?;
     Ok(inserted.rows_affected() as i64)
+}
+
+/// Columns of the runs being inserted (bound as arrays and unnested).
+#[derive(Default)]
+struct RunRows {
+    inst: Vec<String>,
+    image: Vec<String>,
+    agent: Vec<i64>,
+    endpoint: Vec<i64>,
+    critic: Vec<i64>,
+    repeat: Vec<i32>,
+    seq: Vec<i64>,
+}
+
+impl RunRows {
+    fn with_capacity(n: usize) -> Self {
+        RunRows {
+            inst: Vec::with_capacity(n),
+            image: Vec::with_capacity(n),
+            agent: Vec::with_capacity(n),
+            endpoint: Vec::with_capacity(n),
+            critic: Vec::with_capacity(n),
+            repeat: Vec::with_capacity(n),
+            seq: Vec::with_capacity(n),
+        }
+    }
+}
+
+/// The sandbox image of each chosen instance, as workers will resolve it.
+pub(crate) fn images_of(
+    keys: &[InstanceKey],
+    ids: &[String],
+    sandbox: &protocol::SandboxSettings,
+) -> Vec<String> {
+    let by_id: std::collections::HashMap<&str, &InstanceKey> =
+        keys.iter().map(|k| (k.instance_id.as_str(), k)).collect();
+    ids.iter()
+        .map(|id| {
+            worker::images::image_name(id, by_id.get(id.as_str()).and_then(|k| k.image.as_deref()), sandbox)
+        })
+        .collect()
 }
 
 /// Finds a sweep by id, or by name when `key` is not a number (newest first).
@@ -463,6 +513,7 @@ mod tests {
                 ),
                 repo: if i % 2 == 0 { "django/django".into() } else { "sympy/sympy".into() },
                 difficulty: Some(if i % 3 == 0 { "<15 min fix".into() } else { "15 min - 1 hour".into() }),
+                image: None,
             })
             .collect()
     }

@@ -22,17 +22,27 @@ pub async fn register(pool: &PgPool, req: &RegisterWorker) -> Result<Uuid> {
     Ok(id)
 }
 
-/// The executor kinds a registered worker said it can run (None: no such worker). Workers that
-/// named none run the placeholder only.
-pub async fn executors(pool: &PgPool, id: Uuid) -> Result<Option<Vec<String>>> {
-    let caps: Option<serde_json::Value> =
-        sqlx::query_scalar("SELECT capabilities FROM workers WHERE id = $1")
+/// What a registered worker can run and what it holds.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Holdings {
+    /// Executor kinds it registered; workers that named none run the placeholder only.
+    pub executors: Vec<String>,
+    /// Instance images it last reported holding.
+    pub images: Vec<String>,
+}
+
+/// None when no such worker is registered.
+pub async fn holdings(pool: &PgPool, id: Uuid) -> Result<Option<Holdings>> {
+    let row: Option<(serde_json::Value, Vec<String>)> =
+        sqlx::query_as("SELECT capabilities, images FROM workers WHERE id = $1")
             .bind(id)
             .fetch_optional(pool)
             .await?;
-    Ok(caps.map(|c| {
-        c.get("executors")
+    Ok(row.map(|(caps, images)| Holdings {
+        executors: caps
+            .get("executors")
             .and_then(|e| serde_json::from_value::<Vec<String>>(e.clone()).ok())
-            .unwrap_or_else(|| vec!["placeholder".to_string()])
+            .unwrap_or_else(|| vec!["placeholder".to_string()]),
+        images,
     }))
 }
