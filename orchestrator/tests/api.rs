@@ -154,6 +154,7 @@ const ROUTES: &[Route] = &[
     route("GET", "/api/v1/datasets/{name}/instances", Guard::Users),
     route("POST", "/api/v1/evals", Guard::Users),
     route("GET", "/api/v1/sweeps/{sweep}/evaluations", Guard::Users),
+    route("GET", "/api/v1/sweeps/{sweep}/images", Guard::Users),
     route("POST", "/api/v1/sweeps", Guard::Users),
     route("GET", "/api/v1/sweeps", Guard::Users),
     route("GET", "/api/v1/sweeps/{sweep}", Guard::Users),

@@ -43,7 +43,7 @@ pub struct AppState {
         workers::register, workers::heartbeat, workers::claim, workers::upload_steps, workers::complete,
         workers::fail, workers::release,
         users::import_dataset, users::list_datasets, users::get_dataset, users::dataset_instances,
-        users::submit_eval, users::sweep_evaluations,
+        users::submit_eval, users::sweep_evaluations, users::sweep_images,
         users::submit_sweep, users::list_sweeps, users::sweep_status, users::cancel_sweep, users::pause_sweep,
         users::resume_sweep, users::sweep_runs, users::get_run, users::get_trajectory,
         users::create_token, users::list_tokens, users::revoke_token,
@@ -93,6 +93,7 @@ pub fn router(state: AppState) -> Router {
         .route("/datasets/{name}", get(users::get_dataset))
         .route("/datasets/{name}/instances", get(users::dataset_instances))
         .route("/sweeps/{sweep}/evaluations", get(users::sweep_evaluations))
+        .route("/sweeps/{sweep}/images", get(users::sweep_images))
         .route("/sweeps", post(users::submit_sweep).get(users::list_sweeps))
         .route("/sweeps/{sweep}", get(users::sweep_status))
         .route("/sweeps/{sweep}/cancel", post(users::cancel_sweep))

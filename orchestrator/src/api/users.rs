@@ -193,3 +193,13 @@ pub async fn sweep_evaluations(
     let id = sweeps::resolve(&state.pool, &key).await?;
     Ok(Json(evals::results(&state.pool, id).await?))
 }
+
+#[utoipa::path(get, path = "/api/v1/sweeps/{sweep}/images", params(("sweep" = String, Path)),
+    responses((status = 200, body = Vec<String>, description = "the images of the sweep's unfinished runs, sorted")), tag = "sweeps")]
+pub async fn sweep_images(
+    State(state): State<AppState>,
+    Path(key): Path<String>,
+) -> ApiResult<Json<Vec<String>>> {
+    let id = sweeps::resolve(&state.pool, &key).await?;
+    Ok(Json(sweeps::images(&state.pool, id).await?))
+}

@@ -12,6 +12,7 @@ mod client;
 mod dataset;
 mod eval;
 mod grade_log;
+mod images;
 mod serve;
 mod sweep;
 mod token;
@@ -44,6 +45,9 @@ pub enum Command {
     Sweep(sweep::SweepCommand),
     /// Grade predictions (or the gold patches) across the fleet and write the harness's reports.
     Eval(eval::EvalArgs),
+    /// Pre-pull the instance images a sweep needs on this machine.
+    #[command(subcommand)]
+    Images(images::ImagesCommand),
     /// Grade a saved test log offline and print the harness's one-instance report.
     GradeLog(grade_log::GradeLogArgs),
     /// Create, list and revoke API tokens (talks to the database directly).
@@ -117,6 +121,7 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
         Command::Sweep(cmd) => sweep::run(cmd).await,
         Command::Eval(args) => eval::run(args).await,
         Command::GradeLog(args) => grade_log::run(args).await,
+        Command::Images(cmd) => images::run(cmd).await,
         Command::Token(cmd) => token::run(cmd).await,
         Command::Bench(BenchCommand::Queue(args)) => crate::bench::queue(args).await,
         Command::Bench(BenchCommand::Sandbox(args)) => crate::bench_docker::sandbox(args).await,

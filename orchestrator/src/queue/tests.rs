@@ -380,9 +380,11 @@ async fn workers_get_only_runs_of_executor_kinds_they_can_run(pool: PgPool) {
 #[sqlx::test(migrator = "crate::db::MIGRATOR")]
 async fn a_worker_holding_an_image_gets_runs_of_that_image_first(pool: PgPool) {
     import_demo(&pool, "demo").await;
-    submit(&pool, &sweep_toml("local", "", "")).await;
+    let s = submit(&pool, &sweep_toml("local", "", "")).await;
     let queue = Queue::new(pool.clone(), Duration::from_secs(60));
     let w = worker(&pool).await;
+    // What `steer images pull` fetches: one image per instance.
+    assert_eq!(sweeps::images(&pool, s.sweep_id).await.unwrap().len(), 6);
     // Runs are stored with the image their sandbox will use.
     let image: String = sqlx::query_scalar("SELECT image FROM runs WHERE instance_id = 'steerbench__demo-5'")
         .fetch_one(&pool)

@@ -341,6 +341,18 @@ pub(crate) fn images_of(
         .collect()
 }
 
+/// The sandbox images of a sweep's runs that have not finished (what a worker should pre-pull).
+pub async fn images(pool: &PgPool, sweep_id: i64) -> Result<Vec<String>> {
+    Ok(sqlx::query_scalar(
+        "SELECT DISTINCT image FROM runs
+         WHERE sweep_id = $1 AND image IS NOT NULL AND state IN ('queued', 'running', 'paused')
+         ORDER BY image",
+    )
+    .bind(sweep_id)
+    .fetch_all(pool)
+    .await?)
+}
+
 /// Finds a sweep by id, or by name when `key` is not a number (newest first).
 pub async fn resolve(pool: &PgPool, key: &str) -> Result<i64> {
     if let Ok(id) = key.parse::<i64>() {
