@@ -13,10 +13,10 @@ use protocol::{
     ClaimedRun, Evaluation, ExecutorSpec, GradingProfile, Outcome, PatchSource, RunTotals, StepRecord,
 };
 
-use crate::executor::{ExecError, ExecFuture, Executor, RunContext, RunResult};
+use crate::executor::{ExecError, ExecFuture, Executor, ImagesFuture, RunContext, RunResult};
 use crate::grading::{self, GradeInput, GradeOutcome, Profile};
 use crate::images::image_for;
-use crate::sandbox::{self, Docker, ExecLimits, ExecOutput, Sandbox, SandboxSpec};
+use crate::sandbox::{self, Docker, ExecLimits, ExecOutput, ImageCache, Sandbox, SandboxSpec};
 
 /// Captured output budget of the eval script: test logs of large suites run to megabytes, and
 /// the markers and results must survive (head and tail are kept).
@@ -31,15 +31,37 @@ pub struct EvaluateExecutor {
     /// Labels every container with the worker's name, so the reaper of a restarted worker
     /// finds what its previous incarnation left.
     worker_name: String,
+    /// Keeps instance images between runs up to a budget; without it, images are only pulled
+    /// when missing and never removed.
+    image_cache: Option<ImageCache>,
 }
 
 impl EvaluateExecutor {
     pub fn new(docker: Docker, worker_name: &str) -> Self {
-        EvaluateExecutor { docker, worker_name: worker_name.to_string() }
+        EvaluateExecutor { docker, worker_name: worker_name.to_string(), image_cache: None }
+    }
+
+    /// The same executor taking its images through `cache` (shared with the worker's other
+    /// users of it), which holds each run's image until the run ends.
+    pub fn with_image_cache(mut self, cache: ImageCache) -> Self {
+        self.image_cache = Some(cache);
+        self
     }
 }
 
 impl Executor for EvaluateExecutor {
+    fn held_images(&self) -> ImagesFuture<'_> {
+        Box::pin(async move {
+            match &self.image_cache {
+                Some(cache) => cache.held().await.unwrap_or_else(|e| {
+                    tracing::warn!(error = %e, "could not list the images this worker holds");
+                    Vec::new()
+                }),
+                None => Vec::new(),
+            }
+        })
+    }
+
     fn execute<'a>(&'a self, run: &'a ClaimedRun, ctx: RunContext) -> ExecFuture<'a> {
         Box::pin(async move {
             let cancel = ctx.cancel.clone();
@@ -78,7 +100,14 @@ impl EvaluateExecutor {
         };
 
         let image = image_for(&run.instance, &run.sandbox);
-        self.docker.ensure_image(&image, None).await.map_err(infra)?;
+        // Held until the grading container is removed: the cache never evicts it meanwhile.
+        let _image_guard = match &self.image_cache {
+            Some(cache) => Some(cache.acquire(&image).await.map_err(infra)?),
+            None => {
+                self.docker.ensure_image(&image, None).await.map_err(infra)?;
+                None
+            }
+        };
         let sandbox = self.docker.create(&self.sandbox_spec(run, &image)).await.map_err(infra)?;
         let result = self.grade_in(&sandbox, run, ctx, profile, &patch, &mut steps).await;
         // Removed on every path; a failure to remove is logged, the result still counts.

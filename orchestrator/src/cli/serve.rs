@@ -83,6 +83,10 @@ pub struct WorkerFlags {
     /// Do not use Docker even if it is reachable (placeholder runs only).
     #[arg(long)]
     pub no_docker: bool,
+    /// Disk budget for kept instance images, in GiB: past it the least recently used images
+    /// not in use are removed. Unset: images are kept without limit.
+    #[arg(long, env = "STEER_IMAGE_BUDGET_GB")]
+    pub image_budget_gb: Option<u64>,
 }
 
 impl WorkerFlags {
@@ -118,7 +122,12 @@ impl WorkerFlags {
                     }
                     Err(e) => tracing::warn!(error = %e, "could not reap old containers"),
                 }
-                worker::Dispatcher::new(Some(worker::evaluate::EvaluateExecutor::new(docker, &name)))
+                // Without a budget the cache never evicts; it still tells the coordinator which
+                // images this worker holds (image-locality scheduling).
+                let budget = self.image_budget_gb.map_or(u64::MAX, |gb| gb.saturating_mul(1 << 30));
+                let cache = worker::sandbox::ImageCache::new(docker.clone(), budget);
+                let evaluate = worker::evaluate::EvaluateExecutor::new(docker, &name).with_image_cache(cache);
+                worker::Dispatcher::new(Some(evaluate))
             }
             Err(e) => {
                 tracing::warn!(error = %e, "no Docker engine: this worker takes placeholder runs only");

@@ -245,7 +245,7 @@ impl Docker {
 
 /// Splits `name[:tag]` or `name@digest` into the engine's `fromImage` and `tag` parameters,
 /// defaulting the tag to `latest` as the docker CLI does.
-fn split_reference(image: &str) -> (&str, &str) {
+pub(crate) fn split_reference(image: &str) -> (&str, &str) {
     if let Some((name, digest)) = image.split_once('@') {
         return (name, digest);
     }

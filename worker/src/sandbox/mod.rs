@@ -4,6 +4,8 @@
 //! - [`Docker`] is a cheap handle on the local engine: images ([`Docker::ensure_image`] pulls
 //!   with retries), containers ([`Docker::create`]), and the reaper ([`Docker::reap`]) that
 //!   removes containers left by an earlier incarnation of a worker.
+//! - [`ImageCache`] keeps the instance images a worker has used up to a byte budget, evicting
+//!   the least recently used idle ones; [`ImageCache::acquire`] is `ensure_image` plus a pin.
 //! - [`Sandbox`] owns one started container and removes it when dropped (a removal task on the
 //!   current Tokio runtime) or, preferably, when [`Sandbox::remove`] is awaited.
 //! - Commands run either as one Docker API exec each ([`Sandbox::exec`]: `bash -c`, fresh state)
@@ -20,6 +22,7 @@
 //! Every container carries the labels of its [`SandboxSpec`] plus `steerbench.sandbox=1`.
 
 pub mod bench;
+mod cache;
 mod container;
 mod docker;
 mod exec;
@@ -32,6 +35,7 @@ mod tests;
 
 use std::fmt;
 
+pub use cache::{ImageCache, ImageGuard, INSTANCE_IMAGE_PATTERN};
 pub use container::{Sandbox, SandboxSpec, CAPABILITIES};
 pub use docker::{Docker, PullPolicy};
 pub use exec::{ExecLimits, ExecOutput};

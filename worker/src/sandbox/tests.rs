@@ -5,7 +5,10 @@
 //!
 //! Images: `steerbench/debian-base:bookworm` (docker/build-base.sh), and for `diff`
 //! `steerbench/sandbox-test:bookworm` (base + git), built on first use by
-//! docker/build-sandbox-test.sh.
+//! docker/build-sandbox-test.sh. The image cache tests build throwaway images of their own
+//! (labelled `steerbench.test=image-cache`, named after a token of the test, removed by a guard;
+//! the first such test of a run prunes unused labelled images older than an hour) and give
+//! their caches a pattern only those names contain, so no other image is ever at risk.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -22,7 +25,11 @@ const GIT_IMAGE: &str = "steerbench/sandbox-test:bookworm";
 const TEST_LABEL: (&str, &str) = ("steerbench.test", "sandbox");
 const CASE_LABEL: &str = "steerbench.test.case";
 
+const IMAGE_LABEL: &str = "steerbench.test=image-cache";
+const MIB: u64 = 1024 * 1024;
+
 static SWEPT: OnceCell<()> = OnceCell::const_new();
+static OLD_TEST_IMAGES_PRUNED: OnceCell<()> = OnceCell::const_new();
 static GIT_IMAGE_BUILT: OnceCell<()> = OnceCell::const_new();
 
 /// One test's handle on Docker; removes the test's containers when dropped (synchronously,
@@ -600,10 +607,194 @@ async fn bench_measures_every_method() {
     assert_eq!(case.containers_labelled(CASE_LABEL, case.name).await, Vec::<String>::new());
 }
 
+/// One test's throwaway images: each built FROM the base image with a layer of its own
+/// (1 MiB of random bytes), labelled, and named `steerbench-cachetest-<token>/...` so that a
+/// cache given [`TestImages::pattern`] manages exactly the [`TestImages::instance`] names.
+/// Removes them when dropped (declare it before the [`Case`], whose containers must go first).
+struct TestImages {
+    token: String,
+    built: Vec<String>,
+}
+
+impl TestImages {
+    fn new() -> TestImages {
+        TestImages { token: exec::new_token(), built: Vec::new() }
+    }
+
+    /// What the managed names contain and no other image's name does.
+    fn pattern(&self) -> String {
+        format!("steerbench-cachetest-{}/sweb.eval.", self.token)
+    }
+
+    /// A name the cache manages by its pattern, like an instance image.
+    fn instance(&self, name: &str) -> String {
+        format!("steerbench-cachetest-{}/sweb.eval.x86_64.{name}:latest", self.token)
+    }
+
+    /// A name the cache manages only once it has acquired it.
+    fn other(&self, name: &str) -> String {
+        format!("steerbench-cachetest-{}/other-{name}:latest", self.token)
+    }
+
+    async fn build(&mut self, name: String) -> String {
+        OLD_TEST_IMAGES_PRUNED
+            .get_or_init(|| async {
+                let filters = ["--filter", &format!("label={IMAGE_LABEL}"), "--filter", "until=1h"];
+                let out = tokio::process::Command::new("docker")
+                    .args(["image", "prune", "--all", "--force"])
+                    .args(filters)
+                    .output()
+                    .await
+                    .expect("docker image prune");
+                assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+            })
+            .await;
+        self.built.push(name.clone());
+        let dockerfile =
+            format!("FROM {BASE_IMAGE}\nRUN head -c {MIB} /dev/urandom > /cache-test-blob && echo {name}\n");
+        let mut child = tokio::process::Command::new("docker")
+            .env("DOCKER_BUILDKIT", "0")
+            .args(["build", "--quiet", "--label", IMAGE_LABEL, "--tag", &name, "-"])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("docker build");
+        let mut stdin = child.stdin.take().unwrap();
+        tokio::io::AsyncWriteExt::write_all(&mut stdin, dockerfile.as_bytes()).await.unwrap();
+        drop(stdin);
+        let out = child.wait_with_output().await.unwrap();
+        assert!(out.status.success(), "building {name}: {}", String::from_utf8_lossy(&out.stderr));
+        name
+    }
+
+    async fn build_all<const N: usize>(&mut self, names: [String; N]) -> [String; N] {
+        self.built.extend(names.iter().cloned());
+        let mut builders = Vec::new();
+        for name in names {
+            let mut one = TestImages { token: self.token.clone(), built: Vec::new() };
+            builders.push(async move {
+                let name = one.build(name).await;
+                one.built.clear();
+                name
+            });
+        }
+        futures_util::future::join_all(builders).await.try_into().unwrap()
+    }
+}
+
+impl Drop for TestImages {
+    fn drop(&mut self) {
+        if !self.built.is_empty() {
+            // By name: these tags are this test's own. Already removed ones fail harmlessly.
+            let _ = std::process::Command::new("docker").args(["rmi", "--force"]).args(&self.built).output();
+        }
+    }
+}
+
+/// IDs of the images present.
+async fn image_ids(docker: &Docker) -> Vec<String> {
+    let list = docker.api.list_images(None::<bollard::query_parameters::ListImagesOptions>).await.unwrap();
+    list.into_iter().map(|i| i.id).collect()
+}
+
+#[tokio::test]
+async fn image_cache_evicts_the_least_recently_used_image_first() {
+    let mut images = TestImages::new();
+    let Some(case) = Case::new("image-cache-lru").await else { return };
+    let [a, b, c, d] = images.build_all(["a", "b", "c", "d"].map(|n| images.other(n))).await;
+    // Room for two of the 1 MiB layers; the base layer they share belongs to an unmanaged image.
+    let cache =
+        ImageCache::new(case.docker.clone(), 5 * MIB / 2).managing_repositories_containing(&images.pattern());
+    assert_eq!(cache.held().await.unwrap(), Vec::<String>::new());
+
+    drop(cache.acquire(&a).await.unwrap());
+    drop(cache.acquire(&b).await.unwrap());
+    drop(cache.acquire(&a).await.unwrap());
+    assert_eq!(cache.held().await.unwrap(), [a.clone(), b.clone()]);
+    let bytes = cache.managed_bytes().await.unwrap();
+    assert!((2 * MIB..2 * MIB + 64 * 1024).contains(&bytes), "{bytes} bytes for two images");
+
+    // A third does not fit: b is the least recently used.
+    let c_guard = cache.acquire(&c).await.unwrap();
+    assert!(!case.docker.image_present(&b).await.unwrap(), "{b} was not evicted");
+    assert_eq!(cache.held().await.unwrap(), [a.clone(), c.clone()]);
+    // Then a, though c is still in use.
+    drop(cache.acquire(&d).await.unwrap());
+    assert_eq!(cache.held().await.unwrap(), [c.clone(), d.clone()]);
+    drop(c_guard);
+    assert_eq!(cache.evict().await.unwrap(), Vec::<String>::new(), "under budget: nothing to evict");
+}
+
+#[tokio::test]
+async fn a_zero_budget_evicts_every_image_not_in_use() {
+    let mut images = TestImages::new();
+    let Some(case) = Case::new("image-cache-in-use").await else { return };
+    let [a, b, c] = images.build_all(["a", "b", "c"].map(|n| images.instance(n))).await;
+    let cache = ImageCache::new(case.docker.clone(), 0).managing_repositories_containing(&images.pattern());
+    assert_eq!(cache.held().await.unwrap(), [a.clone(), b.clone(), c.clone()]);
+
+    // b runs a container; a is acquired (twice), which evicts the one idle image.
+    let sandbox = case.docker.create(&case.spec(&b)).await.unwrap();
+    let a_first = cache.acquire(&a).await.unwrap();
+    assert_eq!(a_first.image(), a);
+    assert_eq!(cache.held().await.unwrap(), [a.clone(), b.clone()]);
+    let a_second = cache.acquire(&a).await.unwrap();
+    drop(a_first);
+    assert_eq!(cache.evict().await.unwrap(), Vec::<String>::new());
+    drop(a_second);
+    assert_eq!(cache.evict().await.unwrap(), std::slice::from_ref(&a));
+    assert!(case.docker.image_present(&b).await.unwrap());
+    sandbox.remove().await.unwrap();
+    assert_eq!(cache.evict().await.unwrap(), std::slice::from_ref(&b));
+    assert_eq!(cache.held().await.unwrap(), Vec::<String>::new());
+    assert_eq!(cache.managed_bytes().await.unwrap(), 0);
+}
+
+#[tokio::test]
+async fn image_cache_manages_instance_images_and_what_it_acquired_only() {
+    let mut images = TestImages::new();
+    let Some(case) = Case::new("image-cache-managed").await else { return };
+    let before = image_ids(&case.docker).await;
+    // Built one after the other: m1 arrived first, so goes first.
+    let m1 = images.build(images.instance("m1")).await;
+    let m2 = images.build(images.instance("m2")).await;
+    let [unmanaged, acquired] = images.build_all([images.other("unmanaged"), images.other("acquired")]).await;
+    let cache = ImageCache::new(case.docker.clone(), 0).managing_repositories_containing(&images.pattern());
+    assert_eq!(cache.held().await.unwrap(), [m1.clone(), m2.clone()]);
+    assert_eq!(cache.evict().await.unwrap(), [m1.clone(), m2.clone()]);
+
+    let guard = cache.acquire(&acquired).await.unwrap();
+    assert_eq!(cache.held().await.unwrap(), std::slice::from_ref(&acquired));
+    drop(guard);
+    assert_eq!(cache.evict().await.unwrap(), std::slice::from_ref(&acquired));
+    assert_eq!(cache.held().await.unwrap(), Vec::<String>::new());
+
+    assert!(case.docker.image_present(&unmanaged).await.unwrap());
+    let after = image_ids(&case.docker).await;
+    let lost: Vec<&String> = before.iter().filter(|id| !after.contains(id)).collect();
+    assert!(lost.is_empty(), "images that were there before the test are gone: {lost:?}");
+    // The default cache manages instance images only (held() changes nothing).
+    let default = ImageCache::new(case.docker.clone(), 0);
+    for name in default.held().await.unwrap() {
+        assert!(name.contains(INSTANCE_IMAGE_PATTERN), "{name}");
+    }
+}
+
 /// The worker runs sandboxes inside spawned tasks: every future here must be `Send`.
 #[allow(dead_code)]
-fn futures_are_send(docker: &Docker, sandbox: &Sandbox, shell: &mut Shell, limits: &ExecLimits) {
+fn futures_are_send(
+    docker: &Docker,
+    cache: &ImageCache,
+    sandbox: &Sandbox,
+    shell: &mut Shell,
+    limits: &ExecLimits,
+) {
     fn send<T: Send>(_: T) {}
+    send(cache.acquire("image"));
+    send(cache.held());
+    send(cache.evict());
+    send(cache.managed_bytes());
     let spec = SandboxSpec::new("image");
     send(docker.create(&spec));
     send(docker.ensure_image("image", None));
