@@ -8,6 +8,7 @@ use protocol::API_PREFIX;
 use reqwest::Method;
 use worker::sandbox::Docker;
 
+use super::serve::RegistryArgs;
 use super::{client, CoordinatorArgs};
 
 #[derive(Subcommand, Debug)]
@@ -21,12 +22,14 @@ pub enum ImagesCommand {
         #[arg(long, env = "DOCKER_HOST", default_value = "unix:///var/run/docker.sock")]
         docker_host: String,
         #[command(flatten)]
+        registry: RegistryArgs,
+        #[command(flatten)]
         coordinator: CoordinatorArgs,
     },
 }
 
 pub async fn run(cmd: ImagesCommand) -> anyhow::Result<ExitCode> {
-    let ImagesCommand::Pull { sweep, docker_host, coordinator } = cmd;
+    let ImagesCommand::Pull { sweep, docker_host, registry, coordinator } = cmd;
     let client = client::connect(&coordinator)?;
     let images: Vec<String> =
         client.call::<(), _>(Method::GET, &format!("{API_PREFIX}/sweeps/{sweep}/images"), None).await?;
@@ -38,7 +41,7 @@ pub async fn run(cmd: ImagesCommand) -> anyhow::Result<ExitCode> {
             continue;
         }
         eprintln!("pulling {image}");
-        match docker.ensure_image(image, None).await {
+        match docker.ensure_image(image, registry.auth()).await {
             Ok(()) => pulled += 1,
             Err(e) => {
                 eprintln!("  {e}");

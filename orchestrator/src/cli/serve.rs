@@ -87,6 +87,37 @@ pub struct WorkerFlags {
     /// not in use are removed. Unset: images are kept without limit.
     #[arg(long, env = "STEER_IMAGE_BUDGET_GB")]
     pub image_budget_gb: Option<u64>,
+    #[command(flatten)]
+    pub registry: RegistryArgs,
+}
+
+/// Credentials for pulling instance images from a private registry.
+#[derive(Args, Debug, Clone)]
+pub struct RegistryArgs {
+    /// Registry for image pulls that need credentials, e.g. ghcr.io (Docker Hub if unset).
+    #[arg(long, env = "STEER_REGISTRY")]
+    pub registry: Option<String>,
+    /// User name for pulls from the registry.
+    #[arg(long, env = "STEER_REGISTRY_USERNAME")]
+    pub registry_username: Option<String>,
+    /// Password or access token for pulls (from the environment; never logged).
+    #[arg(long, env = "STEER_REGISTRY_PASSWORD", hide_env_values = true)]
+    pub registry_password: Option<String>,
+}
+
+impl RegistryArgs {
+    /// Pull credentials, when a user name or password is configured.
+    pub fn auth(&self) -> Option<worker::sandbox::RegistryAuth> {
+        if self.registry_username.is_none() && self.registry_password.is_none() {
+            return None;
+        }
+        Some(worker::sandbox::RegistryAuth {
+            username: self.registry_username.clone(),
+            password: self.registry_password.clone(),
+            identity_token: None,
+            server_address: self.registry.clone(),
+        })
+    }
 }
 
 impl WorkerFlags {
@@ -125,7 +156,8 @@ impl WorkerFlags {
                 // Without a budget the cache never evicts; it still tells the coordinator which
                 // images this worker holds (image-locality scheduling).
                 let budget = self.image_budget_gb.map_or(u64::MAX, |gb| gb.saturating_mul(1 << 30));
-                let cache = worker::sandbox::ImageCache::new(docker.clone(), budget);
+                let cache =
+                    worker::sandbox::ImageCache::new(docker.clone(), budget).with_auth(self.registry.auth());
                 let evaluate = worker::evaluate::EvaluateExecutor::new(docker, &name).with_image_cache(cache);
                 worker::Dispatcher::new(Some(evaluate))
             }

@@ -53,7 +53,7 @@ use tokio::sync::Notify;
 use tracing::{debug, info, warn};
 
 use super::docker::{api_error, split_reference, status};
-use super::{Docker, Error};
+use super::{Docker, Error, RegistryAuth};
 
 /// What the repository of an instance image contains in the official naming scheme
 /// (`<namespace>/sweb.eval.x86_64.<instance>:<tag>`).
@@ -70,6 +70,8 @@ pub struct ImageCache {
     budget_bytes: u64,
     /// A tag is managed when its repository contains this.
     pattern: Arc<str>,
+    /// Credentials for pulls (a private registry or mirror).
+    auth: Option<RegistryAuth>,
     inner: Arc<Inner>,
 }
 
@@ -176,6 +178,7 @@ impl ImageCache {
             docker,
             budget_bytes,
             pattern: INSTANCE_IMAGE_PATTERN.into(),
+            auth: None,
             inner: Arc::new(Inner {
                 state: Mutex::default(),
                 evicting: tokio::sync::Mutex::new(()),
@@ -188,6 +191,12 @@ impl ImageCache {
     /// [`INSTANCE_IMAGE_PATTERN`] (a mirror with its own naming, or tests).
     pub fn managing_repositories_containing(mut self, pattern: &str) -> ImageCache {
         self.pattern = pattern.into();
+        self
+    }
+
+    /// The same cache pulling with these registry credentials.
+    pub fn with_auth(mut self, auth: Option<RegistryAuth>) -> ImageCache {
+        self.auth = auth;
         self
     }
 
@@ -205,7 +214,7 @@ impl ImageCache {
         // spelling) may remove the image between the ensure and the inspection: once more.
         let mut id = None;
         for _ in 0..2 {
-            self.docker.ensure_image(image, None).await?;
+            self.docker.ensure_image(image, self.auth.clone()).await?;
             id = self.image_id(image).await?;
             if id.is_some() {
                 break;
