@@ -20,6 +20,19 @@ use uuid::Uuid;
 
 use crate::db::{Error, Result};
 
+/// The claim statement, in fair-share order, and its image-locality variant: the same head
+/// (caps) and tail (leasing), with different candidate selection.
+const CLAIM: &str = concat!(
+    include_str!("claim_caps.sql"),
+    include_str!("claim_candidates.sql"),
+    include_str!("claim_take.sql")
+);
+const CLAIM_NEAR: &str = concat!(
+    include_str!("claim_caps.sql"),
+    include_str!("claim_local_candidates.sql"),
+    include_str!("claim_take.sql")
+);
+
 /// How far past the head of the queue a claim looks for a run whose image the worker holds:
 /// far enough to find one in a mixed sweep, near enough that fair share barely bends.
 pub const LOCALITY_WINDOW: i64 = 64;
@@ -105,11 +118,7 @@ impl Queue {
         if max == 0 || kinds.is_empty() {
             return Ok(Vec::new());
         }
-        let query = if images.is_empty() {
-            sqlx::query(include_str!("claim.sql"))
-        } else {
-            sqlx::query(include_str!("claim_local.sql"))
-        };
+        let query = if images.is_empty() { sqlx::query(CLAIM) } else { sqlx::query(CLAIM_NEAR) };
         let mut query = query.bind(i64::from(max)).bind(worker).bind(self.ttl_ms()).bind(kinds);
         if !images.is_empty() {
             query = query.bind(images).bind(LOCALITY_WINDOW.max(i64::from(max)));

@@ -1,0 +1,18 @@
+-- Claim, part 2 of 3. One statement claims the next queued runs in dispatch order (fair_seq), skipping rows other
+-- claimers hold (SKIP LOCKED) and runs whose endpoint or sweep is already at its cap.
+-- Only runs of executor kinds the worker can run ($4) are considered.
+-- Runs without caps are leased right here; runs under a cap are only returned (as `capped`)
+-- and leased by the capped path in queue::claim, which re-counts under an advisory lock.
+candidates AS (
+    SELECT r.id, (e.max_concurrency IS NOT NULL OR s.max_running IS NOT NULL) AS capped
+    FROM runs r
+    JOIN endpoints e ON e.id = r.endpoint_id
+    JOIN sweeps s ON s.id = r.sweep_id
+    WHERE r.state = 'queued'
+      AND (s.spec -> 'executor' ->> 'kind') = ANY($4::text[])
+      AND r.endpoint_id NOT IN (SELECT id FROM full_endpoints)
+      AND r.sweep_id NOT IN (SELECT id FROM full_sweeps)
+    ORDER BY r.fair_seq, r.id
+    LIMIT $1
+    FOR UPDATE OF r SKIP LOCKED
+),

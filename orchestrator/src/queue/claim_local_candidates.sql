@@ -1,0 +1,24 @@
+-- Claim, part 2 of 3, for a worker that holds instance images ($5): among the next $6
+-- claimable runs in dispatch order (a window read without locks), runs whose image the worker has go
+-- first; the rest keep their fair-share order. The chosen rows are then locked with
+-- SKIP LOCKED, so a run another claimer took meanwhile is simply passed over.
+window_runs AS (
+    SELECT r.id, r.fair_seq, (r.image = ANY($5::text[])) AS local,
+           (e.max_concurrency IS NOT NULL OR s.max_running IS NOT NULL) AS capped
+    FROM runs r
+    JOIN endpoints e ON e.id = r.endpoint_id
+    JOIN sweeps s ON s.id = r.sweep_id
+    WHERE r.state = 'queued'
+      AND (s.spec -> 'executor' ->> 'kind') = ANY($4::text[])
+      AND r.endpoint_id NOT IN (SELECT id FROM full_endpoints)
+      AND r.sweep_id NOT IN (SELECT id FROM full_sweeps)
+    ORDER BY r.fair_seq, r.id
+    LIMIT $6
+), candidates AS (
+    SELECT r.id, w.capped
+    FROM runs r JOIN window_runs w ON w.id = r.id
+    WHERE r.state = 'queued'
+    ORDER BY w.local DESC, w.fair_seq, r.id
+    LIMIT $1
+    FOR UPDATE OF r SKIP LOCKED
+),
