@@ -162,6 +162,14 @@ impl EvaluateExecutor {
         let command = format!("/bin/bash {}", grading::EVAL_SCRIPT_PATH);
         let out = sandbox.exec(&command, &limits).await.map_err(infra)?;
         steps.record(ctx, &command, &out).await?;
+        // A test process killed by the memory limit says nothing about the patch: an
+        // infrastructure failure (re-queued; the reason is kept on the run).
+        if !out.timed_out && out.exit_code != Some(0) && sandbox.oom_killed().await.map_err(infra)? {
+            return Err(ExecError::Infra(format!(
+                "the test run was killed by the container's memory limit ({} MB)",
+                run.sandbox.memory_mb.map_or("none".to_string(), |m| m.to_string())
+            )));
+        }
         Ok(finish(run, profile, Some(patch), true, Some(out), std::mem::take(steps)))
     }
 

@@ -220,6 +220,33 @@ impl Sandbox {
         &id[..12.min(id.len())]
     }
 
+    /// Whether the container's memory limit has killed a process in it. Docker's
+    /// `State.OOMKilled` is only set once the container itself dies, so this reads the
+    /// container's own cgroup counters (`oom_kill` in cgroup v2's `memory.events`, or in v1's
+    /// `memory.oom_control`) and falls back to the engine's flag.
+    pub async fn oom_killed(&self) -> Result<bool, Error> {
+        let read = "cat /sys/fs/cgroup/memory.events 2>/dev/null || cat /sys/fs/cgroup/memory/memory.oom_control 2>/dev/null";
+        let limits =
+            super::ExecLimits { timeout: std::time::Duration::from_secs(30), max_output_bytes: 10_000 };
+        let out = self.exec(read, &limits).await?;
+        let counted = out.output.lines().any(|line| {
+            let mut words = line.split_whitespace();
+            words.next() == Some("oom_kill")
+                && words.next().and_then(|n| n.parse::<u64>().ok()).is_some_and(|n| n > 0)
+        });
+        if counted {
+            return Ok(true);
+        }
+        let inspect = self
+            .container
+            .docker
+            .api
+            .inspect_container(self.id(), None)
+            .await
+            .map_err(|e| container_error("inspect container", self.id(), e))?;
+        Ok(inspect.state.and_then(|s| s.oom_killed).unwrap_or(false))
+    }
+
     /// Removes the container (killing whatever runs in it) and waits until it is gone.
     pub async fn remove(mut self) -> Result<(), Error> {
         self.removed = true;

@@ -808,3 +808,18 @@ fn futures_are_send(
     send(shell.run("true", limits));
     send(bench::run(docker, "image", 1));
 }
+
+#[tokio::test]
+async fn a_command_killed_by_the_memory_limit_is_reported_as_oom() {
+    let Some(case) = Case::new("oom").await else { return };
+    let mut spec = case.spec(BASE_IMAGE);
+    spec.memory_bytes = Some(64 * 1024 * 1024);
+    let sandbox = case.docker.create(&spec).await.unwrap();
+    assert!(!sandbox.oom_killed().await.unwrap(), "nothing was killed yet");
+    // Holding 300 MB in a shell variable under a 64 MB limit: the kernel kills it.
+    let out =
+        sandbox.exec("x=$(head -c 300000000 /dev/zero | tr '\\0' a); echo ${#x}", &limits(60)).await.unwrap();
+    assert_ne!(out.exit_code, Some(0), "{out:?}");
+    assert!(sandbox.oom_killed().await.unwrap(), "the engine saw the OOM kill: {out:?}");
+    sandbox.remove().await.unwrap();
+}
