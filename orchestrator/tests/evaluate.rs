@@ -176,3 +176,124 @@ async fn grading_agrees_with_the_fixtures_through_the_fleet(pool: PgPool) {
         "every grading container was removed"
     );
 }
+
+/// Ids of containers carrying `label` (key=value).
+async fn containers_with(label: &str) -> Vec<String> {
+    let out = tokio::process::Command::new("docker")
+        .args(["ps", "-aq", "--filter", &format!("label={label}")])
+        .output()
+        .await
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).lines().map(str::to_string).collect()
+}
+
+async fn wait_for<F, Fut>(what: &str, limit: Duration, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + limit;
+    while !check().await {
+        assert!(tokio::time::Instant::now() < deadline, "timed out after {limit:?} waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn worker_process(url: &str, token: &str, name: &str) -> tokio::process::Child {
+    tokio::process::Command::new(env!("CARGO_BIN_EXE_steer"))
+        .args(["worker", "--coordinator", url, "--slots", "1", "--name", name, "--claim-wait", "500ms"])
+        .env("STEER_TOKEN", token)
+        .env("RUST_LOG", "warn")
+        .kill_on_drop(true)
+        .spawn()
+        .expect("starting `steer worker`")
+}
+
+#[sqlx::test(migrator = "orchestrator::db::MIGRATOR")]
+async fn a_killed_workers_container_is_reaped_when_it_restarts(pool: PgPool) {
+    const NAME: &str = "reap-test";
+    let instances = fixtures();
+    let Some(_docker) = docker_with_fixture_images(&instances).await else { return };
+    for id in containers_with(&format!("steerbench.worker={NAME}")).await {
+        let _ = tokio::process::Command::new("docker").args(["rm", "-f", &id]).output().await;
+    }
+    datasets::import(&pool, "fixtures", None, &instances).await.unwrap();
+    let stop = CancellationToken::new();
+    let tracker = TaskTracker::new();
+    let config = CoordinatorConfig {
+        bind: "127.0.0.1:0".parse().unwrap(),
+        lease_ttl: Duration::from_secs(2),
+        maintenance_interval: Duration::from_millis(100),
+    };
+    let addr = server::spawn(pool.clone(), config, stop.clone(), &tracker).await.unwrap();
+    let url = format!("http://{addr}");
+    let token = tokens::create(&pool, "w", Role::Worker).await.unwrap().token;
+
+    // A patch whose test run hangs (pytest imports conftest.py), graded with a 5 s limit.
+    let hang =
+        "diff --git a/conftest.py b/conftest.py\nnew file mode 100644\n--- /dev/null\n+++ b/conftest.py\n\
+                @@ -0,0 +1,2 @@\n+import time\n+time.sleep(600)\n";
+    let mut req = request(
+        "hang",
+        false,
+        vec![Prediction {
+            instance_id: "steerbench__minicalc-2".into(),
+            model_name_or_path: "probe".into(),
+            model_patch: Some(hang.into()),
+        }],
+    );
+    req.sandbox.eval_timeout_s = 5;
+    req.max_attempts = 2;
+    let sweep = evals::submit(&pool, &req).await.unwrap().sweep_id;
+
+    // The first worker process starts grading, then dies without cleaning up.
+    let mut first = worker_process(&url, &token, NAME);
+    wait_for("the grading container", Duration::from_secs(60), || async {
+        !containers_with(&format!("steerbench.worker={NAME}")).await.is_empty()
+    })
+    .await;
+    let orphans = containers_with(&format!("steerbench.worker={NAME}")).await;
+    first.start_kill().unwrap();
+    first.wait().await.unwrap();
+    assert_eq!(
+        containers_with(&format!("steerbench.worker={NAME}")).await,
+        orphans,
+        "SIGKILL cleans nothing up"
+    );
+
+    // Its next incarnation removes them at start, then the re-queued run times out there.
+    let mut second = worker_process(&url, &token, NAME);
+    wait_for("the orphaned container to be reaped", Duration::from_secs(60), || async {
+        let now = containers_with(&format!("steerbench.worker={NAME}")).await;
+        orphans.iter().all(|o| !now.iter().any(|n| o.starts_with(n.as_str()) || n.starts_with(o.as_str())))
+    })
+    .await;
+    wait_for("the evaluation to end", Duration::from_secs(120), || async {
+        sweeps::status(&pool, sweep).await.unwrap().state != SweepState::Running
+    })
+    .await;
+    let results = evals::results(&pool, sweep).await.unwrap();
+    assert_eq!(results[0].outcome.as_deref(), Some("timeout"), "{results:?}");
+    let attempt: i32 = sqlx::query_scalar("SELECT attempt FROM runs WHERE sweep_id = $1")
+        .bind(sweep)
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(attempt, 2, "graded again after the first worker's lease expired");
+
+    // SIGTERM: the worker drains and exits; nothing of it is left.
+    nix_term(&second);
+    tokio::time::timeout(Duration::from_secs(30), second.wait())
+        .await
+        .expect("worker exits on SIGTERM")
+        .unwrap();
+    assert!(containers_with(&format!("steerbench.worker={NAME}")).await.is_empty());
+    stop.cancel();
+    tracker.close();
+    tracker.wait().await;
+}
+
+fn nix_term(child: &tokio::process::Child) {
+    let pid = child.id().expect("running child") as i32;
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGTERM).unwrap();
+}
