@@ -207,7 +207,7 @@ async fn worker_cycles(queue: Queue, worker: Uuid) -> anyhow::Result<(Vec<i64>, 
         let Some(lease) = leases.into_iter().next() else { return Ok((ids, latencies)) };
         ids.push(lease.run_id);
         let held = [LeaseRef { run_id: lease.run_id, lease_token: lease.lease_token }];
-        let ack = queue.heartbeat(worker, &held, false, None).await?;
+        let ack = queue.heartbeat(worker, &held, false, None, None).await?;
         anyhow::ensure!(ack.lost.is_empty(), "run {} lost its lease during the benchmark", lease.run_id);
         let done = CompleteRun {
             lease_token: lease.lease_token,

@@ -162,6 +162,7 @@ const ROUTES: &[Route] = &[
     route("POST", "/api/v1/sweeps/{sweep}/pause", Guard::Users),
     route("POST", "/api/v1/sweeps/{sweep}/resume", Guard::Users),
     route("GET", "/api/v1/sweeps/{sweep}/runs", Guard::Users),
+    route("GET", "/api/v1/workers", Guard::Users),
     route("GET", "/api/v1/runs/{run_id}", Guard::Users),
     route("GET", "/api/v1/runs/{run_id}/trajectory", Guard::Users),
     route("POST", "/api/v1/tokens", Guard::AdminsOnly),

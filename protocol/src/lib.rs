@@ -243,6 +243,26 @@ pub struct Heartbeat {
     /// coordinator prefers to hand a worker runs whose image it has.
     #[serde(default)]
     pub images: Option<Vec<String>>,
+    /// What the worker is doing besides its runs (e.g. pulling an image); None: nothing.
+    #[serde(default)]
+    pub status: Option<String>,
+}
+
+/// A worker as the coordinator knows it (`GET /api/v1/workers`).
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct WorkerInfo {
+    pub id: Uuid,
+    pub name: String,
+    pub host: String,
+    pub slots: i32,
+    pub executors: Vec<String>,
+    /// How many instance images it holds.
+    pub images: i64,
+    pub running: i64,
+    pub draining: bool,
+    pub status: Option<String>,
+    pub registered_at: DateTime<Utc>,
+    pub last_heartbeat: DateTime<Utc>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]

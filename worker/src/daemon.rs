@@ -275,7 +275,7 @@ async fn heartbeat_loop(beat: Beat, drain: CancellationToken, stop: Cancellation
         n += 1;
         let leases: Vec<LeaseRef> =
             table.lock().expect("in-flight table lock").values().map(|f| f.lease).collect();
-        let req = Heartbeat { leases, draining: drain.is_cancelled(), images };
+        let req = Heartbeat { leases, draining: drain.is_cancelled(), images, status: executor.status() };
         match client.heartbeat(worker_id, &req).await {
             Ok(ack) => {
                 for id in ack.lost {

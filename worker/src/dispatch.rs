@@ -40,6 +40,10 @@ impl Executor for Dispatcher {
         }
     }
 
+    fn status(&self) -> Option<String> {
+        self.evaluate.as_ref().and_then(|e| e.status())
+    }
+
     fn held_images(&self) -> ImagesFuture<'_> {
         match &self.evaluate {
             Some(evaluate) => evaluate.held_images(),

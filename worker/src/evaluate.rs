@@ -50,6 +50,11 @@ impl EvaluateExecutor {
 }
 
 impl Executor for EvaluateExecutor {
+    fn status(&self) -> Option<String> {
+        let pulls = self.docker.pulls_in_progress();
+        (!pulls.is_empty()).then(|| pulls.join("; "))
+    }
+
     fn held_images(&self) -> ImagesFuture<'_> {
         Box::pin(async move {
             match &self.image_cache {

@@ -69,4 +69,10 @@ pub trait Executor: Send + Sync + 'static {
     fn held_images(&self) -> ImagesFuture<'_> {
         Box::pin(async { Vec::new() })
     }
+
+    /// What the worker is doing besides running its runs (e.g. pulling an image), for the
+    /// coordinator's view of the fleet. None by default.
+    fn status(&self) -> Option<String> {
+        None
+    }
 }

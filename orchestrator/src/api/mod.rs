@@ -43,7 +43,7 @@ pub struct AppState {
         workers::register, workers::heartbeat, workers::claim, workers::upload_steps, workers::complete,
         workers::fail, workers::release,
         users::import_dataset, users::list_datasets, users::get_dataset, users::dataset_instances,
-        users::submit_eval, users::sweep_evaluations, users::sweep_images,
+        users::submit_eval, users::sweep_evaluations, users::sweep_images, users::list_workers,
         users::submit_sweep, users::list_sweeps, users::sweep_status, users::cancel_sweep, users::pause_sweep,
         users::resume_sweep, users::sweep_runs, users::get_run, users::get_trajectory,
         users::create_token, users::list_tokens, users::revoke_token,
@@ -100,6 +100,7 @@ pub fn router(state: AppState) -> Router {
         .route("/sweeps/{sweep}/pause", post(users::pause_sweep))
         .route("/sweeps/{sweep}/resume", post(users::resume_sweep))
         .route("/sweeps/{sweep}/runs", get(users::sweep_runs))
+        .route("/workers", get(users::list_workers))
         .route("/runs/{run_id}", get(users::get_run))
         .route("/runs/{run_id}/trajectory", get(users::get_trajectory))
         .route_layer(guard(USERS));

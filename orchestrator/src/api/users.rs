@@ -203,3 +203,18 @@ pub async fn sweep_images(
     let id = sweeps::resolve(&state.pool, &key).await?;
     Ok(Json(sweeps::images(&state.pool, id).await?))
 }
+
+#[derive(Debug, Default, serde::Deserialize, utoipa::IntoParams)]
+pub struct WorkerFilter {
+    /// Only workers heard from within this many seconds.
+    pub alive_within_s: Option<f64>,
+}
+
+#[utoipa::path(get, path = "/api/v1/workers", params(WorkerFilter),
+    responses((status = 200, body = Vec<protocol::WorkerInfo>)), tag = "workers")]
+pub async fn list_workers(
+    State(state): State<AppState>,
+    Query(filter): Query<WorkerFilter>,
+) -> ApiResult<Json<Vec<protocol::WorkerInfo>>> {
+    Ok(Json(crate::store::workers::list(&state.pool, filter.alive_within_s).await?))
+}

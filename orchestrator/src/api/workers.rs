@@ -48,7 +48,10 @@ pub async fn heartbeat(
     Path(worker_id): Path<Uuid>,
     Json(req): Json<Heartbeat>,
 ) -> ApiResult<Json<HeartbeatAck>> {
-    let ack = state.queue.heartbeat(worker_id, &req.leases, req.draining, req.images.as_deref()).await?;
+    let ack = state
+        .queue
+        .heartbeat(worker_id, &req.leases, req.draining, req.images.as_deref(), req.status.as_deref())
+        .await?;
     if !ack.lost.is_empty() {
         tracing::warn!(%worker_id, lost = ?ack.lost, "heartbeat named leases the worker no longer holds");
     }

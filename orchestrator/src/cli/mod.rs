@@ -17,6 +17,7 @@ mod serve;
 mod sweep;
 mod token;
 mod up;
+mod workers;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -45,6 +46,8 @@ pub enum Command {
     Sweep(sweep::SweepCommand),
     /// Grade predictions (or the gold patches) across the fleet and write the harness's reports.
     Eval(eval::EvalArgs),
+    /// List the fleet's workers: slots, running runs, images held, what they are doing.
+    Workers(workers::WorkersArgs),
     /// Pre-pull the instance images a sweep needs on this machine.
     #[command(subcommand)]
     Images(images::ImagesCommand),
@@ -122,6 +125,7 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
         Command::Eval(args) => eval::run(args).await,
         Command::GradeLog(args) => grade_log::run(args).await,
         Command::Images(cmd) => images::run(cmd).await,
+        Command::Workers(args) => workers::run(args).await,
         Command::Token(cmd) => token::run(cmd).await,
         Command::Bench(BenchCommand::Queue(args)) => crate::bench::queue(args).await,
         Command::Bench(BenchCommand::Sandbox(args)) => crate::bench_docker::sandbox(args).await,

@@ -2,12 +2,13 @@
 -- Fencing: a lease is matched by run id AND token AND owner.
 -- The worker's own row is rewritten at most once a second (or when draining changes): liveness
 -- needs no finer grain, and it keeps a busy fleet from rewriting worker rows on every beat.
--- The images the worker holds ($6, NULL: unchanged) are stored when sent.
+-- The images the worker holds ($6, NULL: unchanged) are stored when sent, its status ($7) always.
 WITH worker AS (
-    SELECT id, last_heartbeat < now() - interval '1 second' OR draining <> $5 OR $6::text[] IS NOT NULL AS stale
+    SELECT id, last_heartbeat < now() - interval '1 second' OR draining <> $5 OR $6::text[] IS NOT NULL
+               OR status IS DISTINCT FROM $7 AS stale
     FROM workers WHERE id = $3
 ), beat AS (
-    UPDATE workers w SET last_heartbeat = now(), draining = $5, images = COALESCE($6::text[], w.images)
+    UPDATE workers w SET last_heartbeat = now(), draining = $5, images = COALESCE($6::text[], w.images), status = $7
     FROM worker WHERE w.id = worker.id AND worker.stale
 ), extended AS (
     UPDATE runs r

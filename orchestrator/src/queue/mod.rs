@@ -180,6 +180,7 @@ impl Queue {
         leases: &[LeaseRef],
         draining: bool,
         images: Option<&[String]>,
+        status: Option<&str>,
     ) -> Result<HeartbeatAck> {
         let ids: Vec<i64> = leases.iter().map(|l| l.run_id).collect();
         let tokens: Vec<Uuid> = leases.iter().map(|l| l.lease_token).collect();
@@ -190,6 +191,7 @@ impl Queue {
             .bind(self.ttl_ms())
             .bind(draining)
             .bind(images)
+            .bind(status)
             .fetch_all(&self.pool)
             .await?;
         if !rows.first().is_some_and(|r| r.get::<bool, _>("registered")) {

@@ -145,7 +145,7 @@ async fn stale_lease_token_is_rejected_everywhere(pool: PgPool) {
     assert!(matches!(queue.fail(old.run_id, old.lease_token, "x").await, Err(Error::LeaseLost(_))));
     assert!(matches!(queue.release(old.run_id, old.lease_token, "x").await, Err(Error::LeaseLost(_))));
     let ack = queue
-        .heartbeat(old_w, &[LeaseRef { run_id: old.run_id, lease_token: old.lease_token }], false, None)
+        .heartbeat(old_w, &[LeaseRef { run_id: old.run_id, lease_token: old.lease_token }], false, None, None)
         .await
         .unwrap();
     assert_eq!(ack.lost, vec![old.run_id]);
@@ -177,7 +177,7 @@ async fn heartbeat_extends_only_held_leases(pool: PgPool) {
         mine.iter().map(|l| LeaseRef { run_id: l.run_id, lease_token: l.lease_token }).collect();
     // A worker cannot extend another worker's lease, even with its token.
     refs.push(LeaseRef { run_id: theirs[0].run_id, lease_token: theirs[0].lease_token });
-    let ack = queue.heartbeat(a, &refs, false, None).await.unwrap();
+    let ack = queue.heartbeat(a, &refs, false, None, None).await.unwrap();
     assert_eq!(ack.lost, vec![theirs[0].run_id]);
     let moved = queue.expire_leases(100).await.unwrap();
     assert_eq!(moved.get("queued"), Some(&1), "only the unextended lease expired");
@@ -236,7 +236,7 @@ async fn cancel_stops_queued_and_running_runs(pool: PgPool) {
     assert_eq!(status.states["running"], 2);
     let refs: Vec<LeaseRef> =
         held.iter().map(|l| LeaseRef { run_id: l.run_id, lease_token: l.lease_token }).collect();
-    let ack = queue.heartbeat(w, &refs, false, None).await.unwrap();
+    let ack = queue.heartbeat(w, &refs, false, None, None).await.unwrap();
     assert_eq!(ack.cancelled.len(), 2, "the worker is told to stop both");
     assert_eq!(
         queue.release(held[0].run_id, held[0].lease_token, "sweep cancelled").await.unwrap(),
@@ -399,7 +399,12 @@ async fn a_worker_holding_an_image_gets_runs_of_that_image_first(pool: PgPool) {
     let got = queue.claim_near(w, 1, &kinds(), &held).await.unwrap();
     assert_eq!(got[0].instance_id, "steerbench__demo-1");
     // Heartbeats store what the worker holds.
-    queue.heartbeat(w, &[], false, Some(&held)).await.unwrap();
+    queue.heartbeat(w, &[], false, Some(&held), Some("pulling x: 1 of 2 layers done")).await.unwrap();
     let stored = crate::store::workers::holdings(&pool, w).await.unwrap().unwrap();
     assert_eq!(stored.images, held);
+    // The fleet listing shows what the worker holds, runs and is doing.
+    let listed = crate::store::workers::list(&pool, Some(60.0)).await.unwrap();
+    let me = listed.iter().find(|x| x.id == w).unwrap();
+    assert_eq!((me.images, me.running), (1, 2));
+    assert_eq!(me.status.as_deref(), Some("pulling x: 1 of 2 layers done"));
 }

@@ -1,7 +1,8 @@
 //! The fleet's workers as the coordinator knows them.
 
-use protocol::RegisterWorker;
+use protocol::{RegisterWorker, WorkerInfo};
 use sqlx::PgPool;
+use sqlx::Row;
 use uuid::Uuid;
 
 use crate::db::Result;
@@ -45,4 +46,42 @@ pub async fn holdings(pool: &PgPool, id: Uuid) -> Result<Option<Holdings>> {
             .unwrap_or_else(|| vec!["placeholder".to_string()]),
         images,
     }))
+}
+
+/// Every registered worker, most recently heard from first; `alive_within_s` drops workers not
+/// heard from for that long (None: all).
+pub async fn list(pool: &PgPool, alive_within_s: Option<f64>) -> Result<Vec<WorkerInfo>> {
+    let rows = sqlx::query(
+        "SELECT w.id, w.name, w.host, w.slots, w.capabilities, cardinality(w.images)::bigint AS images,
+                w.draining, w.status, w.registered_at, w.last_heartbeat,
+                (SELECT count(*) FROM runs r WHERE r.state = 'running' AND r.lease_owner = w.id) AS running
+         FROM workers w
+         WHERE $1::double precision IS NULL OR w.last_heartbeat > now() - make_interval(secs => $1)
+         ORDER BY w.last_heartbeat DESC",
+    )
+    .bind(alive_within_s)
+    .fetch_all(pool)
+    .await?;
+    Ok(rows
+        .iter()
+        .map(|r| {
+            let caps: serde_json::Value = r.get("capabilities");
+            WorkerInfo {
+                id: r.get("id"),
+                name: r.get("name"),
+                host: r.get("host"),
+                slots: r.get("slots"),
+                executors: caps
+                    .get("executors")
+                    .and_then(|e| serde_json::from_value(e.clone()).ok())
+                    .unwrap_or_else(|| vec!["placeholder".to_string()]),
+                images: r.get("images"),
+                running: r.get("running"),
+                draining: r.get("draining"),
+                status: r.get("status"),
+                registered_at: r.get("registered_at"),
+                last_heartbeat: r.get("last_heartbeat"),
+            }
+        })
+        .collect())
 }

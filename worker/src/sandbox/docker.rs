@@ -1,7 +1,7 @@
 //! The handle on the Docker engine: connecting, images (pull with retries), the reaper, and the
 //! task tracker that owns removals started by dropped sandboxes.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -59,6 +59,8 @@ pub struct Docker {
     /// Background tasks: creations (so that a cancelled `create` cannot leak a container) and
     /// removals of sandboxes dropped without [`super::Sandbox::remove`].
     pub(crate) background: TaskTracker,
+    /// Pulls under way: image -> a one-line summary of their progress (the worker's status).
+    pulls: Arc<std::sync::Mutex<BTreeMap<String, String>>>,
 }
 
 impl std::fmt::Debug for Docker {
@@ -87,7 +89,13 @@ impl Docker {
         // (bollard 0.21 speaks 1.53 by default; Engine 20.10 speaks 1.41).
         let api = api.negotiate_version().await.map_err(|e| unreachable(e.to_string()))?;
         debug!(host, api_version = %api.client_version(), "connected to the Docker engine");
-        Ok(Docker { api, host: host.into(), pull: PullPolicy::default(), background: TaskTracker::new() })
+        Ok(Docker {
+            api,
+            host: host.into(),
+            pull: PullPolicy::default(),
+            background: TaskTracker::new(),
+            pulls: Default::default(),
+        })
     }
 
     /// The same handle with another pull retry policy.
@@ -132,14 +140,16 @@ impl Docker {
             .with_jitter();
         let started = Instant::now();
         info!(image, "pulling image");
-        (|| self.pull_once(image, credentials.clone()))
+        self.set_pull(image, Some("starting".into()));
+        let pulled = (|| self.pull_once(image, credentials.clone()))
             .retry(backoff)
             .when(|e: &PullFailure| e.retryable)
             .notify(|e: &PullFailure, delay: Duration| {
                 warn!(image, error = %e.reason, retry_in = ?delay, "image pull failed; retrying");
             })
-            .await
-            .map_err(|e| Error::ImageUnavailable { image: image.to_string(), reason: e.reason })?;
+            .await;
+        self.set_pull(image, None);
+        pulled.map_err(|e| Error::ImageUnavailable { image: image.to_string(), reason: e.reason })?;
         if !self.image_present(image).await? {
             return Err(Error::ImageUnavailable {
                 image: image.to_string(),
@@ -177,7 +187,9 @@ impl Docker {
                         let reason = detail.message.unwrap_or_else(|| "unknown pull error".into());
                         return Err(PullFailure::classify(reason));
                     }
-                    progress.update(image, &info);
+                    if let Some(summary) = progress.update(image, &info) {
+                        self.set_pull(image, Some(summary));
+                    }
                 }
                 Err(e) => {
                     let code = status(&e);
@@ -188,6 +200,20 @@ impl Docker {
                 }
             }
         }
+    }
+
+    fn set_pull(&self, image: &str, summary: Option<String>) {
+        let mut pulls = self.pulls.lock().unwrap_or_else(|p| p.into_inner());
+        match summary {
+            Some(s) => pulls.insert(image.to_string(), s),
+            None => pulls.remove(image),
+        };
+    }
+
+    /// Pulls under way, one line each (`pulling <image>: <progress>`), for the worker's status.
+    pub fn pulls_in_progress(&self) -> Vec<String> {
+        let pulls = self.pulls.lock().unwrap_or_else(|p| p.into_inner());
+        pulls.iter().map(|(image, p)| format!("pulling {image}: {p}")).collect()
     }
 
     /// Removes (with force) every container carrying the label `key=value`, e.g.
@@ -291,12 +317,13 @@ struct PullProgress {
 }
 
 impl PullProgress {
-    fn update(&mut self, image: &str, info: &bollard::models::CreateImageInfo) {
+    /// Takes one progress message; returns a one-line summary of the pull so far.
+    fn update(&mut self, image: &str, info: &bollard::models::CreateImageInfo) -> Option<String> {
         let (Some(id), Some(status)) = (&info.id, &info.status) else {
             if let Some(status) = &info.status {
                 debug!(image, status, "pull");
             }
-            return;
+            return None;
         };
         let layer = self.layers.entry(id.clone()).or_default();
         match status.as_str() {
@@ -309,11 +336,17 @@ impl PullProgress {
             }
             _ => {}
         }
+        let done = self.layers.values().filter(|l| l.2).count();
+        let downloaded: i64 = self.layers.values().map(|l| if l.2 { l.1.max(l.0) } else { l.0 }).sum();
+        let total: i64 = self.layers.values().map(|l| l.1).sum();
+        let summary = format!(
+            "{done} of {} layers done, {} of {} MB downloaded",
+            self.layers.len(),
+            downloaded / 1_000_000,
+            total / 1_000_000
+        );
         if self.last_log.is_none_or(|t| t.elapsed() >= Duration::from_secs(5)) {
             self.last_log = Some(Instant::now());
-            let done = self.layers.values().filter(|l| l.2).count();
-            let downloaded: i64 = self.layers.values().map(|l| if l.2 { l.1.max(l.0) } else { l.0 }).sum();
-            let total: i64 = self.layers.values().map(|l| l.1).sum();
             info!(
                 image,
                 layers_done = done,
@@ -323,6 +356,7 @@ impl PullProgress {
                 "pull progress"
             );
         }
+        Some(summary)
     }
 }
 
