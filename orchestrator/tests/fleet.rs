@@ -65,6 +65,15 @@ where
     }
 }
 
+/// How many workers ran the sweep's runs.
+async fn distinct_workers(pool: &PgPool, sweep: i64) -> i64 {
+    sqlx::query_scalar("SELECT count(DISTINCT last_worker) FROM runs WHERE sweep_id = $1")
+        .bind(sweep)
+        .fetch_one(pool)
+        .await
+        .unwrap()
+}
+
 async fn sweep_state(pool: &PgPool, sweep: i64) -> SweepState {
     sweeps::status(pool, sweep).await.unwrap().state
 }
@@ -143,13 +152,7 @@ async fn sweep_completes_end_to_end_with_placeholder_workers(pool: PgPool) {
     assert_eq!(status.spent_usd, "0.024".parse().unwrap());
     let (expected, once, duplicated, lost) = accounting(&pool, sweep, 2).await;
     assert_eq!((once, duplicated, lost), (expected, 0, 0));
-    let busy_workers: i64 =
-        sqlx::query_scalar("SELECT count(DISTINCT last_worker) FROM runs WHERE sweep_id = $1")
-            .bind(sweep)
-            .fetch_one(&pool)
-            .await
-            .unwrap();
-    assert_eq!(busy_workers, 2, "both workers took runs");
+    assert_eq!(distinct_workers(&pool, sweep).await, 2, "both workers took runs");
     coordinator.shutdown().await;
 }
 
@@ -256,12 +259,7 @@ async fn two_coordinator_replicas_serve_one_database(pool: PgPool) {
         .await
         .unwrap();
     assert_eq!(attempts, 24, "no run was claimed twice");
-    let via: i64 = sqlx::query_scalar("SELECT count(DISTINCT last_worker) FROM runs WHERE sweep_id = $1")
-        .bind(sweep)
-        .fetch_one(&pool)
-        .await
-        .unwrap();
-    assert_eq!(via, 2, "both replicas handed out runs");
+    assert_eq!(distinct_workers(&pool, sweep).await, 2, "both replicas handed out runs");
     a.shutdown().await;
     b.shutdown().await;
 }
