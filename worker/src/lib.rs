@@ -9,6 +9,7 @@ pub mod evaluate;
 pub mod executor;
 pub mod grading;
 pub mod images;
+pub mod llm;
 pub mod placeholder;
 pub mod sandbox;
 

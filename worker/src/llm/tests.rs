@@ -1,0 +1,215 @@
+//! The client against a real HTTP server on a loopback port that answers from a script, as an
+//! OpenAI-compatible endpoint would (status, headers, body), and records what it was sent.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::IntoResponse;
+use axum::routing::post;
+use serde_json::{json, Value};
+
+use super::*;
+
+#[derive(Clone)]
+struct Reply {
+    status: u16,
+    retry_after: Option<&'static str>,
+    body: String,
+}
+
+#[derive(Default)]
+struct Script {
+    replies: Vec<Reply>,
+    next: usize,
+    /// (authorization header, body) of every request.
+    seen: Vec<(Option<String>, Value)>,
+}
+
+async fn answer(
+    State(script): State<Arc<Mutex<Script>>>,
+    headers: HeaderMap,
+    body: String,
+) -> impl IntoResponse {
+    let mut s = script.lock().unwrap();
+    let auth = headers.get("authorization").map(|v| v.to_str().unwrap().to_string());
+    s.seen.push((auth, serde_json::from_str(&body).unwrap_or(Value::Null)));
+    let reply = s.replies.get(s.next).cloned().unwrap_or(Reply {
+        status: 500,
+        retry_after: None,
+        body: "script ran out".into(),
+    });
+    s.next += 1;
+    let mut headers = HeaderMap::new();
+    headers.insert("content-type", "application/json".parse().unwrap());
+    if let Some(r) = reply.retry_after {
+        headers.insert("retry-after", r.parse().unwrap());
+    }
+    (StatusCode::from_u16(reply.status).unwrap(), headers, reply.body)
+}
+
+async fn serve(replies: Vec<Reply>) -> (String, Arc<Mutex<Script>>) {
+    let script = Arc::new(Mutex::new(Script { replies, ..Default::default() }));
+    let app = axum::Router::new().route("/v1/chat/completions", post(answer)).with_state(script.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (format!("http://{addr}/v1"), script)
+}
+
+fn ok(content: &str, usage: Option<Value>) -> Reply {
+    let mut body = json!({
+        "id": "chatcmpl-1", "object": "chat.completion", "model": "m",
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": "stop"}],
+    });
+    if let Some(u) = usage {
+        body["usage"] = u;
+    }
+    Reply { status: 200, retry_after: None, body: body.to_string() }
+}
+
+fn status(code: u16, retry_after: Option<&'static str>) -> Reply {
+    Reply { status: code, retry_after, body: json!({"error": {"message": "busy"}}).to_string() }
+}
+
+const KEY: &str = "sk-test-DO-NOT-LEAK-1234567890";
+
+fn client(base_url: &str) -> LlmClient {
+    LlmClient::new(LlmConfig {
+        base_url: base_url.into(),
+        model: "qwen3".into(),
+        api_key: Some(Secret::new(KEY)),
+        sampling: Sampling {
+            temperature: Some(0.0),
+            max_tokens: Some(2048),
+            seed: Some(7),
+            ..Default::default()
+        },
+        price: Price {
+            input_per_mtok: "0.15".parse().unwrap(),
+            output_per_mtok: "1.5".parse().unwrap(),
+            cached_input_per_mtok: "0.015".parse().unwrap(),
+        },
+        extra_body: [("top_k".to_string(), json!(20))].into_iter().collect(),
+        retry: RetryPolicy {
+            attempts: 3,
+            min_delay: Duration::from_millis(10),
+            max_delay: Duration::from_millis(50),
+            max_retry_after: Duration::from_millis(1500),
+            connect_timeout: Duration::from_secs(5),
+            request_timeout: Duration::from_secs(5),
+        },
+    })
+    .unwrap()
+}
+
+fn user(text: &str) -> Vec<Value> {
+    vec![json!({"role": "user", "content": text})]
+}
+
+#[tokio::test]
+async fn usage_and_cost_are_exact_and_the_request_carries_everything() {
+    let usage = json!({"prompt_tokens": 1200, "completion_tokens": 300, "total_tokens": 1500,
+                       "prompt_tokens_details": {"cached_tokens": 1000},
+                       "completion_tokens_details": {"reasoning_tokens": 120}});
+    let (url, script) = serve(vec![ok("Let me look.\n```bash\nls\n```", Some(usage))]).await;
+    let done = client(&url).chat(&user("fix the bug"), None).await.unwrap();
+    assert_eq!(done.content, "Let me look.\n```bash\nls\n```");
+    assert_eq!(done.finish_reason.as_deref(), Some("stop"));
+    assert_eq!(
+        done.usage,
+        Usage {
+            prompt_tokens: 1200,
+            completion_tokens: 300,
+            cached_tokens: 1000,
+            reasoning_tokens: 120,
+            estimated: false
+        }
+    );
+    // (200 uncached x 0.15 + 1000 cached x 0.015 + 300 x 1.5) / 1e6 = 495 / 1e6: exactly $0.000495.
+    assert_eq!(done.cost_usd, "0.000495".parse::<Decimal>().unwrap());
+    assert_eq!(done.retries, 0);
+    let s = script.lock().unwrap();
+    let (auth, body) = &s.seen[0];
+    assert_eq!(auth.as_deref(), Some(format!("Bearer {KEY}").as_str()));
+    assert_eq!(body["model"], "qwen3");
+    assert_eq!(body["temperature"], 0.0);
+    assert_eq!(body["max_tokens"], 2048);
+    assert_eq!(body["seed"], 7);
+    assert_eq!(body["top_k"], 20, "extra body parameters pass through");
+    assert_eq!(body["messages"][0]["content"], "fix the bug");
+}
+
+#[tokio::test]
+async fn a_429_with_retry_after_is_retried_and_billed_once() {
+    let usage = json!({"prompt_tokens": 10, "completion_tokens": 10});
+    let (url, script) = serve(vec![status(429, Some("1")), ok("done", Some(usage))]).await;
+    let started = std::time::Instant::now();
+    let done = client(&url).chat(&user("hi"), None).await.unwrap();
+    assert!(started.elapsed() >= Duration::from_millis(950), "Retry-After was honoured");
+    assert_eq!(done.retries, 1);
+    assert_eq!(done.usage.prompt_tokens, 10, "only the successful answer is billed");
+    assert_eq!(script.lock().unwrap().seen.len(), 2);
+}
+
+#[tokio::test]
+async fn persistent_5xx_makes_the_endpoint_unavailable_without_leaking_the_key() {
+    let (url, script) = serve(vec![status(500, None), status(502, None), status(503, None)]).await;
+    let err = client(&url).chat(&user("hi"), None).await.unwrap_err();
+    assert!(matches!(err, Error::Unavailable { attempts: 3, .. }), "{err}");
+    assert_eq!(script.lock().unwrap().seen.len(), 3);
+    assert!(!format!("{err} {err:?}").contains(KEY));
+}
+
+#[tokio::test]
+async fn a_4xx_is_not_retried() {
+    let (url, script) = serve(vec![status(400, None)]).await;
+    let err = client(&url).chat(&user("hi"), None).await.unwrap_err();
+    assert!(matches!(err, Error::Rejected { status: 400, .. }), "{err}");
+    assert_eq!(script.lock().unwrap().seen.len(), 1);
+}
+
+#[tokio::test]
+async fn malformed_and_truncated_bodies_are_errors_with_an_excerpt() {
+    let truncated =
+        Reply { status: 200, retry_after: None, body: r#"{"choices": [{"message": {"role": "assis"#.into() };
+    let (url, _) = serve(vec![truncated]).await;
+    let err = client(&url).chat(&user("hi"), None).await.unwrap_err();
+    match &err {
+        Error::Malformed { reason, excerpt } => {
+            assert!(reason.contains("not JSON"), "{reason}");
+            assert!(excerpt.contains(r#""role": "assis"#), "{excerpt}");
+        }
+        other => panic!("{other}"),
+    }
+    let no_choices =
+        Reply { status: 200, retry_after: None, body: json!({"object": "chat.completion"}).to_string() };
+    let (url, _) = serve(vec![no_choices]).await;
+    assert!(matches!(client(&url).chat(&user("hi"), None).await.unwrap_err(), Error::Malformed { .. }));
+}
+
+#[tokio::test]
+async fn a_response_without_usage_is_estimated_and_marked() {
+    let (url, _) = serve(vec![ok("twelve chars", None)]).await;
+    let done = client(&url).chat(&user("x".repeat(400).as_str()), None).await.unwrap();
+    assert!(done.usage.estimated);
+    assert!(done.usage.prompt_tokens >= 100, "{:?}", done.usage);
+    assert_eq!(done.usage.completion_tokens, 3);
+    assert!(done.cost_usd > Decimal::ZERO);
+}
+
+#[tokio::test]
+async fn an_unreachable_endpoint_is_unavailable() {
+    // A port nothing listens on (bound, then released).
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let err = client(&format!("http://127.0.0.1:{port}/v1")).chat(&user("hi"), None).await.unwrap_err();
+    assert!(matches!(err, Error::Unavailable { .. }), "{err}");
+}
+
+#[test]
+fn secrets_and_url_credentials_stay_hidden() {
+    assert_eq!(format!("{:?}", Secret::new(KEY)), "Secret(<redacted>)");
+    let msg = without_url_secrets("error sending request for url (https://user:sk-abc@host/v1/chat)");
+    assert!(!msg.contains("sk-abc"), "{msg}");
+}
