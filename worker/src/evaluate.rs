@@ -9,9 +9,7 @@
 
 use std::time::{Duration, Instant};
 
-use protocol::{
-    ClaimedRun, Evaluation, ExecutorSpec, GradingProfile, Outcome, PatchSource, RunTotals, StepRecord,
-};
+use protocol::{ClaimedRun, Evaluation, ExecutorSpec, Outcome, PatchSource, RunTotals, StepRecord};
 
 use crate::executor::{ExecError, ExecFuture, Executor, ImagesFuture, RunContext, RunResult};
 use crate::grading::{self, GradeInput, GradeOutcome, Profile};
@@ -90,10 +88,7 @@ impl EvaluateExecutor {
         let ExecutorSpec::Evaluate(spec) = &run.executor else {
             return Err(ExecError::Infra("the evaluate executor was handed another kind of run".into()));
         };
-        let profile = match spec.profile {
-            GradingProfile::V5 => Profile::V5,
-            GradingProfile::V4 => Profile::V4,
-        };
+        let profile = Profile::from(spec.profile);
         let patch = match spec.patch {
             PatchSource::Gold => Some(run.instance.patch.clone()),
             PatchSource::Prediction => run.input_patch.clone(),

@@ -20,6 +20,15 @@ pub enum ProfileArg {
     V4,
 }
 
+impl From<ProfileArg> for GradingProfile {
+    fn from(p: ProfileArg) -> Self {
+        match p {
+            ProfileArg::V5 => GradingProfile::V5,
+            ProfileArg::V4 => GradingProfile::V4,
+        }
+    }
+}
+
 #[derive(Args, Debug)]
 pub struct EvalArgs {
     /// An imported dataset (see `steer dataset import`).
@@ -96,10 +105,7 @@ pub async fn run(args: EvalArgs) -> anyhow::Result<ExitCode> {
     let request = EvalRequest {
         dataset: args.dataset.clone(),
         run_id: run_id.clone(),
-        profile: match args.profile {
-            ProfileArg::V5 => GradingProfile::V5,
-            ProfileArg::V4 => GradingProfile::V4,
-        },
+        profile: args.profile.into(),
         gold,
         instance_ids: args.instance_ids.clone(),
         predictions: preds.clone(),
@@ -220,10 +226,7 @@ pub fn summary_report(
         })
         .collect();
     grading::summary_report(&SummaryInput {
-        profile: match profile {
-            GradingProfile::V5 => grading::Profile::V5,
-            GradingProfile::V4 => grading::Profile::V4,
-        },
+        profile: profile.into(),
         dataset_ids,
         results: &rows,
         leftovers: None,

@@ -41,10 +41,7 @@ pub async fn run(args: GradeLogArgs) -> anyhow::Result<ExitCode> {
     } else {
         format!("{START_TEST_OUTPUT}\n{raw}\n{END_TEST_OUTPUT}\n")
     };
-    let profile = match args.profile {
-        ProfileArg::V5 => grading::Profile::V5,
-        ProfileArg::V4 => grading::Profile::V4,
-    };
+    let profile = grading::Profile::from(protocol::GradingProfile::from(args.profile));
     let graded = grading::grade(&GradeInput {
         instance: &instance,
         profile,

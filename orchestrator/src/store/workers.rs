@@ -39,13 +39,7 @@ pub async fn holdings(pool: &PgPool, id: Uuid) -> Result<Option<Holdings>> {
             .bind(id)
             .fetch_optional(pool)
             .await?;
-    Ok(row.map(|(caps, images)| Holdings {
-        executors: caps
-            .get("executors")
-            .and_then(|e| serde_json::from_value::<Vec<String>>(e.clone()).ok())
-            .unwrap_or_else(|| vec!["placeholder".to_string()]),
-        images,
-    }))
+    Ok(row.map(|(caps, images)| Holdings { executors: executors_of(&caps), images }))
 }
 
 /// Every registered worker, most recently heard from first; `alive_within_s` drops workers not
@@ -71,10 +65,7 @@ pub async fn list(pool: &PgPool, alive_within_s: Option<f64>) -> Result<Vec<Work
                 name: r.get("name"),
                 host: r.get("host"),
                 slots: r.get("slots"),
-                executors: caps
-                    .get("executors")
-                    .and_then(|e| serde_json::from_value(e.clone()).ok())
-                    .unwrap_or_else(|| vec!["placeholder".to_string()]),
+                executors: executors_of(&caps),
                 images: r.get("images"),
                 running: r.get("running"),
                 draining: r.get("draining"),
@@ -84,4 +75,12 @@ pub async fn list(pool: &PgPool, alive_within_s: Option<f64>) -> Result<Vec<Work
             }
         })
         .collect())
+}
+
+/// The executor kinds in a worker's registered capabilities; none named: the placeholder only.
+fn executors_of(capabilities: &serde_json::Value) -> Vec<String> {
+    capabilities
+        .get("executors")
+        .and_then(|e| serde_json::from_value(e.clone()).ok())
+        .unwrap_or_else(|| vec!["placeholder".to_string()])
 }

@@ -70,6 +70,15 @@ pub enum Profile {
 }
 
 /// What can go wrong before grading proper (a failing task is an outcome, not an error).
+impl From<protocol::GradingProfile> for Profile {
+    fn from(p: protocol::GradingProfile) -> Self {
+        match p {
+            protocol::GradingProfile::V5 => Profile::V5,
+            protocol::GradingProfile::V4 => Profile::V4,
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum Error {
     #[error("unknown log parser `{0}`")]

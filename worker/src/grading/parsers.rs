@@ -118,6 +118,18 @@ fn is_skip_summary(status: &str, name: &str) -> bool {
 /// `parse_log_pytest`, and `parse_log_matplotlib` when `mouse_buttons` (which first rewrites
 /// `MouseButton.LEFT` to `1` and `MouseButton.RIGHT` to `3`).
 fn pytest(profile: Profile, log: &str, mouse_buttons: bool) -> StatusMap {
+    pytest_lines(profile, log, mouse_buttons, str::to_string)
+}
+
+/// `parse_log_pytest_options`: as pytest, but a parameter that is an absolute path
+/// (`/...`, not `//...`, no `*`) is cut down to `/` plus its last component.
+fn pytest_options(profile: Profile, log: &str) -> StatusMap {
+    pytest_lines(profile, log, false, normalize_option)
+}
+
+/// The line loop the pytest-family parsers share: `STATUS test_id ...` lines (FAILED lines with
+/// ` - ` removed), v5 skipping SKIPPED summaries, ids passed through `test_id`.
+fn pytest_lines(profile: Profile, log: &str, mouse_buttons: bool, test_id: fn(&str) -> String) -> StatusMap {
     let mut map = StatusMap::new();
     for raw in log.split('\n') {
         let owned;
@@ -141,33 +153,7 @@ fn pytest(profile: Profile, log: &str, mouse_buttons: bool) -> StatusMap {
         if profile == Profile::V5 && is_skip_summary(tokens[0], tokens[1]) {
             continue;
         }
-        map.insert(tokens[1].to_string(), TestStatus::from_word(tokens[0]));
-    }
-    map
-}
-
-/// `parse_log_pytest_options`: as pytest, but a parameter that is an absolute path
-/// (`/...`, not `//...`, no `*`) is cut down to `/` plus its last component.
-fn pytest_options(profile: Profile, log: &str) -> StatusMap {
-    let mut map = StatusMap::new();
-    for raw in log.split('\n') {
-        let mut line = raw;
-        if !starts_with_status(line) {
-            continue;
-        }
-        let replaced;
-        if line.starts_with("FAILED") {
-            replaced = line.replace(" - ", " ");
-            line = &replaced;
-        }
-        let tokens = py_split(line);
-        if tokens.len() <= 1 {
-            continue;
-        }
-        if profile == Profile::V5 && is_skip_summary(tokens[0], tokens[1]) {
-            continue;
-        }
-        map.insert(normalize_option(tokens[1]), TestStatus::from_word(tokens[0]));
+        map.insert(test_id(tokens[1]), TestStatus::from_word(tokens[0]));
     }
     map
 }
