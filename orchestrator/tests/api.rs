@@ -165,6 +165,7 @@ const ROUTES: &[Route] = &[
     route("GET", "/api/v1/workers", Guard::Users),
     route("GET", "/api/v1/runs/{run_id}", Guard::Users),
     route("GET", "/api/v1/runs/{run_id}/trajectory", Guard::Users),
+    route("GET", "/api/v1/runs/{run_id}/record", Guard::Users),
     route("POST", "/api/v1/tokens", Guard::AdminsOnly),
     route("GET", "/api/v1/tokens", Guard::AdminsOnly),
     route("DELETE", "/api/v1/tokens/{id}", Guard::AdminsOnly),
@@ -565,11 +566,14 @@ async fn worker_protocol_over_http(pool: PgPool) {
         messages: json!([{"role": "assistant", "content": "ls"}]),
         ..Default::default()
     };
-    let upload = UploadSteps { lease_token: run.lease_token, steps: vec![step.clone()] };
+    let upload = UploadSteps { lease_token: run.lease_token, steps: vec![step.clone()], llm_calls: vec![] };
     let (status, body) = call(c.post(&run_path("steps"), &c.worker, &upload)).await;
     assert_eq!(status, StatusCode::NO_CONTENT, "{body}");
-    let stale =
-        UploadSteps { lease_token: Uuid::new_v4(), steps: vec![StepRecord { index: 1, ..step.clone() }] };
+    let stale = UploadSteps {
+        lease_token: Uuid::new_v4(),
+        steps: vec![StepRecord { index: 1, ..step.clone() }],
+        llm_calls: vec![],
+    };
     expect_error(
         &call(c.post(&run_path("steps"), &c.worker, &stale)).await,
         StatusCode::CONFLICT,
@@ -598,8 +602,12 @@ async fn worker_protocol_over_http(pool: PgPool) {
     );
     assert!(message.contains(&run.run_id.to_string()), "{message}");
 
-    let traj: Trajectory = expect_ok(call(c.get(&run_path("trajectory"), &c.user)).await, StatusCode::OK);
-    assert_eq!(traj.steps, [step]);
+    let traj: Trajectory = expect_ok(call(c.get(&run_path("record"), &c.user)).await, StatusCode::OK);
+    assert_eq!(traj.steps, [StepRecord { attempt: 1, ..step }], "the step is kept under its attempt");
+    let mini: serde_json::Value =
+        expect_ok(call(c.get(&run_path("trajectory"), &c.user)).await, StatusCode::OK);
+    assert_eq!(mini["trajectory_format"], "mini-swe-agent-1.1");
+    assert_eq!(mini["instance_id"], traj.run.instance_id.as_str());
     assert_eq!(
         (traj.run.id, traj.run.state, traj.run.outcome),
         (run.run_id, RunState::Done, Some(Outcome::SyntheticUnresolved))

@@ -3,15 +3,13 @@
 //! and a worker with the evaluate executor run in process; evaluations are submitted as
 //! `steer eval` submits them.
 
-use std::path::Path;
-use std::sync::Arc;
 use std::time::Duration;
 
 use orchestrator::predictions::Prediction;
 use orchestrator::server::{self, CoordinatorConfig};
 use orchestrator::store::evals::{self, EvalRequest, EvalResult};
 use orchestrator::store::{datasets, sweeps, tokens};
-use protocol::{Instance, Role, SweepState};
+use protocol::{Role, SweepState};
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -19,73 +17,26 @@ use worker::sandbox::Docker;
 
 const WORKER_NAME: &str = "evaluate-test";
 
-fn fixtures() -> Vec<Instance> {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../docker/fixtures/dataset.jsonl");
-    orchestrator::dataset::load_path(&path).expect("fixture dataset loads")
-}
-
-/// The engine, with every fixture image present; None (skip) without them unless CI is set.
-async fn docker_with_fixture_images(instances: &[Instance]) -> Option<Docker> {
-    let ci = std::env::var_os("CI").is_some();
-    let docker = match Docker::connect().await {
-        Ok(d) => d,
-        Err(e) if ci => panic!("CI is set and Docker is unreachable: {e}"),
-        Err(e) => {
-            eprintln!("skipping: {e}");
-            return None;
-        }
-    };
-    for inst in instances {
-        let image = inst.image.as_deref().expect("fixtures name their images");
-        if !docker.image_present(image).await.unwrap() {
-            assert!(!ci, "CI is set and fixture image {image} is missing: run docker/build-fixtures.sh");
-            eprintln!("skipping: fixture image {image} is missing (docker/build-fixtures.sh builds it)");
-            return None;
-        }
-    }
-    Some(docker)
-}
+mod common;
+use common::{docker_with_fixture_images, fixtures, leftover_containers};
 
 struct Fleet {
-    stop: CancellationToken,
-    drain: CancellationToken,
-    tracker: TaskTracker,
-    worker: tokio::task::JoinHandle<anyhow::Result<()>>,
+    coordinator: common::Coordinator,
+    worker: common::Worker,
 }
 
 async fn start_fleet(pool: &PgPool, docker: Docker) -> Fleet {
-    let stop = CancellationToken::new();
-    let tracker = TaskTracker::new();
-    let config = CoordinatorConfig {
-        bind: "127.0.0.1:0".parse().unwrap(),
-        lease_ttl: Duration::from_secs(30),
-        maintenance_interval: Duration::from_millis(100),
-    };
-    let addr = server::spawn(pool.clone(), config, stop.clone(), &tracker).await.unwrap();
-    let token = tokens::create(pool, "w", Role::Worker).await.unwrap().token;
+    let coordinator = common::start_coordinator(pool, Duration::from_secs(30)).await;
     let dispatcher =
         worker::Dispatcher::new(Some(worker::evaluate::EvaluateExecutor::new(docker, WORKER_NAME)));
-    let config = worker::WorkerConfig {
-        coordinator_url: format!("http://{addr}"),
-        token,
-        name: WORKER_NAME.into(),
-        slots: 2,
-        claim_wait: Duration::from_millis(500),
-        drain_timeout: Duration::from_secs(10),
-        capabilities: serde_json::json!({ "executors": dispatcher.kinds() }),
-    };
-    let drain = CancellationToken::new();
-    let worker = tokio::spawn(worker::run(config, Arc::new(dispatcher), drain.clone()));
-    Fleet { stop, drain, tracker, worker }
+    let worker = coordinator.start_worker(WORKER_NAME, 2, dispatcher).await;
+    Fleet { coordinator, worker }
 }
 
 impl Fleet {
     async fn shutdown(self) {
-        self.drain.cancel();
-        self.worker.await.unwrap().unwrap();
-        self.stop.cancel();
-        self.tracker.close();
-        tokio::time::timeout(Duration::from_secs(10), self.tracker.wait()).await.unwrap();
+        self.worker.drain().await;
+        self.coordinator.shutdown().await;
     }
 }
 
@@ -115,15 +66,6 @@ fn request(run_id: &str, gold: bool, predictions: Vec<Prediction>) -> EvalReques
         sandbox: Default::default(),
         max_attempts: 1,
     }
-}
-
-async fn leftover_containers(docker_cli_label: &str) -> usize {
-    let out = tokio::process::Command::new("docker")
-        .args(["ps", "-aq", "--filter", &format!("label={docker_cli_label}")])
-        .output()
-        .await
-        .unwrap();
-    String::from_utf8_lossy(&out.stdout).lines().count()
 }
 
 #[sqlx::test(migrator = "orchestrator::db::MIGRATOR")]

@@ -15,8 +15,9 @@ use uuid::Uuid;
 pub mod spec;
 
 pub use spec::{
-    AgentLimits, AgentSpec, CriticKind, CriticSpec, EvaluateSpec, ExecutorSpec, GradingProfile, PatchSource,
-    PlaceholderSpec, Price, Sampling, SandboxSettings,
+    AgentExecSpec, AgentLimits, AgentSpec, CriticKind, CriticSpec, EvaluateSpec, ExecutorSpec,
+    GradingProfile, PatchSource, PlaceholderSpec, Price, PromptTemplates, Sampling, SandboxSettings,
+    Scaffold, SUBMIT_SENTINEL,
 };
 
 /// API version prefix of every route but `/healthz` and `/metrics`.
@@ -127,6 +128,8 @@ pub enum Outcome {
     CostLimit,
     TimeLimit,
     CriticStop,
+    /// The agent's replies broke the scaffold's format too often.
+    FormatErrorLimit,
     /// The evaluation's test run ran past its time limit.
     Timeout,
     /// Recorded by the placeholder executor: not the result of running any agent.
@@ -146,6 +149,7 @@ impl Outcome {
             Outcome::CostLimit => "cost_limit",
             Outcome::TimeLimit => "time_limit",
             Outcome::CriticStop => "critic_stop",
+            Outcome::FormatErrorLimit => "format_error_limit",
             Outcome::Timeout => "timeout",
             Outcome::SyntheticResolved => "synthetic_resolved",
             Outcome::SyntheticUnresolved => "synthetic_unresolved",
@@ -319,14 +323,24 @@ impl ClaimedRun {
 pub struct StepRecord {
     /// 0-based position in the run's attempt.
     pub index: i32,
+    /// The attempt the step belongs to. Set by the coordinator from the lease (ignored on upload).
+    #[serde(default)]
+    pub attempt: i32,
     #[serde(default)]
     pub action: Option<String>,
     #[serde(default)]
     pub observation: Option<String>,
     #[serde(default)]
     pub exit_code: Option<i32>,
+    /// Wall time of the whole step.
     #[serde(default)]
     pub duration_ms: i64,
+    /// Of which: waiting for the model (retries included).
+    #[serde(default)]
+    pub llm_ms: i64,
+    /// Of which: running the command in the sandbox.
+    #[serde(default)]
+    pub command_ms: i64,
     #[serde(default)]
     pub input_tokens: i64,
     #[serde(default)]
@@ -336,15 +350,59 @@ pub struct StepRecord {
     #[serde(default)]
     #[schema(value_type = String)]
     pub cost_usd: Decimal,
-    /// Messages in and out of the model for this step, as the model saw them.
+    /// The messages this step appended to the conversation, in order (step 0 also holds the
+    /// system and instance messages): concatenated over the steps they are exactly what the
+    /// model saw.
     #[serde(default)]
     pub messages: serde_json::Value,
+}
+
+/// One call to a model endpoint (retries of the call included), billed or not.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct LlmCallRecord {
+    /// 0-based, per run attempt; makes a re-sent upload idempotent.
+    pub call_index: i32,
+    /// The step the call belongs to (None: it failed before any step was recorded).
+    #[serde(default)]
+    pub step_index: Option<i32>,
+    pub model: String,
+    /// `ok`, or why the call failed: `unavailable`, `rejected`, `malformed`, `timeout`.
+    pub status: String,
+    /// HTTP status of the last answer, when there was one.
+    #[serde(default)]
+    pub http_status: Option<i32>,
+    /// Attempts that failed before the last one.
+    #[serde(default)]
+    pub retries: i32,
+    pub latency_ms: i64,
+    #[serde(default)]
+    pub input_tokens: i64,
+    #[serde(default)]
+    pub output_tokens: i64,
+    #[serde(default)]
+    pub cached_tokens: i64,
+    #[serde(default)]
+    pub reasoning_tokens: i64,
+    /// The endpoint reported no usage: the token figures are an estimate.
+    #[serde(default)]
+    pub tokens_estimated: bool,
+    #[serde(default)]
+    #[schema(value_type = String)]
+    pub cost_usd: Decimal,
+    #[serde(default)]
+    pub finish_reason: Option<String>,
+    /// The last failure of the call (with an excerpt of a bad body), even when a retry succeeded.
+    #[serde(default)]
+    pub error: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct UploadSteps {
     pub lease_token: Uuid,
     pub steps: Vec<StepRecord>,
+    /// Model calls made since the last upload. Each is charged to the sweep once.
+    #[serde(default)]
+    pub llm_calls: Vec<LlmCallRecord>,
 }
 
 /// Token and dollar totals of one run.
@@ -489,6 +547,10 @@ pub struct RunInfo {
     pub attempt: i32,
     pub failed_attempts: i32,
     pub outcome: Option<Outcome>,
+    /// Whether the run's patch resolves the task (None: not graded). A run that ended at a
+    /// limit still has its patch graded, so this can be true whatever the outcome says.
+    #[serde(default)]
+    pub resolved: Option<bool>,
     pub last_error: Option<String>,
     pub worker_id: Option<Uuid>,
     pub queued_at: DateTime<Utc>,
@@ -497,12 +559,23 @@ pub struct RunInfo {
     pub totals: RunTotals,
 }
 
+/// Everything recorded of a run: the steps of every attempt (earlier attempts first; each
+/// step says its attempt), every model call, the final patch and its evaluation.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct Trajectory {
     pub run: RunInfo,
     pub steps: Vec<StepRecord>,
+    #[serde(default)]
+    pub llm_calls: Vec<TrajectoryCall>,
     pub patch: Option<String>,
     pub evaluation: Option<Evaluation>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct TrajectoryCall {
+    pub attempt: i32,
+    #[serde(flatten)]
+    pub call: LlmCallRecord,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]

@@ -24,9 +24,15 @@ pub struct AgentSpec {
     pub price: Price,
     #[serde(default)]
     pub limits: AgentLimits,
-    /// Fleet-wide cap on runs using this agent's endpoint at once (None: no cap).
+    /// Fleet-wide cap on runs using this agent's endpoint at once (None: no cap). A run makes
+    /// one model call at a time, so this also caps the requests in flight to the endpoint.
     #[serde(default)]
     pub max_concurrency: Option<u32>,
+    /// Extra fields of every request body, passed through as given (e.g. `{"top_k": 20}`).
+    /// (Left out of the JSON when empty, so config hashes of sweeps without it stay as they were.)
+    #[serde(default, skip_serializing_if = "serde_json::Map::is_empty")]
+    #[schema(value_type = Object)]
+    pub extra_body: serde_json::Map<String, serde_json::Value>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
@@ -109,6 +115,9 @@ pub enum ExecutorSpec {
     /// Runs no agent: grades a given patch (the dataset's gold patch, or the prediction the
     /// run carries) in a fresh sandbox, as the official SWE-bench harness does.
     Evaluate(EvaluateSpec),
+    /// Runs the agent on the task in a sandbox, steered by the run's critic, then grades the
+    /// patch it leaves in a fresh sandbox.
+    Agent(AgentExecSpec),
 }
 
 /// Grading semantics to follow.
@@ -221,3 +230,113 @@ impl Default for PlaceholderSpec {
         }
     }
 }
+
+/// How the agent talks to the sandbox.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Scaffold {
+    /// mini-swe-agent's text protocol: reasoning plus exactly one fenced bash block per reply.
+    #[default]
+    BashOnly,
+    /// Native tool calls: a `bash` tool and a `submit` tool.
+    ToolCalling,
+}
+
+impl Scaffold {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Scaffold::BashOnly => "bash_only",
+            Scaffold::ToolCalling => "tool_calling",
+        }
+    }
+}
+
+/// The prompt templates of an agent run (minijinja syntax). The coordinator fills in the
+/// defaults, so a stored sweep records exactly the text its agents saw.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct PromptTemplates {
+    /// The system message.
+    pub system: String,
+    /// The first user message: the task.
+    pub instance: String,
+    /// The observation after a command (a user message, or a tool message with tools).
+    pub observation: String,
+    /// The answer to a reply that broke the format.
+    pub format_error: String,
+}
+
+impl Default for PromptTemplates {
+    fn default() -> Self {
+        PromptTemplates {
+            system: include_str!("../templates/system.j2").into(),
+            instance: include_str!("../templates/instance.j2").into(),
+            observation: include_str!("../templates/observation.j2").into(),
+            format_error: include_str!("../templates/format_error.j2").into(),
+        }
+    }
+}
+
+/// The agent executor's settings (per-agent limits are in [`AgentLimits`]).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct AgentExecSpec {
+    #[serde(default)]
+    pub scaffold: Scaffold,
+    #[serde(default)]
+    pub templates: PromptTemplates,
+    /// Time limit of one command, in seconds.
+    #[serde(default = "default_command_timeout")]
+    pub command_timeout_s: u64,
+    /// Observations longer than this many characters keep their first and last halves.
+    #[serde(default = "default_observation_chars")]
+    pub observation_max_chars: usize,
+    /// When set, a command that changed tracked files gets the edited lines, with this many
+    /// lines of context, appended to its observation.
+    #[serde(default)]
+    pub edit_context_lines: Option<u32>,
+    /// Replies that break the format (no action, several actions) before the run ends as
+    /// `format_error_limit`.
+    #[serde(default = "default_format_errors")]
+    pub max_format_errors: u32,
+    /// Where the repository is in the instance image; every command starts there.
+    #[serde(default = "default_workdir")]
+    pub workdir: String,
+    /// How the final patch is graded.
+    #[serde(default)]
+    pub grading: GradingProfile,
+    /// The preset the settings came from (e.g. `paper`), for people.
+    #[serde(default)]
+    pub preset: Option<String>,
+}
+
+fn default_command_timeout() -> u64 {
+    60
+}
+fn default_observation_chars() -> usize {
+    10_000
+}
+fn default_format_errors() -> u32 {
+    10
+}
+fn default_workdir() -> String {
+    "/testbed".into()
+}
+
+impl Default for AgentExecSpec {
+    fn default() -> Self {
+        AgentExecSpec {
+            scaffold: Scaffold::default(),
+            templates: PromptTemplates::default(),
+            command_timeout_s: default_command_timeout(),
+            observation_max_chars: default_observation_chars(),
+            edit_context_lines: None,
+            max_format_errors: default_format_errors(),
+            workdir: default_workdir(),
+            grading: GradingProfile::default(),
+            preset: None,
+        }
+    }
+}
+
+/// The command that submits in the bash-only scaffold: its output's first line is this, with
+/// exit code 0 (as in mini-swe-agent).
+pub const SUBMIT_SENTINEL: &str = "COMPLETE_TASK_AND_SUBMIT_FINAL_OUTPUT";

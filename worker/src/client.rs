@@ -4,8 +4,8 @@ use std::time::Duration;
 
 use backon::{ExponentialBuilder, Retryable};
 use protocol::{
-    ApiError, ClaimRequest, ClaimResponse, CompleteRun, FailRun, Heartbeat, HeartbeatAck, RegisterWorker,
-    Registered, ReleaseRun, StepRecord, UploadSteps, API_PREFIX,
+    ApiError, ClaimRequest, ClaimResponse, CompleteRun, FailRun, Heartbeat, HeartbeatAck, LlmCallRecord,
+    RegisterWorker, Registered, ReleaseRun, StepRecord, UploadSteps, API_PREFIX,
 };
 use reqwest::{Method, StatusCode};
 use serde::de::DeserializeOwned;
@@ -156,8 +156,9 @@ impl CoordinatorClient {
         run_id: i64,
         lease_token: Uuid,
         steps: Vec<StepRecord>,
+        llm_calls: Vec<LlmCallRecord>,
     ) -> Result<(), Error> {
-        let req = UploadSteps { lease_token, steps };
+        let req = UploadSteps { lease_token, steps, llm_calls };
         self.call::<_, ()>(Method::POST, &format!("{API_PREFIX}/runs/{run_id}/steps"), Some(&req)).await
     }
 

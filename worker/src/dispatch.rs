@@ -2,20 +2,31 @@
 
 use protocol::{ClaimedRun, ExecutorSpec};
 
+use crate::agent::AgentExecutor;
 use crate::evaluate::EvaluateExecutor;
 use crate::executor::{ExecError, ExecFuture, Executor, ImagesFuture, RunContext};
+use crate::llm::RetryPolicy;
 use crate::placeholder::PlaceholderExecutor;
 
-/// The executors a worker has: the placeholder always, `evaluate` when a Docker engine is
-/// reachable. A worker registers the kinds it has, so the coordinator hands it nothing else.
+/// The executors a worker has: the placeholder always, `evaluate` and `agent` when a Docker
+/// engine is reachable. A worker registers the kinds it has, so the coordinator hands it
+/// nothing else.
 pub struct Dispatcher {
     placeholder: PlaceholderExecutor,
     evaluate: Option<EvaluateExecutor>,
+    agent: Option<AgentExecutor>,
 }
 
 impl Dispatcher {
     pub fn new(evaluate: Option<EvaluateExecutor>) -> Self {
-        Dispatcher { placeholder: PlaceholderExecutor, evaluate }
+        let agent = evaluate.clone().map(AgentExecutor::new);
+        Dispatcher { placeholder: PlaceholderExecutor, evaluate, agent }
+    }
+
+    /// How the agent executor retries model calls (tests shorten the waits).
+    pub fn with_llm_retry(mut self, retry: RetryPolicy) -> Self {
+        self.agent = self.agent.map(|a| a.with_retry_policy(retry));
+        self
     }
 
     /// The executor kinds this worker can run, as it registers them.
@@ -23,6 +34,9 @@ impl Dispatcher {
         let mut kinds = vec!["placeholder".to_string()];
         if self.evaluate.is_some() {
             kinds.push("evaluate".to_string());
+        }
+        if self.agent.is_some() {
+            kinds.push("agent".to_string());
         }
         kinds
     }
@@ -37,6 +51,12 @@ impl Executor for Dispatcher {
             (ExecutorSpec::Evaluate(_), None) => Box::pin(async {
                 Err(ExecError::Infra("this worker has no Docker engine and cannot evaluate".into()))
             }),
+            (ExecutorSpec::Agent(_), _) => match &self.agent {
+                Some(agent) => agent.execute(run, ctx),
+                None => Box::pin(async {
+                    Err(ExecError::Infra("this worker has no Docker engine and cannot run agents".into()))
+                }),
+            },
         }
     }
 

@@ -14,7 +14,7 @@ use protocol::{ClaimedRun, Evaluation, ExecutorSpec, Outcome, PatchSource, RunTo
 use crate::executor::{ExecError, ExecFuture, Executor, ImagesFuture, RunContext, RunResult};
 use crate::grading::{self, GradeInput, GradeOutcome, Profile};
 use crate::images::image_for;
-use crate::sandbox::{self, Docker, ExecLimits, ExecOutput, ImageCache, Sandbox, SandboxSpec};
+use crate::sandbox::{self, Docker, ExecLimits, ExecOutput, ImageCache, ImageGuard, Sandbox, SandboxSpec};
 
 /// Captured output budget of the eval script: test logs of large suites run to megabytes, and
 /// the markers and results must survive (head and tail are kept).
@@ -24,6 +24,7 @@ const APPLY_TIMEOUT: Duration = Duration::from_secs(120);
 /// How much of a command's output a recorded step keeps (head and tail).
 const STEP_OBSERVATION_CHARS: usize = 20_000;
 
+#[derive(Clone)]
 pub struct EvaluateExecutor {
     docker: Docker,
     /// Labels every container with the worker's name, so the reaper of a restarted worker
@@ -88,33 +89,67 @@ impl EvaluateExecutor {
         let ExecutorSpec::Evaluate(spec) = &run.executor else {
             return Err(ExecError::Infra("the evaluate executor was handed another kind of run".into()));
         };
-        let profile = Profile::from(spec.profile);
         let patch = match spec.patch {
             PatchSource::Gold => Some(run.instance.patch.clone()),
             PatchSource::Prediction => run.input_patch.clone(),
         };
+        self.grade_recording(run, Profile::from(spec.profile), patch, ctx).await
+    }
+
+    /// Grades `patch` for the run's instance in a fresh sandbox, recording nothing as steps
+    /// (the agent executor grades its patch this way).
+    pub async fn grade(
+        &self,
+        run: &ClaimedRun,
+        profile: Profile,
+        patch: Option<String>,
+    ) -> Result<RunResult, ExecError> {
+        self.grade_recording(run, profile, patch, None).await
+    }
+
+    async fn grade_recording(
+        &self,
+        run: &ClaimedRun,
+        profile: Profile,
+        patch: Option<String>,
+        ctx: Option<&RunContext>,
+    ) -> Result<RunResult, ExecError> {
         let mut steps = Steps::default();
         let Some(patch) = patch.filter(|p| !p.is_empty()) else {
             // The harness never runs an empty patch.
             return Ok(finish(run, profile, None, false, None, steps));
         };
-
-        let image = image_for(&run.instance, &run.sandbox);
-        // Held until the grading container is removed: the cache never evicts it meanwhile.
-        let _image_guard = match &self.image_cache {
-            Some(cache) => Some(cache.acquire(&image).await.map_err(infra)?),
-            None => {
-                self.docker.ensure_image(&image, None).await.map_err(infra)?;
-                None
-            }
-        };
-        let sandbox = self.docker.create(&self.sandbox_spec(run, &image)).await.map_err(infra)?;
+        let (sandbox, _image_guard) = self.open_sandbox(run, Vec::new(), "/testbed").await?;
         let result = self.grade_in(&sandbox, run, ctx, profile, &patch, &mut steps).await;
         // Removed on every path; a failure to remove is logged, the result still counts.
         if let Err(e) = sandbox.remove().await {
             tracing::warn!(run_id = run.run_id, error = %e, "could not remove the grading container");
         }
         result
+    }
+
+    /// A new container from the run's instance image (taken through the image cache, whose
+    /// guard keeps the image until dropped: drop it after the sandbox is removed), labelled
+    /// with the run, its attempt and this worker, limited as the sweep says.
+    pub async fn open_sandbox(
+        &self,
+        run: &ClaimedRun,
+        env: Vec<String>,
+        workdir: &str,
+    ) -> Result<(Sandbox, Option<ImageGuard>), ExecError> {
+        let image = image_for(&run.instance, &run.sandbox);
+        let guard = match &self.image_cache {
+            Some(cache) => Some(cache.acquire(&image).await.map_err(infra)?),
+            None => {
+                self.docker.ensure_image(&image, None).await.map_err(infra)?;
+                None
+            }
+        };
+        let mut spec = self.sandbox_spec(run, &image);
+        spec.env = env;
+        spec.workdir = workdir.to_string();
+        let sandbox = self.docker.create(&spec).await.map_err(infra)?;
+        Ok((sandbox, guard))
     }
 
     async fn grade_in(

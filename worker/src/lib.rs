@@ -2,6 +2,7 @@
 //! an [`Executor`], streams their steps, and reports how they ended. It holds no database
 //! credentials; everything goes through the coordinator's HTTP API.
 
+pub mod agent;
 pub mod client;
 pub mod daemon;
 pub mod dispatch;

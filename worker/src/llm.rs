@@ -7,7 +7,10 @@
 //! - Cost is computed exactly from the agent's prices ([`Price::cost`], decimal, never float).
 //! - 429 and 5xx answers, connection failures and timeouts are retried with exponential backoff
 //!   and jitter, honouring `Retry-After`, a bounded number of times; only the answer that
-//!   succeeded is billed. A malformed or truncated body is an error carrying an excerpt of it.
+//!   succeeded is billed. A malformed or truncated body (a dropped connection mid-answer, a
+//!   proxy's error page) is retried the same way; if every attempt is malformed the error
+//!   carries an excerpt of the last body. A successful call keeps its last failure, so a
+//!   retried fault stays visible in the call's record.
 //! - The API key is read by the caller from the environment variable the sweep names and is
 //!   held in a [`Secret`]: it is sent as a bearer token and appears in no `Debug`, log or error.
 
@@ -106,6 +109,8 @@ pub struct Completion {
     pub latency: Duration,
     /// Attempts that failed before this one.
     pub retries: u32,
+    /// Why the last failed attempt failed (None when the first attempt succeeded).
+    pub last_error: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -141,6 +146,11 @@ impl LlmClient {
         Ok(LlmClient { http, config, url })
     }
 
+    /// How many attempts a call makes at most.
+    pub fn attempts(&self) -> u32 {
+        self.config.retry.attempts.max(1)
+    }
+
     /// The request body for `messages` (and `tools`, for tool-calling scaffolds).
     pub fn body(&self, messages: &[Value], tools: Option<&Value>) -> Value {
         let s = &self.config.sampling;
@@ -170,11 +180,13 @@ impl LlmClient {
         let policy = &self.config.retry;
         let started = Instant::now();
         let mut last = String::new();
+        let mut last_malformed: Option<Error> = None;
         for attempt in 0..policy.attempts.max(1) {
             let wait = match self.attempt(&body).await {
                 Ok(mut done) => {
                     done.latency = started.elapsed();
                     done.retries = attempt;
+                    done.last_error = (attempt > 0).then(|| last.clone());
                     if done.usage.estimated {
                         done.usage = estimate(messages, &done.content);
                     }
@@ -186,9 +198,10 @@ impl LlmClient {
                     return Ok(done);
                 }
                 Err(Attempt::Fatal(e)) => return Err(e),
-                Err(Attempt::Retry { reason, retry_after }) => {
+                Err(Attempt::Retry { reason, retry_after, malformed }) => {
                     tracing::warn!(url = %self.url, attempt = attempt + 1, %reason, "model call failed; retrying");
                     last = reason;
+                    last_malformed = malformed;
                     retry_after
                         .map(|d| d.min(policy.max_retry_after))
                         .unwrap_or_else(|| backoff(policy, attempt))
@@ -198,7 +211,7 @@ impl LlmClient {
                 tokio::time::sleep(wait).await;
             }
         }
-        Err(Error::Unavailable { attempts: policy.attempts.max(1), last })
+        Err(last_malformed.unwrap_or(Error::Unavailable { attempts: policy.attempts.max(1), last }))
     }
 
     async fn attempt(&self, body: &Value) -> Result<Completion, Attempt> {
@@ -210,7 +223,11 @@ impl LlmClient {
             Ok(r) => r,
             // reqwest's errors name the URL, never the headers: the key does not leak here.
             Err(e) => {
-                return Err(Attempt::Retry { reason: without_url_secrets(&e.to_string()), retry_after: None })
+                return Err(Attempt::Retry {
+                    reason: without_url_secrets(&e.to_string()),
+                    retry_after: None,
+                    malformed: None,
+                })
             }
         };
         let status = resp.status();
@@ -223,21 +240,38 @@ impl LlmClient {
         let text = match resp.text().await {
             Ok(t) => t,
             Err(e) => {
-                return Err(Attempt::Retry { reason: format!("reading the body: {e}"), retry_after: None });
+                return Err(Attempt::Retry {
+                    reason: format!("reading the body: {e}"),
+                    retry_after: None,
+                    malformed: None,
+                });
             }
         };
         if status.as_u16() == 429 || status.is_server_error() {
-            return Err(Attempt::Retry { reason: format!("{status}: {}", excerpt(&text)), retry_after });
+            return Err(Attempt::Retry {
+                reason: format!("{status}: {}", excerpt(&text)),
+                retry_after,
+                malformed: None,
+            });
         }
         if !status.is_success() {
             return Err(Attempt::Fatal(Error::Rejected { status: status.as_u16(), body: excerpt(&text) }));
         }
-        parse_completion(&text).map_err(Attempt::Fatal)
+        parse_completion(&text).map_err(|e| Attempt::Retry {
+            reason: e.to_string(),
+            retry_after: None,
+            malformed: Some(e),
+        })
     }
 }
 
 enum Attempt {
-    Retry { reason: String, retry_after: Option<Duration> },
+    /// Worth another attempt; `malformed` holds the error when the body was not a completion.
+    Retry {
+        reason: String,
+        retry_after: Option<Duration>,
+        malformed: Option<Error>,
+    },
     Fatal(Error),
 }
 
@@ -291,6 +325,7 @@ fn parse_completion(text: &str) -> Result<Completion, Error> {
         cost_usd: Decimal::ZERO,
         latency: Duration::ZERO,
         retries: 0,
+        last_error: None,
     })
 }
 

@@ -45,7 +45,7 @@ pub struct AppState {
         users::import_dataset, users::list_datasets, users::get_dataset, users::dataset_instances,
         users::submit_eval, users::sweep_evaluations, users::sweep_images, users::list_workers,
         users::submit_sweep, users::list_sweeps, users::sweep_status, users::cancel_sweep, users::pause_sweep,
-        users::resume_sweep, users::sweep_runs, users::get_run, users::get_trajectory,
+        users::resume_sweep, users::sweep_runs, users::get_run, users::get_trajectory, users::get_record,
         users::create_token, users::list_tokens, users::revoke_token,
     ),
     modifiers(&BearerAuth),
@@ -103,6 +103,7 @@ pub fn router(state: AppState) -> Router {
         .route("/workers", get(users::list_workers))
         .route("/runs/{run_id}", get(users::get_run))
         .route("/runs/{run_id}/trajectory", get(users::get_trajectory))
+        .route("/runs/{run_id}/record", get(users::get_record))
         .route_layer(guard(USERS));
     let admin_routes = Router::new()
         .route("/tokens", post(users::create_token).get(users::list_tokens))

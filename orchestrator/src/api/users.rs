@@ -128,8 +128,19 @@ pub async fn get_run(State(state): State<AppState>, Path(run_id): Path<i64>) -> 
 }
 
 #[utoipa::path(get, path = "/api/v1/runs/{run_id}/trajectory", params(("run_id" = i64, Path)),
-    responses((status = 200, body = Trajectory), (status = 404, body = protocol::ApiError)), tag = "runs")]
+    responses((status = 200, description = "The run's trajectory in mini-swe-agent's format (see crate::export)", body = Object),
+              (status = 404, body = protocol::ApiError)), tag = "runs")]
 pub async fn get_trajectory(
+    State(state): State<AppState>,
+    Path(run_id): Path<i64>,
+) -> ApiResult<Json<serde_json::Value>> {
+    let record = runs::trajectory(&state.pool, run_id).await?;
+    Ok(Json(crate::export::mini_swe_agent(&record)))
+}
+
+#[utoipa::path(get, path = "/api/v1/runs/{run_id}/record", params(("run_id" = i64, Path)),
+    responses((status = 200, body = Trajectory), (status = 404, body = protocol::ApiError)), tag = "runs")]
+pub async fn get_record(
     State(state): State<AppState>,
     Path(run_id): Path<i64>,
 ) -> ApiResult<Json<Trajectory>> {

@@ -114,7 +114,7 @@ pub async fn upload_steps(
     Path(run_id): Path<i64>,
     Json(req): Json<UploadSteps>,
 ) -> ApiResult<axum::http::StatusCode> {
-    let res = state.queue.upload_steps(run_id, req.lease_token, &req.steps).await;
+    let res = state.queue.upload_steps(run_id, req.lease_token, &req.steps, &req.llm_calls).await;
     fenced(&state, res)?;
     Ok(axum::http::StatusCode::NO_CONTENT)
 }

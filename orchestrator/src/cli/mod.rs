@@ -11,8 +11,10 @@ use tokio_util::sync::CancellationToken;
 mod client;
 mod dataset;
 mod eval;
+mod export;
 mod grade_log;
 mod images;
+mod mock_llm;
 mod serve;
 mod sweep;
 mod token;
@@ -59,6 +61,11 @@ pub enum Command {
     /// Benchmarks that print one JSON object.
     #[command(subcommand)]
     Bench(BenchCommand),
+    /// Export results in other tools' formats (trajectories as mini-swe-agent writes them).
+    #[command(subcommand)]
+    Export(export::ExportCommand),
+    /// Serve the replay agent: scripted answers over OpenAI's Chat Completions API (not a model).
+    MockLlm(mock_llm::MockLlmArgs),
 }
 
 #[derive(Subcommand, Debug)]
@@ -94,7 +101,7 @@ pub fn main() -> ExitCode {
     let cli = Cli::parse();
     // Daemons log what they do; client commands and `up` (whose output is its progress bar
     // and summary) log only problems. RUST_LOG overrides either.
-    let daemon = matches!(cli.command, Command::Serve(_) | Command::Worker(_));
+    let daemon = matches!(cli.command, Command::Serve(_) | Command::Worker(_) | Command::MockLlm(_));
     init_tracing(if daemon { "info" } else { "warn" });
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
@@ -130,6 +137,8 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
         Command::Bench(BenchCommand::Queue(args)) => crate::bench::queue(args).await,
         Command::Bench(BenchCommand::Sandbox(args)) => crate::bench_docker::sandbox(args).await,
         Command::Bench(BenchCommand::Grade(args)) => crate::bench_docker::grade(args).await,
+        Command::MockLlm(args) => mock_llm::run(args).await,
+        Command::Export(cmd) => export::run(cmd).await,
     }
 }
 

@@ -187,6 +187,9 @@ pub async fn submit(client: &CoordinatorClient, file: &Path) -> anyhow::Result<S
     let text =
         std::fs::read_to_string(file).with_context(|| format!("reading sweep file {}", file.display()))?;
     let file_name = file.display().to_string();
+    let base_dir = file.parent().unwrap_or(Path::new("."));
+    let text = sweep_file::inline_template_files(&text, base_dir)
+        .map_err(|e| anyhow::anyhow!("{file_name}: {e}"))?;
     let parsed = sweep_file::parse(&text, &file_name)?;
     let dataset_path = format!("{API_PREFIX}/datasets/{}", parsed.dataset.name);
     match client.request::<(), protocol::DatasetInfo>(Method::GET, &dataset_path, None).await {

@@ -14,7 +14,7 @@ use std::collections::{BTreeMap, HashSet};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use protocol::{CompleteRun, HeartbeatAck, LeaseRef, StepRecord};
+use protocol::{CompleteRun, HeartbeatAck, LeaseRef, LlmCallRecord, StepRecord};
 use sqlx::{PgPool, Postgres, Row, Transaction};
 use uuid::Uuid;
 
@@ -211,7 +211,13 @@ impl Queue {
     }
 
     /// Persists steps of the current attempt. Rejected unless `token` is the run's live lease.
-    pub async fn upload_steps(&self, run_id: i64, token: Uuid, steps: &[StepRecord]) -> Result<()> {
+    pub async fn upload_steps(
+        &self,
+        run_id: i64,
+        token: Uuid,
+        steps: &[StepRecord],
+        calls: &[LlmCallRecord],
+    ) -> Result<()> {
         let mut tx = self.pool.begin().await?;
         // FOR SHARE: the lease cannot expire or change hands until these steps are written.
         let attempt: Option<i32> = sqlx::query_scalar(
@@ -238,6 +244,30 @@ impl Queue {
                 .bind(step.cached_tokens)
                 .bind(step.cost_usd)
                 .bind(&step.messages)
+                .bind(step.llm_ms)
+                .bind(step.command_ms)
+                .execute(&mut *tx)
+                .await?;
+        }
+        for call in calls {
+            sqlx::query(include_str!("insert_llm_call.sql"))
+                .bind(run_id)
+                .bind(attempt)
+                .bind(call.call_index)
+                .bind(call.step_index)
+                .bind(&call.model)
+                .bind(&call.status)
+                .bind(call.http_status)
+                .bind(call.retries)
+                .bind(call.latency_ms)
+                .bind(call.input_tokens)
+                .bind(call.output_tokens)
+                .bind(call.cached_tokens)
+                .bind(call.reasoning_tokens)
+                .bind(call.tokens_estimated)
+                .bind(call.cost_usd)
+                .bind(&call.finish_reason)
+                .bind(&call.error)
                 .execute(&mut *tx)
                 .await?;
         }

@@ -139,6 +139,7 @@ pub async fn submit(pool: &PgPool, req: &EvalRequest) -> Result<SweepSubmitted> 
                 price: Default::default(),
                 limits: Default::default(),
                 max_concurrency: None,
+                extra_body: Default::default(),
             })
             .collect(),
         critics: vec![CriticSpec {

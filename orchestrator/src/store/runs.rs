@@ -1,8 +1,8 @@
 //! Reading runs: their summaries, trajectories, and the specs a worker needs for a claimed run.
 
 use protocol::{
-    AgentSpec, ClaimedRun, CriticSpec, Evaluation, ExecutorSpec, RunInfo, RunTotals, SandboxSettings,
-    StepRecord, Trajectory,
+    AgentSpec, ClaimedRun, CriticSpec, Evaluation, ExecutorSpec, LlmCallRecord, RunInfo, RunTotals,
+    SandboxSettings, StepRecord, Trajectory, TrajectoryCall,
 };
 use serde::de::DeserializeOwned;
 use sqlx::postgres::PgRow;
@@ -16,7 +16,8 @@ const RUN_COLUMNS: &str =
     "r.id, r.sweep_id, r.instance_id, a.name AS agent, c.name AS critic, r.repeat_index,
     r.state, r.attempt, r.failed_attempts, r.outcome, r.last_error, r.last_worker, r.queued_at,
     r.started_at, r.finished_at, r.steps, r.input_tokens, r.output_tokens, r.cached_tokens,
-    r.agent_cost_usd, r.critic_cost_usd";
+    r.agent_cost_usd, r.critic_cost_usd,
+    (SELECT e.resolved FROM evaluations e WHERE e.run_id = r.id) AS resolved";
 
 fn run_from_row(row: &PgRow) -> Result<RunInfo> {
     let state: String = row.get("state");
@@ -38,6 +39,7 @@ fn run_from_row(row: &PgRow) -> Result<RunInfo> {
         attempt: row.get("attempt"),
         failed_attempts: row.get("failed_attempts"),
         outcome,
+        resolved: row.get("resolved"),
         last_error: row.get("last_error"),
         worker_id: row.get("last_worker"),
         queued_at: row.get("queued_at"),
@@ -104,21 +106,24 @@ pub async fn get(pool: &PgPool, run_id: i64) -> Result<RunInfo> {
     run_from_row(&row)
 }
 
-/// A run with the steps of its latest attempt, its patch and its evaluation.
+/// A run with the steps of every attempt (earlier attempts first), its model calls, its patch
+/// and its evaluation.
 pub async fn trajectory(pool: &PgPool, run_id: i64) -> Result<Trajectory> {
     let run = get(pool, run_id).await?;
     let steps = sqlx::query(
-        "SELECT step_index, action, observation, exit_code, duration_ms, input_tokens, output_tokens,
-                cached_tokens, cost_usd, messages
-         FROM steps WHERE run_id = $1 AND attempt = $2 ORDER BY step_index",
+        "SELECT attempt, step_index, action, observation, exit_code, duration_ms, llm_ms, command_ms,
+                input_tokens, output_tokens, cached_tokens, cost_usd, messages
+         FROM steps WHERE run_id = $1 ORDER BY attempt, step_index",
     )
     .bind(run_id)
-    .bind(run.attempt)
     .fetch_all(pool)
     .await?
     .iter()
     .map(|r| StepRecord {
         index: r.get("step_index"),
+        attempt: r.get("attempt"),
+        llm_ms: r.get("llm_ms"),
+        command_ms: r.get("command_ms"),
         action: r.get("action"),
         observation: r.get("observation"),
         exit_code: r.get("exit_code"),
@@ -143,7 +148,38 @@ pub async fn trajectory(pool: &PgPool, run_id: i64) -> Result<Trajectory> {
                 tests: r.get("tests"),
                 report: r.get("report"),
             });
-    Ok(Trajectory { run, steps, patch, evaluation })
+    let llm_calls = sqlx::query(
+        "SELECT attempt, call_index, step_index, model, status, http_status, retries, latency_ms,
+                input_tokens, output_tokens, cached_tokens, reasoning_tokens, tokens_estimated, cost_usd,
+                finish_reason, error
+         FROM llm_calls WHERE run_id = $1 ORDER BY attempt, call_index, id",
+    )
+    .bind(run_id)
+    .fetch_all(pool)
+    .await?
+    .iter()
+    .map(|r| TrajectoryCall {
+        attempt: r.get("attempt"),
+        call: LlmCallRecord {
+            call_index: r.get::<Option<i32>, _>("call_index").unwrap_or(-1),
+            step_index: r.get("step_index"),
+            model: r.get("model"),
+            status: r.get("status"),
+            http_status: r.get("http_status"),
+            retries: r.get("retries"),
+            latency_ms: r.get("latency_ms"),
+            input_tokens: r.get("input_tokens"),
+            output_tokens: r.get("output_tokens"),
+            cached_tokens: r.get("cached_tokens"),
+            reasoning_tokens: r.get("reasoning_tokens"),
+            tokens_estimated: r.get("tokens_estimated"),
+            cost_usd: r.get("cost_usd"),
+            finish_reason: r.get("finish_reason"),
+            error: r.get("error"),
+        },
+    })
+    .collect();
+    Ok(Trajectory { run, steps, llm_calls, patch, evaluation })
 }
 
 fn from_spec<T: DeserializeOwned>(what: &str, value: serde_json::Value) -> Result<T> {

@@ -12,8 +12,9 @@ mod reader;
 mod tests;
 
 use protocol::{
-    AgentLimits, AgentSpec, CriticKind, CriticSpec, EvaluateSpec, ExecutorSpec, GradingProfile, PatchSource,
-    PlaceholderSpec, Price, Sampling, SandboxSettings,
+    AgentExecSpec, AgentLimits, AgentSpec, CriticKind, CriticSpec, EvaluateSpec, ExecutorSpec,
+    GradingProfile, PatchSource, PlaceholderSpec, Price, PromptTemplates, Sampling, SandboxSettings,
+    Scaffold,
 };
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
@@ -175,6 +176,7 @@ const AGENT_KEYS: &[&str] = &[
     "max_cost_usd",
     "max_wall_time_s",
     "max_concurrency",
+    "extra_body",
 ];
 const PRICE_KEYS: &[&str] = &["input_per_mtok", "output_per_mtok", "cached_input_per_mtok"];
 const CRITIC_KEYS: &[&str] = &["name", "kind"];
@@ -194,7 +196,26 @@ const SANDBOX_KEYS: &[&str] = &[
     "image_overrides",
     "eval_timeout_s",
 ];
-const EXECUTOR_KINDS: &[&str] = &["placeholder", "evaluate"];
+const EXECUTOR_KINDS: &[&str] = &["placeholder", "evaluate", "agent"];
+const AGENT_EXECUTOR_KEYS: &[&str] = &[
+    "kind",
+    "preset",
+    "scaffold",
+    "command_timeout_s",
+    "observation_max_chars",
+    "edit_context_lines",
+    "max_format_errors",
+    "workdir",
+    "grading",
+    "system_template",
+    "instance_template",
+    "observation_template",
+    "format_error_template",
+];
+/// The template keys, and the `*_file` keys `steer sweep submit` replaces by them.
+const TEMPLATE_KEYS: [&str; 4] =
+    ["system_template", "instance_template", "observation_template", "format_error_template"];
+const PRESETS: &[&str] = &["paper"];
 
 fn sweep(t: &Table) -> Result<SweepFile, Error> {
     t.only(TOP_KEYS)?;
@@ -218,9 +239,13 @@ fn sweep(t: &Table) -> Result<SweepFile, Error> {
         None => SandboxSettings::default(),
     };
 
+    let preset = match &executor {
+        ExecutorSpec::Agent(spec) => spec.preset.clone(),
+        _ => None,
+    };
     let mut agents: Vec<AgentSpec> = Vec::new();
     for table in t.tables("agents")? {
-        let spec = agent(&table)?;
+        let spec = agent(&table, preset.as_deref())?;
         if agents.iter().any(|a| a.name == spec.name) {
             return Err(table.err("name", format!("another agent is already named `{}`", spec.name)));
         }
@@ -352,13 +377,7 @@ fn executor(t: &Table) -> Result<ExecutorSpec, Error> {
         }
         "evaluate" => {
             t.only(EVALUATE_KEYS)?;
-            let profile = match t.string("profile")?.as_deref() {
-                None | Some("v5") => GradingProfile::V5,
-                Some("v4") => GradingProfile::V4,
-                Some(other) => {
-                    return Err(t.err("profile", format!("`{other}` is not a grading profile (v5 or v4)")))
-                }
-            };
+            let profile = grading_profile(t, "profile")?;
             let patch = match t.string("patch")?.as_deref() {
                 None | Some("prediction") => PatchSource::Prediction,
                 Some("gold") => PatchSource::Gold,
@@ -370,11 +389,114 @@ fn executor(t: &Table) -> Result<ExecutorSpec, Error> {
             };
             Ok(ExecutorSpec::Evaluate(EvaluateSpec { profile, patch }))
         }
+        "agent" => agent_executor(t).map(ExecutorSpec::Agent),
         other => Err(t.err("kind", unknown_kind("executor", other, EXECUTOR_KINDS))),
     }
 }
 
-fn agent(t: &Table) -> Result<AgentSpec, Error> {
+fn grading_profile(t: &Table, key: &str) -> Result<GradingProfile, Error> {
+    match t.string(key)?.as_deref() {
+        None | Some("v5") => Ok(GradingProfile::V5),
+        Some("v4") => Ok(GradingProfile::V4),
+        Some(other) => Err(t.err(key, format!("`{other}` is not a grading profile (v5 or v4)"))),
+    }
+}
+
+/// The `agent` executor. A preset sets defaults that the keys given here override.
+fn agent_executor(t: &Table) -> Result<AgentExecSpec, Error> {
+    for key in TEMPLATE_KEYS {
+        let file_key = format!("{key}_file");
+        if t.string(&file_key).is_ok_and(|v| v.is_some()) {
+            return Err(t.err(
+                &file_key,
+                format!(
+                    "template files are read by `steer sweep submit`, which puts their text in `{key}`; \
+                     submit the sweep with it, or give the template's text in `{key}`"
+                ),
+            ));
+        }
+    }
+    t.only(AGENT_EXECUTOR_KEYS)?;
+    let preset = t.string("preset")?;
+    let mut spec = AgentExecSpec::default();
+    match preset.as_deref() {
+        None => {}
+        Some("paper") => spec.edit_context_lines = Some(5),
+        Some(other) => {
+            let hint = suggest(other, PRESETS).map(|c| format!("; did you mean `{c}`?")).unwrap_or_default();
+            return Err(t.err("preset", format!("unknown preset `{other}` (this build has: paper){hint}")));
+        }
+    }
+    spec.preset = preset;
+    spec.scaffold = match t.string("scaffold")?.as_deref() {
+        None => spec.scaffold,
+        Some("bash_only") => Scaffold::BashOnly,
+        Some("tool_calling") => Scaffold::ToolCalling,
+        Some(other) => {
+            return Err(t.err("scaffold", format!("`{other}` is not a scaffold (bash_only or tool_calling)")))
+        }
+    };
+    spec.command_timeout_s = t.integer("command_timeout_s", 1)?.unwrap_or(spec.command_timeout_s);
+    spec.observation_max_chars =
+        t.integer("observation_max_chars", 100)?.unwrap_or(spec.observation_max_chars);
+    if let Some(lines) = t.integer::<i64>("edit_context_lines", -1)? {
+        // -1 turns the preset's edit context off.
+        spec.edit_context_lines = u32::try_from(lines).ok();
+    }
+    spec.max_format_errors = t.integer("max_format_errors", 0)?.unwrap_or(spec.max_format_errors);
+    if let Some(workdir) = t.string("workdir")? {
+        if !workdir.starts_with('/') {
+            return Err(t.err("workdir", format!("must be an absolute path in the image ({workdir:?})")));
+        }
+        spec.workdir = workdir;
+    }
+    spec.grading = grading_profile(t, "grading")?;
+    let defaults = PromptTemplates::default();
+    spec.templates = PromptTemplates {
+        system: t.string("system_template")?.unwrap_or(defaults.system),
+        instance: t.string("instance_template")?.unwrap_or(defaults.instance),
+        observation: t.string("observation_template")?.unwrap_or(defaults.observation),
+        format_error: t.string("format_error_template")?.unwrap_or(defaults.format_error),
+    };
+    worker::agent::prompts::check(&spec.templates)
+        .map_err(|e| t.err(&format!("{}_template", e.name), format!("template error: {}", e.message)))?;
+    Ok(spec)
+}
+
+/// Inlines the `*_template_file` keys of an `agent` executor: each file (relative to
+/// `base_dir`) is read and its text put under the matching `*_template` key, so that the
+/// stored sweep holds exactly the prompts its agents saw. Returns the text unchanged when
+/// there is nothing to inline.
+pub fn inline_template_files(text: &str, base_dir: &std::path::Path) -> Result<String, String> {
+    let mut doc: toml_edit::DocumentMut = match text.parse() {
+        Ok(doc) => doc,
+        // The parser reports this with its line; nothing to inline here.
+        Err(_) => return Ok(text.to_string()),
+    };
+    let Some(executor) = doc.get_mut("executor").and_then(|e| e.as_table_like_mut()) else {
+        return Ok(text.to_string());
+    };
+    let mut changed = false;
+    for key in TEMPLATE_KEYS {
+        let file_key = format!("{key}_file");
+        let Some(item) = executor.get(&file_key) else { continue };
+        let Some(rel) = item.as_str() else {
+            return Err(format!("executor.{file_key}: expected a file path (a string)"));
+        };
+        let path = base_dir.join(rel);
+        let body = std::fs::read_to_string(&path)
+            .map_err(|e| format!("executor.{file_key}: cannot read {}: {e}", path.display()))?;
+        if executor.contains_key(key) {
+            return Err(format!("executor: give `{key}` or `{file_key}`, not both"));
+        }
+        executor.remove(&file_key);
+        executor.insert(key, toml_edit::value(body));
+        changed = true;
+    }
+    Ok(if changed { doc.to_string() } else { text.to_string() })
+}
+
+fn agent(t: &Table, preset: Option<&str>) -> Result<AgentSpec, Error> {
     t.only(AGENT_KEYS)?;
     let name = name(t, "name")?;
     let base_url = t.required("base_url", t.string("base_url")?)?;
@@ -384,10 +506,14 @@ fn agent(t: &Table) -> Result<AgentSpec, Error> {
     if let Some(var) = &api_key_env {
         check_api_key_env(t, var)?;
     }
+    // The paper's settings: temperature 0, 2,048 output tokens a turn, 150 steps, $6 a run.
+    let paper = preset == Some("paper");
     let sampling = Sampling {
-        temperature: t.float("temperature", |x| (0.0..=2.0).contains(&x), "between 0 and 2")?,
+        temperature: t
+            .float("temperature", |x| (0.0..=2.0).contains(&x), "between 0 and 2")?
+            .or(paper.then_some(0.0)),
         top_p: t.float("top_p", |x| x > 0.0 && x <= 1.0, "greater than 0 and at most 1")?,
-        max_tokens: t.integer("max_tokens", 1)?,
+        max_tokens: t.integer("max_tokens", 1)?.or(paper.then_some(2048)),
         seed: t.integer("seed", i64::MIN)?,
         stop: t.strings("stop")?,
     };
@@ -406,12 +532,30 @@ fn agent(t: &Table) -> Result<AgentSpec, Error> {
     };
     let default = AgentLimits::default();
     let limits = AgentLimits {
-        max_steps: t.integer("max_steps", 1)?.unwrap_or(default.max_steps),
-        max_cost_usd: t.money("max_cost_usd")?.or(default.max_cost_usd),
+        max_steps: t.integer("max_steps", 1)?.unwrap_or(if paper { 150 } else { default.max_steps }),
+        max_cost_usd: t.money("max_cost_usd")?.or(if paper {
+            Some(Decimal::from(6))
+        } else {
+            default.max_cost_usd
+        }),
         max_wall_time_s: t.integer("max_wall_time_s", 1)?.unwrap_or(default.max_wall_time_s),
     };
     let max_concurrency = t.integer("max_concurrency", 1)?;
-    Ok(AgentSpec { name, base_url, model, api_key_env, sampling, price, limits, max_concurrency })
+    let extra_body = match t.table("extra_body")? {
+        Some(body) => {
+            let map = body.others_as_json(&[])?;
+            for reserved in ["model", "messages", "tools", "stream"] {
+                if map.contains_key(reserved) {
+                    return Err(
+                        body.err(reserved, format!("`{reserved}` is set by the agent loop, not here"))
+                    );
+                }
+            }
+            map
+        }
+        None => Default::default(),
+    };
+    Ok(AgentSpec { name, base_url, model, api_key_env, sampling, price, limits, max_concurrency, extra_body })
 }
 
 fn critic(t: &Table) -> Result<CriticSpec, Error> {

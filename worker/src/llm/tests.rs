@@ -171,11 +171,13 @@ async fn a_4xx_is_not_retried() {
 }
 
 #[tokio::test]
-async fn malformed_and_truncated_bodies_are_errors_with_an_excerpt() {
+async fn persistently_malformed_and_truncated_bodies_are_errors_with_an_excerpt() {
     let truncated =
         Reply { status: 200, retry_after: None, body: r#"{"choices": [{"message": {"role": "assis"#.into() };
-    let (url, _) = serve(vec![truncated]).await;
+    // Retried like any transient fault; every attempt malformed: the error quotes the body.
+    let (url, script) = serve(vec![truncated; 3]).await;
     let err = client(&url).chat(&user("hi"), None).await.unwrap_err();
+    assert_eq!(script.lock().unwrap().seen.len(), 3);
     match &err {
         Error::Malformed { reason, excerpt } => {
             assert!(reason.contains("not JSON"), "{reason}");
@@ -185,8 +187,20 @@ async fn malformed_and_truncated_bodies_are_errors_with_an_excerpt() {
     }
     let no_choices =
         Reply { status: 200, retry_after: None, body: json!({"object": "chat.completion"}).to_string() };
-    let (url, _) = serve(vec![no_choices]).await;
+    let (url, _) = serve(vec![no_choices; 3]).await;
     assert!(matches!(client(&url).chat(&user("hi"), None).await.unwrap_err(), Error::Malformed { .. }));
+}
+
+#[tokio::test]
+async fn a_malformed_body_is_retried_and_the_success_keeps_its_excerpt() {
+    let truncated = Reply { status: 200, retry_after: None, body: r#"{"choices": [{"mess"#.into() };
+    let (url, script) = serve(vec![truncated, ok("fine", Some(json!({"prompt_tokens": 4})))]).await;
+    let done = client(&url).chat(&user("hi"), None).await.unwrap();
+    assert_eq!(done.content, "fine");
+    assert_eq!(done.retries, 1);
+    let last = done.last_error.expect("the failed attempt is kept");
+    assert!(last.contains("malformed") && last.contains(r#"{"choices": [{"mess"#), "{last}");
+    assert_eq!(script.lock().unwrap().seen.len(), 2);
 }
 
 #[tokio::test]
