@@ -3,6 +3,7 @@
 
 pub mod api;
 pub mod bench;
+pub mod bench_agent;
 pub mod bench_docker;
 pub mod cli;
 pub mod dataset;

@@ -76,6 +76,8 @@ pub enum BenchCommand {
     Sandbox(crate::bench_docker::SandboxBenchArgs),
     /// Fixture instances graded per minute at several concurrencies.
     Grade(crate::bench_docker::GradeBenchArgs),
+    /// Agent-loop overhead per step, and worker memory with 1, 16 and 64 runs in flight.
+    Agent(crate::bench_agent::AgentBenchArgs),
 }
 
 /// How a client command reaches the coordinator.
@@ -137,6 +139,7 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
         Command::Bench(BenchCommand::Queue(args)) => crate::bench::queue(args).await,
         Command::Bench(BenchCommand::Sandbox(args)) => crate::bench_docker::sandbox(args).await,
         Command::Bench(BenchCommand::Grade(args)) => crate::bench_docker::grade(args).await,
+        Command::Bench(BenchCommand::Agent(args)) => crate::bench_agent::agent(args).await,
         Command::MockLlm(args) => mock_llm::run(args).await,
         Command::Export(cmd) => export::run(cmd).await,
     }

@@ -38,6 +38,13 @@ pub struct UpArgs {
     /// With --sweep: stop everything once the sweep has ended (exit code 0 if it completed).
     #[arg(long, requires = "sweep")]
     pub exit_when_done: bool,
+    /// Also serve the replay agent (scripted answers, not a model) from the scenarios in this
+    /// directory, e.g. examples/replay, as `steer mock-llm` does.
+    #[arg(long, value_name = "DIR")]
+    pub replay_agent: Option<PathBuf>,
+    /// Where the replay agent listens (the demo sweep's agents point here).
+    #[arg(long, default_value = "127.0.0.1:18080", requires = "replay_agent")]
+    pub replay_bind: SocketAddr,
     #[command(flatten)]
     pub coordinator: CoordinatorFlags,
     #[command(flatten)]
@@ -82,6 +89,27 @@ async fn run_with_database(args: &UpArgs, data_dir: &Path, database_url: &str) -
         .await?;
     let url = format!("http://{addr}");
 
+    let mut replay_line = None;
+    if let Some(dir) = &args.replay_agent {
+        let scenarios = crate::replay::Scenarios::load_dir(dir)?;
+        let listener = tokio::net::TcpListener::bind(args.replay_bind)
+            .await
+            .with_context(|| format!("binding the replay agent to {}", args.replay_bind))?;
+        let count = scenarios.len();
+        let stop = stop_server.clone();
+        tracker.spawn(async move {
+            tokio::select! {
+                _ = stop.cancelled() => {}
+                r = crate::replay::serve(listener, scenarios, Default::default()) => {
+                    if let Err(e) = r { tracing::error!(error = %e, "the replay agent stopped"); }
+                }
+            }
+        });
+        replay_line = Some(format!(
+            "  replay agent (scripted answers, not a model): {count} scenarios at http://{}/v1",
+            args.replay_bind
+        ));
+    }
     let executors = args.worker.executors().await;
     let kinds = executors.kinds();
     let worker_config = args.worker.config(&url, &worker_token, &kinds);
@@ -92,6 +120,9 @@ async fn run_with_database(args: &UpArgs, data_dir: &Path, database_url: &str) -
     println!("  coordinator: {url}   (health: {url}/healthz, metrics: {url}/metrics)");
     println!("  admin token: {admin}   (also in {})", data_dir.join(ADMIN_TOKEN_FILE).display());
     println!("  local worker: {} slots, executors: {}", args.worker.slots, kinds.join(", "));
+    if let Some(line) = replay_line {
+        println!("{line}");
+    }
     println!("  stop with Ctrl-C");
 
     let mut code = ExitCode::SUCCESS;

@@ -38,12 +38,14 @@ fn example(name: &str, text: &str) -> SweepFile {
     parse(text, name).unwrap_or_else(|e| panic!("{e}"))
 }
 
+const PLACEHOLDER: &str = include_str!("../../../examples/placeholder-sweep.toml");
 const DEMO: &str = include_str!("../../../examples/demo-sweep.toml");
+const AGENT: &str = include_str!("../../../examples/agent-sweep.toml");
 const FULL: &str = include_str!("../../../examples/full-sweep.toml");
 
 #[test]
-fn demo_example_parses() {
-    let demo = example("demo-sweep.toml", DEMO);
+fn placeholder_example_parses() {
+    let demo = example("placeholder-sweep.toml", PLACEHOLDER);
     assert_eq!(demo.dataset, DatasetRef { name: "demo".into(), path: Some("demo-dataset.jsonl".into()) });
     assert_eq!((demo.repeats, demo.agents.len(), demo.critics.len()), (2, 2, 1));
     assert!(demo.budget_usd.is_some());
@@ -214,7 +216,7 @@ fn validation_errors_name_path_and_line() {
         ),
         (
             MINIMAL.replace("[[agents]]", "[executor]\nkind = \"docker\"\n[[agents]]"),
-            "sweep.toml:5: executor.kind: unknown executor kind `docker` (this build has: placeholder, evaluate)",
+            "sweep.toml:5: executor.kind: unknown executor kind `docker` (this build has: placeholder, evaluate, agent)",
         ),
         (
             MINIMAL.replace("[[agents]]", "[executor]\nkind = \"placeholder\"\nresolve_probability = 1.5\n[[agents]]"),
@@ -402,4 +404,87 @@ fn evaluate_and_sandbox_errors_name_their_keys() {
     );
     let bad_sandbox = MINIMAL.replace("[[agents]]", "[sandbox]\nnetwork = \"yes\"\n[[agents]]");
     assert!(error(&bad_sandbox).contains("sandbox.network: expected a boolean"), "{}", error(&bad_sandbox));
+}
+
+#[test]
+fn the_demo_runs_the_replay_agent_with_the_paper_preset() {
+    let demo = example("demo-sweep.toml", DEMO);
+    let ExecutorSpec::Agent(spec) = &demo.executor else { panic!("the demo runs an agent") };
+    assert_eq!(spec.preset.as_deref(), Some("paper"));
+    assert_eq!(demo.agents[0].model, "replay");
+    assert_eq!(demo.dataset.path.as_deref(), Some("../docker/fixtures/dataset.jsonl"));
+}
+
+#[test]
+fn the_paper_preset_sets_defaults_that_keys_override() {
+    let agent_sweep = example("agent-sweep.toml", AGENT);
+    let ExecutorSpec::Agent(spec) = &agent_sweep.executor else { panic!("an agent sweep") };
+    assert_eq!((spec.command_timeout_s, spec.observation_max_chars), (60, 10_000));
+    assert_eq!(spec.edit_context_lines, Some(5));
+    let (qwen80, qwen32) = (&agent_sweep.agents[0], &agent_sweep.agents[1]);
+    // Unset on the agent: the paper's 0.0 / 2,048 / 150 steps / $6.
+    assert_eq!((qwen80.sampling.temperature, qwen80.sampling.max_tokens), (Some(0.0), Some(2048)));
+    assert_eq!((qwen80.limits.max_steps, qwen80.limits.max_cost_usd), (150, Some(dec("6"))));
+    assert_eq!(qwen80.extra_body["top_k"], serde_json::json!(20));
+    // Set on the agent: its own values.
+    assert_eq!((qwen32.limits.max_steps, qwen32.limits.max_cost_usd), (100, Some(dec("3.0"))));
+
+    // Without a preset: no edit context, the agent's defaults.
+    let plain =
+        parse(&MINIMAL.replace("[[agents]]", "[executor]\nkind = \"agent\"\n[[agents]]"), "t.toml").unwrap();
+    let ExecutorSpec::Agent(spec) = &plain.executor else { panic!() };
+    assert_eq!(spec, &AgentExecSpec::default());
+    assert_eq!(plain.agents[0].sampling.temperature, None);
+    let off = MINIMAL.replace(
+        "[[agents]]",
+        "[executor]\nkind = \"agent\"\npreset = \"paper\"\nedit_context_lines = -1\nscaffold = \"tool_calling\"\n[[agents]]",
+    );
+    let ExecutorSpec::Agent(spec) = parse(&off, "t.toml").unwrap().executor else { panic!() };
+    assert_eq!((spec.edit_context_lines, spec.scaffold), (None, Scaffold::ToolCalling));
+}
+
+#[test]
+fn agent_executor_errors_name_their_keys() {
+    let with_executor = |lines: &str| {
+        MINIMAL.replace("[[agents]]", &format!("[executor]\nkind = \"agent\"\n{lines}\n[[agents]]"))
+    };
+    let cases = [
+        ("preset = \"papr\"", "executor.preset: unknown preset `papr`"),
+        ("scaffold = \"tools\"", "executor.scaffold: `tools` is not a scaffold"),
+        ("workdir = \"testbed\"", "executor.workdir: must be an absolute path"),
+        ("observation_template = \"{{ retrncode }}\"", "executor.observation_template: template error"),
+        ("instance_template = \"{% if task %}\"", "executor.instance_template: template error"),
+        (
+            "system_template_file = \"s.j2\"",
+            "executor.system_template_file: template files are read by `steer sweep submit`",
+        ),
+        ("max_steps = 3", "unknown key `max_steps` in executor"),
+    ];
+    for (line, expected) in cases {
+        let e = error(&with_executor(line));
+        assert!(e.contains(expected), "{line}: {e}");
+        assert!(e.starts_with("sweep.toml:"), "{e}");
+    }
+    let reserved = with_agent_line("extra_body = { model = \"x\" }");
+    assert!(
+        error(&reserved).contains("agents[0].extra_body.model: `model` is set by the agent loop"),
+        "{}",
+        error(&reserved)
+    );
+}
+
+#[test]
+fn template_files_are_inlined_relative_to_the_sweep_file() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("sys.j2"), "You fix bugs in {{ repo }}.").unwrap();
+    let text = MINIMAL
+        .replace("[[agents]]", "[executor]\nkind = \"agent\"\nsystem_template_file = \"sys.j2\"\n[[agents]]");
+    let inlined = inline_template_files(&text, dir.path()).unwrap();
+    let sweep = parse(&inlined, "t.toml").unwrap();
+    let ExecutorSpec::Agent(spec) = sweep.executor else { panic!() };
+    assert_eq!(spec.templates.system, "You fix bugs in {{ repo }}.");
+    assert_eq!(inline_template_files(MINIMAL, dir.path()).unwrap(), MINIMAL, "nothing to inline: unchanged");
+    let missing = text.replace("sys.j2", "nope.j2");
+    let e = inline_template_files(&missing, dir.path()).unwrap_err();
+    assert!(e.contains("executor.system_template_file: cannot read") && e.contains("nope.j2"), "{e}");
 }
