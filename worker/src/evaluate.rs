@@ -315,8 +315,9 @@ impl Steps {
     }
 }
 
-/// The first and last `max / 2` characters of `s`, with a line saying how many were cut.
-fn cap_chars(s: &str, max: usize) -> String {
+/// The first and last `max / 2` characters of `s`, with a line saying how many were cut (the
+/// agent's observations are cut the same way).
+pub(crate) fn cap_chars(s: &str, max: usize) -> String {
     let n = s.chars().count();
     if n <= max {
         return s.to_string();

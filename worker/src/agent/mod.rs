@@ -439,7 +439,8 @@ impl AgentRun<'_> {
     ) -> Result<String, ExecError> {
         let output_chars = result.output.chars().count();
         let max = self.spec.observation_max_chars;
-        let output = head_and_tail(&result.output, max);
+        // The paper: observations over 10,000 characters keep the first and last 5,000.
+        let output = crate::evaluate::cap_chars(&result.output, max);
         self.prompts
             .observation(&ObservationVars {
                 returncode: result.exit_code.unwrap_or(-1),
@@ -517,30 +518,4 @@ impl AgentRun<'_> {
 
 fn template_error(e: prompts::TemplateError) -> ExecError {
     ExecError::Infra(format!("rendering the prompt: {e}"))
-}
-
-/// The first and last `max / 2` characters of `s` when it is longer than `max` (the paper:
-/// observations over 10,000 characters keep the first and last 5,000).
-fn head_and_tail(s: &str, max: usize) -> String {
-    let n = s.chars().count();
-    if n <= max {
-        return s.to_string();
-    }
-    let head: String = s.chars().take(max / 2).collect();
-    let tail: String = s.chars().skip(n - max / 2).collect();
-    format!("{head}\n[... {} characters elided ...]\n{tail}", n - max)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::head_and_tail;
-
-    #[test]
-    fn long_output_keeps_its_head_and_tail() {
-        assert_eq!(head_and_tail("short", 10), "short");
-        let s = "a".repeat(6000) + &"b".repeat(6000);
-        let cut = head_and_tail(&s, 10_000);
-        assert!(cut.starts_with(&"a".repeat(5000)) && cut.ends_with(&"b".repeat(5000)));
-        assert!(cut.contains("2000 characters elided"));
-    }
 }
