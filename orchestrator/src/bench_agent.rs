@@ -208,6 +208,7 @@ fn bench_run(run_id: i64, instance: &Instance, url: &str, model: &str, max_steps
             limits: AgentLimits { max_steps, max_cost_usd: None, max_wall_time_s: 3600 },
             max_concurrency: None,
             extra_body: Default::default(),
+            tokenizer: None,
         },
         critic: CriticSpec { name: "none".into(), kind: CriticKind::None, params: serde_json::json!({}) },
         executor: ExecutorSpec::Agent(AgentExecSpec::default()),

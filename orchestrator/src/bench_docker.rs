@@ -123,6 +123,7 @@ fn gold_run(run_id: i64, instance: Instance) -> ClaimedRun {
             limits: Default::default(),
             max_concurrency: None,
             extra_body: Default::default(),
+            tokenizer: None,
         },
         critic: CriticSpec { name: "none".into(), kind: CriticKind::None, params: serde_json::json!({}) },
         executor: ExecutorSpec::Evaluate(EvaluateSpec {

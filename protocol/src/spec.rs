@@ -28,6 +28,10 @@ pub struct AgentSpec {
     /// one model call at a time, so this also caps the requests in flight to the endpoint.
     #[serde(default)]
     pub max_concurrency: Option<u32>,
+    /// Path, on the workers, of the model's `tokenizer.json`: counts tokens when the endpoint
+    /// reports no usage (None: about 4 characters a token). Left out of the JSON when unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tokenizer: Option<String>,
     /// Extra fields of every request body, passed through as given (e.g. `{"top_k": 20}`).
     /// (Left out of the JSON when empty, so config hashes of sweeps without it stay as they were.)
     #[serde(default, skip_serializing_if = "serde_json::Map::is_empty")]

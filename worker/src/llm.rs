@@ -2,8 +2,9 @@
 //! client (vLLM, SGLang, llama.cpp's server, OpenRouter, OpenAI) with exact cost accounting.
 //!
 //! - Usage comes from each response's `usage` (prompt, completion, cached prompt and reasoning
-//!   tokens where reported). A response without usage is counted by an estimate (4 characters a
-//!   token) and marked `estimated`, so reports can tell the two apart.
+//!   tokens where reported). A response without usage is counted with the model's tokenizer
+//!   when one is configured (message texts; the chat template's tokens are not counted), else
+//!   at 4 characters a token, and marked `estimated` either way, so reports can tell them apart.
 //! - Cost is computed exactly from the agent's prices ([`Price::cost`], decimal, never float).
 //! - 429 and 5xx answers, connection failures and timeouts are retried with exponential backoff
 //!   and jitter, honouring `Retry-After`, a bounded number of times; only the answer that
@@ -80,6 +81,8 @@ pub struct LlmConfig {
     /// Passed through into the request body as given (e.g. `{"top_k": 20}`).
     pub extra_body: Map<String, Value>,
     pub retry: RetryPolicy,
+    /// Counts tokens when an answer reports no usage (None: 4 characters a token).
+    pub tokenizer: Option<std::sync::Arc<tokens::TokenCounter>>,
 }
 
 /// Tokens of one call.
@@ -188,7 +191,7 @@ impl LlmClient {
                     done.retries = attempt;
                     done.last_error = (attempt > 0).then(|| last.clone());
                     if done.usage.estimated {
-                        done.usage = estimate(messages, &done.content);
+                        done.usage = estimate(messages, &done.message, self.config.tokenizer.as_deref());
                     }
                     done.cost_usd = self.config.price.cost(
                         done.usage.prompt_tokens,
@@ -329,17 +332,21 @@ fn parse_completion(text: &str) -> Result<Completion, Error> {
     })
 }
 
-/// Usage when the endpoint reports none: about 4 characters a token, marked as estimated.
-fn estimate(messages: &[Value], reply: &str) -> Usage {
-    let chars: usize = messages.iter().map(|m| m.to_string().chars().count()).sum();
-    Usage {
-        prompt_tokens: (chars as i64 + 3) / 4,
-        completion_tokens: (reply.chars().count() as i64 + 3) / 4,
-        cached_tokens: 0,
-        reasoning_tokens: 0,
-        estimated: true,
-    }
+/// Usage when the endpoint reports none, marked as estimated: counted with the model's
+/// tokenizer when there is one, else at about 4 characters a token.
+fn estimate(messages: &[Value], reply: &Value, tokenizer: Option<&tokens::TokenCounter>) -> Usage {
+    let (prompt_tokens, completion_tokens) = match tokenizer {
+        Some(t) => (t.count_messages(messages), t.count(&tokens::message_text(reply))),
+        None => {
+            let chars: usize = messages.iter().map(|m| m.to_string().chars().count()).sum();
+            let reply_chars = tokens::message_text(reply).chars().count();
+            ((chars as i64 + 3) / 4, (reply_chars as i64 + 3) / 4)
+        }
+    };
+    Usage { prompt_tokens, completion_tokens, cached_tokens: 0, reasoning_tokens: 0, estimated: true }
 }
+
+pub mod tokens;
 
 #[cfg(test)]
 mod tests;

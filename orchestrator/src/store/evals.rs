@@ -140,6 +140,7 @@ pub async fn submit(pool: &PgPool, req: &EvalRequest) -> Result<SweepSubmitted> 
                 limits: Default::default(),
                 max_concurrency: None,
                 extra_body: Default::default(),
+                tokenizer: None,
             })
             .collect(),
         critics: vec![CriticSpec {

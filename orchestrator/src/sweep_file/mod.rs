@@ -177,6 +177,7 @@ const AGENT_KEYS: &[&str] = &[
     "max_wall_time_s",
     "max_concurrency",
     "extra_body",
+    "tokenizer",
 ];
 const PRICE_KEYS: &[&str] = &["input_per_mtok", "output_per_mtok", "cached_input_per_mtok"];
 const CRITIC_KEYS: &[&str] = &["name", "kind"];
@@ -555,7 +556,22 @@ fn agent(t: &Table, preset: Option<&str>) -> Result<AgentSpec, Error> {
         }
         None => Default::default(),
     };
-    Ok(AgentSpec { name, base_url, model, api_key_env, sampling, price, limits, max_concurrency, extra_body })
+    let tokenizer = t.string("tokenizer")?;
+    if tokenizer.as_deref().is_some_and(|p| p.trim().is_empty()) {
+        return Err(t.err("tokenizer", "must not be empty (leave it out instead)"));
+    }
+    Ok(AgentSpec {
+        name,
+        base_url,
+        model,
+        api_key_env,
+        sampling,
+        price,
+        limits,
+        max_concurrency,
+        extra_body,
+        tokenizer,
+    })
 }
 
 fn critic(t: &Table) -> Result<CriticSpec, Error> {

@@ -426,6 +426,7 @@ fn the_paper_preset_sets_defaults_that_keys_override() {
     assert_eq!((qwen80.sampling.temperature, qwen80.sampling.max_tokens), (Some(0.0), Some(2048)));
     assert_eq!((qwen80.limits.max_steps, qwen80.limits.max_cost_usd), (150, Some(dec("6"))));
     assert_eq!(qwen80.extra_body["top_k"], serde_json::json!(20));
+    assert_eq!(qwen80.tokenizer.as_deref(), Some("/models/qwen3-next-80b/tokenizer.json"));
     // Set on the agent: its own values.
     assert_eq!((qwen32.limits.max_steps, qwen32.limits.max_cost_usd), (100, Some(dec("3.0"))));
 

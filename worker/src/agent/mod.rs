@@ -183,7 +183,17 @@ impl AgentExecutor {
                 }
             },
         };
+        let tokenizer = match &agent.tokenizer {
+            Some(path) => Some(llm::tokens::TokenCounter::load(path).map_err(|e| {
+                ExecError::Infra(format!(
+                    "agent `{}`: {e} (the `tokenizer` path is read on the workers)",
+                    agent.name
+                ))
+            })?),
+            None => None,
+        };
         Ok(LlmConfig {
+            tokenizer,
             base_url: agent.base_url.clone(),
             model: agent.model.clone(),
             api_key,

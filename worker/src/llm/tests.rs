@@ -92,6 +92,7 @@ fn client(base_url: &str) -> LlmClient {
             cached_input_per_mtok: "0.015".parse().unwrap(),
         },
         extra_body: [("top_k".to_string(), json!(20))].into_iter().collect(),
+        tokenizer: None,
         retry: RetryPolicy {
             attempts: 3,
             min_delay: Duration::from_millis(10),
@@ -211,6 +212,27 @@ async fn a_response_without_usage_is_estimated_and_marked() {
     assert!(done.usage.prompt_tokens >= 100, "{:?}", done.usage);
     assert_eq!(done.usage.completion_tokens, 3);
     assert!(done.cost_usd > Decimal::ZERO);
+}
+
+/// A word-level tokenizer.json: one token per whitespace-separated word.
+const WORD_TOKENIZER: &str = r#"{"version": "1.0", "truncation": null, "padding": null, "added_tokens": [],
+  "normalizer": null, "pre_tokenizer": {"type": "WhitespaceSplit"}, "post_processor": null, "decoder": null,
+  "model": {"type": "WordLevel", "vocab": {"[UNK]": 0, "fix": 1, "the": 2, "bug": 3}, "unk_token": "[UNK]"}}"#;
+
+#[tokio::test]
+async fn without_usage_a_configured_tokenizer_counts_the_tokens() {
+    let dir = std::env::temp_dir().join(format!("steer-tok-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("tokenizer.json");
+    std::fs::write(&path, WORD_TOKENIZER).unwrap();
+    let (url, _) = serve(vec![ok("two words", None)]).await;
+    let mut config = client(&url).config.clone();
+    config.tokenizer = Some(super::tokens::TokenCounter::load(path.to_str().unwrap()).unwrap());
+    let done = LlmClient::new(config).unwrap().chat(&user("please fix the bug now"), None).await.unwrap();
+    assert!(done.usage.estimated, "still marked as not reported by the endpoint");
+    assert_eq!((done.usage.prompt_tokens, done.usage.completion_tokens), (5, 2));
+    let err = super::tokens::TokenCounter::load("/nonexistent/tokenizer.json").unwrap_err();
+    assert!(err.contains("/nonexistent/tokenizer.json"), "{err}");
 }
 
 #[tokio::test]
