@@ -1,9 +1,11 @@
 //! Trajectories in the format mini-swe-agent writes (`trajectory_format` "mini-swe-agent-1.1"),
 //! so its users' tools read them: a `messages` list (exactly what the model saw, in order, each
 //! assistant message with an `extra` holding its step's cost and tokens) and an `info` object
-//! (`exit_status`, `submission`, `model_stats`). What mini-swe-agent has no place for sits in
+//! (`exit_status`, `submission`, `model_stats`). A critic's supervisor messages are in
+//! `messages` where the agent read them, marked `"supervisor": true` (each replaced the
+//! previous one in the agent's view). What mini-swe-agent has no place for sits in
 //! `info.steerbench`: the run, its exact totals (decimal strings), the evaluation, every
-//! model call, and the steps of earlier attempts (a run re-queued after an infrastructure
+//! model and critic call, and the steps of earlier attempts (a run re-queued after an infrastructure
 //! failure keeps them, apart from the final conversation).
 //!
 //! `steer export trajectories --sweep ID --out DIR` writes one file per run, laid out as
@@ -58,6 +60,8 @@ pub fn mini_swe_agent(t: &Trajectory) -> Value {
                     "cached_tokens": step.cached_tokens,
                     "llm_ms": step.llm_ms,
                 });
+            } else if m.get("supervisor").is_some() {
+                // A critic's message: the model saw it until the next one replaced it.
             } else if m.get("role").and_then(Value::as_str) != Some("system") && step.action.is_some() {
                 m["extra"] = json!({ "returncode": step.exit_code, "command_ms": step.command_ms });
             }
@@ -71,6 +75,7 @@ pub fn mini_swe_agent(t: &Trajectory) -> Value {
     steerbench.insert("outcome".into(), json!(t.run.outcome.map(Outcome::as_str)));
     steerbench.insert("evaluation".into(), serde_json::to_value(&t.evaluation).unwrap_or(Value::Null));
     steerbench.insert("llm_calls".into(), serde_json::to_value(&t.llm_calls).unwrap_or(Value::Null));
+    steerbench.insert("critic_calls".into(), serde_json::to_value(&t.critic_calls).unwrap_or(Value::Null));
     steerbench.insert(
         "earlier_attempts".into(),
         Value::Array(earlier.into_iter().map(|(a, steps)| json!({"attempt": a, "steps": steps})).collect()),

@@ -13,6 +13,7 @@ use orchestrator::store::{datasets, runs, sweeps};
 use orchestrator::testkit;
 use protocol::{Outcome, RunInfo, RunState, SweepState};
 use rust_decimal::Decimal;
+use serde_json::Value;
 use sqlx::{PgPool, Row};
 use worker::llm::RetryPolicy;
 use worker::sandbox::Docker;
@@ -407,4 +408,150 @@ async fn a_run_killed_midway_resumes_elsewhere_and_its_first_attempt_stays_visib
     coordinator.shutdown().await;
     // What the killed process left, as a restarted worker of that name would remove it.
     docker.reap(("steerbench.worker", "agent-killed")).await.unwrap();
+}
+
+/// Sum of a run's critic calls (final attempt) and how many gave feedback.
+async fn critic_totals(pool: &PgPool, run_id: i64, attempt: i32) -> (Decimal, i64, i64) {
+    let row = sqlx::query(
+        "SELECT COALESCE(sum(cost_usd), 0) AS cost, count(*) AS n,
+                count(*) FILTER (WHERE decision = 'inject') AS injected
+         FROM critic_calls WHERE run_id = $1 AND attempt = $2",
+    )
+    .bind(run_id)
+    .bind(attempt)
+    .fetch_one(pool)
+    .await
+    .unwrap();
+    (row.get("cost"), row.get("n"), row.get("injected"))
+}
+
+#[sqlx::test(migrator = "orchestrator::db::MIGRATOR")]
+async fn critics_steer_the_agent_and_every_critic_call_is_accounted(pool: PgPool) {
+    capture_logs();
+    let instances = fixtures();
+    let Some(docker) = docker_with_fixture_images(&instances).await else { return };
+    set_key();
+    datasets::import(&pool, "fixtures", None, &instances).await.unwrap();
+    let url = replay_server().await;
+    let coordinator = common::start_coordinator(&pool, Duration::from_secs(30)).await;
+    let worker = coordinator.start_worker("agent-critic", 3, agent_dispatcher(docker, "agent-critic")).await;
+
+    let critics = format!(
+        r#"[[critics]]
+name = "rules"
+kind = "heuristic"
+
+[[critics]]
+name = "teacher"
+kind = "remote"
+preset = "paper"
+every_k = 2
+base_url = "{url}"
+model = "replay/critic"
+api_key_env = "{KEY_ENV}"
+price = {{ input_per_mtok = 3.0, output_per_mtok = 15.0 }}
+
+[[critics]]
+name = "stopper"
+kind = "remote"
+every_k = 3
+stop_on_status = "Critical intervention required"
+base_url = "{url}"
+model = "replay/critic-stop"
+api_key_env = "{KEY_ENV}"
+"#
+    );
+    let toml = sweep_toml(
+        "critics",
+        &url,
+        "",
+        "[select]\nids = [\"steerbench__minicalc-1\"]",
+        &[agent("solver", "replay", ""), agent("looper", "replay/loop", "max_steps = 6")].join("\n"),
+    )
+    .replace("[[critics]]\nname = \"none\"\nkind = \"none\"\n", &critics);
+    let sweep = testkit::submit(&pool, &toml).await;
+    assert_eq!(sweep.runs, 6);
+    let status = wait_until_done(&pool, sweep.sweep_id, Duration::from_secs(300)).await;
+    assert_eq!(status.state, SweepState::Completed, "{status:?}");
+    let runs: std::collections::HashMap<(String, String), RunInfo> = all_runs(&pool, sweep.sweep_id)
+        .await
+        .into_iter()
+        .map(|r| ((r.agent.clone(), r.critic.clone()), r))
+        .collect();
+    let run = |agent: &str, critic: &str| runs[&(agent.to_string(), critic.to_string())].clone();
+    let supervisor_messages = |record: &protocol::Trajectory| -> Vec<String> {
+        record
+            .steps
+            .iter()
+            .flat_map(|s| s.messages.as_array().cloned().unwrap_or_default())
+            .filter(|m| m["supervisor"] == true)
+            .map(|m| m["content"].as_str().unwrap().to_string())
+            .collect()
+    };
+
+    // The rules notice the loop, once, and say so to the agent; a productive run hears nothing.
+    let looped = run("looper", "rules");
+    assert_eq!(looped.outcome, Some(Outcome::StepLimit), "{looped:?}");
+    let (_, calls, injected) = critic_totals(&pool, looped.id, looped.attempt).await;
+    assert_eq!((calls, injected), (6, 1), "asked after every step, intervened once");
+    let record = runs::trajectory(&pool, looped.id).await.unwrap();
+    let said = supervisor_messages(&record);
+    assert_eq!(said.len(), 1);
+    assert!(
+        said[0].starts_with("SUPERVISOR FEEDBACK:") && said[0].contains("same command 3 times"),
+        "{said:?}"
+    );
+    let solved = run("solver", "rules");
+    assert_eq!(solved.outcome, Some(Outcome::Resolved), "{solved:?}");
+    let (cost, calls, injected) = critic_totals(&pool, solved.id, solved.attempt).await;
+    assert!(calls >= 5 && injected == 0 && cost == Decimal::ZERO, "{calls} calls, {injected} injected");
+
+    // The remote critic is asked every 2 steps; its critiques reach the agent folded into one
+    // supervisor message; its cost is the run's critic cost and is charged to the sweep.
+    let taught = run("solver", "teacher");
+    assert_eq!(taught.outcome, Some(Outcome::Resolved), "{taught:?}");
+    let (cost, calls, injected) = critic_totals(&pool, taught.id, taught.attempt).await;
+    assert_eq!((calls, injected), (3, 3), "after steps 2, 4 and 6 of 7");
+    assert!(cost > Decimal::ZERO);
+    assert_eq!(taught.totals.critic_cost_usd, cost);
+    let record = runs::trajectory(&pool, taught.id).await.unwrap();
+    let said = supervisor_messages(&record);
+    assert_eq!(said.len(), 3);
+    assert!(
+        said[2].contains("### Feedback #2 (after step 4):")
+            && said[2].contains("## Current Feedback (after step 6):"),
+        "{}",
+        said[2]
+    );
+    let prompt: Value = sqlx::query_scalar(
+        "SELECT prompt FROM critic_calls WHERE run_id = $1 ORDER BY call_index DESC LIMIT 1",
+    )
+    .bind(taught.id)
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    let prompt_text = prompt.to_string();
+    assert!(prompt_text.contains("You are a supervisor"), "the critic's own system prompt");
+    assert!(!prompt_text.contains("You are a helpful assistant"), "not the agent's system prompt");
+    assert!(!prompt_text.contains("SUPERVISOR FEEDBACK"), "not its earlier messages to the agent");
+    assert!(prompt_text.contains("### Feedback #2 (after step 4)"), "but its own latest critiques");
+
+    // A critic may stop a run only when the condition says so.
+    for agent in ["solver", "looper"] {
+        let stopped = run(agent, "stopper");
+        assert_eq!(stopped.outcome, Some(Outcome::CriticStop), "{stopped:?}");
+        assert_eq!(stopped.totals.steps, 3, "{stopped:?}");
+    }
+
+    // Every dollar of the sweep is a recorded model or critic call.
+    let all: Decimal = sqlx::query_scalar(
+        "SELECT (SELECT COALESCE(sum(cost_usd), 0) FROM llm_calls) + (SELECT COALESCE(sum(cost_usd), 0) FROM critic_calls)",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!(sweeps::status(&pool, sweep.sweep_id).await.unwrap().spent_usd, all);
+
+    worker.drain().await;
+    coordinator.shutdown().await;
 }

@@ -566,13 +566,19 @@ async fn worker_protocol_over_http(pool: PgPool) {
         messages: json!([{"role": "assistant", "content": "ls"}]),
         ..Default::default()
     };
-    let upload = UploadSteps { lease_token: run.lease_token, steps: vec![step.clone()], llm_calls: vec![] };
+    let upload = UploadSteps {
+        lease_token: run.lease_token,
+        steps: vec![step.clone()],
+        llm_calls: vec![],
+        critic_calls: vec![],
+    };
     let (status, body) = call(c.post(&run_path("steps"), &c.worker, &upload)).await;
     assert_eq!(status, StatusCode::NO_CONTENT, "{body}");
     let stale = UploadSteps {
         lease_token: Uuid::new_v4(),
         steps: vec![StepRecord { index: 1, ..step.clone() }],
         llm_calls: vec![],
+        critic_calls: vec![],
     };
     expect_error(
         &call(c.post(&run_path("steps"), &c.worker, &stale)).await,

@@ -12,8 +12,10 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use uuid::Uuid;
 
+pub mod critic;
 pub mod spec;
 
+pub use critic::{CriticCallRecord, CriticEvent, CriticParams, HeuristicRules, RemoteCritic};
 pub use spec::{
     AgentExecSpec, AgentLimits, AgentSpec, CriticKind, CriticSpec, EvaluateSpec, ExecutorSpec,
     GradingProfile, PatchSource, PlaceholderSpec, Price, PromptTemplates, Sampling, SandboxSettings,
@@ -403,6 +405,9 @@ pub struct UploadSteps {
     /// Model calls made since the last upload. Each is charged to the sweep once.
     #[serde(default)]
     pub llm_calls: Vec<LlmCallRecord>,
+    /// Critic calls made since the last upload. Each is charged to the sweep once.
+    #[serde(default)]
+    pub critic_calls: Vec<CriticCallRecord>,
 }
 
 /// Token and dollar totals of one run.
@@ -567,8 +572,17 @@ pub struct Trajectory {
     pub steps: Vec<StepRecord>,
     #[serde(default)]
     pub llm_calls: Vec<TrajectoryCall>,
+    #[serde(default)]
+    pub critic_calls: Vec<TrajectoryCriticCall>,
     pub patch: Option<String>,
     pub evaluation: Option<Evaluation>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct TrajectoryCriticCall {
+    pub attempt: i32,
+    #[serde(flatten)]
+    pub call: CriticCallRecord,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]

@@ -97,7 +97,8 @@ impl Default for AgentLimits {
 pub struct CriticSpec {
     pub name: String,
     pub kind: CriticKind,
-    /// Kind-specific parameters, kept as given.
+    /// The condition's settings: a [`crate::CriticParams`] as JSON, defaults filled in by the
+    /// sweep parser (`{}` for `none`).
     #[serde(default)]
     pub params: serde_json::Value,
 }
@@ -107,6 +108,11 @@ pub struct CriticSpec {
 pub enum CriticKind {
     /// No critic: the agent runs alone (the baseline condition).
     None,
+    /// Cheap rules with no model (a repeated command, a repeated error, a test file edited,
+    /// submitting untested work): a baseline that costs nothing.
+    Heuristic,
+    /// A strong model behind an OpenAI-compatible endpoint (the paper's teacher baseline).
+    Remote,
 }
 
 /// What executes a run on the worker.

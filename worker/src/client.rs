@@ -4,8 +4,8 @@ use std::time::Duration;
 
 use backon::{ExponentialBuilder, Retryable};
 use protocol::{
-    ApiError, ClaimRequest, ClaimResponse, CompleteRun, FailRun, Heartbeat, HeartbeatAck, LlmCallRecord,
-    RegisterWorker, Registered, ReleaseRun, StepRecord, UploadSteps, API_PREFIX,
+    ApiError, ClaimRequest, ClaimResponse, CompleteRun, CriticCallRecord, FailRun, Heartbeat, HeartbeatAck,
+    LlmCallRecord, RegisterWorker, Registered, ReleaseRun, StepRecord, UploadSteps, API_PREFIX,
 };
 use reqwest::{Method, StatusCode};
 use serde::de::DeserializeOwned;
@@ -157,8 +157,9 @@ impl CoordinatorClient {
         lease_token: Uuid,
         steps: Vec<StepRecord>,
         llm_calls: Vec<LlmCallRecord>,
+        critic_calls: Vec<CriticCallRecord>,
     ) -> Result<(), Error> {
-        let req = UploadSteps { lease_token, steps, llm_calls };
+        let req = UploadSteps { lease_token, steps, llm_calls, critic_calls };
         self.call::<_, ()>(Method::POST, &format!("{API_PREFIX}/runs/{run_id}/steps"), Some(&req)).await
     }
 

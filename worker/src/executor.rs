@@ -3,7 +3,7 @@
 use std::future::Future;
 use std::pin::Pin;
 
-use protocol::{ClaimedRun, Evaluation, LlmCallRecord, Outcome, RunTotals, StepRecord};
+use protocol::{ClaimedRun, CriticCallRecord, Evaluation, LlmCallRecord, Outcome, RunTotals, StepRecord};
 use tokio_util::sync::CancellationToken;
 
 use crate::client::{self, CoordinatorClient};
@@ -45,12 +45,17 @@ impl RunContext {
 
     /// Persists a step before the run goes on, so a crash loses at most the step in progress.
     pub async fn record_step(&self, step: StepRecord) -> Result<(), ExecError> {
-        self.record(vec![step], Vec::new()).await
+        self.record(vec![step], Vec::new(), Vec::new()).await
     }
 
-    /// Persists steps and the model calls made for them (in one transaction).
-    pub async fn record(&self, steps: Vec<StepRecord>, calls: Vec<LlmCallRecord>) -> Result<(), ExecError> {
-        match self.client.upload_steps(self.run_id, self.lease_token, steps, calls).await {
+    /// Persists steps and the model and critic calls made for them (in one transaction).
+    pub async fn record(
+        &self,
+        steps: Vec<StepRecord>,
+        calls: Vec<LlmCallRecord>,
+        critic_calls: Vec<CriticCallRecord>,
+    ) -> Result<(), ExecError> {
+        match self.client.upload_steps(self.run_id, self.lease_token, steps, calls, critic_calls).await {
             Ok(()) => Ok(()),
             Err(client::Error::LeaseLost(_)) => {
                 self.cancel.cancel();

@@ -4,6 +4,7 @@
 
 pub mod agent;
 pub mod client;
+pub mod critic;
 pub mod daemon;
 pub mod dispatch;
 pub mod evaluate;

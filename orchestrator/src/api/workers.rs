@@ -114,7 +114,10 @@ pub async fn upload_steps(
     Path(run_id): Path<i64>,
     Json(req): Json<UploadSteps>,
 ) -> ApiResult<axum::http::StatusCode> {
-    let res = state.queue.upload_steps(run_id, req.lease_token, &req.steps, &req.llm_calls).await;
+    let res = state
+        .queue
+        .upload_steps(run_id, req.lease_token, &req.steps, &req.llm_calls, &req.critic_calls)
+        .await;
     fenced(&state, res)?;
     Ok(axum::http::StatusCode::NO_CONTENT)
 }

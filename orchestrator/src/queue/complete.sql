@@ -24,11 +24,13 @@ WITH done AS (
     SELECT id, attempt, $12, $13, $14, $15 FROM done WHERE $12::text IS NOT NULL
     RETURNING run_id
 ), charged AS (
-    -- Model calls were charged as they were uploaded; only the rest of the run's cost (e.g. a
+    -- Model and critic calls were charged as they were uploaded; only the rest of the run's cost (e.g. a
     -- placeholder's synthetic cost) is charged here.
     UPDATE sweeps s SET spent_usd = s.spent_usd + GREATEST(
         ($10::numeric + $11::numeric)
             - (SELECT COALESCE(sum(c.cost_usd), 0) FROM llm_calls c
+               WHERE c.run_id = done.id AND c.attempt = done.attempt AND c.call_index IS NOT NULL)
+            - (SELECT COALESCE(sum(c.cost_usd), 0) FROM critic_calls c
                WHERE c.run_id = done.id AND c.attempt = done.attempt AND c.call_index IS NOT NULL),
         0)
     FROM done WHERE s.id = done.sweep_id AND ($10::numeric + $11::numeric) <> 0

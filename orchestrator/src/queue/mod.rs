@@ -14,7 +14,7 @@ use std::collections::{BTreeMap, HashSet};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use protocol::{CompleteRun, HeartbeatAck, LeaseRef, LlmCallRecord, StepRecord};
+use protocol::{CompleteRun, CriticCallRecord, HeartbeatAck, LeaseRef, LlmCallRecord, StepRecord};
 use sqlx::{PgPool, Postgres, Row, Transaction};
 use uuid::Uuid;
 
@@ -217,6 +217,7 @@ impl Queue {
         token: Uuid,
         steps: &[StepRecord],
         calls: &[LlmCallRecord],
+        critic_calls: &[CriticCallRecord],
     ) -> Result<()> {
         let mut tx = self.pool.begin().await?;
         // FOR SHARE: the lease cannot expire or change hands until these steps are written.
@@ -268,6 +269,30 @@ impl Queue {
                 .bind(call.cost_usd)
                 .bind(&call.finish_reason)
                 .bind(&call.error)
+                .execute(&mut *tx)
+                .await?;
+        }
+        for call in critic_calls {
+            sqlx::query(include_str!("insert_critic_call.sql"))
+                .bind(run_id)
+                .bind(attempt)
+                .bind(call.call_index)
+                .bind(call.step_index)
+                .bind(&call.kind)
+                .bind(&call.model)
+                .bind(&call.trigger)
+                .bind(&call.decision)
+                .bind(&call.feedback)
+                .bind(call.score)
+                .bind(&call.status)
+                .bind(&call.error)
+                .bind(call.latency_ms)
+                .bind(call.input_tokens)
+                .bind(call.output_tokens)
+                .bind(call.cost_usd)
+                .bind(&call.device)
+                .bind(call.batch_size)
+                .bind(&call.prompt)
                 .execute(&mut *tx)
                 .await?;
         }

@@ -138,7 +138,7 @@ async fn stale_lease_token_is_rejected_everywhere(pool: PgPool) {
     // The partitioned worker comes back and tries to write with its old lease.
     let step = StepRecord { index: 0, action: Some("ls".into()), ..Default::default() };
     assert!(matches!(
-        queue.upload_steps(old.run_id, old.lease_token, std::slice::from_ref(&step), &[]).await,
+        queue.upload_steps(old.run_id, old.lease_token, std::slice::from_ref(&step), &[], &[]).await,
         Err(Error::LeaseLost(_))
     ));
     assert!(matches!(queue.complete(old.run_id, &done(&old, "0")).await, Err(Error::LeaseLost(_))));
@@ -151,7 +151,7 @@ async fn stale_lease_token_is_rejected_everywhere(pool: PgPool) {
     assert_eq!(ack.lost, vec![old.run_id]);
 
     // The new holder is unaffected, and its completion is idempotent.
-    queue.upload_steps(new.run_id, new.lease_token, &[step], &[]).await.unwrap();
+    queue.upload_steps(new.run_id, new.lease_token, &[step], &[], &[]).await.unwrap();
     queue.complete(new.run_id, &done(&new, "0")).await.unwrap();
     queue.complete(new.run_id, &done(&new, "0")).await.unwrap();
     let steps: Vec<(i32,)> = sqlx::query_as("SELECT attempt FROM steps WHERE run_id = $1")

@@ -464,10 +464,16 @@ fn the_bundled_scenarios_load_and_each_fixture_instance_has_a_solving_one() {
         let s = scenarios.get(name).unwrap_or_else(|| panic!("no bundled scenario `{name}`"));
         assert!(s.matches.is_none(), "{name} is chosen by name only");
     }
+    // Scripted critics (for `remote` critic conditions), chosen by name.
+    let critics = ["critic", "critic-stop"];
+    for name in critics {
+        let s = scenarios.get(name).unwrap_or_else(|| panic!("no bundled scenario `{name}`"));
+        assert!(s.matches.is_none() && s.turns[0].content.contains("TASK_STATUS:"), "{name}");
+    }
     let dataset = std::fs::read_to_string(FIXTURES).expect("the fixture dataset");
     let records: Vec<Value> = dataset.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
     assert_eq!(records.len(), 8);
-    assert_eq!(scenarios.len(), misbehaving.len() + records.len());
+    assert_eq!(scenarios.len(), misbehaving.len() + critics.len() + records.len());
     for record in &records {
         let id = record["instance_id"].as_str().unwrap();
         let s = scenarios.get(id).unwrap_or_else(|| panic!("no solving scenario for {id}"));

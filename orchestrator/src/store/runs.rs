@@ -1,8 +1,8 @@
 //! Reading runs: their summaries, trajectories, and the specs a worker needs for a claimed run.
 
 use protocol::{
-    AgentSpec, ClaimedRun, CriticSpec, Evaluation, ExecutorSpec, LlmCallRecord, RunInfo, RunTotals,
-    SandboxSettings, StepRecord, Trajectory, TrajectoryCall,
+    AgentSpec, ClaimedRun, CriticCallRecord, CriticSpec, Evaluation, ExecutorSpec, LlmCallRecord, RunInfo,
+    RunTotals, SandboxSettings, StepRecord, Trajectory, TrajectoryCall, TrajectoryCriticCall,
 };
 use serde::de::DeserializeOwned;
 use sqlx::postgres::PgRow;
@@ -179,7 +179,39 @@ pub async fn trajectory(pool: &PgPool, run_id: i64) -> Result<Trajectory> {
         },
     })
     .collect();
-    Ok(Trajectory { run, steps, llm_calls, patch, evaluation })
+    let critic_calls = sqlx::query(
+        "SELECT attempt, call_index, step_index, kind, model, trigger, decision, feedback, score, status,
+                error, latency_ms, input_tokens, output_tokens, cost_usd, device, batch_size, prompt
+         FROM critic_calls WHERE run_id = $1 ORDER BY attempt, call_index, id",
+    )
+    .bind(run_id)
+    .fetch_all(pool)
+    .await?
+    .iter()
+    .map(|r| TrajectoryCriticCall {
+        attempt: r.get("attempt"),
+        call: CriticCallRecord {
+            call_index: r.get::<Option<i32>, _>("call_index").unwrap_or(-1),
+            step_index: r.get("step_index"),
+            kind: r.get("kind"),
+            model: r.get("model"),
+            trigger: r.get::<Option<String>, _>("trigger").unwrap_or_default(),
+            decision: r.get("decision"),
+            feedback: r.get("feedback"),
+            score: r.get("score"),
+            status: r.get("status"),
+            error: r.get("error"),
+            latency_ms: r.get("latency_ms"),
+            input_tokens: r.get("input_tokens"),
+            output_tokens: r.get("output_tokens"),
+            cost_usd: r.get("cost_usd"),
+            device: r.get("device"),
+            batch_size: r.get("batch_size"),
+            prompt: r.get("prompt"),
+        },
+    })
+    .collect();
+    Ok(Trajectory { run, steps, llm_calls, critic_calls, patch, evaluation })
 }
 
 fn from_spec<T: DeserializeOwned>(what: &str, value: serde_json::Value) -> Result<T> {

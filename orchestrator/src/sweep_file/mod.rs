@@ -12,9 +12,9 @@ mod reader;
 mod tests;
 
 use protocol::{
-    AgentExecSpec, AgentLimits, AgentSpec, CriticKind, CriticSpec, EvaluateSpec, ExecutorSpec,
-    GradingProfile, PatchSource, PlaceholderSpec, Price, PromptTemplates, Sampling, SandboxSettings,
-    Scaffold,
+    AgentExecSpec, AgentLimits, AgentSpec, CriticEvent, CriticKind, CriticParams, CriticSpec, EvaluateSpec,
+    ExecutorSpec, GradingProfile, HeuristicRules, PatchSource, PlaceholderSpec, Price, PromptTemplates,
+    RemoteCritic, Sampling, SandboxSettings, Scaffold,
 };
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
@@ -181,10 +181,30 @@ const AGENT_KEYS: &[&str] = &[
 ];
 const PRICE_KEYS: &[&str] = &["input_per_mtok", "output_per_mtok", "cached_input_per_mtok"];
 const CRITIC_KEYS: &[&str] = &["name", "kind"];
+const CRITIC_POLICY_KEYS: &[&str] = &[
+    "preset",
+    "every_k",
+    "events",
+    "max_interventions",
+    "score_threshold",
+    "stop_on_status",
+    "stop_below_score",
+    "history",
+    "fold_chars",
+    "step_aware_after",
+    "context_tokens",
+    "observation_max_chars",
+    "feedback_template",
+    "system_prompt",
+];
+const HEURISTIC_KEYS: &[&str] =
+    &["repeated_command", "repeated_error", "test_file_edited", "submit_without_tests"];
+const REMOTE_CRITIC_KEYS: &[&str] =
+    &["base_url", "model", "api_key_env", "temperature", "top_p", "max_tokens", "seed", "stop", "price"];
 /// Critic kinds `protocol::CriticKind` knows (a test keeps this list in step with it).
-const CRITIC_KINDS: &[&str] = &["none"];
+const CRITIC_KINDS: &[&str] = &["none", "heuristic", "remote"];
 /// Critic kinds that are planned but not built yet, so they get a clearer message than "unknown".
-const PLANNED_CRITIC_KINDS: &[&str] = &["onnx", "remote", "heuristic"];
+const PLANNED_CRITIC_KINDS: &[&str] = &["onnx"];
 const EVALUATE_KEYS: &[&str] = &["kind", "profile", "patch"];
 const SANDBOX_KEYS: &[&str] = &[
     "network",
@@ -395,6 +415,36 @@ fn executor(t: &Table) -> Result<ExecutorSpec, Error> {
     }
 }
 
+/// Sampling keys of a model's table; `defaults` (temperature, max tokens) apply where unset.
+fn sampling(t: &Table, defaults: Option<(f64, u32)>) -> Result<Sampling, Error> {
+    Ok(Sampling {
+        temperature: t
+            .float("temperature", |x| (0.0..=2.0).contains(&x), "between 0 and 2")?
+            .or(defaults.map(|d| d.0)),
+        top_p: t.float("top_p", |x| x > 0.0 && x <= 1.0, "greater than 0 and at most 1")?,
+        max_tokens: t.integer("max_tokens", 1)?.or(defaults.map(|d| d.1)),
+        seed: t.integer("seed", i64::MIN)?,
+        stop: t.strings("stop")?,
+    })
+}
+
+/// A model's `price` table.
+fn price(t: &Table) -> Result<Price, Error> {
+    Ok(match t.table("price")? {
+        Some(p) => {
+            p.only(PRICE_KEYS)?;
+            let input_per_mtok = p.required("input_per_mtok", p.money("input_per_mtok")?)?;
+            Price {
+                input_per_mtok,
+                output_per_mtok: p.required("output_per_mtok", p.money("output_per_mtok")?)?,
+                // Without a cached price, cached tokens cost full price: cost caps stay safe.
+                cached_input_per_mtok: p.money("cached_input_per_mtok")?.unwrap_or(input_per_mtok),
+            }
+        }
+        None => Price::default(),
+    })
+}
+
 fn grading_profile(t: &Table, key: &str) -> Result<GradingProfile, Error> {
     match t.string(key)?.as_deref() {
         None | Some("v5") => Ok(GradingProfile::V5),
@@ -509,28 +559,8 @@ fn agent(t: &Table, preset: Option<&str>) -> Result<AgentSpec, Error> {
     }
     // The paper's settings: temperature 0, 2,048 output tokens a turn, 150 steps, $6 a run.
     let paper = preset == Some("paper");
-    let sampling = Sampling {
-        temperature: t
-            .float("temperature", |x| (0.0..=2.0).contains(&x), "between 0 and 2")?
-            .or(paper.then_some(0.0)),
-        top_p: t.float("top_p", |x| x > 0.0 && x <= 1.0, "greater than 0 and at most 1")?,
-        max_tokens: t.integer("max_tokens", 1)?.or(paper.then_some(2048)),
-        seed: t.integer("seed", i64::MIN)?,
-        stop: t.strings("stop")?,
-    };
-    let price = match t.table("price")? {
-        Some(p) => {
-            p.only(PRICE_KEYS)?;
-            let input_per_mtok = p.required("input_per_mtok", p.money("input_per_mtok")?)?;
-            Price {
-                input_per_mtok,
-                output_per_mtok: p.required("output_per_mtok", p.money("output_per_mtok")?)?,
-                // Without a cached price, cached tokens cost full price: cost caps stay safe.
-                cached_input_per_mtok: p.money("cached_input_per_mtok")?.unwrap_or(input_per_mtok),
-            }
-        }
-        None => Price::default(),
-    };
+    let sampling = sampling(t, paper.then_some((0.0, 2048)))?;
+    let price = price(t)?;
     let default = AgentLimits::default();
     let limits = AgentLimits {
         max_steps: t.integer("max_steps", 1)?.unwrap_or(if paper { 150 } else { default.max_steps }),
@@ -586,15 +616,112 @@ fn critic(t: &Table) -> Result<CriticSpec, Error> {
         };
         return Err(t.err("kind", message));
     };
-    let params = t.others_as_json(CRITIC_KEYS)?;
-    match kind {
+    let params = match kind {
         CriticKind::None => {
-            if let Some(key) = params.keys().next() {
+            if let Some(key) = t.others_as_json(CRITIC_KEYS)?.keys().next() {
                 return Err(t.err(key, "critic kind `none` takes no parameters"));
             }
+            Json::Object(Default::default())
+        }
+        CriticKind::Heuristic => {
+            t.only(&[CRITIC_KEYS, CRITIC_POLICY_KEYS, HEURISTIC_KEYS].concat())?;
+            let mut params = critic_params(
+                t,
+                CriticParams { every_k: Some(1), events: vec![CriticEvent::Submit], ..Default::default() },
+            )?;
+            let d = HeuristicRules::default();
+            params.heuristic = Some(HeuristicRules {
+                repeated_command: t.integer("repeated_command", 2)?.unwrap_or(d.repeated_command),
+                repeated_error: t.integer("repeated_error", 2)?.unwrap_or(d.repeated_error),
+                test_file_edited: t.boolean("test_file_edited")?.unwrap_or(d.test_file_edited),
+                submit_without_tests: t.boolean("submit_without_tests")?.unwrap_or(d.submit_without_tests),
+            });
+            serde_json::to_value(params).expect("critic params serialize")
+        }
+        CriticKind::Remote => {
+            t.only(&[CRITIC_KEYS, CRITIC_POLICY_KEYS, REMOTE_CRITIC_KEYS].concat())?;
+            let paper = t.string("preset")?.as_deref() == Some("paper");
+            let mut params = critic_params(t, CriticParams::default())?;
+            let base_url = t.required("base_url", t.string("base_url")?)?;
+            check_base_url(t, &base_url)?;
+            let api_key_env = t.string("api_key_env")?;
+            if let Some(var) = &api_key_env {
+                check_api_key_env(t, var)?;
+            }
+            params.remote = Some(RemoteCritic {
+                base_url,
+                model: t.required("model", t.string("model")?)?,
+                api_key_env,
+                // The paper decodes its critic greedily, up to 4,096 tokens.
+                sampling: sampling(t, paper.then_some((0.0, 4096)))?,
+                price: price(t)?,
+            });
+            if params.every_k.is_none() && params.events.is_empty() {
+                return Err(t.err(
+                    "every_k",
+                    "this critic would never be asked: set `every_k` or `events` (or `preset = \"paper\"`)",
+                ));
+            }
+            serde_json::to_value(params).expect("critic params serialize")
+        }
+    };
+    Ok(CriticSpec { name, kind, params })
+}
+
+/// The settings every critic kind has; `defaults` are the kind's.
+fn critic_params(t: &Table, defaults: CriticParams) -> Result<CriticParams, Error> {
+    let mut p = defaults;
+    match t.string("preset")?.as_deref() {
+        None => {}
+        // The paper: every 5 steps, its own last 5 critiques, earlier feedback folded at 1,500
+        // characters, the step-budget note from step 100.
+        Some("paper") => {
+            p.preset = Some("paper".into());
+            p.every_k = Some(5);
+            p.history = 5;
+            p.fold_chars = 1500;
+            p.step_aware_after = Some(100);
+        }
+        Some(other) => {
+            return Err(t.err("preset", format!("unknown critic preset `{other}` (this build has: paper)")))
         }
     }
-    Ok(CriticSpec { name, kind, params: Json::Object(params) })
+    if let Some(k) = t.integer("every_k", 0)? {
+        p.every_k = (k > 0).then_some(k);
+    }
+    if t.has("events") {
+        p.events = Vec::new();
+        for event in t.strings("events")? {
+            let known = CriticEvent::ALL.iter().find(|e| e.as_str() == event);
+            let Some(e) = known else {
+                let names: Vec<&str> = CriticEvent::ALL.iter().map(|e| e.as_str()).collect();
+                return Err(t.err("events", format!("unknown event `{event}` (known: {})", names.join(", "))));
+            };
+            p.events.push(*e);
+        }
+    }
+    p.max_interventions = t.integer("max_interventions", 1)?.or(p.max_interventions);
+    p.stop_on_status = t.string("stop_on_status")?.or(p.stop_on_status);
+    for key in ["score_threshold", "stop_below_score"] {
+        if t.has(key) {
+            return Err(
+                t.err(key, "applies to scorer critics (kind `onnx`), which this build does not have yet")
+            );
+        }
+    }
+    p.history = t.integer("history", 0)?.unwrap_or(p.history);
+    p.fold_chars = t.integer("fold_chars", 1)?.unwrap_or(p.fold_chars);
+    if let Some(after) = t.integer::<i64>("step_aware_after", -1)? {
+        p.step_aware_after = u32::try_from(after).ok();
+    }
+    p.context_tokens = t.integer("context_tokens", 256)?.unwrap_or(p.context_tokens);
+    p.observation_max_chars = t.integer("observation_max_chars", 100)?.unwrap_or(p.observation_max_chars);
+    if let Some(template) = t.string("feedback_template")? {
+        worker::critic::feedback::check(&template).map_err(|e| t.err("feedback_template", e))?;
+        p.feedback_template = template;
+    }
+    p.system_prompt = t.string("system_prompt")?.unwrap_or(p.system_prompt);
+    Ok(p)
 }
 
 fn unknown_kind(what: &str, kind: &str, known: &[&str]) -> String {

@@ -57,6 +57,11 @@ impl<'a> Table<'a> {
     }
 
     /// An error about `key`, on the key's line (or the table's line when the key is absent).
+    /// Whether the table has `key` (whatever its value).
+    pub fn has(&self, key: &str) -> bool {
+        self.table.contains_key(key)
+    }
+
     pub fn err(&self, key: &str, message: impl Display) -> Error {
         self.src.error(self.span_of(key), format!("{}: {message}", self.path(key)))
     }

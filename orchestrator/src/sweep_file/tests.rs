@@ -489,3 +489,72 @@ fn template_files_are_inlined_relative_to_the_sweep_file() {
     let e = inline_template_files(&missing, dir.path()).unwrap_err();
     assert!(e.contains("executor.system_template_file: cannot read") && e.contains("nope.j2"), "{e}");
 }
+
+fn with_critic(lines: &str) -> String {
+    MINIMAL.replace(
+        "[[critics]]\nname = \"none\"\nkind = \"none\"\n",
+        &format!("[[critics]]\nname = \"c\"\n{lines}\n"),
+    )
+}
+
+fn critic_params(lines: &str) -> (CriticKind, CriticParams) {
+    let sweep = parse(&with_critic(lines), "t.toml").unwrap_or_else(|e| panic!("{e}"));
+    let c = &sweep.critics[0];
+    (c.kind, serde_json::from_value(c.params.clone()).unwrap())
+}
+
+#[test]
+fn critic_conditions_are_normalised_with_their_defaults_and_presets() {
+    let (kind, p) = critic_params("kind = \"heuristic\"\nrepeated_command = 4");
+    assert_eq!(kind, CriticKind::Heuristic);
+    assert_eq!((p.every_k, p.events.clone()), (Some(1), vec![CriticEvent::Submit]));
+    assert_eq!(p.heuristic.unwrap().repeated_command, 4);
+
+    let remote =
+        "kind = \"remote\"\npreset = \"paper\"\nbase_url = \"http://127.0.0.1:9000/v1\"\nmodel = \"opus\"\n\
+                  price = { input_per_mtok = 3, output_per_mtok = 15 }";
+    let (kind, p) = critic_params(remote);
+    assert_eq!(kind, CriticKind::Remote);
+    // The paper: every 5 steps, 5 critiques of history, 1,500-character folds, the step note
+    // from step 100, greedy decoding up to 4,096 tokens.
+    assert_eq!((p.every_k, p.history, p.fold_chars, p.step_aware_after), (Some(5), 5, 1500, Some(100)));
+    let r = p.remote.unwrap();
+    assert_eq!((r.sampling.temperature, r.sampling.max_tokens), (Some(0.0), Some(4096)));
+    assert_eq!(r.price.output_per_mtok, dec("15"));
+    assert_eq!(p.stop_on_status, None, "stopping is off unless asked");
+    let (_, p) = critic_params(&format!(
+        "{remote}\nevery_k = 10\nevents = [\"edit\", \"submit\"]\nmax_interventions = 3"
+    ));
+    assert_eq!(
+        (p.every_k, p.events, p.max_interventions),
+        (Some(10), vec![CriticEvent::Edit, CriticEvent::Submit], Some(3))
+    );
+}
+
+#[test]
+fn critic_errors_name_their_keys() {
+    let remote = "kind = \"remote\"\nbase_url = \"http://127.0.0.1:9000/v1\"\nmodel = \"m\"";
+    let cases = [
+        (remote.to_string(), "critics[0].every_k: this critic would never be asked"),
+        (format!("{remote}\nevery_k = 5\nevents = [\"edits\"]"), "critics[0].events: unknown event `edits`"),
+        (format!("{remote}\nevery_k = 5\nrepeated_command = 3"), "unknown key `repeated_command`"),
+        (
+            format!("{remote}\nevery_k = 5\nscore_threshold = 0.5"),
+            "critics[0].score_threshold: applies to scorer critics",
+        ),
+        (format!("{remote}\npreset = \"paperr\""), "critics[0].preset: unknown critic preset `paperr`"),
+        (
+            format!("{remote}\nevery_k = 5\nfeedback_template = \"{{{{ curent }}}}\""),
+            "critics[0].feedback_template: feedback template",
+        ),
+        (
+            "kind = \"remote\"\nevery_k = 5\nmodel = \"m\"".to_string(),
+            "critics[0].base_url: required but missing",
+        ),
+        ("kind = \"heuristic\"\nbase_url = \"http://x/v1\"".to_string(), "unknown key `base_url`"),
+    ];
+    for (lines, expected) in cases {
+        let e = error(&with_critic(&lines));
+        assert!(e.contains(expected), "{lines}: {e}");
+    }
+}

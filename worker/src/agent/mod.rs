@@ -31,7 +31,7 @@ use crate::evaluate::EvaluateExecutor;
 use crate::executor::{ExecError, ExecFuture, Executor, ImagesFuture, RunContext, RunResult};
 use crate::llm::{self, LlmClient, LlmConfig, RetryPolicy, Secret};
 use crate::sandbox::{ExecLimits, Sandbox, Shell};
-use hook::{Guidance, StepHook, StepView};
+use hook::{Guidance, Moment, StepFacts, StepHook, StepView};
 use prompts::{FormatErrorVars, ObservationVars, Prompts, TaskVars};
 use scaffold::Action;
 
@@ -134,8 +134,12 @@ impl AgentExecutor {
             ctx,
             prompts,
             client: &client,
-            hook: hook::for_critic(&run.critic),
+            hook: crate::critic::hook_for(run).map_err(ExecError::Infra)?,
             messages: Vec::new(),
+            supervisor_at: None,
+            facts: Vec::new(),
+            last_status: String::new(),
+            critic_calls: 0,
             pending: Vec::new(),
             totals: RunTotals::default(),
             call_index: 0,
@@ -221,6 +225,14 @@ struct AgentRun<'a> {
     hook: Box<dyn StepHook>,
     /// The conversation, exactly as the model sees it.
     messages: Vec<Value>,
+    /// Where the supervisor message the agent sees now is in `messages` (only the newest one
+    /// stays; it folds in the earlier ones).
+    supervisor_at: Option<usize>,
+    /// What each step did, for the critic.
+    facts: Vec<StepFacts>,
+    /// `git status` after the last step (when the critic asks for changes).
+    last_status: String,
+    critic_calls: i32,
     /// Messages appended since the last recorded step (go into the next step's record).
     pending: Vec<Value>,
     totals: RunTotals,
@@ -267,7 +279,7 @@ impl AgentRun<'_> {
                     // The wall-time limit fell during the call: nothing was billed.
                     let call =
                         self.failed_call(step, "timeout", None, call_started, "the run's wall-time limit");
-                    self.upload(Vec::new(), vec![call]).await?;
+                    self.upload(Vec::new(), vec![call], Vec::new()).await?;
                     return Ok(Ending::Limit(Outcome::TimeLimit));
                 }
                 Ok(Err(e)) => {
@@ -277,7 +289,7 @@ impl AgentRun<'_> {
                         llm::Error::Malformed { .. } => ("malformed", None),
                     };
                     let call = self.failed_call(step, status, http, call_started, &e.to_string());
-                    self.upload(Vec::new(), vec![call]).await?;
+                    self.upload(Vec::new(), vec![call], Vec::new()).await?;
                     return Err(ExecError::Infra(format!(
                         "model endpoint of agent `{}`: {e}",
                         self.run.agent.name
@@ -295,10 +307,12 @@ impl AgentRun<'_> {
             let mut command: Option<CommandResult> = None;
             let mut action_text = None;
             let mut ending = None;
+            let mut facts = StepFacts { step, ..Default::default() };
             let observation: String;
             match scaffold::parse(self.spec.scaffold, &completion.message) {
                 Action::FormatError { actions, error, call_ids } => {
                     self.format_errors += 1;
+                    facts.format_error = true;
                     let scaffold = self.spec.scaffold.as_str();
                     observation = self
                         .prompts
@@ -321,10 +335,22 @@ impl AgentRun<'_> {
                 }
                 Action::Bash { command: text, call_id } => {
                     let result = self.run_command(&mut shell, &text, deadline).await?;
+                    facts.command = Some(text.clone());
+                    facts.exit_code = result.exit_code;
+                    facts.timed_out = result.timed_out;
+                    facts.output =
+                        crate::evaluate::cap_chars(&result.output, self.spec.observation_max_chars);
+                    facts.ran_tests = crate::critic::looks_like_tests(&text);
                     if scaffold::is_submission(&result.output, result.exit_code) {
                         ending = Some(Ending::Submitted);
                         observation = result.output.clone();
+                        if let Some(id) = call_id {
+                            self.push(json!({"role": "tool", "tool_call_id": id, "content": observation}));
+                        }
                     } else {
+                        if self.hook.wants_changes() {
+                            self.note_changes(&mut shell, &mut facts).await?;
+                        }
                         let edits = match self.spec.edit_context_lines {
                             Some(n) => self.edited_lines(&mut shell, n).await?,
                             None => String::new(),
@@ -342,6 +368,7 @@ impl AgentRun<'_> {
                     command = Some(result);
                 }
             }
+            self.facts.push(facts);
 
             let llm_time = completion.latency;
             let command_time = command.as_ref().map_or(Duration::ZERO, |c| c.duration);
@@ -361,19 +388,32 @@ impl AgentRun<'_> {
                 messages: Value::Array(std::mem::take(&mut self.pending)),
             };
             self.totals.steps += 1;
-            self.upload(vec![record], vec![call]).await?;
+            self.upload(vec![record], vec![call], Vec::new()).await?;
             self.report.steps.push(StepTimings {
                 total: step_started.elapsed(),
                 llm: llm_time,
                 command: command_time,
             });
-            if let Some(ending) = ending {
-                return Ok(ending);
-            }
 
-            match self.hook.after_step(StepView { step, messages: &self.messages }).await? {
+            // A submission is shown to the critic first, when it asks: its feedback refuses it
+            // (the agent reads the feedback and goes on).
+            let moment = match &ending {
+                Some(Ending::Submitted) if self.hook.reviews_submissions() => Moment::BeforeSubmit,
+                Some(ending) => return Ok(ending.clone()),
+                None => Moment::AfterStep,
+            };
+            match self.review(moment, step).await? {
+                Guidance::Continue if moment == Moment::BeforeSubmit => return Ok(Ending::Submitted),
                 Guidance::Continue => {}
-                Guidance::Message(text) => self.push(json!({"role": "user", "content": text})),
+                Guidance::Feedback(text) => {
+                    if moment == Moment::BeforeSubmit && self.spec.scaffold == protocol::Scaffold::ToolCalling
+                    {
+                        // The submit call was answered "Submitted."; say it was not taken.
+                        self.push_supervisor(format!("Your submission was not accepted yet.\n\n{text}"));
+                    } else {
+                        self.push_supervisor(text);
+                    }
+                }
                 Guidance::Stop(reason) => return Ok(Ending::CriticStop(reason)),
             }
         }
@@ -404,6 +444,67 @@ impl AgentRun<'_> {
     fn push(&mut self, message: Value) {
         self.messages.push(message.clone());
         self.pending.push(message);
+    }
+
+    /// A supervisor message: it replaces the previous one in the agent's view (the critic folds
+    /// the earlier feedback into it); the step records keep every one, marked `supervisor`.
+    fn push_supervisor(&mut self, text: String) {
+        if let Some(at) = self.supervisor_at.take() {
+            self.messages.remove(at);
+        }
+        self.supervisor_at = Some(self.messages.len());
+        self.messages.push(json!({"role": "user", "content": text}));
+        self.pending.push(json!({"role": "user", "content": text, "supervisor": true}));
+    }
+
+    /// Asks the critic hook and records the calls it made.
+    async fn review(&mut self, moment: Moment, step: u32) -> Result<Guidance, ExecError> {
+        let agent_view: Vec<Value> = self
+            .messages
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| Some(*i) != self.supervisor_at)
+            .map(|(_, m)| m.clone())
+            .collect();
+        let view = StepView {
+            moment,
+            step,
+            max_steps: self.run.agent.limits.max_steps,
+            messages: &agent_view,
+            facts: &self.facts,
+        };
+        let review = self.hook.review(view).await?;
+        let mut calls = review.calls;
+        for call in &mut calls {
+            call.call_index = self.critic_calls;
+            self.critic_calls += 1;
+            self.totals.critic_cost_usd += call.cost_usd;
+        }
+        if !calls.is_empty() {
+            self.upload(Vec::new(), Vec::new(), calls).await?;
+        }
+        Ok(review.guidance)
+    }
+
+    /// Which tracked files the step changed (`git status`, compared with the last step's).
+    async fn note_changes(&mut self, shell: &mut Shell, facts: &mut StepFacts) -> Result<(), ExecError> {
+        let limits = ExecLimits { timeout: EDIT_DIFF_TIMEOUT, max_output_bytes: COMMAND_OUTPUT_BYTES };
+        let command = format!("git -C '{}' status --porcelain 2>/dev/null", self.spec.workdir);
+        let out = shell.run(&command, &limits).await.map_err(|e| ExecError::Infra(e.to_string()))?;
+        if out.timed_out || out.exit_code != Some(0) {
+            return Ok(());
+        }
+        facts.edited = out.output != self.last_status;
+        // Modified tracked files (`?? new-file` lines are untracked: reproduction scripts, ...).
+        facts.modified_files = out
+            .output
+            .lines()
+            .filter(|l| !l.starts_with("??"))
+            .filter_map(|l| l.get(3..))
+            .map(str::to_string)
+            .collect();
+        self.last_status = out.output;
+        Ok(())
     }
 
     /// Runs one command in a subshell started in the work directory (as mini-swe-agent's
@@ -518,9 +619,14 @@ impl AgentRun<'_> {
         self.client.attempts()
     }
 
-    async fn upload(&self, steps: Vec<StepRecord>, calls: Vec<LlmCallRecord>) -> Result<(), ExecError> {
+    async fn upload(
+        &self,
+        steps: Vec<StepRecord>,
+        calls: Vec<LlmCallRecord>,
+        critic_calls: Vec<protocol::CriticCallRecord>,
+    ) -> Result<(), ExecError> {
         match self.ctx {
-            Some(ctx) => ctx.record(steps, calls).await,
+            Some(ctx) => ctx.record(steps, calls, critic_calls).await,
             None => Ok(()),
         }
     }

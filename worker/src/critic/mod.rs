@@ -1,0 +1,200 @@
+//! Critics: a model or rules that read an agent's trajectory while it runs and steer it.
+//!
+//! One interface for every kind: [`CriticHook`] implements the agent loop's
+//! [`StepHook`](crate::agent::hook::StepHook). After each step (and, when asked, before a
+//! submission) the policy (`policy`) decides whether the critic is asked; the critic answers
+//! with feedback (and for scorers a score); the hook turns that into a verdict: continue,
+//! inject the feedback (rendered by `feedback` as one supervisor message that folds in the
+//! earlier ones), or stop the run (only when the condition asks for it). Every call is
+//! recorded (`critic_calls`), failed ones too: a failed call means the agent goes on without
+//! feedback.
+//!
+//! Kinds: `none` ([`crate::agent::hook::NoCritic`]), `heuristic` (rules, no cost), `remote` (a
+//! model behind an OpenAI-compatible endpoint, the paper's teacher baseline).
+
+pub mod feedback;
+pub mod heuristic;
+pub mod input;
+pub mod policy;
+pub mod remote;
+
+use std::sync::LazyLock;
+use std::time::Instant;
+
+use protocol::{ClaimedRun, CriticCallRecord, CriticKind, CriticParams};
+use regex::Regex;
+
+use crate::agent::hook::{Guidance, Moment, NoCritic, Review, ReviewFuture, StepHook, StepView};
+use crate::executor::ExecError;
+use crate::llm::RetryPolicy;
+
+/// The hook for a run's critic condition (an error names what is wrong with its settings).
+pub fn hook_for(run: &ClaimedRun) -> Result<Box<dyn StepHook>, String> {
+    let critic = &run.critic;
+    if critic.kind == CriticKind::None {
+        return Ok(Box::new(NoCritic));
+    }
+    let params: CriticParams = serde_json::from_value(critic.params.clone())
+        .map_err(|e| format!("critic `{}`: its settings do not parse: {e}", critic.name))?;
+    let backend = match critic.kind {
+        CriticKind::None => unreachable!("handled above"),
+        CriticKind::Heuristic => {
+            Backend::Heuristic(heuristic::Heuristic::new(params.heuristic.clone().unwrap_or_default()))
+        }
+        CriticKind::Remote => {
+            let spec =
+                params.remote.as_ref().ok_or_else(|| format!("critic `{}`: no endpoint", critic.name))?;
+            let remote = remote::Remote::new(spec, RetryPolicy::default())
+                .map_err(|e| format!("critic `{}`: {e}", critic.name))?;
+            Backend::Remote(Box::new(remote))
+        }
+    };
+    Ok(Box::new(CriticHook {
+        params,
+        backend,
+        history: Vec::new(),
+        interventions: 0,
+        refused_submission: false,
+    }))
+}
+
+enum Backend {
+    Heuristic(heuristic::Heuristic),
+    Remote(Box<remote::Remote>),
+}
+
+/// A critic attached to one run: its settings, its backend, and what it said so far.
+pub struct CriticHook {
+    params: CriticParams,
+    backend: Backend,
+    /// (1-based step, text) of every feedback given to the agent, oldest first.
+    history: Vec<(u32, String)>,
+    interventions: u32,
+    /// A submission is refused at most once per run, so a critic cannot keep a run going.
+    refused_submission: bool,
+}
+
+impl StepHook for CriticHook {
+    fn wants_changes(&self) -> bool {
+        matches!(self.backend, Backend::Heuristic(_))
+            || self.params.events.contains(&protocol::CriticEvent::Edit)
+    }
+
+    fn reviews_submissions(&self) -> bool {
+        !self.refused_submission && self.params.events.contains(&protocol::CriticEvent::Submit)
+    }
+
+    fn review<'a>(&'a mut self, view: StepView<'a>) -> ReviewFuture<'a> {
+        Box::pin(async move {
+            let Some(facts) = view.facts.last() else { return Ok(Review::proceed()) };
+            let Some(trigger) = policy::trigger(&self.params, view.moment, facts, self.interventions) else {
+                return Ok(Review::proceed());
+            };
+            let done_steps = view.step + 1;
+            let mut record = CriticCallRecord {
+                step_index: view.step as i32,
+                trigger: trigger.into(),
+                decision: "continue".into(),
+                status: "ok".into(),
+                ..Default::default()
+            };
+            let started = Instant::now();
+            let (feedback, status) = match &mut self.backend {
+                Backend::Heuristic(rules) => {
+                    record.kind = "heuristic".into();
+                    record.prompt = serde_json::json!({"facts_seen": view.facts.len(), "moment": format!("{:?}", view.moment)});
+                    let said = rules.review(view.moment, view.facts);
+                    record.latency_ms = started.elapsed().as_millis() as i64;
+                    (said, None)
+                }
+                Backend::Remote(critic) => {
+                    let messages = remote::messages(
+                        &self.params,
+                        view.messages,
+                        &self.history,
+                        done_steps,
+                        view.max_steps,
+                    );
+                    match critic.critique(messages, &mut record).await {
+                        Some(c) => (Some(c.text), c.status),
+                        None => (None, None),
+                    }
+                }
+            };
+            let guidance = self.verdict(feedback, status.as_deref(), done_steps, view.moment, &mut record)?;
+            Ok(Review { guidance, calls: vec![record] })
+        })
+    }
+}
+
+impl CriticHook {
+    /// Turns what the critic said into a verdict, and records it.
+    fn verdict(
+        &mut self,
+        feedback: Option<String>,
+        status: Option<&str>,
+        done_steps: u32,
+        moment: Moment,
+        record: &mut CriticCallRecord,
+    ) -> Result<Guidance, ExecError> {
+        if let (Some(stop_on), Some(status)) = (&self.params.stop_on_status, status) {
+            if status.eq_ignore_ascii_case(stop_on) {
+                record.decision = "stop".into();
+                record.feedback = feedback;
+                return Ok(Guidance::Stop(format!("task status `{status}` after step {done_steps}")));
+            }
+        }
+        let Some(text) = feedback else { return Ok(Guidance::Continue) };
+        let message = feedback::render(
+            &self.params.feedback_template,
+            &text,
+            done_steps,
+            &self.history,
+            self.params.fold_chars,
+        )
+        .map_err(ExecError::Infra)?;
+        record.decision = "inject".into();
+        record.feedback = Some(text.clone());
+        self.history.push((done_steps, text));
+        self.interventions += 1;
+        if moment == Moment::BeforeSubmit {
+            self.refused_submission = true;
+        }
+        Ok(Guidance::Feedback(message))
+    }
+}
+
+/// Does this command run tests? (pytest, unittest, tox, nox, Django's and sympy's runners, ...)
+pub fn looks_like_tests(command: &str) -> bool {
+    static TESTS: LazyLock<Regex> = LazyLock::new(|| {
+        // A runner in command position: at the start, or after `&&`, `||`, `;`, `|` or `(`,
+        // maybe behind `timeout N` and `python -m`.
+        Regex::new(
+            r"(?m)(^|&&|\|\||;|\||\()\s*(timeout\s+\S+\s+)?(\S*python[\d.]*\s+(-\w+\s+)*)?(-m\s+)?(\S*/)?(pytest|py\.test|tox|nox|unittest|nosetests|runtests\.py|manage\.py\s+test|bin/test)\b",
+        )
+        .expect("static regex")
+    });
+    TESTS.is_match(command)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn test_commands_are_recognised() {
+        for yes in [
+            "python -m pytest -q",
+            "pytest tests/test_eval.py",
+            "cd x && ./runtests.py",
+            "python manage.py test app",
+            "bin/test sympy/core",
+            "tox -e py3",
+        ] {
+            assert!(looks_like_tests(yes), "{yes}");
+        }
+        for no in ["ls tests/", "cat test_eval.py", "grep -rn pytest setup.cfg"] {
+            assert!(!looks_like_tests(no), "{no}");
+        }
+    }
+}

@@ -1,0 +1,92 @@
+//! The `remote` critic: a strong model behind an OpenAI-compatible endpoint (the paper's
+//! teacher baseline), prompted with the paper's input and parsed for its task status.
+
+use std::time::Instant;
+
+use protocol::{CriticCallRecord, CriticParams, RemoteCritic};
+use serde_json::Value;
+
+use crate::llm::{LlmClient, LlmConfig, RetryPolicy, Secret};
+
+pub struct Remote {
+    client: LlmClient,
+    model: String,
+}
+
+/// A critique, or why there is none.
+pub struct Critique {
+    pub text: String,
+    pub status: Option<String>,
+}
+
+impl Remote {
+    pub fn new(spec: &RemoteCritic, retry: RetryPolicy) -> Result<Remote, String> {
+        let api_key = match &spec.api_key_env {
+            None => None,
+            Some(var) => match std::env::var(var) {
+                Ok(key) if !key.is_empty() => Some(Secret::new(key)),
+                _ => {
+                    return Err(format!(
+                        "the remote critic reads its API key from ${var}, which is not set on this worker"
+                    ))
+                }
+            },
+        };
+        let client = LlmClient::new(LlmConfig {
+            base_url: spec.base_url.clone(),
+            model: spec.model.clone(),
+            api_key,
+            sampling: spec.sampling.clone(),
+            price: spec.price.clone(),
+            extra_body: Default::default(),
+            retry,
+            tokenizer: None,
+        })
+        .map_err(|e| e.to_string())?;
+        Ok(Remote { client, model: spec.model.clone() })
+    }
+
+    /// One critic call on `messages` (built by `input::build`); the record is filled in
+    /// whatever happens (a failed call is recorded and the agent goes on without feedback).
+    pub async fn critique(&self, messages: Vec<Value>, record: &mut CriticCallRecord) -> Option<Critique> {
+        let started = Instant::now();
+        record.kind = "remote".into();
+        record.model = Some(self.model.clone());
+        record.device = Some("remote".into());
+        record.batch_size = Some(1);
+        let answer = self.client.chat(&messages, None).await;
+        record.prompt = Value::Array(messages);
+        record.latency_ms = started.elapsed().as_millis() as i64;
+        match answer {
+            Ok(done) => {
+                record.input_tokens = done.usage.prompt_tokens;
+                record.output_tokens = done.usage.completion_tokens;
+                record.cost_usd = done.cost_usd;
+                record.status = "ok".into();
+                let (text, status) = super::input::parse_critique(&done.content);
+                if text.is_empty() {
+                    record.status = "failed".into();
+                    record.error = Some("the critic answered with no text".into());
+                    return None;
+                }
+                Some(Critique { text, status })
+            }
+            Err(e) => {
+                record.status = "failed".into();
+                record.error = Some(e.to_string());
+                None
+            }
+        }
+    }
+}
+
+/// The messages for the remote critic: the paper's input (see `input`).
+pub fn messages(
+    params: &CriticParams,
+    agent: &[Value],
+    history: &[(u32, String)],
+    step: u32,
+    max_steps: u32,
+) -> Vec<Value> {
+    super::input::build(params, agent, history, step, max_steps, &|s| s.chars().count().div_ceil(4))
+}
