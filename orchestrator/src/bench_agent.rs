@@ -214,5 +214,6 @@ fn bench_run(run_id: i64, instance: &Instance, url: &str, model: &str, max_steps
         executor: ExecutorSpec::Agent(AgentExecSpec::default()),
         sandbox: Default::default(),
         input_patch: None,
+        prefix: None,
     }
 }

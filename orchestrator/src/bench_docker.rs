@@ -132,5 +132,6 @@ fn gold_run(run_id: i64, instance: Instance) -> ClaimedRun {
         }),
         sandbox: SandboxSettings::default(),
         input_patch: None,
+        prefix: None,
     }
 }

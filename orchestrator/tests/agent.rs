@@ -555,3 +555,78 @@ api_key_env = "{KEY_ENV}"
     worker.drain().await;
     coordinator.shutdown().await;
 }
+
+#[sqlx::test(migrator = "orchestrator::db::MIGRATOR")]
+async fn prefix_replay_runs_after_its_base_and_replays_its_first_steps(pool: PgPool) {
+    capture_logs();
+    let instances = fixtures();
+    let Some(docker) = docker_with_fixture_images(&instances).await else { return };
+    set_key();
+    datasets::import(&pool, "fixtures", None, &instances).await.unwrap();
+    let url = replay_server().await;
+    let coordinator = common::start_coordinator(&pool, Duration::from_secs(30)).await;
+    let worker = coordinator.start_worker("agent-prefix", 2, agent_dispatcher(docker, "agent-prefix")).await;
+    let critics = format!(
+        r#"[[critics]]
+name = "teacher"
+kind = "remote"
+every_k = 3
+prefix_from = "none"
+prefix_steps = 3
+base_url = "{url}"
+model = "replay/critic"
+api_key_env = "{KEY_ENV}"
+
+[[critics]]
+name = "none"
+kind = "none"
+"#
+    );
+    // The critic condition comes first in dispatch order: it must still wait for its base.
+    let toml = sweep_toml(
+        "prefix",
+        &url,
+        "",
+        "[select]\nids = [\"steerbench__textkit-1\"]",
+        &agent("solver", "replay", ""),
+    )
+    .replace("[[critics]]\nname = \"none\"\nkind = \"none\"\n", &critics);
+    let sweep = testkit::submit(&pool, &toml).await;
+    let status = wait_until_done(&pool, sweep.sweep_id, Duration::from_secs(300)).await;
+    assert_eq!(status.state, SweepState::Completed, "{status:?}");
+    let runs = all_runs(&pool, sweep.sweep_id).await;
+    let base = runs.iter().find(|r| r.critic == "none").unwrap();
+    let steered = runs.iter().find(|r| r.critic == "teacher").unwrap();
+    assert_eq!((base.outcome, steered.outcome), (Some(Outcome::Resolved), Some(Outcome::Resolved)));
+    assert!(steered.started_at.unwrap() >= base.finished_at.unwrap(), "scheduled after its base run");
+
+    let base_record = runs::trajectory(&pool, base.id).await.unwrap();
+    let record = runs::trajectory(&pool, steered.id).await.unwrap();
+    for i in 0..3 {
+        let (b, s) = (&base_record.steps[i], &record.steps[i]);
+        assert!(s.replayed && !b.replayed, "step {i}");
+        assert_eq!(
+            (&s.action, &s.messages, s.cost_usd),
+            (&b.action, &b.messages, b.cost_usd),
+            "step {i} copied"
+        );
+        assert_eq!(s.exit_code, b.exit_code, "step {i} re-executed with the same result");
+    }
+    assert!(record.steps[3..].iter().all(|s| !s.replayed));
+    // No model call for the replayed steps; the critic is asked right after them.
+    let calls = &record.llm_calls;
+    assert_eq!(calls.len(), record.steps.len() - 3);
+    assert!(calls.iter().all(|c| c.call.step_index.unwrap() >= 3));
+    assert_eq!(record.critic_calls[0].call.step_index, 2, "first critique after the prefix");
+    // Its feedback is the first message the agent reads at step 3.
+    let first = &record.steps[3].messages[0];
+    assert_eq!(first["supervisor"], true, "{first}");
+    assert!(first["content"].as_str().unwrap().contains("## Current Feedback (after step 3):"), "{first}");
+    // Counters are synced: the run's totals include the replayed steps' cost.
+    let replayed_cost: Decimal = record.steps[..3].iter().map(|s| s.cost_usd).sum();
+    let (calls_cost, ..) = call_totals(&pool, steered.id, steered.attempt).await;
+    assert_eq!(steered.totals.agent_cost_usd, replayed_cost + calls_cost);
+
+    worker.drain().await;
+    coordinator.shutdown().await;
+}

@@ -85,6 +85,13 @@ pub struct CriticParams {
     /// The critic's system prompt (remote and generative critics), sent as written.
     #[serde(default = "default_critic_prompt")]
     pub system_prompt: String,
+    /// Prefix replay: the name of the base condition (another critic of the sweep, usually
+    /// `none`) whose run for the same instance, agent and repeat is replayed first.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prefix_from: Option<String>,
+    /// How many of the base run's steps are replayed (the paper: k = 5).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prefix_steps: Option<u32>,
     #[serde(default)]
     pub remote: Option<RemoteCritic>,
     #[serde(default)]
@@ -127,6 +134,8 @@ impl Default for CriticParams {
             observation_max_chars: default_observation_chars(),
             feedback_template: default_feedback_template(),
             system_prompt: default_critic_prompt(),
+            prefix_from: None,
+            prefix_steps: None,
             remote: None,
             heuristic: None,
         }

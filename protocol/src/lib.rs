@@ -312,6 +312,19 @@ pub struct ClaimedRun {
     /// The patch an evaluation run grades (predictions submitted with `steer eval`).
     #[serde(default)]
     pub input_patch: Option<String>,
+    /// Prefix replay: the steps of the base condition's run to re-execute before the agent
+    /// goes on (None: the run starts fresh).
+    #[serde(default)]
+    pub prefix: Option<PrefixReplay>,
+}
+
+/// The first steps of a base run that a critic condition's run re-executes in its own sandbox,
+/// copying their messages (the paper's variance control for paired comparisons).
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct PrefixReplay {
+    pub base_run_id: i64,
+    /// The base run's steps (its final attempt), at most the prefix length, in order.
+    pub steps: Vec<StepRecord>,
 }
 
 impl ClaimedRun {
@@ -337,6 +350,10 @@ pub struct StepRecord {
     /// Wall time of the whole step.
     #[serde(default)]
     pub duration_ms: i64,
+    /// Copied from a base run by prefix replay (its command re-executed here, its model answer
+    /// and cost copied; no model call was made).
+    #[serde(default)]
+    pub replayed: bool,
     /// Of which: waiting for the model (retries included).
     #[serde(default)]
     pub llm_ms: i64,

@@ -12,6 +12,9 @@ candidates AS (
       AND (s.spec -> 'executor' ->> 'kind') = ANY($4::text[])
       AND r.endpoint_id NOT IN (SELECT id FROM full_endpoints)
       AND r.sweep_id NOT IN (SELECT id FROM full_sweeps)
+      -- Prefix replay: not before its base run has ended.
+      AND (r.prefix_of IS NULL
+           OR NOT EXISTS (SELECT 1 FROM runs b WHERE b.id = r.prefix_of AND b.state IN ('queued', 'running', 'paused')))
     ORDER BY r.fair_seq, r.id
     LIMIT $1
     FOR UPDATE OF r SKIP LOCKED

@@ -247,6 +247,7 @@ impl Queue {
                 .bind(&step.messages)
                 .bind(step.llm_ms)
                 .bind(step.command_ms)
+                .bind(step.replayed)
                 .execute(&mut *tx)
                 .await?;
         }

@@ -1,8 +1,9 @@
 //! Reading runs: their summaries, trajectories, and the specs a worker needs for a claimed run.
 
 use protocol::{
-    AgentSpec, ClaimedRun, CriticCallRecord, CriticSpec, Evaluation, ExecutorSpec, LlmCallRecord, RunInfo,
-    RunTotals, SandboxSettings, StepRecord, Trajectory, TrajectoryCall, TrajectoryCriticCall,
+    AgentSpec, ClaimedRun, CriticCallRecord, CriticSpec, Evaluation, ExecutorSpec, LlmCallRecord,
+    PrefixReplay, RunInfo, RunTotals, SandboxSettings, StepRecord, Trajectory, TrajectoryCall,
+    TrajectoryCriticCall,
 };
 use serde::de::DeserializeOwned;
 use sqlx::postgres::PgRow;
@@ -112,15 +113,25 @@ pub async fn trajectory(pool: &PgPool, run_id: i64) -> Result<Trajectory> {
     let run = get(pool, run_id).await?;
     let steps = sqlx::query(
         "SELECT attempt, step_index, action, observation, exit_code, duration_ms, llm_ms, command_ms,
-                input_tokens, output_tokens, cached_tokens, cost_usd, messages
+                replayed, input_tokens, output_tokens, cached_tokens, cost_usd, messages
          FROM steps WHERE run_id = $1 ORDER BY attempt, step_index",
     )
     .bind(run_id)
     .fetch_all(pool)
     .await?
     .iter()
-    .map(|r| StepRecord {
+    .map(step_from_row)
+    .collect();
+    let patch: Option<String> =
+        sqlx::query_scalar("SELECT patch FROM runs WHERE id = $1").bind(run_id).fetch_one(pool).await?;
+    let evaluation = evaluation(pool, run_id).await?;
+    trajectory_rest(pool, run, steps, patch, evaluation).await
+}
+
+fn step_from_row(r: &PgRow) -> StepRecord {
+    StepRecord {
         index: r.get("step_index"),
+        replayed: r.get("replayed"),
         attempt: r.get("attempt"),
         llm_ms: r.get("llm_ms"),
         command_ms: r.get("command_ms"),
@@ -133,21 +144,31 @@ pub async fn trajectory(pool: &PgPool, run_id: i64) -> Result<Trajectory> {
         cached_tokens: r.get("cached_tokens"),
         cost_usd: r.get("cost_usd"),
         messages: r.get("messages"),
-    })
-    .collect();
-    let patch: Option<String> =
-        sqlx::query_scalar("SELECT patch FROM runs WHERE id = $1").bind(run_id).fetch_one(pool).await?;
-    let evaluation =
-        sqlx::query("SELECT apply_status, resolved, tests, report FROM evaluations WHERE run_id = $1")
-            .bind(run_id)
-            .fetch_optional(pool)
-            .await?
-            .map(|r| Evaluation {
-                apply_status: r.get("apply_status"),
-                resolved: r.get("resolved"),
-                tests: r.get("tests"),
-                report: r.get("report"),
-            });
+    }
+}
+
+async fn evaluation(pool: &PgPool, run_id: i64) -> Result<Option<Evaluation>> {
+    Ok(sqlx::query("SELECT apply_status, resolved, tests, report FROM evaluations WHERE run_id = $1")
+        .bind(run_id)
+        .fetch_optional(pool)
+        .await?
+        .map(|r| Evaluation {
+            apply_status: r.get("apply_status"),
+            resolved: r.get("resolved"),
+            tests: r.get("tests"),
+            report: r.get("report"),
+        }))
+}
+
+/// The calls of a run, added to what `trajectory` read.
+async fn trajectory_rest(
+    pool: &PgPool,
+    run: RunInfo,
+    steps: Vec<StepRecord>,
+    patch: Option<String>,
+    evaluation: Option<Evaluation>,
+) -> Result<Trajectory> {
+    let run_id = run.id;
     let llm_calls = sqlx::query(
         "SELECT attempt, call_index, step_index, model, status, http_status, retries, latency_ms,
                 input_tokens, output_tokens, cached_tokens, reasoning_tokens, tokens_estimated, cost_usd,
@@ -223,7 +244,7 @@ fn from_spec<T: DeserializeOwned>(what: &str, value: serde_json::Value) -> Resul
 pub async fn claimed_run(pool: &PgPool, lease: &Lease) -> Result<ClaimedRun> {
     let row = sqlx::query(
         "SELECT a.spec AS agent, c.spec AS critic, s.spec -> 'executor' AS executor,
-                COALESCE(s.spec -> 'sandbox', '{}'::jsonb) AS sandbox, r.input_patch
+                COALESCE(s.spec -> 'sandbox', '{}'::jsonb) AS sandbox, r.input_patch, r.prefix_of
          FROM agents a, critics c, sweeps s, runs r
          WHERE a.id = $1 AND c.id = $2 AND s.id = $3 AND r.id = $4",
     )
@@ -238,6 +259,10 @@ pub async fn claimed_run(pool: &PgPool, lease: &Lease) -> Result<ClaimedRun> {
     let executor: ExecutorSpec = from_spec("executor", row.get("executor"))?;
     let sandbox: SandboxSettings = from_spec("sandbox", row.get("sandbox"))?;
     let instance = datasets::instance(pool, lease.dataset_id, &lease.instance_id).await?;
+    let prefix = match row.get::<Option<i64>, _>("prefix_of") {
+        Some(base) => prefix_replay(pool, base, &critic).await?,
+        None => None,
+    };
     Ok(ClaimedRun {
         run_id: lease.run_id,
         sweep_id: lease.sweep_id,
@@ -251,5 +276,29 @@ pub async fn claimed_run(pool: &PgPool, lease: &Lease) -> Result<ClaimedRun> {
         executor,
         sandbox,
         input_patch: row.get("input_patch"),
+        prefix,
     })
+}
+
+/// The steps of a base run that a prefix-replay run re-executes: the first `prefix_steps` of
+/// its final attempt. None when the base run did not finish (`error`, `cancelled`): the run
+/// then starts fresh.
+async fn prefix_replay(pool: &PgPool, base: i64, critic: &CriticSpec) -> Result<Option<PrefixReplay>> {
+    let params: protocol::CriticParams = from_spec("critic", critic.params.clone())?;
+    let k = params.prefix_steps.or(params.every_k).unwrap_or(5) as i32;
+    let steps: Vec<StepRecord> = sqlx::query(
+        "SELECT s.attempt, s.step_index, s.action, s.observation, s.exit_code, s.duration_ms, s.llm_ms,
+                s.command_ms, s.replayed, s.input_tokens, s.output_tokens, s.cached_tokens, s.cost_usd, s.messages
+         FROM runs b JOIN steps s ON s.run_id = b.id AND s.attempt = b.attempt
+         WHERE b.id = $1 AND b.state = 'done' AND s.step_index < $2
+         ORDER BY s.step_index",
+    )
+    .bind(base)
+    .bind(k)
+    .fetch_all(pool)
+    .await?
+    .iter()
+    .map(step_from_row)
+    .collect();
+    Ok((!steps.is_empty()).then_some(PrefixReplay { base_run_id: base, steps }))
 }

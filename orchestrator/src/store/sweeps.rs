@@ -297,6 +297,19 @@ async fn insert_runs(
     .bind(&rows.seq)
     .execute(&mut **tx)
     .await?;
+    // Prefix replay: each run of a condition naming a base condition waits for, and replays,
+    // the base condition's run of the same instance, agent and repeat.
+    sqlx::query(
+        "UPDATE runs r SET prefix_of = b.id
+         FROM critics c, critics bc, runs b
+         WHERE r.sweep_id = $1 AND c.id = r.critic_id AND c.params ->> 'prefix_from' IS NOT NULL
+           AND bc.sweep_id = $1 AND bc.name = c.params ->> 'prefix_from'
+           AND b.sweep_id = $1 AND b.critic_id = bc.id AND b.instance_id = r.instance_id
+           AND b.agent_id = r.agent_id AND b.repeat_index = r.repeat_index",
+    )
+    .bind(sweep_id)
+    .execute(&mut **tx)
+    .await?;
     Ok(inserted.rows_affected() as i64)
 }
 

@@ -196,6 +196,8 @@ const CRITIC_POLICY_KEYS: &[&str] = &[
     "observation_max_chars",
     "feedback_template",
     "system_prompt",
+    "prefix_from",
+    "prefix_steps",
 ];
 const HEURISTIC_KEYS: &[&str] =
     &["repeated_command", "repeated_error", "test_file_edited", "submit_without_tests"];
@@ -284,6 +286,7 @@ fn sweep(t: &Table) -> Result<SweepFile, Error> {
         }
         critics.push(spec);
     }
+    check_prefixes(&t.tables("critics")?, &critics)?;
     if critics.is_empty() {
         return Err(t.err(
             "critics",
@@ -721,7 +724,35 @@ fn critic_params(t: &Table, defaults: CriticParams) -> Result<CriticParams, Erro
         p.feedback_template = template;
     }
     p.system_prompt = t.string("system_prompt")?.unwrap_or(p.system_prompt);
+    p.prefix_from = t.string("prefix_from")?;
+    p.prefix_steps = t.integer("prefix_steps", 1)?;
+    if p.prefix_steps.is_some() && p.prefix_from.is_none() {
+        return Err(
+            t.err("prefix_steps", "needs `prefix_from` (the base condition whose steps are replayed)")
+        );
+    }
     Ok(p)
+}
+
+/// A critic's `prefix_from` names another condition of the sweep that replays nothing itself.
+fn check_prefixes(tables: &[Table], critics: &[CriticSpec]) -> Result<(), Error> {
+    let base_of = |c: &CriticSpec| c.params.get("prefix_from").and_then(Json::as_str).map(str::to_string);
+    for (table, critic) in tables.iter().zip(critics) {
+        let Some(base) = base_of(critic) else { continue };
+        let found = critics.iter().find(|c| c.name == base);
+        let problem = match found {
+            None => Some(format!("no critic condition is named `{base}`")),
+            Some(c) if c.name == critic.name => Some("a condition cannot replay itself".to_string()),
+            Some(c) if base_of(c).is_some() => {
+                Some(format!("`{base}` replays a prefix itself; name a condition that starts fresh"))
+            }
+            Some(_) => None,
+        };
+        if let Some(problem) = problem {
+            return Err(table.err("prefix_from", problem));
+        }
+    }
+    Ok(())
 }
 
 fn unknown_kind(what: &str, kind: &str, known: &[&str]) -> String {

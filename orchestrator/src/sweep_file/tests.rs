@@ -558,3 +558,33 @@ fn critic_errors_name_their_keys() {
         assert!(e.contains(expected), "{lines}: {e}");
     }
 }
+
+#[test]
+fn prefix_replay_names_a_fresh_condition_of_the_sweep() {
+    let base = "[[critics]]\nname = \"none\"\nkind = \"none\"\n";
+    let critic = |lines: &str| format!("[[critics]]\nname = \"rules\"\nkind = \"heuristic\"\n{lines}\n");
+    let sweep = |critics: String| MINIMAL.replace(base, &critics);
+    let ok = parse(&sweep(format!("{base}{}", critic("prefix_from = \"none\"\nprefix_steps = 5"))), "t.toml")
+        .unwrap();
+    let (_, p) =
+        (ok.critics[1].kind, serde_json::from_value::<CriticParams>(ok.critics[1].params.clone()).unwrap());
+    assert_eq!((p.prefix_from.as_deref(), p.prefix_steps), (Some("none"), Some(5)));
+    let cases = [
+        (
+            sweep(format!("{base}{}", critic("prefix_from = \"nope\""))),
+            "critics[1].prefix_from: no critic condition is named `nope`",
+        ),
+        (
+            sweep(format!("{base}{}", critic("prefix_from = \"rules\""))),
+            "critics[1].prefix_from: a condition cannot replay itself",
+        ),
+        (
+            sweep(format!("{base}{}", critic("prefix_steps = 5"))),
+            "critics[1].prefix_steps: needs `prefix_from`",
+        ),
+    ];
+    for (text, expected) in cases {
+        let e = error(&text);
+        assert!(e.contains(expected), "{e}");
+    }
+}

@@ -256,10 +256,23 @@ impl AgentRun<'_> {
         let limits = &self.run.agent.limits;
         let deadline = started + Duration::from_secs(limits.max_wall_time_s);
         let mut shell = sandbox.shell().await.map_err(|e| ExecError::Infra(e.to_string()))?;
-        self.start_conversation()?;
         let tools = scaffold::tools(self.spec.scaffold);
+        let mut first_step = 0;
+        match &self.run.prefix {
+            Some(prefix) => {
+                if let Some(ending) = self.replay_prefix(&mut shell, prefix, deadline).await? {
+                    return Ok(ending);
+                }
+                first_step = prefix.steps.len() as u32;
+                // The critic is asked right after the prefix (the paper's first call after step k).
+                if let Some(ending) = self.steer(Moment::AfterStep, first_step.saturating_sub(1)).await? {
+                    return Ok(ending);
+                }
+            }
+            None => self.start_conversation()?,
+        }
 
-        for step in 0u32.. {
+        for step in first_step.. {
             if step >= limits.max_steps {
                 return Ok(Ending::Limit(Outcome::StepLimit));
             }
@@ -386,6 +399,7 @@ impl AgentRun<'_> {
                 cached_tokens: completion.usage.cached_tokens,
                 cost_usd: completion.cost_usd,
                 messages: Value::Array(std::mem::take(&mut self.pending)),
+                replayed: false,
             };
             self.totals.steps += 1;
             self.upload(vec![record], vec![call], Vec::new()).await?;
@@ -402,19 +416,8 @@ impl AgentRun<'_> {
                 Some(ending) => return Ok(ending.clone()),
                 None => Moment::AfterStep,
             };
-            match self.review(moment, step).await? {
-                Guidance::Continue if moment == Moment::BeforeSubmit => return Ok(Ending::Submitted),
-                Guidance::Continue => {}
-                Guidance::Feedback(text) => {
-                    if moment == Moment::BeforeSubmit && self.spec.scaffold == protocol::Scaffold::ToolCalling
-                    {
-                        // The submit call was answered "Submitted."; say it was not taken.
-                        self.push_supervisor(format!("Your submission was not accepted yet.\n\n{text}"));
-                    } else {
-                        self.push_supervisor(text);
-                    }
-                }
-                Guidance::Stop(reason) => return Ok(Ending::CriticStop(reason)),
+            if let Some(ending) = self.steer(moment, step).await? {
+                return Ok(ending);
             }
         }
         unreachable!("the step counter is unbounded")
@@ -455,6 +458,100 @@ impl AgentRun<'_> {
         self.supervisor_at = Some(self.messages.len());
         self.messages.push(json!({"role": "user", "content": text}));
         self.pending.push(json!({"role": "user", "content": text, "supervisor": true}));
+    }
+
+    /// Asks the critic hook after a step (or before a submission) and acts on its guidance;
+    /// Some(ending) when the run ends here.
+    async fn steer(&mut self, moment: Moment, step: u32) -> Result<Option<Ending>, ExecError> {
+        match self.review(moment, step).await? {
+            Guidance::Continue if moment == Moment::BeforeSubmit => Ok(Some(Ending::Submitted)),
+            Guidance::Continue => Ok(None),
+            Guidance::Feedback(text) => {
+                if moment == Moment::BeforeSubmit && self.spec.scaffold == protocol::Scaffold::ToolCalling {
+                    // The submit call was answered "Submitted."; say it was not taken.
+                    self.push_supervisor(format!("Your submission was not accepted yet.\n\n{text}"));
+                } else {
+                    self.push_supervisor(text);
+                }
+                Ok(None)
+            }
+            Guidance::Stop(reason) => Ok(Some(Ending::CriticStop(reason))),
+        }
+    }
+
+    /// Prefix replay: the base run's steps, each command re-executed in this run's sandbox and
+    /// each message copied, recorded as replayed steps (their model answers were not asked
+    /// again: no model call, the base step's tokens and cost carried over so the step and cost
+    /// counters match the base run's). Some(ending) when the base run submitted within them.
+    async fn replay_prefix(
+        &mut self,
+        shell: &mut Shell,
+        prefix: &protocol::PrefixReplay,
+        deadline: Instant,
+    ) -> Result<Option<Ending>, ExecError> {
+        for base in &prefix.steps {
+            let started = Instant::now();
+            let step = base.index as u32;
+            for m in base.messages.as_array().into_iter().flatten() {
+                // A base run's own supervisor messages are not part of what is replayed.
+                if m.get("supervisor").is_none() {
+                    self.push(m.clone());
+                }
+            }
+            let mut facts = StepFacts { step, ..Default::default() };
+            let mut ending = None;
+            let mut result = None;
+            match base.action.as_deref() {
+                None => {
+                    facts.format_error = true;
+                    self.format_errors += 1;
+                }
+                Some("submit") if self.spec.scaffold == protocol::Scaffold::ToolCalling => {
+                    ending = Some(Ending::Submitted)
+                }
+                Some(command) => {
+                    let out = self.run_command(shell, command, deadline).await?;
+                    facts.command = Some(command.to_string());
+                    facts.exit_code = out.exit_code;
+                    facts.timed_out = out.timed_out;
+                    facts.output = crate::evaluate::cap_chars(&out.output, self.spec.observation_max_chars);
+                    facts.ran_tests = crate::critic::looks_like_tests(command);
+                    if scaffold::is_submission(&out.output, out.exit_code) {
+                        ending = Some(Ending::Submitted);
+                    } else if self.hook.wants_changes() {
+                        self.note_changes(shell, &mut facts).await?;
+                    }
+                    result = Some(out);
+                }
+            }
+            self.facts.push(facts);
+            self.totals.steps += 1;
+            self.totals.input_tokens += base.input_tokens;
+            self.totals.output_tokens += base.output_tokens;
+            self.totals.cached_tokens += base.cached_tokens;
+            self.totals.agent_cost_usd += base.cost_usd;
+            let record = StepRecord {
+                index: base.index,
+                attempt: 0,
+                action: base.action.clone(),
+                observation: result.as_ref().map(|r| r.output.clone()).or_else(|| base.observation.clone()),
+                exit_code: result.as_ref().and_then(|r| r.exit_code).map(|c| c as i32),
+                duration_ms: started.elapsed().as_millis() as i64,
+                replayed: true,
+                llm_ms: 0,
+                command_ms: result.as_ref().map_or(0, |r| r.duration.as_millis() as i64),
+                input_tokens: base.input_tokens,
+                output_tokens: base.output_tokens,
+                cached_tokens: base.cached_tokens,
+                cost_usd: base.cost_usd,
+                messages: Value::Array(std::mem::take(&mut self.pending)),
+            };
+            self.upload(vec![record], Vec::new(), Vec::new()).await?;
+            if ending.is_some() {
+                return Ok(ending);
+            }
+        }
+        Ok(None)
     }
 
     /// Asks the critic hook and records the calls it made.
