@@ -9,6 +9,7 @@ use clap::{Args, Parser, Subcommand};
 use tokio_util::sync::CancellationToken;
 
 mod client;
+mod critic;
 mod dataset;
 mod eval;
 mod export;
@@ -61,6 +62,9 @@ pub enum Command {
     /// Benchmarks that print one JSON object.
     #[command(subcommand)]
     Bench(BenchCommand),
+    /// Try a critic condition on a saved trajectory.
+    #[command(subcommand)]
+    Critic(critic::CriticCommand),
     /// Export results in other tools' formats (trajectories as mini-swe-agent writes them).
     #[command(subcommand)]
     Export(export::ExportCommand),
@@ -142,6 +146,7 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
         Command::Bench(BenchCommand::Agent(args)) => crate::bench_agent::agent(args).await,
         Command::MockLlm(args) => mock_llm::run(args).await,
         Command::Export(cmd) => export::run(cmd).await,
+        Command::Critic(cmd) => critic::run(cmd).await,
     }
 }
 

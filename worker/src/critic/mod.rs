@@ -15,6 +15,7 @@
 pub mod feedback;
 pub mod heuristic;
 pub mod input;
+pub mod offline;
 pub mod policy;
 pub mod remote;
 
@@ -30,9 +31,16 @@ use crate::llm::RetryPolicy;
 
 /// The hook for a run's critic condition (an error names what is wrong with its settings).
 pub fn hook_for(run: &ClaimedRun) -> Result<Box<dyn StepHook>, String> {
-    let critic = &run.critic;
+    Ok(match critic_hook(&run.critic)? {
+        Some(hook) => Box::new(hook),
+        None => Box::new(NoCritic),
+    })
+}
+
+/// The critic of a condition (None for kind `none`).
+pub fn critic_hook(critic: &protocol::CriticSpec) -> Result<Option<CriticHook>, String> {
     if critic.kind == CriticKind::None {
-        return Ok(Box::new(NoCritic));
+        return Ok(None);
     }
     let params: CriticParams = serde_json::from_value(critic.params.clone())
         .map_err(|e| format!("critic `{}`: its settings do not parse: {e}", critic.name))?;
@@ -49,13 +57,7 @@ pub fn hook_for(run: &ClaimedRun) -> Result<Box<dyn StepHook>, String> {
             Backend::Remote(Box::new(remote))
         }
     };
-    Ok(Box::new(CriticHook {
-        params,
-        backend,
-        history: Vec::new(),
-        interventions: 0,
-        refused_submission: false,
-    }))
+    Ok(Some(CriticHook { params, backend, history: Vec::new(), interventions: 0, refused_submission: false }))
 }
 
 enum Backend {
@@ -90,6 +92,16 @@ impl StepHook for CriticHook {
             let Some(trigger) = policy::trigger(&self.params, view.moment, facts, self.interventions) else {
                 return Ok(Review::proceed());
             };
+            self.ask(view, trigger).await
+        })
+    }
+}
+
+impl CriticHook {
+    /// Asks the critic now, whatever the policy says (`steer critic run` does), and turns its
+    /// answer into a verdict.
+    pub async fn ask(&mut self, view: StepView<'_>, trigger: &str) -> Result<Review, ExecError> {
+        {
             let done_steps = view.step + 1;
             let mut record = CriticCallRecord {
                 step_index: view.step as i32,
@@ -123,11 +135,9 @@ impl StepHook for CriticHook {
             };
             let guidance = self.verdict(feedback, status.as_deref(), done_steps, view.moment, &mut record)?;
             Ok(Review { guidance, calls: vec![record] })
-        })
+        }
     }
-}
 
-impl CriticHook {
     /// Turns what the critic said into a verdict, and records it.
     fn verdict(
         &mut self,
