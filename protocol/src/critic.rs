@@ -69,7 +69,8 @@ pub struct CriticParams {
     #[serde(default = "default_fold_chars")]
     pub fold_chars: usize,
     /// From this agent step on, the critic is told how much of the step limit is used and to
-    /// recommend submitting a fix that is done (the paper: 100 of 150). None: never.
+    /// recommend submitting a fix that is done, and each of the agent's observations ends with
+    /// a note saying so (the paper: 100 of 150). None: never.
     #[serde(default)]
     pub step_aware_after: Option<u32>,
     /// The critic's input budget, in tokens (estimated at 4 characters a token without a

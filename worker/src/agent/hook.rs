@@ -86,6 +86,11 @@ pub trait StepHook: Send + Sync {
     fn reviews_submissions(&self) -> bool {
         false
     }
+    /// A note appended to the observation of 0-based step `step` (the paper's step-aware
+    /// notice to the agent). None by default.
+    fn observation_note(&self, _step: u32, _max_steps: u32) -> Option<String> {
+        None
+    }
     fn review<'a>(&'a mut self, view: StepView<'a>) -> ReviewFuture<'a>;
 }
 

@@ -368,7 +368,13 @@ impl AgentRun<'_> {
                             Some(n) => self.edited_lines(&mut shell, n).await?,
                             None => String::new(),
                         };
-                        observation = self.render_observation(&result, &edits, step)?;
+                        observation = match self.hook.observation_note(step, self.run.agent.limits.max_steps)
+                        {
+                            Some(note) => {
+                                format!("{}\n\n{note}", self.render_observation(&result, &edits, step)?)
+                            }
+                            None => self.render_observation(&result, &edits, step)?,
+                        };
                         let ids: Vec<String> = call_id.into_iter().collect();
                         for m in scaffold::answer(&observation, &ids) {
                             self.push(m);

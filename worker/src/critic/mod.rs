@@ -82,6 +82,16 @@ impl StepHook for CriticHook {
             || self.params.events.contains(&protocol::CriticEvent::Edit)
     }
 
+    fn observation_note(&self, step: u32, max_steps: u32) -> Option<String> {
+        let done = step + 1;
+        self.params.step_aware_after.filter(|after| done >= *after).map(|_| {
+            format!(
+                "NOTE: you have used {done} of your {max_steps} steps. Work that is not submitted is lost: \
+                 stop repeating commands, and if your changes already address the issue, submit now."
+            )
+        })
+    }
+
     fn reviews_submissions(&self) -> bool {
         !self.refused_submission && self.params.events.contains(&protocol::CriticEvent::Submit)
     }
@@ -206,5 +216,23 @@ mod tests {
         for no in ["ls tests/", "cat test_eval.py", "grep -rn pytest setup.cfg"] {
             assert!(!looks_like_tests(no), "{no}");
         }
+    }
+}
+
+#[cfg(test)]
+mod note_tests {
+    use super::*;
+
+    #[test]
+    fn the_step_aware_note_starts_at_its_step() {
+        let critic = protocol::CriticSpec {
+            name: "rules".into(),
+            kind: CriticKind::Heuristic,
+            params: serde_json::to_value(CriticParams { step_aware_after: Some(100), ..Default::default() })
+                .unwrap(),
+        };
+        let hook = critic_hook(&critic).unwrap().unwrap();
+        assert_eq!(hook.observation_note(98, 150), None);
+        assert!(hook.observation_note(99, 150).unwrap().contains("used 100 of your 150 steps"));
     }
 }
