@@ -14,6 +14,7 @@ pub mod metrics;
 pub mod predictions;
 pub mod queue;
 pub mod replay;
+pub mod report;
 pub mod server;
 pub mod store;
 pub mod sweep_file;

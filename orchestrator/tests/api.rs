@@ -166,6 +166,8 @@ const ROUTES: &[Route] = &[
     route("GET", "/api/v1/runs/{run_id}", Guard::Users),
     route("GET", "/api/v1/runs/{run_id}/trajectory", Guard::Users),
     route("GET", "/api/v1/runs/{run_id}/record", Guard::Users),
+    route("GET", "/api/v1/report", Guard::Users),
+    route("GET", "/api/v1/compare", Guard::Users),
     route("POST", "/api/v1/tokens", Guard::AdminsOnly),
     route("GET", "/api/v1/tokens", Guard::AdminsOnly),
     route("DELETE", "/api/v1/tokens/{id}", Guard::AdminsOnly),

@@ -19,6 +19,7 @@ use crate::queue::Queue;
 
 pub mod auth;
 pub mod error;
+pub mod reports;
 pub mod users;
 pub mod workers;
 
@@ -46,7 +47,7 @@ pub struct AppState {
         users::submit_eval, users::sweep_evaluations, users::sweep_images, users::list_workers,
         users::submit_sweep, users::list_sweeps, users::sweep_status, users::cancel_sweep, users::pause_sweep,
         users::resume_sweep, users::sweep_runs, users::get_run, users::get_trajectory, users::get_record,
-        users::create_token, users::list_tokens, users::revoke_token,
+        users::create_token, users::list_tokens, users::revoke_token, reports::report, reports::compare,
     ),
     modifiers(&BearerAuth),
     security(("bearer" = [])),
@@ -104,6 +105,8 @@ pub fn router(state: AppState) -> Router {
         .route("/runs/{run_id}", get(users::get_run))
         .route("/runs/{run_id}/trajectory", get(users::get_trajectory))
         .route("/runs/{run_id}/record", get(users::get_record))
+        .route("/report", get(reports::report))
+        .route("/compare", get(reports::compare))
         .route_layer(guard(USERS));
     let admin_routes = Router::new()
         .route("/tokens", post(users::create_token).get(users::list_tokens))

@@ -1,5 +1,6 @@
 //! `steer export trajectories`: one mini-swe-agent trajectory file per run of a sweep, and a
-//! `preds.json` per condition (see `crate::export` for the layout and format).
+//! `preds.json` per condition (see `crate::export` for the layout and format); `steer export
+//! preds`: one condition's predictions as JSONL for the official harness.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -17,6 +18,23 @@ use crate::export;
 pub enum ExportCommand {
     /// Write every finished run of a sweep as `<condition>/<instance>/<instance>.traj.json`.
     Trajectories(TrajectoriesArgs),
+    /// Write a condition's patches as predictions JSONL in the official harness's format.
+    Preds(PredsArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct PredsArgs {
+    /// Sweep id or name.
+    #[arg(long)]
+    pub sweep: String,
+    /// `AGENT/CRITIC`, or `CRITIC` when the sweep runs one agent.
+    #[arg(long)]
+    pub condition: String,
+    /// Write here instead of standard output.
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    #[command(flatten)]
+    pub coordinator: CoordinatorArgs,
 }
 
 #[derive(Args, Debug)]
@@ -34,25 +52,79 @@ pub struct TrajectoriesArgs {
 pub async fn run(cmd: ExportCommand) -> anyhow::Result<ExitCode> {
     match cmd {
         ExportCommand::Trajectories(args) => trajectories(args).await,
+        ExportCommand::Preds(args) => preds(args).await,
     }
 }
 
 /// Runs are listed a page at a time.
 const PAGE: usize = 1000;
 
-async fn trajectories(args: TrajectoriesArgs) -> anyhow::Result<ExitCode> {
-    let client = client::connect(&args.coordinator)?;
+/// Every run of a sweep (with `filter`, e.g. `&critic=none`), a page at a time.
+async fn list_runs(
+    client: &worker::CoordinatorClient,
+    sweep: &str,
+    filter: &str,
+) -> anyhow::Result<Vec<RunInfo>> {
     let mut runs: Vec<RunInfo> = Vec::new();
     loop {
         let after = runs.last().map_or(0, |r| r.id);
-        let path = format!("{API_PREFIX}/sweeps/{}/runs?limit={PAGE}&after={after}", args.sweep);
+        let path = format!("{API_PREFIX}/sweeps/{sweep}/runs?limit={PAGE}&after={after}{filter}");
         let page: Vec<RunInfo> = client.call::<(), _>(Method::GET, &path, None).await?;
         let done = page.len() < PAGE;
         runs.extend(page);
         if done {
-            break;
+            return Ok(runs);
         }
     }
+}
+
+/// Predictions of one condition: one line per finished run (the first repeat of each
+/// instance; `model_name_or_path` is `agent/critic`).
+async fn preds(args: PredsArgs) -> anyhow::Result<ExitCode> {
+    let client = client::connect(&args.coordinator)?;
+    let (agent, critic) = match args.condition.split_once('/') {
+        Some((a, c)) => (Some(a.to_string()), c.to_string()),
+        None => (None, args.condition.clone()),
+    };
+    let mut filter = format!("&critic={critic}&state=done");
+    if let Some(a) = &agent {
+        filter.push_str(&format!("&agent={a}"));
+    }
+    let runs = list_runs(&client, &args.sweep, &filter).await?;
+    let mut agents: Vec<&str> = runs.iter().map(|r| r.agent.as_str()).collect();
+    agents.sort();
+    agents.dedup();
+    anyhow::ensure!(!runs.is_empty(), "sweep `{}` has no finished run of `{}`", args.sweep, args.condition);
+    anyhow::ensure!(
+        agents.len() == 1,
+        "sweep `{}` runs several agents with critic `{critic}` ({}): say which with --condition AGENT/{critic}",
+        args.sweep,
+        agents.join(", ")
+    );
+    let mut lines = String::new();
+    let mut seen = std::collections::HashSet::new();
+    for run in runs.iter().filter(|r| r.repeat_index == 0) {
+        if !seen.insert(run.instance_id.clone()) {
+            continue;
+        }
+        let record: protocol::Trajectory =
+            client.call::<(), _>(Method::GET, &format!("{API_PREFIX}/runs/{}/record", run.id), None).await?;
+        let mut line = export::prediction(&record);
+        line["model_name_or_path"] = format!("{}/{}", run.agent, run.critic).into();
+        lines.push_str(&line.to_string());
+        lines.push('\n');
+    }
+    match &args.out {
+        Some(path) => std::fs::write(path, &lines).with_context(|| format!("writing {}", path.display()))?,
+        None => print!("{lines}"),
+    }
+    eprintln!("{} predictions of {}/{critic}", seen.len(), agents[0]);
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn trajectories(args: TrajectoriesArgs) -> anyhow::Result<ExitCode> {
+    let client = client::connect(&args.coordinator)?;
+    let runs = list_runs(&client, &args.sweep, "").await?;
     let mut preds: BTreeMap<String, serde_json::Map<String, serde_json::Value>> = BTreeMap::new();
     let mut written = 0;
     for run in runs.iter().filter(|r| r.state.is_terminal()) {

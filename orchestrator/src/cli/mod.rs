@@ -16,6 +16,7 @@ mod export;
 mod grade_log;
 mod images;
 mod mock_llm;
+mod report;
 mod serve;
 mod sweep;
 mod token;
@@ -62,6 +63,10 @@ pub enum Command {
     /// Benchmarks that print one JSON object.
     #[command(subcommand)]
     Bench(BenchCommand),
+    /// Per-condition resolve rates with intervals, costs, outcomes, the frontier and transfer.
+    Report(report::ReportArgs),
+    /// A paired comparison of two conditions on the same instances.
+    Compare(report::CompareArgs),
     /// Try a critic condition on a saved trajectory.
     #[command(subcommand)]
     Critic(critic::CriticCommand),
@@ -147,6 +152,8 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
         Command::MockLlm(args) => mock_llm::run(args).await,
         Command::Export(cmd) => export::run(cmd).await,
         Command::Critic(cmd) => critic::run(cmd).await,
+        Command::Report(args) => report::report(args).await,
+        Command::Compare(args) => report::compare(args).await,
     }
 }
 

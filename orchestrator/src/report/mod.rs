@@ -1,0 +1,458 @@
+//! Results people trust: per-condition resolve rates with intervals, costs and counts; the
+//! cost-vs-accuracy frontier; cross-agent transfer; and paired comparisons. Everything is
+//! computed from the runs in Postgres (`data`), with the statistics in `stats`.
+//!
+//! Definitions (README "Reports" says the same for users):
+//! - A condition is (sweep, agent, critic). Its runs are every (instance, repeat) of it.
+//! - Resolved: the run finished (`done`) and its patch resolves the task (`evaluations`),
+//!   whatever ended it (a run that hit a limit can still resolve).
+//! - Denominator: `attempted` (runs that finished) or `selected` (every run of the condition,
+//!   or `total` instances x repeats when given, e.g. 500 for SWE-bench Verified): runs that did
+//!   not finish count as unresolved.
+//! - Intervals (95%): Wilson over runs, and a percentile bootstrap resampling instances (so
+//!   repeats of an instance stay together).
+//! - With base fallback (shown beside, never instead): a critic run that did not submit
+//!   (a limit, a critic stop, or unfinished) takes its base condition's result (`prefix_from`,
+//!   else the agent's `none` condition in the same sweep) and adds the base run's cost.
+
+pub mod data;
+pub mod render;
+pub mod stats;
+
+use std::collections::{BTreeMap, HashMap};
+
+use rust_decimal::prelude::ToPrimitive;
+use rust_decimal::Decimal;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use data::RunRow;
+use stats::Interval;
+
+pub const LEVEL: f64 = 0.95;
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Denominator {
+    /// Runs that finished.
+    #[default]
+    Attempted,
+    /// Every run of the condition (or `total` instances x repeats).
+    Selected,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+pub struct ReportOptions {
+    #[serde(default)]
+    pub denominator: Denominator,
+    /// With `selected`: the number of instances selected (e.g. 500), when the sweeps ran a part.
+    #[serde(default)]
+    pub total: Option<u64>,
+}
+
+/// One condition's figures.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct ConditionSummary {
+    pub sweep: String,
+    pub agent: String,
+    pub critic: String,
+    /// `agent/critic`, prefixed by `sweep:` when the report covers several sweeps.
+    pub label: String,
+    pub runs: u64,
+    pub finished: u64,
+    pub instances: u64,
+    pub repeats: u64,
+    pub resolved: u64,
+    pub denominator: u64,
+    pub resolve_rate: Option<f64>,
+    pub wilson: Option<Interval>,
+    pub bootstrap: Option<Interval>,
+    /// The same figures with base fallback (None for conditions without a base).
+    pub with_fallback: Option<FallbackFigures>,
+    #[schema(value_type = String)]
+    pub cost_total_usd: Decimal,
+    #[schema(value_type = String)]
+    pub agent_cost_total_usd: Decimal,
+    #[schema(value_type = String)]
+    pub critic_cost_total_usd: Decimal,
+    /// Per run of the denominator's runs that finished.
+    pub cost_mean_usd: Option<f64>,
+    pub cost_per_resolved_usd: Option<f64>,
+    pub input_tokens_mean: Option<f64>,
+    pub output_tokens_mean: Option<f64>,
+    pub cached_tokens_mean: Option<f64>,
+    pub steps_mean: Option<f64>,
+    pub wall_s_mean: Option<f64>,
+    pub critic_calls: u64,
+    pub interventions: u64,
+    pub critic_stops: u64,
+    /// Finished runs by outcome, plus `infra_error` (state `error`) and `unfinished`.
+    pub outcomes: BTreeMap<String, u64>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct FallbackFigures {
+    pub base: String,
+    pub resolved: u64,
+    pub resolve_rate: Option<f64>,
+    pub wilson: Option<Interval>,
+    pub cost_mean_usd: Option<f64>,
+    /// Runs that took their base's result.
+    pub fell_back: u64,
+}
+
+/// A cell of the transfer matrix: the change in resolve rate a critic brings to an agent,
+/// against the same agent with no critic, on the same instances.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct TransferCell {
+    pub sweep: String,
+    pub critic: String,
+    pub agent: String,
+    pub delta: Option<f64>,
+    pub interval: Option<Interval>,
+    pub instances: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct Report {
+    pub sweeps: Vec<String>,
+    pub options: ReportOptions,
+    pub conditions: Vec<ConditionSummary>,
+    /// Labels of the conditions on the cost-vs-accuracy Pareto frontier (cheapest first).
+    pub frontier: Vec<String>,
+    pub transfer: Vec<TransferCell>,
+}
+
+/// Builds the report of `rows` (from `data::load`).
+pub fn build(rows: &[RunRow], options: &ReportOptions) -> Report {
+    let mut sweeps: Vec<String> = rows.iter().map(|r| r.sweep.clone()).collect();
+    sweeps.dedup();
+    let several = sweeps.len() > 1;
+    let groups = by_condition(rows);
+    let conditions: Vec<ConditionSummary> =
+        groups.iter().map(|(key, runs)| summarize(key, runs, rows, options, several)).collect();
+    let frontier = frontier(&conditions);
+    let transfer = transfer(&groups);
+    Report { sweeps, options: options.clone(), conditions, frontier, transfer }
+}
+
+/// (sweep, agent, critic).
+type Key = (String, String, String);
+
+fn by_condition(rows: &[RunRow]) -> BTreeMap<Key, Vec<&RunRow>> {
+    let mut groups: BTreeMap<Key, Vec<&RunRow>> = BTreeMap::new();
+    for r in rows {
+        groups.entry((r.sweep.clone(), r.agent.clone(), r.critic.clone())).or_default().push(r);
+    }
+    groups
+}
+
+/// The runs of each instance (clusters for the bootstrap).
+fn by_instance<'a>(runs: &[&'a RunRow]) -> BTreeMap<&'a str, Vec<&'a RunRow>> {
+    let mut m: BTreeMap<&str, Vec<&RunRow>> = BTreeMap::new();
+    for r in runs {
+        m.entry(r.instance_id.as_str()).or_default().push(r);
+    }
+    m
+}
+
+fn f(d: Decimal) -> f64 {
+    d.to_f64().unwrap_or(0.0)
+}
+
+fn summarize(
+    key: &Key,
+    runs: &[&RunRow],
+    all: &[RunRow],
+    options: &ReportOptions,
+    several: bool,
+) -> ConditionSummary {
+    let (sweep, agent, critic) = key;
+    let instances = by_instance(runs);
+    let repeats = runs.iter().map(|r| r.repeat).max().map_or(0, |m| m as u64 + 1);
+    let finished: Vec<&&RunRow> = runs.iter().filter(|r| r.finished()).collect();
+    let resolved = runs.iter().filter(|r| r.is_resolved()).count() as u64;
+    let (denominator, missing_instances) = denominator(runs, instances.len() as u64, repeats, options);
+    let rate = (denominator > 0).then(|| resolved as f64 / denominator as f64);
+    let bootstrap = rate_bootstrap(&instances, missing_instances, options.denominator, |r| r.is_resolved());
+
+    let cost_total: Decimal = runs.iter().map(|r| r.cost()).sum();
+    let mean_of = |g: &dyn Fn(&RunRow) -> f64| stats::mean(finished.iter().map(|r| g(r)));
+    let mut outcomes: BTreeMap<String, u64> = BTreeMap::new();
+    for r in runs {
+        let key = match (r.state.as_str(), &r.outcome) {
+            ("done", Some(o)) => o.clone(),
+            ("error", _) => "infra_error".into(),
+            _ => "unfinished".into(),
+        };
+        *outcomes.entry(key).or_default() += 1;
+    }
+    let label = if several { format!("{sweep}:{agent}/{critic}") } else { format!("{agent}/{critic}") };
+    ConditionSummary {
+        sweep: sweep.clone(),
+        agent: agent.clone(),
+        critic: critic.clone(),
+        label,
+        runs: runs.len() as u64,
+        finished: finished.len() as u64,
+        instances: instances.len() as u64,
+        repeats,
+        resolved,
+        denominator,
+        resolve_rate: rate,
+        wilson: stats::wilson(resolved, denominator, LEVEL),
+        bootstrap,
+        with_fallback: fallback(key, runs, all, options),
+        cost_total_usd: cost_total,
+        agent_cost_total_usd: runs.iter().map(|r| r.agent_cost).sum(),
+        critic_cost_total_usd: runs.iter().map(|r| r.critic_cost).sum(),
+        cost_mean_usd: mean_of(&|r| f(r.cost())),
+        cost_per_resolved_usd: (resolved > 0).then(|| f(cost_total) / resolved as f64),
+        input_tokens_mean: mean_of(&|r| r.input_tokens as f64),
+        output_tokens_mean: mean_of(&|r| r.output_tokens as f64),
+        cached_tokens_mean: mean_of(&|r| r.cached_tokens as f64),
+        steps_mean: mean_of(&|r| r.steps as f64),
+        wall_s_mean: stats::mean(finished.iter().filter_map(|r| r.wall_s)),
+        critic_calls: runs.iter().map(|r| r.critic_calls as u64).sum(),
+        interventions: runs.iter().map(|r| r.interventions as u64).sum(),
+        critic_stops: runs.iter().filter(|r| r.outcome.as_deref() == Some("critic_stop")).count() as u64,
+        outcomes,
+    }
+}
+
+/// The denominator, and how many selected instances the condition has no runs for.
+fn denominator(runs: &[&RunRow], instances: u64, repeats: u64, options: &ReportOptions) -> (u64, u64) {
+    match options.denominator {
+        Denominator::Attempted => (runs.iter().filter(|r| r.finished()).count() as u64, 0),
+        Denominator::Selected => match options.total {
+            Some(total) if total > instances => (total * repeats.max(1), total - instances),
+            _ => (runs.len() as u64, 0),
+        },
+    }
+}
+
+/// Bootstrap of a resolve rate over instances; `missing` instances (selected, not run) count
+/// as clusters of unresolved runs.
+fn rate_bootstrap(
+    instances: &BTreeMap<&str, Vec<&RunRow>>,
+    missing: u64,
+    denominator: Denominator,
+    ok: impl Fn(&RunRow) -> bool,
+) -> Option<Interval> {
+    // Each cluster: (resolved, counted) over its runs.
+    let mut clusters: Vec<(f64, f64)> = instances
+        .values()
+        .map(|runs| {
+            let counted: Vec<&&RunRow> = match denominator {
+                Denominator::Attempted => runs.iter().filter(|r| r.finished()).collect(),
+                Denominator::Selected => runs.iter().collect(),
+            };
+            (counted.iter().filter(|r| ok(r)).count() as f64, counted.len() as f64)
+        })
+        .collect();
+    let per_instance = instances.values().map(|r| r.len()).max().unwrap_or(1) as f64;
+    clusters.extend((0..missing).map(|_| (0.0, per_instance)));
+    stats::bootstrap(&clusters, LEVEL, |sample| {
+        let (k, n) = sample.iter().fold((0.0, 0.0), |(k, n), c| (k + c.0, n + c.1));
+        (n > 0.0).then(|| k / n)
+    })
+}
+
+/// The base condition of a critic condition: its `prefix_from`, else `none` (never itself).
+fn base_critic(runs: &[&RunRow]) -> Option<String> {
+    let first = runs.first()?;
+    let base = first.prefix_from.clone().unwrap_or_else(|| "none".into());
+    (base != first.critic).then_some(base)
+}
+
+fn fallback(key: &Key, runs: &[&RunRow], all: &[RunRow], options: &ReportOptions) -> Option<FallbackFigures> {
+    let base = base_critic(runs)?;
+    let (sweep, agent, _) = key;
+    let base_runs: HashMap<(&str, i32), &RunRow> = all
+        .iter()
+        .filter(|r| &r.sweep == sweep && &r.agent == agent && r.critic == base)
+        .map(|r| ((r.instance_id.as_str(), r.repeat), r))
+        .collect();
+    if base_runs.is_empty() {
+        return None;
+    }
+    let mut fell_back = 0;
+    let mut resolved = 0;
+    let mut costs = Vec::new();
+    for r in runs {
+        let mut ok = r.is_resolved();
+        let mut cost = r.cost();
+        if r.did_not_submit() {
+            if let Some(b) = base_runs.get(&(r.instance_id.as_str(), r.repeat)) {
+                fell_back += 1;
+                ok = b.is_resolved();
+                cost += b.cost();
+            }
+        }
+        resolved += ok as u64;
+        if r.finished() || ok {
+            costs.push(f(cost));
+        }
+    }
+    let repeats = runs.iter().map(|r| r.repeat).max().map_or(0, |m| m as u64 + 1);
+    let instances = by_instance(runs).len() as u64;
+    // With fallback every selected run has a result: attempted counts the runs that finished
+    // or fell back.
+    let denominator = match options.denominator {
+        Denominator::Attempted => costs.len() as u64,
+        Denominator::Selected => denominator(runs, instances, repeats, options).0,
+    };
+    Some(FallbackFigures {
+        base,
+        resolved,
+        resolve_rate: (denominator > 0).then(|| resolved as f64 / denominator as f64),
+        wilson: stats::wilson(resolved.min(denominator), denominator, LEVEL),
+        cost_mean_usd: stats::mean(costs),
+        fell_back,
+    })
+}
+
+/// Conditions no other condition beats on both cost (lower) and resolve rate (higher), cheapest
+/// first.
+fn frontier(conditions: &[ConditionSummary]) -> Vec<String> {
+    let mut points: Vec<(&str, f64, f64)> = conditions
+        .iter()
+        .filter_map(|c| Some((c.label.as_str(), c.cost_mean_usd?, c.resolve_rate?)))
+        .collect();
+    points.sort_by(|a, b| a.1.total_cmp(&b.1).then(b.2.total_cmp(&a.2)));
+    let mut best = f64::NEG_INFINITY;
+    let mut out = Vec::new();
+    for (label, _, rate) in points {
+        if rate > best {
+            best = rate;
+            out.push(label.to_string());
+        }
+    }
+    out
+}
+
+fn transfer(groups: &BTreeMap<Key, Vec<&RunRow>>) -> Vec<TransferCell> {
+    let mut cells = Vec::new();
+    for ((sweep, agent, critic), runs) in groups {
+        if critic == "none" {
+            continue;
+        }
+        let Some(base) = groups.get(&(sweep.clone(), agent.clone(), "none".to_string())) else { continue };
+        let paired = pair_by_instance(runs, base);
+        let diff = |sample: &[&(f64, f64)]| stats::mean(sample.iter().map(|(a, b)| a - b));
+        let all: Vec<&(f64, f64)> = paired.iter().collect();
+        cells.push(TransferCell {
+            sweep: sweep.clone(),
+            critic: critic.clone(),
+            agent: agent.clone(),
+            delta: diff(&all),
+            interval: stats::bootstrap(&paired, LEVEL, diff),
+            instances: paired.len() as u64,
+        });
+    }
+    cells
+}
+
+/// Per instance both conditions ran: (A's resolve rate, B's) over their finished runs.
+fn pair_by_instance(a: &[&RunRow], b: &[&RunRow]) -> Vec<(f64, f64)> {
+    let rate = |runs: &[&RunRow]| {
+        let fin: Vec<&&RunRow> = runs.iter().filter(|r| r.finished()).collect();
+        (!fin.is_empty()).then(|| fin.iter().filter(|r| r.is_resolved()).count() as f64 / fin.len() as f64)
+    };
+    let (ia, ib) = (by_instance(a), by_instance(b));
+    ia.iter().filter_map(|(id, runs)| Some((rate(runs)?, rate(ib.get(id)?)?))).collect()
+}
+
+/// A paired comparison of two conditions on the instances both ran.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct Comparison {
+    pub a: String,
+    pub b: String,
+    /// Instances both finished at least once.
+    pub instances: u64,
+    pub rate_a: Option<f64>,
+    pub rate_b: Option<f64>,
+    /// A's resolve rate minus B's, over the paired instances.
+    pub rate_diff: Option<f64>,
+    pub rate_diff_interval: Option<Interval>,
+    /// Pairs (instance, repeat) where only A resolved / only B resolved.
+    pub only_a: u64,
+    pub only_b: u64,
+    /// Exact McNemar test on those pairs.
+    pub mcnemar_p: f64,
+    pub cost_diff_usd: Option<f64>,
+    pub cost_diff_interval: Option<Interval>,
+    pub steps_diff: Option<f64>,
+    pub steps_diff_interval: Option<Interval>,
+    /// Instances A resolves (in every paired repeat) and B does not, and the reverse.
+    pub flipped_to_a: Vec<String>,
+    pub flipped_to_b: Vec<String>,
+}
+
+/// Compares condition `a` with `b` (rows of each, from `data::load`).
+pub fn compare(label_a: &str, a: &[&RunRow], label_b: &str, b: &[&RunRow]) -> Comparison {
+    let by_pair = |runs: &[&RunRow]| -> HashMap<(String, i32), RunRow> {
+        runs.iter()
+            .filter(|r| r.finished())
+            .map(|r| ((r.instance_id.clone(), r.repeat), (*r).clone()))
+            .collect()
+    };
+    let (pa, pb) = (by_pair(a), by_pair(b));
+    let mut only_a = 0;
+    let mut only_b = 0;
+    // Per instance: (resolved A, resolved B, cost A, cost B, steps A, steps B), summed over repeats.
+    let mut per_instance: BTreeMap<String, [f64; 7]> = BTreeMap::new();
+    for (key, ra) in &pa {
+        let Some(rb) = pb.get(key) else { continue };
+        let (x, y) = (ra.is_resolved(), rb.is_resolved());
+        only_a += (x && !y) as u64;
+        only_b += (!x && y) as u64;
+        let e = per_instance.entry(key.0.clone()).or_insert([0.0; 7]);
+        let add = [
+            x as u8 as f64,
+            y as u8 as f64,
+            f(ra.cost()),
+            f(rb.cost()),
+            ra.steps as f64,
+            rb.steps as f64,
+            1.0,
+        ];
+        for (t, v) in e.iter_mut().zip(add) {
+            *t += v;
+        }
+    }
+    let clusters: Vec<[f64; 7]> = per_instance.values().copied().collect();
+    let diff_of = |i: usize, j: usize| {
+        move |sample: &[&[f64; 7]]| {
+            let (sa, sb, n) =
+                sample.iter().fold((0.0, 0.0, 0.0), |(sa, sb, n), c| (sa + c[i], sb + c[j], n + c[6]));
+            (n > 0.0).then(|| (sa - sb) / n)
+        }
+    };
+    let all: Vec<&[f64; 7]> = clusters.iter().collect();
+    let pairs: f64 = clusters.iter().map(|c| c[6]).sum();
+    let flipped = |i: usize, j: usize| -> Vec<String> {
+        per_instance.iter().filter(|(_, c)| c[i] == c[6] && c[j] == 0.0).map(|(id, _)| id.clone()).collect()
+    };
+    Comparison {
+        a: label_a.into(),
+        b: label_b.into(),
+        instances: clusters.len() as u64,
+        rate_a: (pairs > 0.0).then(|| clusters.iter().map(|c| c[0]).sum::<f64>() / pairs),
+        rate_b: (pairs > 0.0).then(|| clusters.iter().map(|c| c[1]).sum::<f64>() / pairs),
+        rate_diff: diff_of(0, 1)(&all),
+        rate_diff_interval: stats::bootstrap(&clusters, LEVEL, diff_of(0, 1)),
+        only_a,
+        only_b,
+        mcnemar_p: stats::mcnemar_exact(only_a, only_b),
+        cost_diff_usd: diff_of(2, 3)(&all),
+        cost_diff_interval: stats::bootstrap(&clusters, LEVEL, diff_of(2, 3)),
+        steps_diff: diff_of(4, 5)(&all),
+        steps_diff_interval: stats::bootstrap(&clusters, LEVEL, diff_of(4, 5)),
+        flipped_to_a: flipped(0, 1),
+        flipped_to_b: flipped(1, 0),
+    }
+}
+
+#[cfg(test)]
+mod tests;

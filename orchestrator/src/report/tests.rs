@@ -1,0 +1,139 @@
+use rust_decimal::Decimal;
+
+use super::data::RunRow;
+use super::*;
+
+fn run(
+    agent: &str,
+    critic: &str,
+    instance: usize,
+    repeat: i32,
+    outcome: &str,
+    resolved: bool,
+    cost: &str,
+) -> RunRow {
+    RunRow {
+        id: 0,
+        sweep_id: 1,
+        sweep: "s".into(),
+        agent: agent.into(),
+        critic: critic.into(),
+        prefix_from: None,
+        instance_id: format!("repo__{instance}"),
+        repeat,
+        state: if outcome == "error" { "error".into() } else { "done".into() },
+        outcome: (outcome != "error").then(|| outcome.to_string()),
+        resolved: Some(resolved),
+        agent_cost: cost.parse().unwrap(),
+        critic_cost: Decimal::ZERO,
+        input_tokens: 1000,
+        output_tokens: 100,
+        cached_tokens: 0,
+        steps: 10,
+        wall_s: Some(60.0),
+        critic_calls: 0,
+        interventions: 0,
+        patch: None,
+    }
+}
+
+/// 10 instances, one repeat: the base (`none`) resolves 0-3; the critic resolves 0-2, 4 and 5,
+/// hits the step limit on 3, and has an infrastructure error on 9.
+fn sweep() -> Vec<RunRow> {
+    let mut rows = Vec::new();
+    for i in 0..10 {
+        rows.push(run("qwen", "none", i, 0, if i < 4 { "resolved" } else { "unresolved" }, i < 4, "0.10"));
+        let (outcome, ok) = match i {
+            3 => ("step_limit", false),
+            9 => ("error", false),
+            _ if i < 6 => ("resolved", true),
+            _ => ("unresolved", false),
+        };
+        let mut r = run("qwen", "critic", i, 0, outcome, ok, "0.05");
+        r.critic_cost = "0.01".parse().unwrap();
+        r.critic_calls = 2;
+        r.interventions = 1;
+        rows.push(r);
+    }
+    rows
+}
+
+#[test]
+fn conditions_count_what_happened() {
+    let report = build(&sweep(), &ReportOptions::default());
+    let c = report.conditions.iter().find(|c| c.critic == "critic").unwrap();
+    assert_eq!((c.runs, c.finished, c.resolved, c.denominator), (10, 9, 5, 9));
+    assert!((c.resolve_rate.unwrap() - 5.0 / 9.0).abs() < 1e-12);
+    let w = c.wilson.unwrap();
+    let b = c.bootstrap.unwrap();
+    assert!(w.lo < 5.0 / 9.0 && 5.0 / 9.0 < w.hi && b.lo < 5.0 / 9.0 && 5.0 / 9.0 < b.hi);
+    assert_eq!(c.outcomes["resolved"], 5);
+    assert_eq!(c.outcomes["step_limit"], 1);
+    assert_eq!(c.outcomes["infra_error"], 1);
+    assert_eq!(c.critic_cost_total_usd, "0.10".parse::<Decimal>().unwrap());
+    assert_eq!(c.cost_total_usd, "0.60".parse::<Decimal>().unwrap());
+    assert!((c.cost_per_resolved_usd.unwrap() - 0.12).abs() < 1e-12);
+    assert_eq!((c.critic_calls, c.interventions), (20, 10));
+}
+
+#[test]
+fn the_denominator_is_chosen_and_said() {
+    let all = build(&sweep(), &ReportOptions { denominator: Denominator::Selected, total: None });
+    let c = all.conditions.iter().find(|c| c.critic == "critic").unwrap();
+    assert_eq!((c.resolved, c.denominator), (5, 10), "the infra error counts as unresolved");
+    let of_500 = build(&sweep(), &ReportOptions { denominator: Denominator::Selected, total: Some(500) });
+    let c = of_500.conditions.iter().find(|c| c.critic == "critic").unwrap();
+    assert_eq!(c.denominator, 500);
+    assert!((c.resolve_rate.unwrap() - 0.01).abs() < 1e-12);
+    assert!(c.bootstrap.unwrap().hi < 0.03, "{:?}", c.bootstrap);
+}
+
+#[test]
+fn base_fallback_is_shown_beside_the_plain_figures() {
+    let report = build(&sweep(), &ReportOptions { denominator: Denominator::Selected, total: None });
+    let c = report.conditions.iter().find(|c| c.critic == "critic").unwrap();
+    let fb = c.with_fallback.as_ref().unwrap();
+    // Instance 3 (step limit) takes the base's resolved result; 9 (infra error) the base's unresolved.
+    assert_eq!((fb.base.as_str(), fb.fell_back, fb.resolved), ("none", 2, 6));
+    assert_eq!(c.resolved, 5, "the plain figure is unchanged");
+    assert!(report.conditions.iter().find(|c| c.critic == "none").unwrap().with_fallback.is_none());
+}
+
+#[test]
+fn frontier_and_transfer() {
+    let report = build(&sweep(), &ReportOptions::default());
+    // The critic is cheaper (0.06 vs 0.10 a run) and better: it alone is on the frontier.
+    assert_eq!(report.frontier, vec!["qwen/critic"]);
+    let t = &report.transfer[0];
+    assert_eq!((t.critic.as_str(), t.agent.as_str(), t.instances), ("critic", "qwen", 9));
+    // On the 9 paired instances: critic 5 resolved, base 4.
+    assert!((t.delta.unwrap() - 1.0 / 9.0).abs() < 1e-12, "{t:?}");
+}
+
+#[test]
+fn paired_comparison_counts_flips_and_tests_them() {
+    let rows = sweep();
+    let a: Vec<&RunRow> = rows.iter().filter(|r| r.critic == "critic").collect();
+    let b: Vec<&RunRow> = rows.iter().filter(|r| r.critic == "none").collect();
+    let c = compare("critic", &a, "none", &b);
+    assert_eq!(c.instances, 9);
+    assert_eq!((c.only_a, c.only_b), (2, 1), "4 and 5 flipped to the critic, 3 to the base");
+    assert_eq!(c.flipped_to_a, vec!["repo__4", "repo__5"]);
+    assert_eq!(c.flipped_to_b, vec!["repo__3"]);
+    assert!((c.mcnemar_p - stats::mcnemar_exact(2, 1)).abs() < 1e-15 && c.mcnemar_p == 1.0);
+    assert!((c.rate_diff.unwrap() - 1.0 / 9.0).abs() < 1e-12);
+    assert!((c.cost_diff_usd.unwrap() - (-0.04)).abs() < 1e-9, "{c:?}");
+    let i = c.rate_diff_interval.unwrap();
+    assert!(i.lo <= 1.0 / 9.0 && 1.0 / 9.0 <= i.hi);
+}
+
+#[test]
+fn renders_say_the_same() {
+    let report = build(&sweep(), &ReportOptions::default());
+    let table = render::table(&report);
+    assert!(table.contains("qwen/critic") && table.contains("5/9") && table.contains("55.6%"), "{table}");
+    assert!(table.contains("with base fallback"));
+    let csv = render::csv(&report);
+    assert_eq!(csv.lines().count(), 3);
+    assert!(csv.lines().nth(1).unwrap().starts_with("s,qwen,critic,10,9,10,1,5,9,"), "{csv}");
+}

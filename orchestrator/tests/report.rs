@@ -1,0 +1,105 @@
+//! Reports over a sweep whose results the test writes into Postgres, through the store and
+//! through a real coordinator's API.
+
+mod common;
+
+use std::time::Duration;
+
+use orchestrator::report::{self, data, Denominator, ReportOptions};
+use orchestrator::store::tokens;
+use orchestrator::testkit::{import_demo, submit, sweep_toml};
+use protocol::Role;
+use sqlx::PgPool;
+
+/// 6 demo instances x 1 agent x 2 critics. Base (`none`) resolves instances 0-2; the critic
+/// resolves 0-1 and 3-4, and ends instance 5 at the step limit.
+async fn fixture_sweep(pool: &PgPool) -> i64 {
+    import_demo(pool, "demo").await;
+    let toml = sweep_toml("report", "", "").replace(
+        "[[critics]]\nname = \"none\"\nkind = \"none\"\n",
+        "[[critics]]\nname = \"none\"\nkind = \"none\"\n\n[[critics]]\nname = \"rules\"\nkind = \"heuristic\"\n",
+    );
+    let sweep = submit(pool, &toml).await.sweep_id;
+    let runs: Vec<(i64, String, String)> = sqlx::query_as(
+        "SELECT r.id, r.instance_id, c.name FROM runs r JOIN critics c ON c.id = r.critic_id
+         WHERE r.sweep_id = $1 ORDER BY r.instance_id, c.name",
+    )
+    .bind(sweep)
+    .fetch_all(pool)
+    .await
+    .unwrap();
+    let mut instances: Vec<&str> = runs.iter().map(|r| r.1.as_str()).collect();
+    instances.dedup();
+    for (id, instance, critic) in &runs {
+        let i = instances.iter().position(|x| x == instance).unwrap();
+        let (outcome, resolved, cost) = match critic.as_str() {
+            "none" => (if i < 3 { "resolved" } else { "unresolved" }, i < 3, "0.10"),
+            _ if i == 5 => ("step_limit", false, "0.30"),
+            _ => (
+                if [0, 1, 3, 4].contains(&i) { "resolved" } else { "unresolved" },
+                [0, 1, 3, 4].contains(&i),
+                "0.05",
+            ),
+        };
+        sqlx::query(
+            "UPDATE runs SET state = 'done', outcome = $2, agent_cost_usd = $3::numeric, steps = 10,
+                 started_at = now() - interval '1 minute', finished_at = now() WHERE id = $1",
+        )
+        .bind(id)
+        .bind(outcome)
+        .bind(cost)
+        .execute(pool)
+        .await
+        .unwrap();
+        sqlx::query(
+            "INSERT INTO evaluations (run_id, attempt, apply_status, resolved) VALUES ($1, 1, 'applied', $2)",
+        )
+        .bind(id)
+        .bind(resolved)
+        .execute(pool)
+        .await
+        .unwrap();
+    }
+    sweep
+}
+
+#[sqlx::test(migrator = "orchestrator::db::MIGRATOR")]
+async fn a_report_over_a_sweep_has_the_right_numbers(pool: PgPool) {
+    let sweep = fixture_sweep(&pool).await;
+    let rows = data::load(&pool, &[sweep]).await.unwrap();
+    assert_eq!(rows.len(), 12);
+    let report = report::build(&rows, &ReportOptions::default());
+    let base = report.conditions.iter().find(|c| c.critic == "none").unwrap();
+    let rules = report.conditions.iter().find(|c| c.critic == "rules").unwrap();
+    assert_eq!((base.resolved, base.denominator, rules.resolved, rules.denominator), (3, 6, 4, 6));
+    assert_eq!(rules.outcomes["step_limit"], 1);
+    assert_eq!(rules.cost_total_usd.to_string(), "0.55", "5 x $0.05 + $0.30");
+    // With fallback, instance 5 takes the base's (unresolved) result and adds its cost.
+    let fb = rules.with_fallback.as_ref().unwrap();
+    assert_eq!((fb.fell_back, fb.resolved), (1, 4));
+    assert!((fb.cost_mean_usd.unwrap() - 0.65 / 6.0).abs() < 1e-12, "plus the base run's $0.10");
+    // 500 selected instances: the same resolved count over 500.
+    let of_500 =
+        report::build(&rows, &ReportOptions { denominator: Denominator::Selected, total: Some(500) });
+    assert_eq!(of_500.conditions[1].denominator, 500);
+    let t = &report.transfer[0];
+    assert!((t.delta.unwrap() - 1.0 / 6.0).abs() < 1e-12, "{t:?}");
+
+    // The same through the API, and a paired comparison.
+    let coordinator = common::start_coordinator(&pool, Duration::from_secs(30)).await;
+    let token = tokens::create(&pool, "u", Role::User).await.unwrap().token;
+    let http = reqwest::Client::new();
+    let get = |path: String| http.get(format!("{}{path}", coordinator.url)).bearer_auth(&token).send();
+    let api: report::Report = get("/api/v1/report?sweeps=report".into()).await.unwrap().json().await.unwrap();
+    assert_eq!(api.conditions.len(), 2);
+    assert_eq!(api.conditions[1].resolved, 4);
+    let cmp: report::Comparison =
+        get("/api/v1/compare?a=report:rules&b=report:none".into()).await.unwrap().json().await.unwrap();
+    assert_eq!((cmp.instances, cmp.only_a, cmp.only_b), (6, 2, 1));
+    assert_eq!(cmp.flipped_to_b.len(), 1);
+    assert!((cmp.mcnemar_p - 1.0).abs() < 1e-12);
+    let bad = get("/api/v1/compare?a=report:nope&b=report:none".into()).await.unwrap();
+    assert_eq!(bad.status(), 400);
+    assert!(bad.text().await.unwrap().contains("no critic condition `nope`"));
+    coordinator.shutdown().await;
+}
