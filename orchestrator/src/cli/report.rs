@@ -17,6 +17,8 @@ pub enum Format {
     Table,
     Json,
     Csv,
+    /// A self-contained HTML page with SVG plots.
+    Html,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -68,6 +70,7 @@ pub async fn report(args: ReportArgs) -> anyhow::Result<ExitCode> {
         Format::Table => render::table(&report),
         Format::Json => serde_json::to_string_pretty(&report)?,
         Format::Csv => render::csv(&report),
+        Format::Html => crate::report::html::render(&report),
     };
     write_out(args.out.as_ref(), &text)?;
     Ok(ExitCode::SUCCESS)

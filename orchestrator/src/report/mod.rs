@@ -16,6 +16,7 @@
 //!   else the agent's `none` condition in the same sweep) and adds the base run's cost.
 
 pub mod data;
+pub mod html;
 pub mod render;
 pub mod stats;
 
@@ -88,6 +89,41 @@ pub struct ConditionSummary {
     pub critic_stops: u64,
     /// Finished runs by outcome, plus `infra_error` (state `error`) and `unfinished`.
     pub outcomes: BTreeMap<String, u64>,
+    /// Distribution of cost per finished run (dollars) and of steps per finished run.
+    pub cost_quartiles: Option<Quartiles>,
+    pub steps_quartiles: Option<Quartiles>,
+}
+
+/// Minimum, quartiles and maximum.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct Quartiles {
+    pub min: f64,
+    pub q1: f64,
+    pub median: f64,
+    pub q3: f64,
+    pub max: f64,
+}
+
+impl Quartiles {
+    pub fn of(mut values: Vec<f64>) -> Option<Quartiles> {
+        if values.is_empty() {
+            return None;
+        }
+        values.sort_by(|a, b| a.total_cmp(b));
+        // Linear interpolation between order statistics (numpy's default).
+        let q = |p: f64| {
+            let x = p * (values.len() - 1) as f64;
+            let (i, frac) = (x.floor() as usize, x - x.floor());
+            values[i] + (values[(i + 1).min(values.len() - 1)] - values[i]) * frac
+        };
+        Some(Quartiles {
+            min: values[0],
+            q1: q(0.25),
+            median: q(0.5),
+            q3: q(0.75),
+            max: values[values.len() - 1],
+        })
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
@@ -217,6 +253,8 @@ fn summarize(
         interventions: runs.iter().map(|r| r.interventions as u64).sum(),
         critic_stops: runs.iter().filter(|r| r.outcome.as_deref() == Some("critic_stop")).count() as u64,
         outcomes,
+        cost_quartiles: Quartiles::of(finished.iter().map(|r| f(r.cost())).collect()),
+        steps_quartiles: Quartiles::of(finished.iter().map(|r| r.steps as f64).collect()),
     }
 }
 

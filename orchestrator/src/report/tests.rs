@@ -137,3 +137,52 @@ fn renders_say_the_same() {
     assert_eq!(csv.lines().count(), 3);
     assert!(csv.lines().nth(1).unwrap().starts_with("s,qwen,critic,10,9,10,1,5,9,"), "{csv}");
 }
+
+#[test]
+fn the_html_report_is_well_formed_and_holds_its_plots() {
+    use quick_xml::events::Event;
+    let report = build(&sweep(), &ReportOptions::default());
+    let html = html::render(&report);
+    let body = html.trim_start_matches("<!DOCTYPE html>\n");
+    let mut reader = quick_xml::Reader::from_str(body);
+    let (mut svgs, mut points, mut cells, mut boxes) = (Vec::new(), 0, 0, 0);
+    loop {
+        match reader.read_event() {
+            Ok(Event::Eof) => break,
+            Ok(Event::Start(e)) | Ok(Event::Empty(e)) => {
+                let class = e
+                    .try_get_attribute("class")
+                    .unwrap()
+                    .map(|a| String::from_utf8(a.value.to_vec()).unwrap())
+                    .unwrap_or_default();
+                match e.name().as_ref() {
+                    b"svg" => svgs.push(class),
+                    b"circle" if class == "point" => points += 1,
+                    b"g" if class == "cell" => cells += 1,
+                    b"g" if class == "box" => boxes += 1,
+                    _ => {}
+                }
+            }
+            Ok(_) => {}
+            Err(e) => panic!("not well-formed at {}: {e}", reader.buffer_position()),
+        }
+    }
+    assert_eq!(
+        svgs,
+        vec![
+            "plot cost-vs-accuracy",
+            "plot resolve-rate",
+            "plot cost-distribution",
+            "plot steps-distribution",
+            "plot transfer"
+        ]
+    );
+    assert_eq!(points, 4, "two conditions in each of two point plots");
+    assert_eq!(boxes, 4, "two conditions in each of two box plots");
+    assert_eq!(cells, 1, "one critic x one agent");
+    assert!(html.contains("+11.1 pt"), "the transfer cell says the change");
+    assert!(
+        !html.contains("<script") && !html.contains("src=") && !html.contains("href="),
+        "nothing fetched"
+    );
+}

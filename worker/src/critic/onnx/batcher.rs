@@ -48,7 +48,7 @@ pub(super) struct Scored {
 
 pub(super) struct Generated {
     pub text: String,
-    pub output_tokens: usize,
+    pub output_ids: Vec<u32>,
     pub finish: FinishReason,
     pub batch_size: usize,
     pub compute: Duration,
@@ -121,7 +121,7 @@ impl Engine {
                     for (reply, out) in replies.into_iter().zip(outputs) {
                         let _ = reply.send(Ok(Generated {
                             text: out.text,
-                            output_tokens: out.tokens,
+                            output_ids: out.ids,
                             finish: out.finish,
                             batch_size,
                             compute,

@@ -476,9 +476,9 @@ per_cpu_hour = "0.04"
         let ok = generative.replace("context_length = 512", "context_length = 512\neos_token_ids = [2]");
         let c = parse(&ok).unwrap();
         assert!(c.add_generation_prompt);
-        let bad = ok.replace("eos_token_ids = [2]", "eos_token_ids = [2]\n[inputs]\npast_key = \"past.key\"");
+        let bad = format!("{ok}\n[inputs]\npast_key = \"past.key\"\n");
         assert!(parse(&bad).unwrap_err().contains("{i}"));
-        let cache = ok.replace("eos_token_ids = [2]", "eos_token_ids = [2]\n[cache]\nlayers = 0");
+        let cache = format!("{ok}\n[cache]\nlayers = 0\n");
         assert!(parse(&cache).unwrap_err().contains("cache.layers"));
     }
 

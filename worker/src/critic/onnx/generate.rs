@@ -27,7 +27,7 @@ const VOCAB_GUESS: usize = 256_000;
 pub(super) struct Finished {
     pub text: String,
     /// Tokens generated, the end-of-sequence token included.
-    pub tokens: usize,
+    pub ids: Vec<u32>,
     pub finish: FinishReason,
 }
 
@@ -36,7 +36,8 @@ struct Sequence {
     prompt_len: usize,
     /// Generated tokens, without an end-of-sequence token.
     generated: Vec<u32>,
-    tokens: usize,
+    /// The end-of-sequence token that ended it.
+    eos: Option<u32>,
     rng: ChaCha8Rng,
     text: Option<String>,
     finish: Option<FinishReason>,
@@ -52,7 +53,7 @@ impl Engine {
                 params: params.clone(),
                 prompt_len: ids.len(),
                 generated: Vec::new(),
-                tokens: 0,
+                eos: None,
                 rng: ChaCha8Rng::seed_from_u64(params.seed),
                 text: None,
                 finish: None,
@@ -75,8 +76,8 @@ impl Engine {
             for (row, &s) in active.iter().enumerate() {
                 let token = choose(&logits[row], &mut seqs[s]);
                 let seq = &mut seqs[s];
-                seq.tokens += 1;
                 if self.eos_ids.contains(&token) {
+                    seq.eos = Some(token);
                     seq.finish = Some(FinishReason::Eos);
                     continue;
                 }
@@ -89,7 +90,8 @@ impl Engine {
                         continue;
                     }
                 }
-                if seq.tokens >= seq.params.max_new_tokens || seq.prompt_len + seq.tokens >= self.context_length {
+                let tokens = seq.generated.len();
+                if tokens >= seq.params.max_new_tokens || seq.prompt_len + tokens >= self.context_length {
                     seq.finish = Some(FinishReason::Length);
                 }
             }
@@ -124,7 +126,9 @@ impl Engine {
                     Some(text) => text,
                     None => self.text.decode(&seq.generated),
                 };
-                Finished { text, tokens: seq.tokens, finish: seq.finish.unwrap_or(FinishReason::Length) }
+                let mut ids = seq.generated;
+                ids.extend(seq.eos);
+                Finished { text, ids, finish: seq.finish.unwrap_or(FinishReason::Length) }
             })
             .collect())
     }
@@ -316,7 +320,7 @@ mod tests {
             params: GenParams { temperature, top_p, seed, ..GenParams::default() },
             prompt_len: 1,
             generated: Vec::new(),
-            tokens: 0,
+            eos: None,
             rng: ChaCha8Rng::seed_from_u64(seed),
             text: None,
             finish: None,

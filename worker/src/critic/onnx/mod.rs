@@ -157,8 +157,10 @@ pub enum FinishReason {
 #[derive(Debug, Clone, PartialEq)]
 pub struct GenOutput {
     pub text: String,
+    /// The generated token ids (the end-of-sequence token included when there was one).
+    pub output_ids: Vec<u32>,
     pub input_tokens: usize,
-    /// Tokens generated (the end-of-sequence token included when there was one).
+    /// Tokens generated: `output_ids.len()`.
     pub output_tokens: usize,
     pub finish: FinishReason,
     /// Requests in the batch this one ran in.
@@ -351,8 +353,9 @@ impl OnnxModel {
         let done = answer.await.map_err(|_| OnnxError::Closed)??;
         Ok(GenOutput {
             text: done.text,
+            output_tokens: done.output_ids.len(),
+            output_ids: done.output_ids,
             input_tokens,
-            output_tokens: done.output_tokens,
             finish: done.finish,
             batch_size: done.batch_size,
             compute: done.compute,

@@ -18,7 +18,7 @@ const CUT_MARGIN_TOKENS: usize = 64;
 const BYTES_PER_TOKEN_GUESS: usize = 6;
 
 pub(super) struct Text {
-    tokenizer: Tokenizer,
+    pub(super) tokenizer: Tokenizer,
     template: Environment<'static>,
     add_generation_prompt: bool,
     bos_token: String,
@@ -182,4 +182,69 @@ fn template_env(source: &str) -> Result<Environment<'static>, minijinja::Error> 
     });
     env.add_template_owned(TEMPLATE, source.to_string())?;
     Ok(env)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn render(source: &str, messages: serde_json::Value) -> Result<String, String> {
+        let env = template_env(source).map_err(|e| e.to_string())?;
+        let template = env.get_template(TEMPLATE).map_err(|e| e.to_string())?;
+        template
+            .render(minijinja::context! { messages => messages, add_generation_prompt => true })
+            .map_err(|e| format!("{e:#}"))
+    }
+
+    /// The constructs of Hugging Face chat templates (Qwen's among them): namespaces, reversed
+    /// slices, Python string methods, `is string`, `tojson`, `raise_exception`, and jinja2's
+    /// `trim_blocks`/`lstrip_blocks` whitespace.
+    #[test]
+    fn hugging_face_style_templates_render() {
+        let source = r#"
+{%- set ns = namespace(last_user=-1) %}
+{%- for message in messages[::-1] %}
+    {%- if ns.last_user < 0 and message.role == "user" and message.content is string %}
+        {%- set ns.last_user = (messages|length - 1) - loop.index0 %}
+    {%- endif %}
+{%- endfor %}
+{%- for message in messages %}
+    {%- if message.role not in ["system", "user", "assistant"] %}
+        {{- raise_exception("unknown role " + message.role) }}
+    {%- endif %}
+    {%- set content = message.content %}
+    {%- if '</think>' in content %}
+        {%- set content = content.split('</think>')[-1].lstrip('\n') %}
+    {%- endif %}
+    {%- if content.startswith('#') and content.endswith('!') %}
+        {%- set content = content.strip('#!').upper() %}
+    {%- endif %}
+    {{- '<|im_start|>' + message.role + '\n' + content.rstrip() + '<|im_end|>\n' }}
+    {%- if loop.index0 == ns.last_user %}{{ {"last": true}|tojson }}
+{% endif %}
+{%- endfor %}
+{%- if add_generation_prompt %}
+    {{- '<|im_start|>assistant\n' }}
+{%- endif %}
+"#;
+        let messages = serde_json::json!([
+            {"role": "system", "content": "Be brief.  "},
+            {"role": "user", "content": "#hello!"},
+            {"role": "assistant", "content": "<think>hm</think>\n\nok"},
+        ]);
+        assert_eq!(
+            render(source, messages).unwrap(),
+            "<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\nHELLO<|im_end|>\n{\"last\":true}\n\
+             <|im_start|>assistant\nok<|im_end|>\n<|im_start|>assistant\n"
+        );
+        let e = render(source, serde_json::json!([{"role": "tool", "content": "x"}])).unwrap_err();
+        assert!(e.contains("unknown role tool"), "{e}");
+    }
+
+    #[test]
+    fn block_tags_eat_their_line_as_in_jinja2_with_trim_blocks() {
+        let source = "{% for m in messages %}\n  {% if m.role %}\n[{{ m.role }}]\n  {% endif %}\n{% endfor %}";
+        let messages = serde_json::json!([{"role": "a"}, {"role": "b"}]);
+        assert_eq!(render(source, messages).unwrap(), "[a]\n[b]\n");
+    }
 }

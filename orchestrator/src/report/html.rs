@@ -1,0 +1,391 @@
+//! A self-contained HTML report: inline CSS and SVG plots, no script, no server, nothing
+//! fetched. Plots: cost vs accuracy (each condition with its Wilson interval, the Pareto
+//! frontier drawn through), resolve rate with both intervals, cost and step distributions (box
+//! plots), and the transfer matrix as a heatmap. Written as well-formed XML (XHTML
+//! serialisation), so any XML parser reads it.
+
+use std::fmt::Write;
+
+use super::stats::Interval;
+use super::{ConditionSummary, Quartiles, Report};
+
+/// Escapes text for XML content and attributes.
+fn esc(s: &str) -> String {
+    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
+}
+
+fn pct(x: Option<f64>) -> String {
+    x.map_or("-".into(), |v| format!("{:.1}%", v * 100.0))
+}
+
+/// Plot area geometry.
+const W: f64 = 640.0;
+const H: f64 = 360.0;
+const LEFT: f64 = 70.0;
+const RIGHT: f64 = 20.0;
+const TOP: f64 = 20.0;
+const BOTTOM: f64 = 50.0;
+
+struct Axis {
+    lo: f64,
+    hi: f64,
+}
+
+impl Axis {
+    fn around(values: impl Iterator<Item = f64>, pad_to_zero: bool) -> Axis {
+        let (mut lo, mut hi) =
+            values.fold((f64::INFINITY, f64::NEG_INFINITY), |(l, h), v| (l.min(v), h.max(v)));
+        if !lo.is_finite() {
+            (lo, hi) = (0.0, 1.0);
+        }
+        if pad_to_zero {
+            lo = lo.min(0.0);
+        }
+        if (hi - lo).abs() < 1e-12 {
+            hi = lo + 1.0;
+        }
+        let pad = (hi - lo) * 0.05;
+        Axis { lo: if pad_to_zero && lo >= 0.0 { lo } else { lo - pad }, hi: hi + pad }
+    }
+    fn x(&self, v: f64) -> f64 {
+        LEFT + (v - self.lo) / (self.hi - self.lo) * (W - LEFT - RIGHT)
+    }
+    fn y(&self, v: f64) -> f64 {
+        H - BOTTOM - (v - self.lo) / (self.hi - self.lo) * (H - TOP - BOTTOM)
+    }
+}
+
+fn svg_open(out: &mut String, class: &str, title: &str) {
+    let _ = write!(
+        out,
+        r#"<svg class="{class}" xmlns="http://www.w3.org/2000/svg" width="{W}" height="{H}" viewBox="0 0 {W} {H}" role="img"><title>{}</title>"#,
+        esc(title)
+    );
+}
+
+fn axes(out: &mut String, x_label: &str, y_label: &str, x: Option<&Axis>, y: &Axis, y_pct: bool) {
+    let (x0, y0) = (LEFT, H - BOTTOM);
+    let _ = write!(
+        out,
+        r##"<line x1="{x0}" y1="{y0}" x2="{}" y2="{y0}" stroke="#333"/><line x1="{x0}" y1="{TOP}" x2="{x0}" y2="{y0}" stroke="#333"/>"##,
+        W - RIGHT
+    );
+    for i in 0..=4 {
+        let v = y.lo + (y.hi - y.lo) * i as f64 / 4.0;
+        let label = if y_pct { format!("{:.0}%", v * 100.0) } else { format!("{v:.3}") };
+        let _ = write!(
+            out,
+            r##"<text x="{}" y="{:.1}" font-size="11" text-anchor="end">{label}</text><line x1="{x0}" y1="{:.1}" x2="{}" y2="{:.1}" stroke="#eee"/>"##,
+            x0 - 6.0,
+            y.y(v) + 4.0,
+            y.y(v),
+            W - RIGHT,
+            y.y(v)
+        );
+    }
+    if let Some(x) = x {
+        for i in 0..=4 {
+            let v = x.lo + (x.hi - x.lo) * i as f64 / 4.0;
+            let _ = write!(
+                out,
+                r#"<text x="{:.1}" y="{}" font-size="11" text-anchor="middle">${v:.3}</text>"#,
+                x.x(v),
+                y0 + 16.0
+            );
+        }
+    }
+    let _ = write!(
+        out,
+        r#"<text x="{}" y="{}" font-size="12" text-anchor="middle">{}</text><text x="14" y="{}" font-size="12" text-anchor="middle" transform="rotate(-90 14 {})">{}</text>"#,
+        (LEFT + W - RIGHT) / 2.0,
+        H - 8.0,
+        esc(x_label),
+        (TOP + H - BOTTOM) / 2.0,
+        (TOP + H - BOTTOM) / 2.0,
+        esc(y_label)
+    );
+}
+
+/// Cost per run (x) against resolve rate (y), Wilson intervals as bars, the frontier as a line.
+fn cost_vs_accuracy(out: &mut String, report: &Report) {
+    let points: Vec<(&ConditionSummary, f64, f64)> =
+        report.conditions.iter().filter_map(|c| Some((c, c.cost_mean_usd?, c.resolve_rate?))).collect();
+    svg_open(out, "plot cost-vs-accuracy", "Cost per run against resolve rate, with the Pareto frontier");
+    let x = Axis::around(points.iter().map(|p| p.1), true);
+    let y = Axis::around(
+        points.iter().flat_map(|p| {
+            let w = p.0.wilson.unwrap_or(Interval { lo: p.2, hi: p.2 });
+            [w.lo, w.hi]
+        }),
+        true,
+    );
+    axes(out, "mean cost per run (USD)", "resolve rate", Some(&x), &y, true);
+    let frontier: Vec<(f64, f64)> = report
+        .frontier
+        .iter()
+        .filter_map(|label| points.iter().find(|p| &p.0.label == label).map(|p| (x.x(p.1), y.y(p.2))))
+        .collect();
+    if frontier.len() > 1 {
+        let path: Vec<String> = frontier.iter().map(|(a, b)| format!("{a:.1},{b:.1}")).collect();
+        let _ = write!(
+            out,
+            r##"<polyline class="frontier" points="{}" fill="none" stroke="#c33" stroke-dasharray="4 3"/>"##,
+            path.join(" ")
+        );
+    }
+    for (c, cost, rate) in &points {
+        let (px, py) = (x.x(*cost), y.y(*rate));
+        if let Some(w) = c.wilson {
+            let _ = write!(
+                out,
+                r##"<line x1="{px:.1}" y1="{:.1}" x2="{px:.1}" y2="{:.1}" stroke="#888"/>"##,
+                y.y(w.lo),
+                y.y(w.hi)
+            );
+        }
+        let on = report.frontier.contains(&c.label);
+        let _ = write!(
+            out,
+            r##"<circle class="point" cx="{px:.1}" cy="{py:.1}" r="5" fill="{}"><title>{}: {} at ${cost:.4}/run</title></circle><text x="{:.1}" y="{:.1}" font-size="11">{}</text>"##,
+            if on { "#c33" } else { "#36c" },
+            esc(&c.label),
+            pct(Some(*rate)),
+            px + 7.0,
+            py - 6.0,
+            esc(&c.label)
+        );
+    }
+    out.push_str("</svg>");
+}
+
+/// Resolve rate per condition with its Wilson (thick) and bootstrap (thin) intervals.
+fn resolve_rates(out: &mut String, report: &Report) {
+    svg_open(out, "plot resolve-rate", "Resolve rate per condition with 95% intervals");
+    let y = Axis { lo: 0.0, hi: 1.0 };
+    axes(out, "condition", "resolve rate", None, &y, true);
+    let n = report.conditions.len().max(1) as f64;
+    let step = (W - LEFT - RIGHT) / n;
+    for (i, c) in report.conditions.iter().enumerate() {
+        let cx = LEFT + step * (i as f64 + 0.5);
+        if let Some(b) = c.bootstrap {
+            let _ = write!(
+                out,
+                r##"<line x1="{:.1}" y1="{:.1}" x2="{:.1}" y2="{:.1}" stroke="#999"/>"##,
+                cx + 4.0,
+                y.y(b.lo),
+                cx + 4.0,
+                y.y(b.hi)
+            );
+        }
+        if let Some(w) = c.wilson {
+            let _ = write!(
+                out,
+                r##"<line x1="{cx:.1}" y1="{:.1}" x2="{cx:.1}" y2="{:.1}" stroke="#333" stroke-width="3"/>"##,
+                y.y(w.lo),
+                y.y(w.hi)
+            );
+        }
+        if let Some(rate) = c.resolve_rate {
+            let _ = write!(
+                out,
+                r##"<circle class="point" cx="{cx:.1}" cy="{:.1}" r="5" fill="#36c"><title>{}: {}</title></circle>"##,
+                y.y(rate),
+                esc(&c.label),
+                pct(Some(rate))
+            );
+        }
+        let _ = write!(
+            out,
+            r#"<text x="{cx:.1}" y="{}" font-size="10" text-anchor="middle">{}</text>"#,
+            H - BOTTOM + 14.0,
+            esc(&c.label)
+        );
+    }
+    out.push_str("</svg>");
+}
+
+/// Box plots of a per-run distribution.
+fn boxes(
+    out: &mut String,
+    report: &Report,
+    class: &str,
+    title: &str,
+    y_label: &str,
+    get: fn(&ConditionSummary) -> Option<Quartiles>,
+) {
+    svg_open(out, &format!("plot {class}"), title);
+    let y = Axis::around(report.conditions.iter().filter_map(get).flat_map(|q| [q.min, q.max]), true);
+    axes(out, "condition", y_label, None, &y, false);
+    let n = report.conditions.len().max(1) as f64;
+    let step = (W - LEFT - RIGHT) / n;
+    for (i, c) in report.conditions.iter().enumerate() {
+        let cx = LEFT + step * (i as f64 + 0.5);
+        let _ = write!(
+            out,
+            r#"<text x="{cx:.1}" y="{}" font-size="10" text-anchor="middle">{}</text>"#,
+            H - BOTTOM + 14.0,
+            esc(&c.label)
+        );
+        let Some(q) = get(c) else { continue };
+        let half = (step * 0.25).min(30.0);
+        let _ = write!(
+            out,
+            r##"<g class="box"><title>{}: median {:.4}</title><line x1="{cx:.1}" y1="{:.1}" x2="{cx:.1}" y2="{:.1}" stroke="#333"/><rect x="{:.1}" y="{:.1}" width="{:.1}" height="{:.1}" fill="#cde" stroke="#333"/><line x1="{:.1}" y1="{:.1}" x2="{:.1}" y2="{:.1}" stroke="#c33" stroke-width="2"/></g>"##,
+            esc(&c.label),
+            q.median,
+            y.y(q.min),
+            y.y(q.max),
+            cx - half,
+            y.y(q.q3),
+            2.0 * half,
+            (y.y(q.q1) - y.y(q.q3)).max(1.0),
+            cx - half,
+            y.y(q.median),
+            cx + half,
+            y.y(q.median)
+        );
+    }
+    out.push_str("</svg>");
+}
+
+/// The transfer matrix: critics (rows) by agents (columns), coloured by the change in
+/// resolve rate (blue better, red worse).
+fn transfer(out: &mut String, report: &Report) {
+    let mut critics: Vec<&str> = report.transfer.iter().map(|t| t.critic.as_str()).collect();
+    critics.sort();
+    critics.dedup();
+    let mut agents: Vec<&str> = report.transfer.iter().map(|t| t.agent.as_str()).collect();
+    agents.sort();
+    agents.dedup();
+    let (cw, ch, left, top) = (120.0, 34.0, 160.0, 30.0);
+    let (w, h) = (left + cw * agents.len() as f64 + 10.0, top + ch * critics.len() as f64 + 10.0);
+    let _ = write!(
+        out,
+        r#"<svg class="plot transfer" xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" viewBox="0 0 {w} {h}" role="img"><title>Change in resolve rate against the same agent with no critic</title>"#
+    );
+    for (j, a) in agents.iter().enumerate() {
+        let _ = write!(
+            out,
+            r#"<text x="{:.1}" y="20" font-size="11" text-anchor="middle">{}</text>"#,
+            left + cw * (j as f64 + 0.5),
+            esc(a)
+        );
+    }
+    for (i, c) in critics.iter().enumerate() {
+        let ty = top + ch * i as f64;
+        let _ = write!(
+            out,
+            r#"<text x="{:.1}" y="{:.1}" font-size="11" text-anchor="end">{}</text>"#,
+            left - 6.0,
+            ty + ch / 2.0 + 4.0,
+            esc(c)
+        );
+        for (j, a) in agents.iter().enumerate() {
+            let cell = report.transfer.iter().find(|t| t.critic == *c && t.agent == *a);
+            let delta = cell.and_then(|t| t.delta);
+            // Full colour at +-20 points.
+            let fill = match delta {
+                None => "#eeeeee".to_string(),
+                Some(d) => {
+                    let k = (d.abs() / 0.2).min(1.0);
+                    let fade = (255.0 - 155.0 * k) as u8;
+                    if d >= 0.0 {
+                        format!("rgb({fade},{fade},255)")
+                    } else {
+                        format!("rgb(255,{fade},{fade})")
+                    }
+                }
+            };
+            let text = delta.map_or("-".into(), |d| format!("{:+.1} pt", d * 100.0));
+            let tip = cell
+                .and_then(|t| t.interval)
+                .map_or(String::new(), |iv| format!(" [{:+.1}, {:+.1}]", iv.lo * 100.0, iv.hi * 100.0));
+            let _ = write!(
+                out,
+                r##"<g class="cell"><title>{} x {}: {text}{tip}</title><rect x="{:.1}" y="{ty:.1}" width="{cw}" height="{ch}" fill="{fill}" stroke="#fff"/><text x="{:.1}" y="{:.1}" font-size="12" text-anchor="middle">{text}</text></g>"##,
+                esc(c),
+                esc(a),
+                left + cw * j as f64,
+                left + cw * (j as f64 + 0.5),
+                ty + ch / 2.0 + 4.0
+            );
+        }
+    }
+    out.push_str("</svg>");
+}
+
+/// The report as one HTML document.
+pub fn render(report: &Report) -> String {
+    let mut out = String::from(
+        "<!DOCTYPE html>\n<html xmlns=\"http://www.w3.org/1999/xhtml\" lang=\"en\"><head><meta charset=\"utf-8\"/>\
+         <title>steerbench report</title><style>\
+         body{font-family:system-ui,sans-serif;margin:2em;color:#222}table{border-collapse:collapse;margin:1em 0}\
+         td,th{border:1px solid #ccc;padding:4px 8px;text-align:right}th{background:#f4f4f4}td.l,th.l{text-align:left}\
+         svg{display:block;margin:1em 0;background:#fff}.note{color:#555;font-size:90%}\
+         </style></head><body>",
+    );
+    let denominator = match report.options.denominator {
+        super::Denominator::Attempted => "attempted runs".to_string(),
+        super::Denominator::Selected => match report.options.total {
+            Some(t) => format!("{t} selected instances per repeat"),
+            None => "selected runs".into(),
+        },
+    };
+    let _ = write!(
+        out,
+        "<h1>steerbench report</h1><p>Sweeps: {}. Resolve rate over {}; 95% intervals (Wilson over runs; bootstrap over instances).</p>",
+        esc(&report.sweeps.join(", ")),
+        esc(&denominator)
+    );
+    out.push_str("<h2>Conditions</h2><table><tr><th class=\"l\">condition</th><th>resolved</th><th>rate</th><th>Wilson</th><th>bootstrap</th><th>with base fallback</th><th>cost/run</th><th>critic $</th><th>$/resolved</th><th>steps</th><th>critic calls</th><th>interventions</th></tr>");
+    for c in &report.conditions {
+        let iv = |i: Option<Interval>| {
+            i.map_or("-".into(), |i| format!("{:.1}-{:.1}%", i.lo * 100.0, i.hi * 100.0))
+        };
+        let fb = c.with_fallback.as_ref().map_or("-".into(), |f| {
+            format!("{} ({}, {} from {})", pct(f.resolve_rate), f.resolved, f.fell_back, esc(&f.base))
+        });
+        let _ = write!(
+            out,
+            "<tr><td class=\"l\">{}</td><td>{}/{}</td><td>{}</td><td>{}</td><td>{}</td><td>{fb}</td><td>{}</td><td>${}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            esc(&c.label),
+            c.resolved,
+            c.denominator,
+            pct(c.resolve_rate),
+            iv(c.wilson),
+            iv(c.bootstrap),
+            c.cost_mean_usd.map_or("-".into(), |v| format!("${v:.4}")),
+            c.critic_cost_total_usd,
+            c.cost_per_resolved_usd.map_or("-".into(), |v| format!("${v:.4}")),
+            c.steps_mean.map_or("-".into(), |v| format!("{v:.1}")),
+            c.critic_calls,
+            c.interventions
+        );
+    }
+    out.push_str("</table><h2>Outcomes</h2><table><tr><th class=\"l\">condition</th><th class=\"l\">outcomes</th></tr>");
+    for c in &report.conditions {
+        let list: Vec<String> = c.outcomes.iter().map(|(k, v)| format!("{k} {v}")).collect();
+        let _ = write!(
+            out,
+            "<tr><td class=\"l\">{}</td><td class=\"l\">{}</td></tr>",
+            esc(&c.label),
+            esc(&list.join(", "))
+        );
+    }
+    out.push_str("</table><h2>Cost against accuracy</h2>");
+    cost_vs_accuracy(&mut out, report);
+    let _ =
+        write!(out, "<p class=\"note\">Frontier (cheapest first): {}</p>", esc(&report.frontier.join(" → ")));
+    out.push_str("<h2>Resolve rate</h2>");
+    resolve_rates(&mut out, report);
+    out.push_str("<h2>Cost per run</h2>");
+    boxes(&mut out, report, "cost-distribution", "Cost per finished run", "USD", |c| c.cost_quartiles);
+    out.push_str("<h2>Steps per run</h2>");
+    boxes(&mut out, report, "steps-distribution", "Steps per finished run", "steps", |c| c.steps_quartiles);
+    if !report.transfer.is_empty() {
+        out.push_str("<h2>Transfer</h2><p class=\"note\">Change in resolve rate each critic (row) brings to each agent (column), against the same agent with no critic on the same instances; hover for the 95% paired bootstrap interval.</p>");
+        transfer(&mut out, report);
+    }
+    out.push_str("</body></html>\n");
+    out
+}
