@@ -112,13 +112,8 @@ fn cost_vs_accuracy(out: &mut String, report: &Report) {
         report.conditions.iter().filter_map(|c| Some((c, c.cost_mean_usd?, c.resolve_rate?))).collect();
     svg_open(out, "plot cost-vs-accuracy", "Cost per run against resolve rate, with the Pareto frontier");
     let x = Axis::around(points.iter().map(|p| p.1), true);
-    let y = Axis::around(
-        points.iter().flat_map(|p| {
-            let w = p.0.wilson.unwrap_or(Interval { lo: p.2, hi: p.2 });
-            [w.lo, w.hi]
-        }),
-        true,
-    );
+    // Rates are shown on their whole range, so plots of different reports compare at a glance.
+    let y = Axis { lo: 0.0, hi: 1.0 };
     axes(out, "mean cost per run (USD)", "resolve rate", Some(&x), &y, true);
     let frontier: Vec<(f64, f64)> = report
         .frontier
