@@ -588,3 +588,18 @@ fn prefix_replay_names_a_fresh_condition_of_the_sweep() {
         assert!(e.contains(expected), "{e}");
     }
 }
+
+#[test]
+fn every_example_sweep_parses() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples");
+    let mut seen = 0;
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "toml") {
+            let text = std::fs::read_to_string(&path).unwrap();
+            parse(&text, &path.display().to_string()).unwrap_or_else(|e| panic!("{e}"));
+            seen += 1;
+        }
+    }
+    assert!(seen >= 5, "{seen} example sweeps");
+}
