@@ -7,7 +7,11 @@ use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
+use protocol::{CriticCallRecord, LlmCallRecord, StepRecord};
+use rust_decimal::prelude::ToPrimitive;
+use std::sync::atomic::AtomicU64;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct StateLabel {
@@ -24,6 +28,46 @@ pub struct StatusLabel {
     pub status: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ModelLabel {
+    pub model: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ModelStatusLabel {
+    pub model: String,
+    pub status: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TokenLabel {
+    pub model: String,
+    /// `input`, `output`, `cached`.
+    pub kind: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CriticLabel {
+    pub kind: String,
+    pub decision: String,
+    pub status: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct KindLabel {
+    pub kind: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SweepLabel {
+    pub sweep: String,
+}
+
+fn latency_histogram() -> Histogram {
+    // 10 ms to about 10 minutes.
+    Histogram::new(exponential_buckets(0.01, 2.5, 13))
+}
+
 pub struct Metrics {
     registry: Registry,
     pub claim_requests: Counter,
@@ -36,6 +80,18 @@ pub struct Metrics {
     pub http_responses: Family<StatusLabel, Counter>,
     pub runs_by_state: Family<StateLabel, Gauge>,
     pub workers_alive: Gauge,
+    pub steps: Counter,
+    pub command_seconds: Histogram,
+    pub llm_calls: Family<ModelStatusLabel, Counter>,
+    pub llm_retries: Family<ModelLabel, Counter>,
+    pub llm_tokens: Family<TokenLabel, Counter>,
+    pub llm_cost_usd: Family<ModelLabel, Counter<f64, AtomicU64>>,
+    pub llm_seconds: Family<ModelLabel, Histogram, fn() -> Histogram>,
+    pub critic_calls: Family<CriticLabel, Counter>,
+    pub critic_cost_usd: Family<KindLabel, Counter<f64, AtomicU64>>,
+    pub critic_seconds: Family<KindLabel, Histogram, fn() -> Histogram>,
+    pub critic_batch_size: Histogram,
+    pub sweep_spent_usd: Family<SweepLabel, Gauge<f64, AtomicU64>>,
 }
 
 impl Metrics {
@@ -52,6 +108,18 @@ impl Metrics {
             http_responses: Family::default(),
             runs_by_state: Family::default(),
             workers_alive: Gauge::default(),
+            steps: Counter::default(),
+            command_seconds: latency_histogram(),
+            llm_calls: Family::default(),
+            llm_retries: Family::default(),
+            llm_tokens: Family::default(),
+            llm_cost_usd: Family::default(),
+            llm_seconds: Family::new_with_constructor(latency_histogram),
+            critic_calls: Family::default(),
+            critic_cost_usd: Family::default(),
+            critic_seconds: Family::new_with_constructor(latency_histogram),
+            critic_batch_size: Histogram::new([1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0].into_iter()),
+            sweep_spent_usd: Family::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -100,7 +168,84 @@ impl Metrics {
             "Workers that heartbeated within two lease lengths",
             m.workers_alive.clone(),
         );
+        registry.register("steps", "Agent steps uploaded through this replica", m.steps.clone());
+        registry.register(
+            "command_seconds",
+            "Time of the agents' commands in their sandboxes",
+            m.command_seconds.clone(),
+        );
+        registry.register("llm_calls", "Model calls, by model and status", m.llm_calls.clone());
+        registry.register(
+            "llm_retries",
+            "Failed attempts of model calls that were retried",
+            m.llm_retries.clone(),
+        );
+        registry.register("llm_tokens", "Tokens of model calls, by model and kind", m.llm_tokens.clone());
+        registry.register("llm_cost_usd", "Dollars of model calls, by model", m.llm_cost_usd.clone());
+        registry.register("llm_seconds", "Latency of model calls (retries included)", m.llm_seconds.clone());
+        registry.register(
+            "critic_calls",
+            "Critic calls, by kind, decision and status",
+            m.critic_calls.clone(),
+        );
+        registry.register("critic_cost_usd", "Dollars of critic calls, by kind", m.critic_cost_usd.clone());
+        registry.register("critic_seconds", "Latency of critic calls, by kind", m.critic_seconds.clone());
+        registry.register(
+            "critic_batch_size",
+            "How many requests a local critic model ran together",
+            m.critic_batch_size.clone(),
+        );
+        registry.register(
+            "sweep_spent_usd",
+            "Dollars spent by each running sweep (read at scrape time)",
+            m.sweep_spent_usd.clone(),
+        );
         Metrics { registry, ..m }
+    }
+
+    /// Counts what a worker uploaded (steps, model calls, critic calls).
+    pub fn observe_upload(&self, steps: &[StepRecord], calls: &[LlmCallRecord], critic: &[CriticCallRecord]) {
+        self.steps.inc_by(steps.len() as u64);
+        for s in steps.iter().filter(|s| s.action.is_some() && !s.replayed) {
+            self.command_seconds.observe(s.command_ms as f64 / 1000.0);
+        }
+        for c in calls {
+            let model = ModelLabel { model: c.model.clone() };
+            self.llm_calls
+                .get_or_create(&ModelStatusLabel { model: c.model.clone(), status: c.status.clone() })
+                .inc();
+            self.llm_retries.get_or_create(&model).inc_by(c.retries.max(0) as u64);
+            for (kind, n) in
+                [("input", c.input_tokens), ("output", c.output_tokens), ("cached", c.cached_tokens)]
+            {
+                let label = TokenLabel { model: c.model.clone(), kind: kind.into() };
+                self.llm_tokens.get_or_create(&label).inc_by(n.max(0) as u64);
+            }
+            self.llm_cost_usd.get_or_create(&model).inc_by(c.cost_usd.to_f64().unwrap_or(0.0));
+            self.llm_seconds.get_or_create(&model).observe(c.latency_ms as f64 / 1000.0);
+        }
+        for c in critic {
+            let label =
+                CriticLabel { kind: c.kind.clone(), decision: c.decision.clone(), status: c.status.clone() };
+            self.critic_calls.get_or_create(&label).inc();
+            let kind = KindLabel { kind: c.kind.clone() };
+            self.critic_cost_usd.get_or_create(&kind).inc_by(c.cost_usd.to_f64().unwrap_or(0.0));
+            self.critic_seconds.get_or_create(&kind).observe(c.latency_ms as f64 / 1000.0);
+            if let Some(b) = c.batch_size {
+                self.critic_batch_size.observe(b as f64);
+            }
+        }
+    }
+
+    /// The names of every metric family this exports (with the `steer_` prefix), for checking
+    /// dashboards against.
+    pub fn family_names(&self) -> Vec<String> {
+        self.render()
+            .lines()
+            .filter_map(|l| l.strip_prefix("# TYPE "))
+            .filter_map(|l| l.split_whitespace().next())
+            .map(str::to_string)
+            .collect()
     }
 
     pub fn render(&self) -> String {

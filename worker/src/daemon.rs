@@ -204,11 +204,20 @@ async fn execute_one(
     slot_freed: Arc<Notify>,
 ) {
     let ctx = RunContext::new(client.clone(), &run, cancel.clone());
+    let metrics = &crate::metrics::METRICS;
+    metrics.runs_active.inc();
     let result = executor.execute(&run, ctx).await;
+    metrics.runs_active.dec();
+    let kind = match &run.executor {
+        protocol::ExecutorSpec::Placeholder(_) => "placeholder",
+        protocol::ExecutorSpec::Evaluate(_) => "evaluate",
+        protocol::ExecutorSpec::Agent(_) => "agent",
+    };
     let reason = table.lock().expect("in-flight table lock").get(&run.run_id).and_then(|f| f.reason);
     let reported = match (reason, result) {
         (Some(StopReason::LeaseLost), _) => {
             tracing::warn!(run_id = run.run_id, "lease lost; dropping the run's result");
+            metrics.run_ended(kind, "lease_lost");
             Ok(())
         }
         // Finished before it noticed the stop: its result is still good.
@@ -222,16 +231,20 @@ async fn execute_one(
                 detail: done.detail,
             };
             tracing::info!(run_id = run.run_id, outcome = done.outcome.as_str(), "run finished");
+            metrics.run_ended(kind, "completed");
             client.complete(run.run_id, &req).await
         }
         (Some(StopReason::Cancelled), Err(_)) => {
+            metrics.run_ended(kind, "released");
             client.release(run.run_id, run.lease_token, "sweep cancelled").await
         }
         (Some(StopReason::Drain), Err(_)) | (None, Err(ExecError::Stopped)) => {
+            metrics.run_ended(kind, "released");
             client.release(run.run_id, run.lease_token, "worker draining").await
         }
         (None, Err(ExecError::Infra(reason))) => {
             tracing::warn!(run_id = run.run_id, %reason, "run failed on infrastructure");
+            metrics.run_ended(kind, "failed");
             client.fail(run.run_id, run.lease_token, &reason).await
         }
     };

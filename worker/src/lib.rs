@@ -12,6 +12,7 @@ pub mod executor;
 pub mod grading;
 pub mod images;
 pub mod llm;
+pub mod metrics;
 pub mod placeholder;
 pub mod sandbox;
 

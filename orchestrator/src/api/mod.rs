@@ -14,7 +14,7 @@ use sqlx::PgPool;
 use tokio::sync::Notify;
 use utoipa::OpenApi;
 
-use crate::metrics::{Metrics, StateLabel, StatusLabel};
+use crate::metrics::{Metrics, StateLabel, StatusLabel, SweepLabel};
 use crate::queue::Queue;
 
 pub mod auth;
@@ -174,6 +174,23 @@ async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     .await
     {
         state.metrics.workers_alive.set(n);
+    }
+    if let Ok(rows) = sqlx::query_as::<_, (String, rust_decimal::Decimal)>(
+        "SELECT name, spent_usd FROM sweeps WHERE state IN ('running', 'paused')",
+    )
+    .fetch_all(&state.pool)
+    .await
+    {
+        // Only sweeps in progress: finished ones would pile up as label sets forever.
+        state.metrics.sweep_spent_usd.clear();
+        for (sweep, spent) in rows {
+            use rust_decimal::prelude::ToPrimitive;
+            state
+                .metrics
+                .sweep_spent_usd
+                .get_or_create(&SweepLabel { sweep })
+                .set(spent.to_f64().unwrap_or(0.0));
+        }
     }
     ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], state.metrics.render())
 }

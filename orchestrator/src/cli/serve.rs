@@ -57,8 +57,34 @@ pub struct WorkerArgs {
     /// A `worker` token (create one with `steer token create --role worker`).
     #[arg(long, env = "STEER_TOKEN", hide_env_values = true)]
     pub token: String,
+    /// Serve this worker's Prometheus metrics at http://ADDR/metrics.
+    #[arg(long, env = "STEER_METRICS_BIND")]
+    pub metrics_bind: Option<std::net::SocketAddr>,
     #[command(flatten)]
     pub worker: WorkerFlags,
+}
+
+/// Serves the worker's `/metrics` until the process ends.
+async fn serve_worker_metrics(bind: std::net::SocketAddr) -> anyhow::Result<()> {
+    let listener = anyhow::Context::with_context(tokio::net::TcpListener::bind(bind).await, || {
+        format!("binding the metrics endpoint to {bind}")
+    })?;
+    let app = axum::Router::new().route(
+        "/metrics",
+        axum::routing::get(|| async {
+            (
+                [(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+                worker::metrics::METRICS.render(),
+            )
+        }),
+    );
+    tracing::info!(%bind, "worker metrics at /metrics");
+    tokio::spawn(async move {
+        if let Err(e) = axum::serve(listener, app).await {
+            tracing::error!(error = %e, "the worker's metrics endpoint stopped");
+        }
+    });
+    Ok(())
 }
 
 /// Worker settings shared by `worker` and `up`.
@@ -177,6 +203,9 @@ pub async fn worker(args: WorkerArgs) -> anyhow::Result<ExitCode> {
         anyhow::bail!("STEER_TOKEN (or --token) is empty: create a worker token with `steer token create --role worker --name NAME`");
     }
     let drain = shutdown_on_signals();
+    if let Some(bind) = args.metrics_bind {
+        serve_worker_metrics(bind).await?;
+    }
     let executors = args.worker.executors().await;
     let config = args.worker.config(&args.coordinator, &args.token, &executors.kinds());
     worker::run(config, Arc::new(executors), drain).await?;

@@ -123,6 +123,7 @@ impl Docker {
     /// logs. [`Error::ImageUnavailable`] when it cannot be had.
     pub async fn ensure_image(&self, image: &str, auth: Option<RegistryAuth>) -> Result<(), Error> {
         if self.image_present(image).await? {
+            crate::metrics::METRICS.image("hit");
             return Ok(());
         }
         let credentials = auth.map(|a| DockerCredentials {
@@ -149,6 +150,7 @@ impl Docker {
             })
             .await;
         self.set_pull(image, None);
+        crate::metrics::METRICS.image(if pulled.is_ok() { "pulled" } else { "failed" });
         pulled.map_err(|e| Error::ImageUnavailable { image: image.to_string(), reason: e.reason })?;
         if !self.image_present(image).await? {
             return Err(Error::ImageUnavailable {
@@ -208,6 +210,7 @@ impl Docker {
             Some(s) => pulls.insert(image.to_string(), s),
             None => pulls.remove(image),
         };
+        crate::metrics::METRICS.pulls_in_progress.set(pulls.len() as i64);
     }
 
     /// Pulls under way, one line each (`pulling <image>: <progress>`), for the worker's status.

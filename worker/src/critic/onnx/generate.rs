@@ -1,9 +1,11 @@
 //! Batched generation with a key/value cache.
 //!
-//! The prompts of a batch are left-padded to the longest (attention mask 0 on the padding,
-//! position ids counting real tokens only, as Hugging Face does), prefilled together, then
-//! decoded one token per step for all unfinished sequences at once, the cache shared as one
-//! [rows, kv_heads, length, head_dim] tensor per layer. A sequence that finishes leaves the
+//! Each prompt of a batch is prefilled on its own (prefill is compute-bound: batching it gains
+//! nothing on a CPU), in chunks through the cache when its logits would be large. The caches are
+//! then stacked left-padded to the longest prompt (attention mask 0 on the padding, position ids
+//! counting real tokens only, as Hugging Face does), and all unfinished sequences decode one
+//! token per step together, the cache shared as one [rows, kv_heads, length, head_dim] tensor
+//! per layer. A sequence that finishes leaves the
 //! batch: its row is dropped from the cache. Each sequence samples with its own seeded
 //! generator, so its tokens do not depend on what it was batched with.
 
@@ -17,8 +19,8 @@ use super::scorer::inference_error;
 use super::session::CacheIo;
 use super::{FinishReason, GenParams, OnnxError};
 
-/// The prefill's logits ([rows, prompt length, vocabulary] floats: every position, as `optimum`
-/// exports compute them) are kept under this size by prefilling the rows in groups.
+/// The prefill's logits ([1, prompt length, vocabulary] floats: every position, as `optimum`
+/// exports compute them) are kept under this size by prefilling a long prompt in chunks.
 const PREFILL_LOGITS_BYTES: usize = 512 << 20;
 
 /// The vocabulary assumed for that bound when the model does not state its own.
@@ -133,8 +135,10 @@ impl Engine {
             .collect())
     }
 
-    /// Runs the left-padded prompts, in groups that keep the logits within bounds. Returns each
-    /// row's last logits and the cache (one value per past input, rows in order).
+    /// Runs each prompt on its own (in chunks that keep the logits within bounds), then stacks
+    /// the caches left-padded into one batch. Prefill is compute-bound, so batching it gains
+    /// nothing on a CPU; each row's prefill is exactly its unbatched computation.
+    /// Returns each row's last logits and the cache (one value per past input, rows in order).
     fn prefill(
         &mut self,
         requests: &[(Vec<i64>, GenParams)],
@@ -142,40 +146,35 @@ impl Engine {
         cache: &CacheIo,
     ) -> Result<(Vec<Vec<f32>>, Vec<DynValue>), OnnxError> {
         let vocab = self.io.vocab.unwrap_or(VOCAB_GUESS);
-        let group = (PREFILL_LOGITS_BYTES / (longest * vocab * 4).max(1)).max(1);
-        let mut logits = Vec::new();
-        let mut parts: Vec<Vec<DynValue>> = Vec::new();
-        for chunk in requests.chunks(group) {
-            let rows = chunk.len();
-            let mut ids = Vec::with_capacity(rows * longest);
-            let mut mask = Vec::with_capacity(rows * longest);
-            let mut positions = Vec::with_capacity(rows * longest);
-            for (prompt, _) in chunk {
-                let pad = longest - prompt.len();
-                ids.extend(std::iter::repeat_n(self.pad_id, pad).chain(prompt.iter().copied()));
-                mask.extend(std::iter::repeat_n(0, pad).chain(std::iter::repeat_n(1, prompt.len())));
-                // Hugging Face's rule: cumsum(mask) - 1, and 1 on the padding.
-                positions.extend(std::iter::repeat_n(1, pad).chain(0..prompt.len() as i64));
-            }
-            let empty = (0..cache.layers.len() * 2)
+        let chunk = (PREFILL_LOGITS_BYTES / (vocab * 4)).max(16);
+        let mut logits = Vec::with_capacity(requests.len());
+        let mut caches = Vec::with_capacity(requests.len());
+        for (prompt, _) in requests {
+            let mut past = (0..cache.layers.len() * 2)
                 .map(|_| {
-                    Tensor::from_array(([rows, cache.kv_heads, 0, cache.head_dim], Vec::<f32>::new()))
+                    Tensor::from_array(([1, cache.kv_heads, 0, cache.head_dim], Vec::<f32>::new()))
                         .map(|t| t.into_dyn())
                         .map_err(inference_error)
                 })
                 .collect::<Result<Vec<_>, _>>()?;
-            let (l, p) = self.step(rows, ids, mask, longest, positions, empty, cache)?;
-            logits.extend(l);
-            parts.push(p);
+            let mut last = Vec::new();
+            let mut done = 0;
+            for part in prompt.chunks(chunk) {
+                let end = done + part.len();
+                let (l, p) =
+                    self.step(1, part.to_vec(), vec![1; end], end, (done as i64..end as i64).collect(), past, cache)?;
+                (last, past, done) = (l, p, end);
+            }
+            logits.extend(last);
+            caches.push(past);
         }
-        let past = if parts.len() == 1 {
-            parts.pop().expect("one group")
-        } else {
-            (0..cache.layers.len() * 2)
-                .map(|k| concat_rows(parts.iter().map(|p| &p[k]).collect()))
-                .collect::<Result<_, _>>()?
-        };
-        Ok((logits, past))
+        if caches.len() == 1 {
+            return Ok((logits, caches.pop().expect("one row")));
+        }
+        let stacked = (0..cache.layers.len() * 2)
+            .map(|k| stack_left_padded(caches.iter().map(|c| &c[k]).collect(), longest))
+            .collect::<Result<_, _>>()?;
+        Ok((logits, stacked))
     }
 
     /// One run of the model over `ids` ([rows, ids.len() / rows]) after the cache `past`.
@@ -294,19 +293,24 @@ fn keep_rows(value: DynValue, keep: &[usize]) -> Result<DynValue, OnnxError> {
     Ok(Tensor::from_array((new_dims, out)).map_err(inference_error)?.into_dyn())
 }
 
-/// Cache tensors of groups of rows, stacked (a copy).
-fn concat_rows(values: Vec<&DynValue>) -> Result<DynValue, OnnxError> {
-    let mut out = Vec::new();
-    let mut dims: Vec<usize> = Vec::new();
-    for value in values {
+/// One-row caches [1, heads, length, dim] of different lengths as one [rows, heads, longest,
+/// dim] tensor, each row's positions at the end (zeros before them, which the attention mask
+/// hides), as if the prompts had been left-padded.
+fn stack_left_padded(values: Vec<&DynValue>, longest: usize) -> Result<DynValue, OnnxError> {
+    let rows = values.len();
+    let mut out: Vec<f32> = Vec::new();
+    let mut dims = [rows, 0, longest, 0];
+    for (r, value) in values.into_iter().enumerate() {
         let (shape, data) = value.try_extract_tensor::<f32>().map_err(inference_error)?;
-        let d: Vec<usize> = shape.iter().map(|&x| x as usize).collect();
-        if dims.is_empty() {
-            dims = d;
-        } else {
-            dims[0] += d[0];
+        let (heads, len, dim) = (shape[1] as usize, shape[2] as usize, shape[3] as usize);
+        if r == 0 {
+            dims = [rows, heads, longest, dim];
+            out = vec![0.0; rows * heads * longest * dim];
         }
-        out.extend_from_slice(data);
+        for h in 0..heads {
+            let to = ((r * heads + h) * longest + (longest - len)) * dim;
+            out[to..to + len * dim].copy_from_slice(&data[h * len * dim..(h + 1) * len * dim]);
+        }
     }
     Ok(Tensor::from_array((dims, out)).map_err(inference_error)?.into_dyn())
 }
