@@ -75,7 +75,8 @@ pub async fn critic(args: CriticBenchArgs) -> anyhow::Result<ExitCode> {
             eprintln!("{line}");
         }
     };
-    let options = |max_batch| OnnxOptions { intra_threads: args.threads, max_batch, ..OnnxOptions::default() };
+    let options =
+        |max_batch| OnnxOptions { intra_threads: args.threads, max_batch, ..OnnxOptions::default() };
     let batched = OnnxModel::load(&args.model, &options(16)).map_err(|e| anyhow::anyhow!("{e}"))?;
     let unbatched = OnnxModel::load(&args.model, &options(1)).map_err(|e| anyhow::anyhow!("{e}"))?;
     let form = batched.form();
@@ -83,11 +84,20 @@ pub async fn critic(args: CriticBenchArgs) -> anyhow::Result<ExitCode> {
     let generative = form == ModelForm::Generative;
     // The longest prompt a call can have: a generative model keeps room for its answer.
     let limit = if generative {
-        batched.context_length().checked_sub(args.new_tokens).filter(|&l| l > 0).context("--new-tokens exceeds the context")?
+        batched
+            .context_length()
+            .checked_sub(args.new_tokens)
+            .filter(|&l| l > 0)
+            .context("--new-tokens exceeds the context")?
     } else {
         batched.context_length()
     };
-    say(format!("critic benchmark: {} ({form:?}, {}), context {}", args.model.display(), batched.device(), batched.context_length()));
+    say(format!(
+        "critic benchmark: {} ({form:?}, {}), context {}",
+        args.model.display(),
+        batched.device(),
+        batched.context_length()
+    ));
 
     // Texts of each length, from a made-up agent conversation in the model's chat template.
     let mut lengths: Vec<usize> = args.lengths.clone();
@@ -107,7 +117,10 @@ pub async fn critic(args: CriticBenchArgs) -> anyhow::Result<ExitCode> {
     let mut tokenize = serde_json::Map::new();
     for &n in &args.lengths {
         let Some(text) = texts.get(&n) else {
-            latency.insert(n.to_string(), json!({"skipped": format!("longer than the model's {limit} input tokens")}));
+            latency.insert(
+                n.to_string(),
+                json!({"skipped": format!("longer than the model's {limit} input tokens")}),
+            );
             continue;
         };
         let mut totals = Vec::new();
@@ -192,7 +205,11 @@ pub async fn critic(args: CriticBenchArgs) -> anyhow::Result<ExitCode> {
 }
 
 /// One call; returns (input tokens, output tokens, tokenizing time, compute time).
-async fn call(model: &OnnxModel, text: &str, params: &GenParams) -> anyhow::Result<(usize, usize, Duration, Duration)> {
+async fn call(
+    model: &OnnxModel,
+    text: &str,
+    params: &GenParams,
+) -> anyhow::Result<(usize, usize, Duration, Duration)> {
     match model.form() {
         ModelForm::Scorer => {
             let out = model.score(text).await?;
@@ -292,7 +309,8 @@ fn conversation(turns: usize) -> Vec<Value> {
         json!({"role": "system", "content": "You are a helpful assistant that can interact with a computer shell to solve programming tasks."}),
         json!({"role": "user", "content": "<pr_description>\nExponentiation is left-associative: `2^3^2` evaluates to 64.\n</pr_description>"}),
     ];
-    let files = ["minicalc/parser.py", "minicalc/tokenizer.py", "minicalc/evaluator.py", "tests/test_eval.py"];
+    let files =
+        ["minicalc/parser.py", "minicalc/tokenizer.py", "minicalc/evaluator.py", "tests/test_eval.py"];
     for step in 0..turns {
         let file = files[step % files.len()];
         let (from, to) = (10 + (step * 37) % 200, 40 + (step * 37) % 200);
@@ -300,7 +318,9 @@ fn conversation(turns: usize) -> Vec<Value> {
             "THOUGHT: Step {step}: let me read lines {from} to {to} of `{file}` to see how the power rule is parsed.\n\n```bash\nsed -n {from},{to}p {file}\n```"
         )}));
         let body: String = (from..to)
-            .map(|line| format!("{line:4}    node = BinOp(\"^\", node, self.unary())  # step {step} line {line}\n"))
+            .map(|line| {
+                format!("{line:4}    node = BinOp(\"^\", node, self.unary())  # step {step} line {line}\n")
+            })
             .take(12)
             .collect();
         messages.push(json!({"role": "user", "content": format!("<returncode>0</returncode>\n<output>\n{body}</output>")}));
@@ -315,7 +335,9 @@ async fn python_reference(args: &CriticBenchArgs, texts: &BTreeMap<usize, &Strin
         None => [PathBuf::from("models/bench_reference.py"), args.model.join("../bench_reference.py")]
             .into_iter()
             .find(|p| p.is_file())
-            .ok_or("models/bench_reference.py not found (run from the repository, or pass --python-script)")?,
+            .ok_or(
+                "models/bench_reference.py not found (run from the repository, or pass --python-script)",
+            )?,
     };
     let python = args.python.clone().unwrap_or_else(|| venv_python(args.cache_dir.as_deref()));
     let check = tokio::process::Command::new(&python)
@@ -366,7 +388,9 @@ fn venv_python(cache_dir: Option<&Path>) -> PathBuf {
         std::fs::read_dir(cache)
             .ok()?
             .flatten()
-            .filter(|e| e.file_name().to_string_lossy().starts_with("pyref-") && e.path().join(".complete").is_file())
+            .filter(|e| {
+                e.file_name().to_string_lossy().starts_with("pyref-") && e.path().join(".complete").is_file()
+            })
             .filter_map(|e| Some((e.metadata().ok()?.modified().ok()?, e.path().join("bin").join("python"))))
             .max()
             .map(|(_, python)| python)

@@ -167,6 +167,7 @@ const ROUTES: &[Route] = &[
     route("GET", "/api/v1/runs/{run_id}/trajectory", Guard::Users),
     route("GET", "/api/v1/runs/{run_id}/record", Guard::Users),
     route("GET", "/api/v1/report", Guard::Users),
+    route("GET", "/api/v1/sweeps/{sweep}/events", Guard::Users),
     route("GET", "/api/v1/compare", Guard::Users),
     route("POST", "/api/v1/tokens", Guard::AdminsOnly),
     route("GET", "/api/v1/tokens", Guard::AdminsOnly),

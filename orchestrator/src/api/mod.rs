@@ -20,6 +20,7 @@ use crate::queue::Queue;
 pub mod auth;
 pub mod error;
 pub mod reports;
+pub mod ui;
 pub mod users;
 pub mod workers;
 
@@ -105,6 +106,7 @@ pub fn router(state: AppState) -> Router {
         .route("/runs/{run_id}", get(users::get_run))
         .route("/runs/{run_id}/trajectory", get(users::get_trajectory))
         .route("/runs/{run_id}/record", get(users::get_record))
+        .route("/sweeps/{sweep}/events", get(ui::sweep_events))
         .route("/report", get(reports::report))
         .route("/compare", get(reports::compare))
         .route_layer(guard(USERS));
@@ -125,6 +127,10 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
+        .route("/", get(ui::root))
+        .route("/ui/", get(ui::index))
+        .route("/ui/app.js", get(ui::app_js))
+        .route("/ui/style.css", get(ui::style))
         .nest(protocol::API_PREFIX, api)
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .layer(axum::middleware::from_fn_with_state(state.clone(), count_responses))

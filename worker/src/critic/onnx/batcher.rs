@@ -225,7 +225,8 @@ mod tests {
         tx.send(j).unwrap();
         let arriving = AtomicUsize::new(0);
         let started = Instant::now();
-        let batch = next_batch(&rx, Policy { max_batch: 16, window: Duration::from_secs(10) }, &arriving).unwrap();
+        let batch =
+            next_batch(&rx, Policy { max_batch: 16, window: Duration::from_secs(10) }, &arriving).unwrap();
         assert_eq!(batch.len(), 1);
         assert!(started.elapsed() < Duration::from_secs(1));
     }
@@ -263,7 +264,8 @@ mod tests {
                 tx
             })
         };
-        let batch = next_batch(&rx, Policy { max_batch: 16, window: Duration::from_secs(30) }, &arriving).unwrap();
+        let batch =
+            next_batch(&rx, Policy { max_batch: 16, window: Duration::from_secs(30) }, &arriving).unwrap();
         assert_eq!(batch.len(), 2);
         drop(sender.join().unwrap());
 
@@ -273,7 +275,8 @@ mod tests {
         tx.send(j).unwrap();
         let stuck = AtomicUsize::new(1);
         let started = Instant::now();
-        let batch = next_batch(&rx, Policy { max_batch: 16, window: Duration::from_millis(20) }, &stuck).unwrap();
+        let batch =
+            next_batch(&rx, Policy { max_batch: 16, window: Duration::from_millis(20) }, &stuck).unwrap();
         assert_eq!(batch.len(), 1);
         assert!(started.elapsed() >= Duration::from_millis(20));
     }

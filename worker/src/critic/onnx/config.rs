@@ -218,7 +218,9 @@ pub(super) fn read(dir: &Path) -> Result<ModelConfig, OnnxError> {
     let text = match std::fs::read_to_string(&path) {
         Ok(text) => text,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            return Err(err("missing: every model directory needs a critic.toml (see models/README.md)".into()))
+            return Err(err(
+                "missing: every model directory needs a critic.toml (see models/README.md)".into()
+            ))
         }
         Err(e) => return Err(err(format!("cannot read: {e}"))),
     };
@@ -256,7 +258,9 @@ fn check(dir: &Path, raw: Raw) -> Result<ModelConfig, OnnxError> {
     let price = price(raw.price).map_err(err)?;
     let (scorer_head, labels) = match (form, raw.scorer) {
         (ModelForm::Scorer, None) => {
-            return Err(err("a scorer needs a [scorer] table saying what its output is (output = ...)".into()))
+            return Err(
+                err("a scorer needs a [scorer] table saying what its output is (output = ...)".into()),
+            )
         }
         (ModelForm::Generative, Some(_)) => return Err(err("[scorer] is for form = \"scorer\" only".into())),
         (ModelForm::Generative, None) => (ScorerHead::Sigmoid, Vec::new()),
@@ -269,7 +273,7 @@ fn check(dir: &Path, raw: Raw) -> Result<ModelConfig, OnnxError> {
             let head = match scorer.output {
                 RawScorerOutput::Sigmoid | RawScorerOutput::Probability if !labels.is_empty() => {
                     return Err(err(
-                        "scorer.labels go with output = \"softmax\" (a distribution over the labels)".into()
+                        "scorer.labels go with output = \"softmax\" (a distribution over the labels)".into(),
                     ))
                 }
                 RawScorerOutput::Sigmoid => ScorerHead::Sigmoid,
@@ -294,7 +298,8 @@ fn check(dir: &Path, raw: Raw) -> Result<ModelConfig, OnnxError> {
         return Err(err("[cache] is for form = \"generative\" only".into()));
     }
     let cache = raw.cache.unwrap_or(RawCache { layers: None, kv_heads: None, head_dim: None });
-    for (key, value) in [("layers", cache.layers), ("kv_heads", cache.kv_heads), ("head_dim", cache.head_dim)] {
+    for (key, value) in [("layers", cache.layers), ("kv_heads", cache.kv_heads), ("head_dim", cache.head_dim)]
+    {
         if value == Some(0) {
             return Err(err(format!("cache.{key} must be at least 1")));
         }
@@ -371,7 +376,8 @@ fn default_template(dir: &Path) -> Result<(String, String), OnnxError> {
 }
 
 fn price(raw: RawPrice) -> Result<Pricing, String> {
-    let d = |a: &Option<Amount>, key: &str| a.as_ref().map(|a| a.decimal(&format!("price.{key}"))).transpose();
+    let d =
+        |a: &Option<Amount>, key: &str| a.as_ref().map(|a| a.decimal(&format!("price.{key}"))).transpose();
     let input = d(&raw.input_per_mtok, "input_per_mtok")?;
     let output = d(&raw.output_per_mtok, "output_per_mtok")?;
     let gpu = d(&raw.per_gpu_hour, "per_gpu_hour")?;
@@ -421,11 +427,15 @@ per_cpu_hour = "0.04"
 
     #[test]
     fn prices_are_exact_decimals_from_strings_or_numbers() {
-        let per_token = SCORER.replace("per_cpu_hour = \"0.04\"", "input_per_mtok = 0.05\noutput_per_mtok = \"0.20\"");
+        let per_token =
+            SCORER.replace("per_cpu_hour = \"0.04\"", "input_per_mtok = 0.05\noutput_per_mtok = \"0.20\"");
         let c = parse(&per_token).unwrap();
         assert_eq!(
             c.price,
-            Pricing::PerMtok { input: Decimal::from_str("0.05").unwrap(), output: Decimal::from_str("0.20").unwrap() }
+            Pricing::PerMtok {
+                input: Decimal::from_str("0.05").unwrap(),
+                output: Decimal::from_str("0.20").unwrap()
+            }
         );
         let gpu = SCORER.replace("per_cpu_hour = \"0.04\"", "per_gpu_hour = 2");
         assert_eq!(parse(&gpu).unwrap().price, Pricing::PerGpuHour(Decimal::from(2)));
@@ -458,20 +468,23 @@ per_cpu_hour = "0.04"
         assert_eq!(c.labels.len(), 2);
         assert_eq!(c.labels[1].message, "Stop repeating.");
         assert!(c.labels[0].on_track && !c.labels[1].on_track);
-        let one = SCORER.replace("output = \"sigmoid\"", "output = \"softmax\"\nlabels = [{ name = \"ok\" }]");
+        let one =
+            SCORER.replace("output = \"sigmoid\"", "output = \"softmax\"\nlabels = [{ name = \"ok\" }]");
         assert!(parse(&one).unwrap_err().contains("at least two"));
         let twice = SCORER.replace(
             "output = \"sigmoid\"",
             "output = \"softmax\"\nlabels = [{ name = \"ok\" }, { name = \"ok\" }]",
         );
         assert!(parse(&twice).unwrap_err().contains("appears twice"));
-        let sigmoid = SCORER.replace("output = \"sigmoid\"", "output = \"sigmoid\"\nlabels = [{ name = \"a\" }]");
+        let sigmoid =
+            SCORER.replace("output = \"sigmoid\"", "output = \"sigmoid\"\nlabels = [{ name = \"a\" }]");
         assert!(parse(&sigmoid).unwrap_err().contains("softmax"));
     }
 
     #[test]
     fn generative_needs_eos_and_layer_patterns() {
-        let generative = SCORER.replace("\"scorer\"", "\"generative\"").replace("[scorer]\noutput = \"sigmoid\"\n", "");
+        let generative =
+            SCORER.replace("\"scorer\"", "\"generative\"").replace("[scorer]\noutput = \"sigmoid\"\n", "");
         assert!(parse(&generative).unwrap_err().contains("eos_token_ids"));
         let ok = generative.replace("context_length = 512", "context_length = 512\neos_token_ids = [2]");
         let c = parse(&ok).unwrap();

@@ -46,7 +46,10 @@ struct Sequence {
 }
 
 impl Engine {
-    pub(super) fn generate(&mut self, requests: Vec<(Vec<i64>, GenParams)>) -> Result<Vec<Finished>, OnnxError> {
+    pub(super) fn generate(
+        &mut self,
+        requests: Vec<(Vec<i64>, GenParams)>,
+    ) -> Result<Vec<Finished>, OnnxError> {
         let cache = self.io.cache.clone().ok_or_else(|| OnnxError::Inference("no cache".into()))?;
         let longest = requests.iter().map(|(ids, _)| ids.len()).max().unwrap_or(0);
         let mut seqs: Vec<Sequence> = requests
@@ -97,7 +100,8 @@ impl Engine {
                     seq.finish = Some(FinishReason::Length);
                 }
             }
-            let keep: Vec<usize> = (0..active.len()).filter(|&row| seqs[active[row]].finish.is_none()).collect();
+            let keep: Vec<usize> =
+                (0..active.len()).filter(|&row| seqs[active[row]].finish.is_none()).collect();
             if keep.is_empty() {
                 break;
             }
@@ -108,7 +112,8 @@ impl Engine {
             }
             // One step for every row still going.
             let rows = active.len();
-            let last: Vec<i64> = active.iter().map(|&s| i64::from(*seqs[s].generated.last().expect("a token"))).collect();
+            let last: Vec<i64> =
+                active.iter().map(|&s| i64::from(*seqs[s].generated.last().expect("a token"))).collect();
             let positions: Vec<i64> =
                 active.iter().map(|&s| (seqs[s].prompt_len + seqs[s].generated.len() - 1) as i64).collect();
             for mask in &mut masks {
@@ -161,8 +166,15 @@ impl Engine {
             let mut done = 0;
             for part in prompt.chunks(chunk) {
                 let end = done + part.len();
-                let (l, p) =
-                    self.step(1, part.to_vec(), vec![1; end], end, (done as i64..end as i64).collect(), past, cache)?;
+                let (l, p) = self.step(
+                    1,
+                    part.to_vec(),
+                    vec![1; end],
+                    end,
+                    (done as i64..end as i64).collect(),
+                    past,
+                    cache,
+                )?;
                 (last, past, done) = (l, p, end);
             }
             logits.extend(last);
@@ -191,39 +203,63 @@ impl Engine {
         cache: &CacheIo,
     ) -> Result<(Vec<Vec<f32>>, Vec<DynValue>), OnnxError> {
         let seq = ids.len() / rows;
-        let first_step = past.first().and_then(|p| p.dtype().tensor_shape().and_then(|s| s.get(2).copied())) == Some(0);
+        let first_step =
+            past.first().and_then(|p| p.dtype().tensor_shape().and_then(|s| s.get(2).copied())) == Some(0);
         let mut feed: Vec<(String, SessionInputValue<'_>)> = vec![
-            (self.io.input_ids.clone(), Tensor::from_array(([rows, seq], ids)).map_err(inference_error)?.into()),
-            (self.io.attention_mask.clone(), Tensor::from_array(([rows, total], mask)).map_err(inference_error)?.into()),
+            (
+                self.io.input_ids.clone(),
+                Tensor::from_array(([rows, seq], ids)).map_err(inference_error)?.into(),
+            ),
+            (
+                self.io.attention_mask.clone(),
+                Tensor::from_array(([rows, total], mask)).map_err(inference_error)?.into(),
+            ),
         ];
         if let Some(name) = &self.io.position_ids {
-            feed.push((name.clone(), Tensor::from_array(([rows, seq], positions)).map_err(inference_error)?.into()));
+            feed.push((
+                name.clone(),
+                Tensor::from_array(([rows, seq], positions)).map_err(inference_error)?.into(),
+            ));
         }
         if let Some(name) = &self.io.token_type_ids {
-            feed.push((name.clone(), Tensor::from_array(([rows, seq], vec![0i64; rows * seq])).map_err(inference_error)?.into()));
+            feed.push((
+                name.clone(),
+                Tensor::from_array(([rows, seq], vec![0i64; rows * seq])).map_err(inference_error)?.into(),
+            ));
         }
         if let Some(name) = &self.io.use_cache_branch {
-            feed.push((name.clone(), Tensor::from_array(([1usize], vec![!first_step])).map_err(inference_error)?.into()));
+            feed.push((
+                name.clone(),
+                Tensor::from_array(([1usize], vec![!first_step])).map_err(inference_error)?.into(),
+            ));
         }
         let mut past = past.into_iter();
         for names in &cache.layers {
             for name in &names[0..2] {
-                let value = past.next().ok_or_else(|| OnnxError::Inference(format!("no cache value for {name}")))?;
+                let value =
+                    past.next().ok_or_else(|| OnnxError::Inference(format!("no cache value for {name}")))?;
                 feed.push((name.clone(), value.into()));
             }
         }
         let mut outputs = self.session.run(feed).map_err(inference_error)?;
-        let value = outputs.get(&self.io.output).ok_or_else(|| OnnxError::Inference("no logits output".into()))?;
+        let value =
+            outputs.get(&self.io.output).ok_or_else(|| OnnxError::Inference("no logits output".into()))?;
         let (shape, data) = value.try_extract_tensor::<f32>().map_err(inference_error)?;
         if shape.len() != 3 || shape[0] as usize != rows || shape[1] as usize != seq {
-            return Err(OnnxError::Inference(format!("logits of shape {shape} for {rows} rows of {seq} tokens")));
+            return Err(OnnxError::Inference(format!(
+                "logits of shape {shape} for {rows} rows of {seq} tokens"
+            )));
         }
         let vocab = shape[2] as usize;
-        let logits = (0..rows).map(|r| data[((r * seq) + seq - 1) * vocab..(r * seq + seq) * vocab].to_vec()).collect();
+        let logits = (0..rows)
+            .map(|r| data[((r * seq) + seq - 1) * vocab..(r * seq + seq) * vocab].to_vec())
+            .collect();
         let mut present = Vec::with_capacity(cache.layers.len() * 2);
         for names in &cache.layers {
             for name in &names[2..4] {
-                present.push(outputs.remove(name).ok_or_else(|| OnnxError::Inference(format!("no output {name}")))?);
+                present.push(
+                    outputs.remove(name).ok_or_else(|| OnnxError::Inference(format!("no output {name}")))?,
+                );
             }
         }
         Ok((logits, present))

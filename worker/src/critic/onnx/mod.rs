@@ -24,9 +24,9 @@ mod generate;
 mod runtime;
 mod scorer;
 mod session;
-mod text;
 #[cfg(test)]
 mod tests;
+mod text;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -304,7 +304,10 @@ impl OnnxModel {
     /// with concurrent callers. The prompt is truncated from the left to the context length.
     pub async fn score(&self, prompt: &str) -> Result<ScoreOutput, OnnxError> {
         if self.config.form != ModelForm::Scorer {
-            return Err(OnnxError::Invalid(format!("{} holds a generative model: use generate", self.dir.display())));
+            return Err(OnnxError::Invalid(format!(
+                "{} holds a generative model: use generate",
+                self.dir.display()
+            )));
         }
         let arrival = Arrival::new(&self.arriving);
         let limit = self.config.context_length;
@@ -338,7 +341,10 @@ impl OnnxModel {
             )));
         }
         if !(params.temperature >= 0.0 && params.temperature.is_finite()) {
-            return Err(OnnxError::Invalid(format!("temperature {} is not a number >= 0", params.temperature)));
+            return Err(OnnxError::Invalid(format!(
+                "temperature {} is not a number >= 0",
+                params.temperature
+            )));
         }
         if !(params.top_p > 0.0 && params.top_p <= 1.0) {
             return Err(OnnxError::Invalid(format!("top_p {} is not in (0, 1]", params.top_p)));

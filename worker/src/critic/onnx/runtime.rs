@@ -28,7 +28,10 @@ pub fn runtime_library() -> Result<PathBuf, OnnxError> {
 }
 
 /// [`runtime_library`] with the environment and the executable's directory passed in.
-pub(super) fn find(env: &dyn Fn(&str) -> Option<OsString>, exe_dir: Option<&Path>) -> Result<PathBuf, OnnxError> {
+pub(super) fn find(
+    env: &dyn Fn(&str) -> Option<OsString>,
+    exe_dir: Option<&Path>,
+) -> Result<PathBuf, OnnxError> {
     if let Some(path) = env("ORT_DYLIB_PATH").filter(|p| !p.is_empty()) {
         let path = PathBuf::from(path);
         return if path.is_file() {
@@ -48,11 +51,12 @@ pub(super) fn find(env: &dyn Fn(&str) -> Option<OsString>, exe_dir: Option<&Path
         }
         looked.push(path);
     }
-    let cache = match (env("STEER_CACHE_DIR").filter(|p| !p.is_empty()), env("HOME").filter(|p| !p.is_empty())) {
-        (Some(dir), _) => Some(PathBuf::from(dir)),
-        (None, Some(home)) => Some(PathBuf::from(home).join(".cache").join("steerbench")),
-        (None, None) => None,
-    };
+    let cache =
+        match (env("STEER_CACHE_DIR").filter(|p| !p.is_empty()), env("HOME").filter(|p| !p.is_empty())) {
+            (Some(dir), _) => Some(PathBuf::from(dir)),
+            (None, Some(home)) => Some(PathBuf::from(home).join(".cache").join("steerbench")),
+            (None, None) => None,
+        };
     if let Some(cache) = cache {
         let path = cache.join(format!("onnxruntime-{ORT_VERSION}")).join("libonnxruntime.so");
         if path.is_file() {
@@ -94,7 +98,9 @@ pub(super) fn environment(library: &Path) -> Result<ort::environment::Environmen
         .map_err(|e| OnnxError::Runtime(format!("cannot load {}: {e}; {HOW_TO_GET_IT}", library.display())))?
         .with_name("steerbench")
         .build()
-        .map_err(|e| OnnxError::Runtime(format!("cannot start ONNX Runtime from {}: {e}", library.display())))?;
+        .map_err(|e| {
+            OnnxError::Runtime(format!("cannot start ONNX Runtime from {}: {e}", library.display()))
+        })?;
     tracing::info!(library = %canonical.display(), "loaded ONNX Runtime");
     *loaded = Some((canonical, env.clone()));
     Ok(env)

@@ -27,19 +27,30 @@ impl Engine {
         let shape = [batch, len];
         let mut feed: Vec<(String, SessionInputValue<'_>)> = vec![
             (self.io.input_ids.clone(), Tensor::from_array((shape, ids)).map_err(inference_error)?.into()),
-            (self.io.attention_mask.clone(), Tensor::from_array((shape, mask)).map_err(inference_error)?.into()),
+            (
+                self.io.attention_mask.clone(),
+                Tensor::from_array((shape, mask)).map_err(inference_error)?.into(),
+            ),
         ];
         if let Some(name) = &self.io.position_ids {
             let positions: Vec<i64> = (0..batch).flat_map(|_| 0..len as i64).collect();
-            feed.push((name.clone(), Tensor::from_array((shape, positions)).map_err(inference_error)?.into()));
+            feed.push((
+                name.clone(),
+                Tensor::from_array((shape, positions)).map_err(inference_error)?.into(),
+            ));
         }
         if let Some(name) = &self.io.token_type_ids {
-            feed.push((name.clone(), Tensor::from_array((shape, vec![0i64; batch * len])).map_err(inference_error)?.into()));
+            feed.push((
+                name.clone(),
+                Tensor::from_array((shape, vec![0i64; batch * len])).map_err(inference_error)?.into(),
+            ));
         }
         let outputs = self.session.run(feed).map_err(inference_error)?;
-        let value = outputs.get(&self.io.output).ok_or_else(|| OnnxError::Inference("no score output".into()))?;
+        let value =
+            outputs.get(&self.io.output).ok_or_else(|| OnnxError::Inference("no score output".into()))?;
         let (out_shape, data) = value.try_extract_tensor::<f32>().map_err(inference_error)?;
-        let width = if out_shape.len() == 1 { 1 } else { out_shape.get(1).copied().unwrap_or(0).max(0) as usize };
+        let width =
+            if out_shape.len() == 1 { 1 } else { out_shape.get(1).copied().unwrap_or(0).max(0) as usize };
         if data.len() != batch * width || width == 0 {
             return Err(OnnxError::Inference(format!(
                 "the score output has shape {out_shape} for a batch of {batch}"
@@ -47,7 +58,9 @@ impl Engine {
         }
         if let Some(expected) = self.io.output_width {
             if expected != width {
-                return Err(OnnxError::Inference(format!("the score output has {width} values per input, not {expected}")));
+                return Err(OnnxError::Inference(format!(
+                    "the score output has {width} values per input, not {expected}"
+                )));
             }
         }
         Ok(data.chunks(width).map(|row| verdict(&self.head, &self.on_track_labels, row)).collect())
@@ -55,19 +68,19 @@ impl Engine {
 }
 
 fn verdict(head: &ScorerHead, on_track_labels: &[bool], row: &[f32]) -> Verdict {
-        match head {
-            ScorerHead::Sigmoid => (Some(sigmoid(row[0])), Vec::new()),
-            ScorerHead::Probability => (Some(row[0]), Vec::new()),
-            ScorerHead::Softmax => {
-                let distribution = softmax(row);
-                let on_track = if on_track_labels.iter().any(|&t| t) {
-                    Some(distribution.iter().zip(on_track_labels).filter(|(_, &t)| t).map(|(p, _)| p).sum())
-                } else {
-                    None
-                };
-                (on_track, distribution)
-            }
+    match head {
+        ScorerHead::Sigmoid => (Some(sigmoid(row[0])), Vec::new()),
+        ScorerHead::Probability => (Some(row[0]), Vec::new()),
+        ScorerHead::Softmax => {
+            let distribution = softmax(row);
+            let on_track = if on_track_labels.iter().any(|&t| t) {
+                Some(distribution.iter().zip(on_track_labels).filter(|(_, &t)| t).map(|(p, _)| p).sum())
+            } else {
+                None
+            };
+            (on_track, distribution)
         }
+    }
 }
 
 fn sigmoid(x: f32) -> f32 {

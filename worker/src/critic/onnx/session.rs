@@ -101,7 +101,11 @@ fn cuda_session(env: &ort::environment::Environment, path: &Path, options: &Onnx
 }
 
 #[cfg(not(feature = "cuda"))]
-fn cuda_session(_env: &ort::environment::Environment, _path: &Path, _options: &OnnxOptions) -> Option<Session> {
+fn cuda_session(
+    _env: &ort::environment::Environment,
+    _path: &Path,
+    _options: &OnnxOptions,
+) -> Option<Session> {
     None
 }
 
@@ -117,7 +121,11 @@ pub(super) fn plan(dir: &Path, config: &ModelConfig, session: &Session) -> Resul
         err(format!(
             "the model has no input {:?} ({what}){}; its inputs are: {}",
             name.name,
-            if name.explicit { " although critic.toml names it" } else { "; name it in critic.toml [inputs]" },
+            if name.explicit {
+                " although critic.toml names it"
+            } else {
+                "; name it in critic.toml [inputs]"
+            },
             names(inputs)
         ))
     };
@@ -130,8 +138,8 @@ pub(super) fn plan(dir: &Path, config: &ModelConfig, session: &Session) -> Resul
     // Required and optional token inputs.
     let ids = input(&config.input_ids.name).ok_or_else(|| missing_input(&config.input_ids, "token ids"))?;
     int64(ids)?;
-    let mask =
-        input(&config.attention_mask.name).ok_or_else(|| missing_input(&config.attention_mask, "attention mask"))?;
+    let mask = input(&config.attention_mask.name)
+        .ok_or_else(|| missing_input(&config.attention_mask, "attention mask"))?;
     int64(mask)?;
     let optional = |name: &Name, what: &str| -> Result<Option<String>, OnnxError> {
         match input(&name.name) {
@@ -170,7 +178,11 @@ pub(super) fn plan(dir: &Path, config: &ModelConfig, session: &Session) -> Resul
                     return Err(err(format!(
                         "the model has no output {:?}{}; its outputs are: {}",
                         config.score.name,
-                        if config.score.explicit { " although critic.toml names it" } else { "; set outputs.score" },
+                        if config.score.explicit {
+                            " although critic.toml names it"
+                        } else {
+                            "; set outputs.score"
+                        },
                         names(outputs)
                     )))
                 }
@@ -229,7 +241,12 @@ pub(super) fn plan(dir: &Path, config: &ModelConfig, session: &Session) -> Resul
                 use_cache_branch,
                 output: logits.name().to_string(),
                 output_width: None,
-                vocab: logits.dtype().tensor_shape().and_then(|s| s.get(2).copied()).filter(|&v| v > 0).map(|v| v as usize),
+                vocab: logits
+                    .dtype()
+                    .tensor_shape()
+                    .and_then(|s| s.get(2).copied())
+                    .filter(|&v| v > 0)
+                    .map(|v| v as usize),
                 cache: Some(cache),
             }
         }
@@ -278,15 +295,19 @@ fn cache<'a>(config: &ModelConfig, inputs: &'a [Outlet], outputs: &'a [Outlet]) 
     }
     if let Some(n) = config.layers {
         if n != layers.len() {
-            return Err(format!("critic.toml says cache.layers = {n}, the model has {} cache layers", layers.len()));
+            return Err(format!(
+                "critic.toml says cache.layers = {n}, the model has {} cache layers",
+                layers.len()
+            ));
         }
     }
     let mut kv_heads = config.kv_heads;
     let mut head_dim = config.head_dim;
     for names in &layers {
         for (k, name) in names.iter().enumerate() {
-            let outlet = if k < 2 { find(inputs, name) } else { find(outputs, name) }
-                .ok_or_else(|| format!("the model has no {} {name:?}", if k < 2 { "input" } else { "output" }))?;
+            let outlet = if k < 2 { find(inputs, name) } else { find(outputs, name) }.ok_or_else(|| {
+                format!("the model has no {} {name:?}", if k < 2 { "input" } else { "output" })
+            })?;
             if outlet.dtype().tensor_type() != Some(TensorElementType::Float32) {
                 return Err(format!(
                     "{name:?} is {:?}: only float32 caches are supported (export with --dtype fp32)",
@@ -310,7 +331,8 @@ fn cache<'a>(config: &ModelConfig, inputs: &'a [Outlet], outputs: &'a [Outlet]) 
             }
         }
     }
-    let missing = |key: &str| format!("the model does not state its cache's {key}: set cache.{key} in critic.toml");
+    let missing =
+        |key: &str| format!("the model does not state its cache's {key}: set cache.{key} in critic.toml");
     Ok(CacheIo {
         layers,
         kv_heads: kv_heads.ok_or_else(|| missing("kv_heads"))?,

@@ -128,7 +128,11 @@ async fn scorer_matches_the_python_reference() {
         assert_eq!(ids.len() as u64, case["input_tokens"].as_u64().unwrap(), "{name}: token count");
         assert_eq!(ids[..8], expect_ids("first_ids")[..], "{name}: first ids");
         assert_eq!(ids[ids.len() - 8..], expect_ids("last_ids")[..], "{name}: last ids");
-        assert_eq!(model.count_tokens(text) as u64, case["text_tokens"].as_u64().unwrap(), "{name}: count_tokens");
+        assert_eq!(
+            model.count_tokens(text) as u64,
+            case["text_tokens"].as_u64().unwrap(),
+            "{name}: count_tokens"
+        );
         let out = model.score(text).await.unwrap();
         let expected = case["on_track"].as_f64().unwrap();
         let got = f64::from(out.on_track.unwrap());
@@ -149,7 +153,8 @@ fn the_chat_template_renders_as_in_python() {
         serde_json::from_str(&std::fs::read_to_string(dir.join("examples.json")).unwrap()).unwrap();
     let first = examples["examples"][0]["messages"].as_array().unwrap();
     let reference = reference(&dir);
-    let case = reference["cases"].as_array().unwrap().iter().find(|c| c["name"] == "heldout-productive").unwrap();
+    let case =
+        reference["cases"].as_array().unwrap().iter().find(|c| c["name"] == "heldout-productive").unwrap();
     assert_eq!(text.render(first).unwrap(), case["text"].as_str().unwrap());
 
     let dir = generative_dir();
@@ -170,9 +175,16 @@ fn encoding_only_the_end_of_a_long_text_gives_the_tokens_of_the_whole() {
     let dir = scorer_dir();
     let mut config = config::read(&dir).unwrap();
     let text = Text::load(&dir, &config).unwrap();
-    let long: String = reference_cases(&dir).iter().map(|c| c["text"].as_str().unwrap()).collect::<String>().repeat(3);
-    let all: Vec<i64> =
-        text.tokenizer.encode(long.as_str(), false).unwrap().get_ids().iter().map(|&i| i64::from(i)).collect();
+    let long: String =
+        reference_cases(&dir).iter().map(|c| c["text"].as_str().unwrap()).collect::<String>().repeat(3);
+    let all: Vec<i64> = text
+        .tokenizer
+        .encode(long.as_str(), false)
+        .unwrap()
+        .get_ids()
+        .iter()
+        .map(|&i| i64::from(i))
+        .collect();
     assert!(all.len() > 6 * 8192, "{} tokens", all.len());
     for limit in [512, 2048, 8192] {
         let window = text.encode_window(&long, limit).unwrap();
@@ -195,13 +207,16 @@ async fn generative_greedy_tokens_match_the_python_reference() {
     let model = load(&dir, &library, 1);
     assert_eq!(model.form(), ModelForm::Generative);
     let reference = reference(&dir);
-    let eos: Vec<u32> = reference["eos_token_ids"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap() as u32).collect();
+    let eos: Vec<u32> =
+        reference["eos_token_ids"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap() as u32).collect();
     let max_new_tokens = reference["max_new_tokens"].as_u64().unwrap() as usize;
     for case in reference_cases(&dir) {
         let prompt = model.render(case["messages"].as_array().unwrap()).unwrap();
         assert_eq!(prompt, case["prompt"].as_str().unwrap());
-        let out = model.generate(&prompt, &GenParams { max_new_tokens, ..GenParams::default() }).await.unwrap();
-        let python: Vec<u32> = case["greedy_tokens"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap() as u32).collect();
+        let out =
+            model.generate(&prompt, &GenParams { max_new_tokens, ..GenParams::default() }).await.unwrap();
+        let python: Vec<u32> =
+            case["greedy_tokens"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap() as u32).collect();
         // Python decoded past an end-of-sequence token; the worker stops at it.
         let expected: Vec<u32> = match python.iter().position(|t| eos.contains(t)) {
             Some(at) => python[..=at].to_vec(),
@@ -306,8 +321,10 @@ async fn micro_batched_generations_equal_unbatched_ones() {
 async fn generation_stops_at_a_stop_string_and_at_an_eos_token() {
     let Some(library) = runtime() else { return };
     let model = load(&generative_dir(), &library, 1);
-    let prompt = model.render(&[serde_json::json!({"role": "user", "content": "Is the agent on track?"})]).unwrap();
-    let free = model.generate(&prompt, &GenParams { max_new_tokens: 24, ..GenParams::default() }).await.unwrap();
+    let prompt =
+        model.render(&[serde_json::json!({"role": "user", "content": "Is the agent on track?"})]).unwrap();
+    let free =
+        model.generate(&prompt, &GenParams { max_new_tokens: 24, ..GenParams::default() }).await.unwrap();
     assert_eq!(free.output_tokens, 24);
     assert_eq!(free.finish, FinishReason::Length);
 
@@ -315,7 +332,11 @@ async fn generation_stops_at_a_stop_string_and_at_an_eos_token() {
     let chars: Vec<char> = free.text.chars().collect();
     assert!(chars.len() > 6, "{:?}", free.text);
     let stop: String = chars[chars.len() / 2..chars.len() / 2 + 2].iter().collect();
-    let params = GenParams { max_new_tokens: 24, stop: vec![stop.clone(), "never printed".into()], ..GenParams::default() };
+    let params = GenParams {
+        max_new_tokens: 24,
+        stop: vec![stop.clone(), "never printed".into()],
+        ..GenParams::default()
+    };
     let stopped = model.generate(&prompt, &params).await.unwrap();
     assert_eq!(stopped.finish, FinishReason::Stop);
     assert_eq!(stopped.text, free.text[..free.text.find(&stop).unwrap()]);
@@ -327,7 +348,8 @@ async fn generation_stops_at_a_stop_string_and_at_an_eos_token() {
     let eos = free.output_ids[3];
     copy.edit_config(|t| t.replace("eos_token_ids = [2, 0]", &format!("eos_token_ids = [{eos}]")));
     let model = load(&copy.dir, &library, 1);
-    let ended = model.generate(&prompt, &GenParams { max_new_tokens: 24, ..GenParams::default() }).await.unwrap();
+    let ended =
+        model.generate(&prompt, &GenParams { max_new_tokens: 24, ..GenParams::default() }).await.unwrap();
     let first = free.output_ids.iter().position(|&t| t == eos).unwrap();
     assert_eq!(ended.finish, FinishReason::Eos);
     assert_eq!(ended.output_ids, free.output_ids[..=first]);
@@ -396,7 +418,9 @@ fn a_missing_or_invalid_critic_toml_is_named() {
     assert!(e.contains("critic.toml") && e.contains("unknown field `context_window`"), "{e}");
     assert!(e.contains(&copy.dir.display().to_string()), "{e}");
 
-    copy.edit_config(|t| t.replace("context_window = 8192\n", "").replace("form = \"scorer\"", "form = \"judge\""));
+    copy.edit_config(|t| {
+        t.replace("context_window = 8192\n", "").replace("form = \"scorer\"", "form = \"judge\"")
+    });
     let e = load_error(&copy.dir, library);
     assert!(e.contains("critic.toml") && e.contains("unknown variant `judge`"), "{e}");
 
@@ -436,7 +460,10 @@ fn inputs_and_outputs_that_do_not_match_the_config_are_named() {
     let copy = TempModel::copy_of(&scorer_dir());
     copy.edit_config(|t| format!("{t}\n[inputs]\nposition_ids = \"position_ids\"\n"));
     let e = load_error(&copy.dir, &library);
-    assert!(e.contains("model.onnx") && e.contains("no input \"position_ids\"") && e.contains("names it"), "{e}");
+    assert!(
+        e.contains("model.onnx") && e.contains("no input \"position_ids\"") && e.contains("names it"),
+        "{e}"
+    );
 
     let copy = TempModel::copy_of(&scorer_dir());
     copy.edit_config(|t| format!("{t}\n[outputs]\nscore = \"score\"\n"));
@@ -466,7 +493,8 @@ fn inputs_and_outputs_that_do_not_match_the_config_are_named() {
     // A generative model's cache inputs are not a scorer's.
     let copy = TempModel::copy_of(&generative_dir());
     copy.edit_config(|t| {
-        t.replace("form = \"generative\"", "form = \"scorer\"").replace("[price]", "[scorer]\noutput = \"sigmoid\"\n\n[price]")
+        t.replace("form = \"generative\"", "form = \"scorer\"")
+            .replace("[price]", "[scorer]\noutput = \"sigmoid\"\n\n[price]")
     });
     let e = load_error(&copy.dir, &library);
     assert!(e.contains("past_key_values.0.key") && e.contains("does not account for"), "{e}");
@@ -488,7 +516,9 @@ fn the_runtime_library_is_found_by_variable_then_beside_the_executable_then_in_t
     };
 
     // Nothing anywhere: the error says how to get it.
-    let e = runtime::find(&env(vec![("STEER_CACHE_DIR", cache.clone())]), Some(&exe_dir)).unwrap_err().to_string();
+    let e = runtime::find(&env(vec![("STEER_CACHE_DIR", cache.clone())]), Some(&exe_dir))
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("scripts/ensure-ort") && e.contains(&in_cache.display().to_string()), "{e}");
 
     std::fs::write(in_cache.join("libonnxruntime.so"), b"").unwrap();
@@ -500,7 +530,10 @@ fn the_runtime_library_is_found_by_variable_then_beside_the_executable_then_in_t
     std::fs::create_dir_all(&in_home).unwrap();
     assert!(runtime::find(&env(vec![("HOME", home.clone())]), None).is_err());
     std::fs::write(in_home.join("libonnxruntime.so"), b"").unwrap();
-    assert_eq!(runtime::find(&env(vec![("HOME", home.clone())]), None).unwrap(), in_home.join("libonnxruntime.so"));
+    assert_eq!(
+        runtime::find(&env(vec![("HOME", home.clone())]), None).unwrap(),
+        in_home.join("libonnxruntime.so")
+    );
 
     std::fs::write(exe_dir.join("libonnxruntime.so"), b"").unwrap();
     let found = runtime::find(&env(vec![("STEER_CACHE_DIR", cache.clone())]), Some(&exe_dir)).unwrap();

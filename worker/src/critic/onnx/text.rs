@@ -38,7 +38,11 @@ impl Text {
         let file = config.tokenizer_file.as_str();
         let path = dir.join(file);
         if !path.is_file() {
-            return Err(OnnxError::model(dir, file, "missing: the model's tokenizer (a Hugging Face tokenizer.json)".into()));
+            return Err(OnnxError::model(
+                dir,
+                file,
+                "missing: the model's tokenizer (a Hugging Face tokenizer.json)".into(),
+            ));
         }
         let mut tokenizer = Tokenizer::from_file(&path)
             .map_err(|e| OnnxError::model(dir, file, format!("not a tokenizer this build can read: {e}")))?;
@@ -52,7 +56,10 @@ impl Text {
             return Err(OnnxError::model(
                 dir,
                 super::config::FILE,
-                format!("context_length {} leaves no room next to {specials} special tokens", config.context_length),
+                format!(
+                    "context_length {} leaves no room next to {specials} special tokens",
+                    config.context_length
+                ),
             ));
         }
         let token_text = |id: u32| tokenizer.id_to_token(id).unwrap_or_default();
@@ -62,8 +69,9 @@ impl Text {
             .clone()
             .or_else(|| config.eos_token_ids.first().map(|&id| token_text(id)))
             .unwrap_or_default();
-        let template = template_env(&config.chat_template)
-            .map_err(|e| OnnxError::model(dir, &config.chat_template_source, format!("chat template: {e:#}")))?;
+        let template = template_env(&config.chat_template).map_err(|e| {
+            OnnxError::model(dir, &config.chat_template_source, format!("chat template: {e:#}"))
+        })?;
         Ok(Text {
             tokenizer,
             template,
@@ -78,7 +86,8 @@ impl Text {
 
     /// The chat template applied to `messages`, as Hugging Face's `apply_chat_template` does.
     pub(super) fn render(&self, messages: &[serde_json::Value]) -> Result<String, OnnxError> {
-        let template = self.template.get_template(TEMPLATE).map_err(|e| OnnxError::Invalid(format!("{e:#}")))?;
+        let template =
+            self.template.get_template(TEMPLATE).map_err(|e| OnnxError::Invalid(format!("{e:#}")))?;
         template
             .render(minijinja::context! {
                 messages => Value::from_serialize(messages),
@@ -108,7 +117,9 @@ impl Text {
             )));
         }
         let encode = |s: &str| {
-            self.tokenizer.encode_fast(s, false).map_err(|e| OnnxError::Invalid(format!("cannot tokenize the input: {e}")))
+            self.tokenizer
+                .encode_fast(s, false)
+                .map_err(|e| OnnxError::Invalid(format!("cannot tokenize the input: {e}")))
         };
         let mut encoding = match self.encode_tail(text, budget)? {
             Some(tail) => tail,
@@ -243,7 +254,8 @@ mod tests {
 
     #[test]
     fn block_tags_eat_their_line_as_in_jinja2_with_trim_blocks() {
-        let source = "{% for m in messages %}\n  {% if m.role %}\n[{{ m.role }}]\n  {% endif %}\n{% endfor %}";
+        let source =
+            "{% for m in messages %}\n  {% if m.role %}\n[{{ m.role }}]\n  {% endif %}\n{% endfor %}";
         let messages = serde_json::json!([{"role": "a"}, {"role": "b"}]);
         assert_eq!(render(source, messages).unwrap(), "[a]\n[b]\n");
     }
