@@ -48,7 +48,7 @@ pub struct AppState {
         users::submit_eval, users::sweep_evaluations, users::sweep_images, users::list_workers,
         users::submit_sweep, users::list_sweeps, users::sweep_status, users::cancel_sweep, users::pause_sweep,
         users::resume_sweep, users::sweep_runs, users::get_run, users::get_trajectory, users::get_record,
-        users::create_token, users::list_tokens, users::revoke_token, reports::report, reports::compare,
+        users::create_token, users::list_tokens, users::revoke_token, reports::report, reports::compare, ui::sweep_events,
     ),
     modifiers(&BearerAuth),
     security(("bearer" = [])),

@@ -39,6 +39,9 @@ pub async fn style() -> impl IntoResponse {
 
 /// `GET /api/v1/sweeps/{sweep}/events`: the sweep's status (as `GET /sweeps/{sweep}`) every
 /// second while it runs or is paused, then once more and the stream ends.
+#[utoipa::path(get, path = "/api/v1/sweeps/{sweep}/events", params(("sweep" = String, Path, description = "id or name")),
+    responses((status = 200, description = "text/event-stream of `status` events, each a SweepStatus"),
+              (status = 404, body = protocol::ApiError)), tag = "sweeps")]
 pub async fn sweep_events(
     State(state): State<AppState>,
     Path(key): Path<String>,
