@@ -341,14 +341,14 @@ fn round(x: f64, digits: i32) -> f64 {
 }
 
 /// A database created for one benchmark on the server of `database_url`, dropped afterwards.
-struct ScratchDb {
+pub(crate) struct ScratchDb {
     admin: PgConnectOptions,
-    options: PgConnectOptions,
+    pub(crate) options: PgConnectOptions,
     name: String,
 }
 
 impl ScratchDb {
-    async fn create(database_url: &str) -> anyhow::Result<Self> {
+    pub(crate) async fn create(database_url: &str) -> anyhow::Result<Self> {
         let admin: PgConnectOptions =
             database_url.parse().context("DATABASE_URL is not a valid postgres:// URL")?;
         let name = format!("steer_bench_{}_{}", std::process::id(), rand::random::<u32>());
@@ -361,7 +361,7 @@ impl ScratchDb {
         Ok(ScratchDb { admin, options, name })
     }
 
-    async fn drop_db(self) -> anyhow::Result<()> {
+    pub(crate) async fn drop_db(self) -> anyhow::Result<()> {
         let mut conn = self.admin.connect().await?;
         sqlx::query(&format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name))
             .execute(&mut conn)
