@@ -68,6 +68,11 @@ pub async fn fleet(args: FleetBenchArgs) -> anyhow::Result<ExitCode> {
         eprintln!("{} runs through {} simulated workers", args.runs, args.workers);
     }
     println!("{out}");
+    // Exactly once is the point: a duplicate or a lost run fails the command.
+    if out["duplicates"] != 0 || out["lost"] != 0 {
+        eprintln!("error: runs were duplicated or lost");
+        return Ok(ExitCode::FAILURE);
+    }
     Ok(ExitCode::SUCCESS)
 }
 
