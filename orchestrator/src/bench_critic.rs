@@ -5,7 +5,8 @@
 //!   (16 by default) for a generative model. Lengths beyond the model's context are null.
 //! - Tokenizing time per call, from the same calls.
 //! - Throughput (calls per second) at 1, 4 and 16 concurrent callers at `--throughput-tokens`
-//!   (2048), with micro-batching (max_batch 16) and without (max_batch 1).
+//!   (2048), with micro-batching (max_batch 16) and without (max_batch 1), each measured for
+//!   `--seconds` (3) after a round of warm-up calls.
 //! - The same latencies through Python onnxruntime on the same model and texts
 //!   (`models/bench_reference.py`, run with the venv of `scripts/ensure-python-ref` when it
 //!   exists); null, with the reason, when Python or onnxruntime is unavailable.
@@ -16,7 +17,6 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{ExitCode, Stdio};
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -35,7 +35,7 @@ pub struct CriticBenchArgs {
     #[arg(long, value_delimiter = ',', default_value = "512,2048,8192")]
     pub lengths: Vec<usize>,
     /// Timed calls per length (after two warm-up calls).
-    #[arg(long, default_value_t = 20)]
+    #[arg(long, default_value_t = 30)]
     pub runs: usize,
     /// Tokens a generative model generates per call.
     #[arg(long, default_value_t = 16)]
@@ -46,9 +46,9 @@ pub struct CriticBenchArgs {
     /// Input length (tokens) of the throughput figures.
     #[arg(long, default_value_t = 2048)]
     pub throughput_tokens: usize,
-    /// Calls per throughput measurement.
-    #[arg(long, default_value_t = 96)]
-    pub calls: usize,
+    /// Seconds each throughput measurement lasts (callers start no call after that).
+    #[arg(long, default_value_t = 3.0)]
+    pub seconds: f64,
     /// ONNX Runtime threads inside an operator (0 = its default), for Rust and Python alike.
     #[arg(long, default_value_t = 0)]
     pub threads: usize,
@@ -69,6 +69,7 @@ pub struct CriticBenchArgs {
 
 pub async fn critic(args: CriticBenchArgs) -> anyhow::Result<ExitCode> {
     anyhow::ensure!(args.runs >= 1, "--runs must be at least 1");
+    anyhow::ensure!(args.seconds > 0.0, "--seconds must be positive");
     anyhow::ensure!(args.concurrency.iter().all(|&c| c >= 1), "--concurrency values must be at least 1");
     let say = |line: String| {
         if !args.json {
@@ -153,11 +154,18 @@ pub async fn critic(args: CriticBenchArgs) -> anyhow::Result<ExitCode> {
     }
 
     // Throughput, with and without micro-batching.
-    let mut throughput = json!({"input_tokens": args.throughput_tokens, "batched": {}, "unbatched": {}, "mean_batch_size": {}});
+    let mut throughput = json!({
+        "input_tokens": args.throughput_tokens,
+        "seconds": args.seconds,
+        "batched": {},
+        "unbatched": {},
+        "mean_batch_size": {},
+    });
     if let Some(text) = texts.get(&args.throughput_tokens) {
         for &c in &args.concurrency {
-            let (rate, mean_batch) = calls_per_second(&batched, text, &params, c, args.calls).await?;
-            let (plain, _) = calls_per_second(&unbatched, text, &params, c, args.calls).await?;
+            let period = Duration::from_secs_f64(args.seconds);
+            let (rate, mean_batch) = calls_per_second(&batched, text, &params, c, period).await?;
+            let (plain, _) = calls_per_second(&unbatched, text, &params, c, period).await?;
             say(format!("{c} concurrent: {rate:.1} calls/s batched (mean batch {mean_batch:.1}), {plain:.1} unbatched"));
             throughput["batched"][c.to_string()] = round(rate).into();
             throughput["unbatched"][c.to_string()] = round(plain).into();
@@ -222,42 +230,45 @@ async fn call(
     }
 }
 
-/// `calls` calls by `callers` concurrent callers: calls per second, and the mean batch size.
+/// `callers` concurrent callers calling for `period`: calls per second, and the mean batch size.
 async fn calls_per_second(
     model: &Arc<OnnxModel>,
     text: &str,
     params: &GenParams,
     callers: usize,
-    calls: usize,
+    period: Duration,
 ) -> anyhow::Result<(f64, f64)> {
-    // Warm-up: one round of concurrent calls.
-    run_callers(model, text, params, callers, callers).await?;
+    // Warm-up: one call per caller.
+    run_callers(model, text, params, callers, Instant::now()).await?;
     let started = Instant::now();
-    let batch_sizes = run_callers(model, text, params, callers, calls.max(callers)).await?;
+    let batch_sizes = run_callers(model, text, params, callers, started + period).await?;
     let elapsed = started.elapsed().as_secs_f64();
     let mean = batch_sizes.iter().sum::<usize>() as f64 / batch_sizes.len() as f64;
     Ok((batch_sizes.len() as f64 / elapsed, mean))
 }
 
+/// Each caller calls until `until` (at least once); the batch size of every call.
 async fn run_callers(
     model: &Arc<OnnxModel>,
     text: &str,
     params: &GenParams,
     callers: usize,
-    calls: usize,
+    until: Instant,
 ) -> anyhow::Result<Vec<usize>> {
-    let left = Arc::new(AtomicUsize::new(calls));
     let mut tasks = tokio::task::JoinSet::new();
     for _ in 0..callers {
-        let (model, text, params, left) = (model.clone(), text.to_string(), params.clone(), left.clone());
+        let (model, text, params) = (model.clone(), text.to_string(), params.clone());
         tasks.spawn(async move {
             let mut sizes = Vec::new();
-            while left.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1)).is_ok() {
+            loop {
                 let size = match model.form() {
                     ModelForm::Scorer => model.score(&text).await?.batch_size,
                     ModelForm::Generative => model.generate(&text, &params).await?.batch_size,
                 };
                 sizes.push(size);
+                if Instant::now() >= until {
+                    break;
+                }
             }
             anyhow::Ok(sizes)
         });

@@ -4,6 +4,7 @@
 pub mod api;
 pub mod bench;
 pub mod bench_agent;
+pub mod bench_critic;
 pub mod bench_docker;
 pub mod bench_fleet;
 pub mod cli;

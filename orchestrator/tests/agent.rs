@@ -630,3 +630,67 @@ kind = "none"
     worker.drain().await;
     coordinator.shutdown().await;
 }
+
+#[sqlx::test(migrator = "orchestrator::db::MIGRATOR")]
+async fn the_shipped_scorer_intervenes_on_a_loop_and_not_on_a_productive_run(pool: PgPool) {
+    capture_logs();
+    if let Err(e) = worker::critic::onnx::runtime_library() {
+        assert!(std::env::var_os("CI").is_none(), "CI is set and ONNX Runtime is missing: {e}");
+        eprintln!("skipping: {e} (scripts/ensure-ort gets it)");
+        return;
+    }
+    let instances = fixtures();
+    let Some(docker) = docker_with_fixture_images(&instances).await else { return };
+    set_key();
+    datasets::import(&pool, "fixtures", None, &instances).await.unwrap();
+    let url = replay_server().await;
+    let coordinator = common::start_coordinator(&pool, Duration::from_secs(30)).await;
+    let worker = coordinator.start_worker("agent-scorer", 2, agent_dispatcher(docker, "agent-scorer")).await;
+    let model = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/scorer");
+    let critics = format!(
+        "[[critics]]\nname = \"scorer\"\nkind = \"onnx\"\nmodel = \"{}\"\nevery_k = 3\nscore_threshold = 0.5\n",
+        model.display()
+    );
+    let toml = sweep_toml(
+        "scorer",
+        &url,
+        "",
+        "[select]\nids = [\"steerbench__minicalc-3\"]",
+        &[agent("solver", "replay", ""), agent("looper", "replay/loop", "max_steps = 9")].join("\n"),
+    )
+    .replace("[[critics]]\nname = \"none\"\nkind = \"none\"\n", &critics);
+    let sweep = testkit::submit(&pool, &toml).await;
+    let status = wait_until_done(&pool, sweep.sweep_id, Duration::from_secs(300)).await;
+    assert_eq!(status.state, SweepState::Completed, "{status:?}");
+    let runs = all_runs(&pool, sweep.sweep_id).await;
+    let solver = runs.iter().find(|r| r.agent == "solver").unwrap();
+    let looper = runs.iter().find(|r| r.agent == "looper").unwrap();
+    assert_eq!((solver.outcome, looper.outcome), (Some(Outcome::Resolved), Some(Outcome::StepLimit)));
+
+    let calls = |id: i64| {
+        let pool = pool.clone();
+        async move { runs::trajectory(&pool, id).await.unwrap().critic_calls }
+    };
+    let productive = calls(solver.id).await;
+    let looping = calls(looper.id).await;
+    assert!(!productive.is_empty() && !looping.is_empty());
+    for c in productive.iter().chain(&looping) {
+        assert_eq!(
+            (c.call.kind.as_str(), c.call.status.as_str(), c.call.device.as_deref()),
+            ("onnx", "ok", Some("cpu"))
+        );
+        assert!(
+            c.call.score.is_some() && c.call.batch_size.unwrap() >= 1 && c.call.input_tokens > 0,
+            "{c:?}"
+        );
+    }
+    let injected =
+        |cs: &[protocol::TrajectoryCriticCall]| cs.iter().filter(|c| c.call.decision == "inject").count();
+    assert_eq!(injected(&productive), 0, "the productive run is left alone: {productive:?}");
+    assert!(injected(&looping) >= 1, "the loop gets feedback: {looping:?}");
+    let (cost, ..) = critic_totals(&pool, looper.id, looper.attempt).await;
+    assert_eq!(looper.totals.critic_cost_usd, cost, "priced per CPU-hour of measured compute");
+
+    worker.drain().await;
+    coordinator.shutdown().await;
+}

@@ -97,6 +97,39 @@ pub struct CriticParams {
     pub remote: Option<RemoteCritic>,
     #[serde(default)]
     pub heuristic: Option<HeuristicRules>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub onnx: Option<OnnxCritic>,
+}
+
+/// A small local model (`kind = "onnx"`): its directory on the workers, and how it is used.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct OnnxCritic {
+    /// The model directory (`critic.toml`, the `.onnx` file, `tokenizer.json`), as a path on
+    /// the workers.
+    pub model: String,
+    /// A scorer's feedback when it finds the run off track (a distribution scorer uses the
+    /// winning label's message instead when it has one).
+    #[serde(default = "default_scorer_feedback")]
+    pub feedback: String,
+    /// Generative critics: tokens to write at most, sampling, stop strings.
+    #[serde(default = "default_new_tokens")]
+    pub max_new_tokens: u32,
+    #[serde(default)]
+    pub temperature: f64,
+    #[serde(default)]
+    pub seed: u64,
+    #[serde(default)]
+    pub stop: Vec<String>,
+}
+
+fn default_scorer_feedback() -> String {
+    "Your recent steps do not look productive. Step back: re-read the issue, check what your last \
+     commands actually showed, and change your approach instead of repeating it."
+        .into()
+}
+fn default_new_tokens() -> u32 {
+    512
 }
 
 fn default_history() -> u32 {
@@ -139,6 +172,7 @@ impl Default for CriticParams {
             prefix_steps: None,
             remote: None,
             heuristic: None,
+            onnx: None,
         }
     }
 }

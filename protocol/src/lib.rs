@@ -15,7 +15,7 @@ use uuid::Uuid;
 pub mod critic;
 pub mod spec;
 
-pub use critic::{CriticCallRecord, CriticEvent, CriticParams, HeuristicRules, RemoteCritic};
+pub use critic::{CriticCallRecord, CriticEvent, CriticParams, HeuristicRules, OnnxCritic, RemoteCritic};
 pub use spec::{
     AgentExecSpec, AgentLimits, AgentSpec, CriticKind, CriticSpec, EvaluateSpec, ExecutorSpec,
     GradingProfile, PatchSource, PlaceholderSpec, Price, PromptTemplates, Sampling, SandboxSettings,

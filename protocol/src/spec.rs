@@ -113,6 +113,8 @@ pub enum CriticKind {
     Heuristic,
     /// A strong model behind an OpenAI-compatible endpoint (the paper's teacher baseline).
     Remote,
+    /// A small local model through ONNX Runtime: a scorer or a generative critic.
+    Onnx,
 }
 
 /// What executes a run on the worker.

@@ -87,6 +87,8 @@ pub enum BenchCommand {
     Grade(crate::bench_docker::GradeBenchArgs),
     /// Agent-loop overhead per step, and worker memory with 1, 16 and 64 runs in flight.
     Agent(crate::bench_agent::AgentBenchArgs),
+    /// Critic model latency at 512/2048/8192 tokens, throughput with and without micro-batching, against Python onnxruntime.
+    Critic(crate::bench_critic::CriticBenchArgs),
     /// A simulated fleet (no containers) with random worker deaths against a real coordinator and DATABASE_URL.
     Fleet(crate::bench_fleet::FleetBenchArgs),
 }
@@ -152,6 +154,7 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
         Command::Bench(BenchCommand::Grade(args)) => crate::bench_docker::grade(args).await,
         Command::Bench(BenchCommand::Agent(args)) => crate::bench_agent::agent(args).await,
         Command::Bench(BenchCommand::Fleet(args)) => crate::bench_fleet::fleet(args).await,
+        Command::Bench(BenchCommand::Critic(args)) => crate::bench_critic::critic(args).await,
         Command::MockLlm(args) => mock_llm::run(args).await,
         Command::Export(cmd) => export::run(cmd).await,
         Command::Critic(cmd) => critic::run(cmd).await,

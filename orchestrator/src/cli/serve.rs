@@ -93,6 +93,10 @@ pub struct WorkerFlags {
     /// Runs executed at once.
     #[arg(long, env = "STEER_SLOTS", default_value_t = 2)]
     pub slots: u32,
+    /// Load this critic model directory at start (repeatable), so that a missing ONNX Runtime
+    /// library or a bad model stops the worker at once instead of failing its runs.
+    #[arg(long = "critic-model", value_name = "DIR")]
+    pub critic_models: Vec<std::path::PathBuf>,
     /// Name shown for this worker [default: the host name].
     #[arg(long, env = "STEER_WORKER_NAME")]
     pub name: Option<String>,
@@ -159,6 +163,15 @@ impl WorkerFlags {
         }
     }
 
+    /// Loads the `--critic-model` directories (each once per process, shared by all runs).
+    pub fn preload_critic_models(&self) -> anyhow::Result<()> {
+        for dir in &self.critic_models {
+            let model = worker::critic::local::model(dir).map_err(anyhow::Error::msg)?;
+            eprintln!("critic model {} loaded on {}", dir.display(), model.device());
+        }
+        Ok(())
+    }
+
     fn worker_name(&self) -> String {
         self.name.clone().unwrap_or_else(|| worker::WorkerConfig::default().name)
     }
@@ -206,6 +219,7 @@ pub async fn worker(args: WorkerArgs) -> anyhow::Result<ExitCode> {
     if let Some(bind) = args.metrics_bind {
         serve_worker_metrics(bind).await?;
     }
+    args.worker.preload_critic_models()?;
     let executors = args.worker.executors().await;
     let config = args.worker.config(&args.coordinator, &args.token, &executors.kinds());
     worker::run(config, Arc::new(executors), drain).await?;

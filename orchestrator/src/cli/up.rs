@@ -110,6 +110,7 @@ async fn run_with_database(args: &UpArgs, data_dir: &Path, database_url: &str) -
             args.replay_bind
         ));
     }
+    args.worker.preload_critic_models()?;
     let executors = args.worker.executors().await;
     let kinds = executors.kinds();
     let worker_config = args.worker.config(&url, &worker_token, &kinds);

@@ -203,10 +203,11 @@ const HEURISTIC_KEYS: &[&str] =
     &["repeated_command", "repeated_error", "test_file_edited", "submit_without_tests"];
 const REMOTE_CRITIC_KEYS: &[&str] =
     &["base_url", "model", "api_key_env", "temperature", "top_p", "max_tokens", "seed", "stop", "price"];
+const ONNX_CRITIC_KEYS: &[&str] = &["model", "feedback", "max_new_tokens", "temperature", "seed", "stop"];
 /// Critic kinds `protocol::CriticKind` knows (a test keeps this list in step with it).
-const CRITIC_KINDS: &[&str] = &["none", "heuristic", "remote"];
+const CRITIC_KINDS: &[&str] = &["none", "heuristic", "remote", "onnx"];
 /// Critic kinds that are planned but not built yet, so they get a clearer message than "unknown".
-const PLANNED_CRITIC_KINDS: &[&str] = &["onnx"];
+const PLANNED_CRITIC_KINDS: &[&str] = &[];
 const EVALUATE_KEYS: &[&str] = &["kind", "profile", "patch"];
 const SANDBOX_KEYS: &[&str] = &[
     "network",
@@ -641,6 +642,34 @@ fn critic(t: &Table) -> Result<CriticSpec, Error> {
             });
             serde_json::to_value(params).expect("critic params serialize")
         }
+        CriticKind::Onnx => {
+            t.only(&[CRITIC_KEYS, CRITIC_POLICY_KEYS, ONNX_CRITIC_KEYS].concat())?;
+            let mut params = critic_params(t, CriticParams::default())?;
+            let model = t.required("model", t.string("model")?)?;
+            if model.trim().is_empty() {
+                return Err(t.err("model", "must name the model directory (a path on the workers)"));
+            }
+            let defaults: protocol::OnnxCritic =
+                serde_json::from_value(serde_json::json!({ "model": model }))
+                    .expect("defaults of an onnx critic");
+            params.onnx = Some(protocol::OnnxCritic {
+                model,
+                feedback: t.string("feedback")?.unwrap_or(defaults.feedback),
+                max_new_tokens: t.integer("max_new_tokens", 1)?.unwrap_or(defaults.max_new_tokens),
+                temperature: t
+                    .float("temperature", |x| (0.0..=2.0).contains(&x), "between 0 and 2")?
+                    .unwrap_or(0.0),
+                seed: t.integer("seed", 0)?.unwrap_or(0),
+                stop: t.strings("stop")?,
+            });
+            if params.every_k.is_none() && params.events.is_empty() {
+                return Err(t.err(
+                    "every_k",
+                    "this critic would never be asked: set `every_k` or `events` (or `preset = \"paper\"`)",
+                ));
+            }
+            serde_json::to_value(params).expect("critic params serialize")
+        }
         CriticKind::Remote => {
             t.only(&[CRITIC_KEYS, CRITIC_POLICY_KEYS, REMOTE_CRITIC_KEYS].concat())?;
             let paper = t.string("preset")?.as_deref() == Some("paper");
@@ -705,13 +734,15 @@ fn critic_params(t: &Table, defaults: CriticParams) -> Result<CriticParams, Erro
     }
     p.max_interventions = t.integer("max_interventions", 1)?.or(p.max_interventions);
     p.stop_on_status = t.string("stop_on_status")?.or(p.stop_on_status);
+    let scorer = t.string("kind")?.as_deref() == Some("onnx");
     for key in ["score_threshold", "stop_below_score"] {
-        if t.has(key) {
-            return Err(
-                t.err(key, "applies to scorer critics (kind `onnx`), which this build does not have yet")
-            );
+        if t.has(key) && !scorer {
+            return Err(t.err(key, "applies to scorer critics (kind `onnx`) only"));
         }
     }
+    let unit = |x: f64| (0.0..=1.0).contains(&x);
+    p.score_threshold = t.float("score_threshold", unit, "between 0 and 1")?.or(p.score_threshold);
+    p.stop_below_score = t.float("stop_below_score", unit, "between 0 and 1")?.or(p.stop_below_score);
     p.history = t.integer("history", 0)?.unwrap_or(p.history);
     p.fold_chars = t.integer("fold_chars", 1)?.unwrap_or(p.fold_chars);
     if let Some(after) = t.integer::<i64>("step_aware_after", -1)? {

@@ -204,7 +204,7 @@ fn validation_errors_name_path_and_line() {
         ),
         (
             MINIMAL.replace("kind = \"none\"", "kind = \"onnx\""),
-            "sweep.toml:11: critics[0].kind: critic kind `onnx` is not available in this build yet",
+            "sweep.toml:9: critics[0].model: required but missing",
         ),
         (
             MINIMAL.replace("kind = \"none\"", "kind = \"nnoe\""),

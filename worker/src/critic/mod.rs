@@ -15,7 +15,9 @@
 pub mod feedback;
 pub mod heuristic;
 pub mod input;
+pub mod local;
 pub mod offline;
+pub mod onnx;
 pub mod policy;
 pub mod remote;
 
@@ -49,6 +51,11 @@ pub fn critic_hook(critic: &protocol::CriticSpec) -> Result<Option<CriticHook>, 
         CriticKind::Heuristic => {
             Backend::Heuristic(heuristic::Heuristic::new(params.heuristic.clone().unwrap_or_default()))
         }
+        CriticKind::Onnx => {
+            let spec = params.onnx.as_ref().ok_or_else(|| format!("critic `{}`: no model", critic.name))?;
+            let local = local::Local::new(spec).map_err(|e| format!("critic `{}`: {e}", critic.name))?;
+            Backend::Local(Box::new(local))
+        }
         CriticKind::Remote => {
             let spec =
                 params.remote.as_ref().ok_or_else(|| format!("critic `{}`: no endpoint", critic.name))?;
@@ -63,6 +70,7 @@ pub fn critic_hook(critic: &protocol::CriticSpec) -> Result<Option<CriticHook>, 
 enum Backend {
     Heuristic(heuristic::Heuristic),
     Remote(Box<remote::Remote>),
+    Local(Box<local::Local>),
 }
 
 /// A critic attached to one run: its settings, its backend, and what it said so far.
@@ -142,6 +150,22 @@ impl CriticHook {
                         None => (None, None),
                     }
                 }
+                Backend::Local(critic) => {
+                    let said = critic
+                        .ask(
+                            &self.params,
+                            view.messages,
+                            &self.history,
+                            done_steps,
+                            view.max_steps,
+                            &mut record,
+                        )
+                        .await;
+                    match said {
+                        Some(s) => (s.feedback, s.status),
+                        None => (None, None),
+                    }
+                }
             };
             let guidance = self.verdict(feedback, status.as_deref(), done_steps, view.moment, &mut record)?;
             Ok(Review { guidance, calls: vec![record] })
@@ -157,6 +181,14 @@ impl CriticHook {
         moment: Moment,
         record: &mut CriticCallRecord,
     ) -> Result<Guidance, ExecError> {
+        if status == Some("below the stop score") {
+            record.decision = "stop".into();
+            record.feedback = feedback;
+            return Ok(Guidance::Stop(format!(
+                "on-track score below {} after step {done_steps}",
+                self.params.stop_below_score.unwrap_or(0.0)
+            )));
+        }
         if let (Some(stop_on), Some(status)) = (&self.params.stop_on_status, status) {
             if status.eq_ignore_ascii_case(stop_on) {
                 record.decision = "stop".into();

@@ -2,8 +2,10 @@
 //!
 //! Callers tokenize, then queue a [`Job`] with a oneshot for the answer. The thread takes the
 //! first job waiting, then keeps collecting for up to `batch_window` or `max_batch` jobs, but
-//! only while more calls are on their way (the `arriving` count: calls still tokenizing), so a
-//! lone call runs at once. The batch runs as one padded input (scorer), or as one prefill and a
+//! only while more calls are on their way, so a lone call runs at once. `arriving` counts the
+//! calls that have started and whose job the thread has not received yet: a caller adds itself
+//! when it starts, and the thread takes it off when it receives the job (or the caller does, if
+//! it gives up before queueing one). The batch runs as one padded input (scorer), or as one prefill and a
 //! shared decoding loop (generative); jobs queued meanwhile wait for the next batch.
 //!
 //! Lifetime: the thread ends when every sender is gone (the model was dropped), after the batch
@@ -182,13 +184,17 @@ fn serve(mut engine: Engine, jobs: mpsc::Receiver<Job>, policy: Policy, arriving
 /// The next batch: the first job waiting (blocking), then whatever is queued or arrives within
 /// the window while calls are on their way. `None` when the model is gone.
 fn next_batch(jobs: &mpsc::Receiver<Job>, policy: Policy, arriving: &AtomicUsize) -> Option<Vec<Job>> {
-    let first = jobs.recv().ok()?;
+    let received = |job: Job| {
+        let _ = arriving.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| Some(n.saturating_sub(1)));
+        job
+    };
+    let first = received(jobs.recv().ok()?);
     let mut batch = vec![first];
     let deadline = Instant::now() + policy.window;
     while batch.len() < policy.max_batch {
         match jobs.try_recv() {
             Ok(job) => {
-                batch.push(job);
+                batch.push(received(job));
                 continue;
             }
             Err(TryRecvError::Disconnected) => break,
@@ -202,7 +208,7 @@ fn next_batch(jobs: &mpsc::Receiver<Job>, policy: Policy, arriving: &AtomicUsize
             break;
         }
         match jobs.recv_timeout(deadline - now) {
-            Ok(job) => batch.push(job),
+            Ok(job) => batch.push(received(job)),
             Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => break,
         }
     }
@@ -223,12 +229,13 @@ mod tests {
         let (tx, rx) = mpsc::channel();
         let (j, _keep) = job();
         tx.send(j).unwrap();
-        let arriving = AtomicUsize::new(0);
+        let arriving = AtomicUsize::new(1);
         let started = Instant::now();
         let batch =
             next_batch(&rx, Policy { max_batch: 16, window: Duration::from_secs(10) }, &arriving).unwrap();
         assert_eq!(batch.len(), 1);
         assert!(started.elapsed() < Duration::from_secs(1));
+        assert_eq!(arriving.load(Ordering::SeqCst), 0);
     }
 
     #[test]
@@ -240,40 +247,39 @@ mod tests {
             keep.push(r);
             tx.send(j).unwrap();
         }
-        let arriving = AtomicUsize::new(0);
+        let arriving = AtomicUsize::new(5);
         let policy = Policy { max_batch: 3, window: Duration::from_secs(10) };
         assert_eq!(next_batch(&rx, policy, &arriving).unwrap().len(), 3);
         assert_eq!(next_batch(&rx, policy, &arriving).unwrap().len(), 2);
+        assert_eq!(arriving.load(Ordering::SeqCst), 0);
         drop(tx);
         assert!(next_batch(&rx, policy, &arriving).is_none());
     }
 
     #[test]
     fn the_batch_waits_for_calls_on_their_way_within_the_window() {
+        // Two calls started; the first is queued, the second is still tokenizing.
         let (tx, rx) = mpsc::channel();
         let (j, _k1) = job();
         tx.send(j).unwrap();
-        let arriving = Arc::new(AtomicUsize::new(1));
+        let arriving = AtomicUsize::new(2);
         let (late, _k2) = job();
-        let sender = {
-            let arriving = arriving.clone();
-            std::thread::spawn(move || {
-                // The second caller finishes tokenizing and queues its job.
-                tx.send(late).unwrap();
-                arriving.fetch_sub(1, Ordering::SeqCst);
-                tx
-            })
-        };
+        let sender = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(20));
+            tx.send(late).unwrap();
+            tx
+        });
         let batch =
             next_batch(&rx, Policy { max_batch: 16, window: Duration::from_secs(30) }, &arriving).unwrap();
         assert_eq!(batch.len(), 2);
+        assert_eq!(arriving.load(Ordering::SeqCst), 0);
         drop(sender.join().unwrap());
 
-        // A caller that never arrives costs the window, no more.
+        // A call that never arrives costs the window, no more.
         let (tx, rx) = mpsc::channel();
         let (j, _k3) = job();
         tx.send(j).unwrap();
-        let stuck = AtomicUsize::new(1);
+        let stuck = AtomicUsize::new(2);
         let started = Instant::now();
         let batch =
             next_batch(&rx, Policy { max_batch: 16, window: Duration::from_millis(20) }, &stuck).unwrap();

@@ -205,8 +205,8 @@ pub struct OnnxModel {
     text: Arc<Text>,
     device: &'static str,
     batcher: Batcher,
-    /// Calls between entering `score`/`generate` and queueing their job (being tokenized): the
-    /// batcher waits for them, within the batch window.
+    /// Calls that have started and whose job the batcher has not received yet (mostly: being
+    /// tokenized). The batcher waits for them, within the batch window.
     arriving: Arc<AtomicUsize>,
 }
 
@@ -315,7 +315,7 @@ impl OnnxModel {
         let input_tokens = ids.len();
         let (reply, answer) = tokio::sync::oneshot::channel();
         self.batcher.send(Job::Score { ids, reply })?;
-        drop(arrival);
+        arrival.handed_over();
         let done = answer.await.map_err(|_| OnnxError::Closed)??;
         Ok(ScoreOutput {
             on_track: done.on_track,
@@ -355,7 +355,7 @@ impl OnnxModel {
         let input_tokens = ids.len();
         let (reply, answer) = tokio::sync::oneshot::channel();
         self.batcher.send(Job::Generate { ids, params: params.clone(), reply })?;
-        drop(arrival);
+        arrival.handed_over();
         let done = answer.await.map_err(|_| OnnxError::Closed)??;
         Ok(GenOutput {
             text: done.text,
@@ -386,19 +386,27 @@ impl OnnxModel {
     }
 }
 
-/// Counts a call as arriving until it is queued (or abandoned: the guard also covers a caller
-/// that is cancelled while tokenizing).
-struct Arrival<'a>(&'a AtomicUsize);
+/// Counts a call as on its way to the batcher from its start until the batcher receives its
+/// job (the batcher then takes it off the count), or until the call gives up before queueing one
+/// (an error, or its future dropped while tokenizing: the guard takes it off).
+struct Arrival<'a>(Option<&'a AtomicUsize>);
 
 impl<'a> Arrival<'a> {
     fn new(counter: &'a AtomicUsize) -> Arrival<'a> {
         counter.fetch_add(1, Ordering::SeqCst);
-        Arrival(counter)
+        Arrival(Some(counter))
+    }
+
+    /// The job is queued: from now on the batcher accounts for it.
+    fn handed_over(mut self) {
+        self.0 = None;
     }
 }
 
 impl Drop for Arrival<'_> {
     fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::SeqCst);
+        if let Some(counter) = self.0 {
+            counter.fetch_sub(1, Ordering::SeqCst);
+        }
     }
 }
