@@ -21,8 +21,11 @@ pub enum CriticCommand {
 #[derive(Args, Debug)]
 pub struct RunArgs {
     /// The sweep file holding the critic condition.
+    #[arg(long, required_unless_present = "model", conflicts_with = "model")]
+    pub sweep: Option<PathBuf>,
+    /// Or: a local critic model directory (kind `onnx`, default settings).
     #[arg(long)]
-    pub sweep: PathBuf,
+    pub model: Option<PathBuf>,
     /// The critic condition's name (default: the first one that is not `none`).
     #[arg(long)]
     pub critic: Option<String>,
@@ -36,21 +39,12 @@ pub struct RunArgs {
 
 pub async fn run(cmd: CriticCommand) -> anyhow::Result<ExitCode> {
     let CriticCommand::Run(args) = cmd;
-    let text =
-        std::fs::read_to_string(&args.sweep).with_context(|| format!("reading {}", args.sweep.display()))?;
-    let file_name = args.sweep.display().to_string();
-    let sweep = sweep_file::parse(&text, &file_name)?;
-    let critic = match &args.critic {
-        Some(name) => sweep.critics.iter().find(|c| &c.name == name).with_context(|| {
-            let names: Vec<&str> = sweep.critics.iter().map(|c| c.name.as_str()).collect();
-            format!("{file_name} has no critic condition `{name}` (it has: {})", names.join(", "))
-        })?,
-        None => sweep
-            .critics
-            .iter()
-            .find(|c| c.kind != protocol::CriticKind::None)
-            .with_context(|| format!("{file_name} has no critic condition besides `none`"))?,
+    let (critic, max_steps) = match (&args.sweep, &args.model) {
+        (Some(path), _) => from_sweep(path, args.critic.as_deref())?,
+        (None, Some(dir)) => (model_critic(dir)?, 150),
+        (None, None) => anyhow::bail!("give --sweep FILE or --model DIR"),
     };
+    let critic = &critic;
     let Some(mut hook) = worker::critic::critic_hook(critic).map_err(anyhow::Error::msg)? else {
         anyhow::bail!("critic `{}` is of kind `none`: it never says anything", critic.name);
     };
@@ -66,7 +60,6 @@ pub async fn run(cmd: CriticCommand) -> anyhow::Result<ExitCode> {
     let facts = worker::critic::offline::facts(messages);
     anyhow::ensure!(!facts.is_empty(), "{}: the trajectory has no agent step", args.trajectory.display());
     let step = facts.len() as u32 - 1;
-    let max_steps = sweep.agents.first().map_or(150, |a| a.limits.max_steps);
     let moment = if args.before_submit { Moment::BeforeSubmit } else { Moment::AfterStep };
     let view = StepView { moment, step, max_steps, messages: &view_messages, facts: &facts };
     let review = hook.ask(view, "manual").await.map_err(|e| anyhow::anyhow!("{e}"))?;
@@ -85,4 +78,35 @@ pub async fn run(cmd: CriticCommand) -> anyhow::Result<ExitCode> {
     });
     println!("{}", serde_json::to_string_pretty(&out)?);
     Ok(ExitCode::SUCCESS)
+}
+
+/// The named critic condition of a sweep file (or its first that is not `none`), and the
+/// step limit of its first agent.
+fn from_sweep(path: &std::path::Path, name: Option<&str>) -> anyhow::Result<(protocol::CriticSpec, u32)> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let file_name = path.display().to_string();
+    let sweep = sweep_file::parse(&text, &file_name)?;
+    let critic = match name {
+        Some(name) => sweep.critics.iter().find(|c| c.name == name).with_context(|| {
+            let names: Vec<&str> = sweep.critics.iter().map(|c| c.name.as_str()).collect();
+            format!("{file_name} has no critic condition `{name}` (it has: {})", names.join(", "))
+        })?,
+        None => sweep
+            .critics
+            .iter()
+            .find(|c| c.kind != protocol::CriticKind::None)
+            .with_context(|| format!("{file_name} has no critic condition besides `none`"))?,
+    };
+    Ok((critic.clone(), sweep.agents.first().map_or(150, |a| a.limits.max_steps)))
+}
+
+/// A critic condition of kind `onnx` with default settings for a model directory.
+fn model_critic(dir: &std::path::Path) -> anyhow::Result<protocol::CriticSpec> {
+    let toml = format!(
+        "name = \"t\"\n[dataset]\nname = \"d\"\n[[agents]]\nname = \"a\"\nbase_url = \"http://127.0.0.1:9/v1\"\nmodel = \"m\"\n\
+         [[critics]]\nname = \"model\"\nkind = \"onnx\"\nevery_k = 1\nmodel = {}\n",
+        toml_edit::Value::from(dir.display().to_string())
+    );
+    let sweep = sweep_file::parse(&toml, "--model")?;
+    Ok(sweep.critics[0].clone())
 }
