@@ -97,6 +97,9 @@ pub struct WorkerFlags {
     /// library or a bad model stops the worker at once instead of failing its runs.
     #[arg(long = "critic-model", value_name = "DIR")]
     pub critic_models: Vec<std::path::PathBuf>,
+    /// Threads each local critic model uses within one inference (0: ONNX Runtime's default).
+    #[arg(long, env = "STEER_CRITIC_THREADS", default_value_t = 0)]
+    pub critic_threads: usize,
     /// Name shown for this worker [default: the host name].
     #[arg(long, env = "STEER_WORKER_NAME")]
     pub name: Option<String>,
@@ -165,6 +168,10 @@ impl WorkerFlags {
 
     /// Loads the `--critic-model` directories (each once per process, shared by all runs).
     pub fn preload_critic_models(&self) -> anyhow::Result<()> {
+        worker::critic::local::set_options(worker::critic::onnx::OnnxOptions {
+            intra_threads: self.critic_threads,
+            ..Default::default()
+        });
         for dir in &self.critic_models {
             let model = worker::critic::local::model(dir).map_err(anyhow::Error::msg)?;
             eprintln!("critic model {} loaded on {}", dir.display(), model.device());

@@ -28,6 +28,14 @@ fn models() -> &'static Mutex<HashMap<PathBuf, Arc<OnnxModel>>> {
     MODELS.get_or_init(Default::default)
 }
 
+/// How this process loads its models (`steer worker --critic-threads`); set before the first load.
+static OPTIONS: OnceLock<OnnxOptions> = OnceLock::new();
+
+/// Sets the ONNX Runtime options of every model this process loads (once, before any load).
+pub fn set_options(options: OnnxOptions) {
+    let _ = OPTIONS.set(options);
+}
+
 /// The model in `dir`, loaded once per process (a worker preloads its models at start with
 /// `steer worker --critic-model DIR`, so that a bad directory stops it there).
 pub fn model(dir: &Path) -> Result<Arc<OnnxModel>, String> {
@@ -35,7 +43,7 @@ pub fn model(dir: &Path) -> Result<Arc<OnnxModel>, String> {
     if let Some(m) = loaded.get(dir) {
         return Ok(m.clone());
     }
-    let model = OnnxModel::load(dir, &OnnxOptions::default()).map_err(|e| e.to_string())?;
+    let model = OnnxModel::load(dir, OPTIONS.get_or_init(OnnxOptions::default)).map_err(|e| e.to_string())?;
     tracing::info!(dir = %dir.display(), device = model.device(), "critic model loaded");
     loaded.insert(dir.to_path_buf(), model.clone());
     Ok(model)
