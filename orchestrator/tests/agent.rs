@@ -118,6 +118,31 @@ async fn call_totals(pool: &PgPool, run_id: i64, attempt: i32) -> (Decimal, i64,
     (row.get("cost"), row.get("input"), row.get("output"), row.get("n"))
 }
 
+/// What an agent test starts with: the fixture dataset imported, the replay server, a
+/// coordinator with `lease_ttl`; None (skip) without Docker and the fixture images.
+struct Bed {
+    docker: Docker,
+    url: String,
+    coordinator: common::Coordinator,
+}
+
+async fn bed(pool: &PgPool, lease_ttl: Duration) -> Option<Bed> {
+    capture_logs();
+    let instances = fixtures();
+    let docker = docker_with_fixture_images(&instances).await?;
+    set_key();
+    datasets::import(pool, "fixtures", None, &instances).await.unwrap();
+    let url = replay_server().await;
+    let coordinator = common::start_coordinator(pool, lease_ttl).await;
+    Some(Bed { docker, url, coordinator })
+}
+
+impl Bed {
+    async fn worker(&self, name: &str, slots: u32) -> common::Worker {
+        self.coordinator.start_worker(name, slots, agent_dispatcher(self.docker.clone(), name)).await
+    }
+}
+
 fn sweep_toml(name: &str, url: &str, executor_extra: &str, select: &str, agents: &str) -> String {
     format!(
         r#"name = "{name}"
@@ -244,15 +269,9 @@ async fn the_replay_agent_solves_every_fixture_task_and_every_cent_is_accounted(
 
 #[sqlx::test(migrator = "orchestrator::db::MIGRATOR")]
 async fn misbehaving_endpoints_and_agents_end_as_they_should(pool: PgPool) {
-    capture_logs();
-    let instances = fixtures();
-    let Some(docker) = docker_with_fixture_images(&instances).await else { return };
-    set_key();
-    datasets::import(&pool, "fixtures", None, &instances).await.unwrap();
-    let url = replay_server().await;
-    let coordinator = common::start_coordinator(&pool, Duration::from_secs(30)).await;
-    let worker =
-        coordinator.start_worker("agent-misbehave", 4, agent_dispatcher(docker, "agent-misbehave")).await;
+    let Some(bed) = bed(&pool, Duration::from_secs(30)).await else { return };
+    let url = bed.url.clone();
+    let worker = bed.worker("agent-misbehave", 4).await;
 
     let agents = [
         agent("format", "replay/format-errors", ""),
@@ -333,7 +352,7 @@ async fn misbehaving_endpoints_and_agents_end_as_they_should(pool: PgPool) {
     assert!(down_calls.iter().all(|c| c.call.status == "unavailable"));
 
     worker.drain().await;
-    coordinator.shutdown().await;
+    bed.coordinator.shutdown().await;
 }
 
 #[sqlx::test(migrator = "orchestrator::db::MIGRATOR")]
@@ -427,14 +446,9 @@ async fn critic_totals(pool: &PgPool, run_id: i64, attempt: i32) -> (Decimal, i6
 
 #[sqlx::test(migrator = "orchestrator::db::MIGRATOR")]
 async fn critics_steer_the_agent_and_every_critic_call_is_accounted(pool: PgPool) {
-    capture_logs();
-    let instances = fixtures();
-    let Some(docker) = docker_with_fixture_images(&instances).await else { return };
-    set_key();
-    datasets::import(&pool, "fixtures", None, &instances).await.unwrap();
-    let url = replay_server().await;
-    let coordinator = common::start_coordinator(&pool, Duration::from_secs(30)).await;
-    let worker = coordinator.start_worker("agent-critic", 3, agent_dispatcher(docker, "agent-critic")).await;
+    let Some(bed) = bed(&pool, Duration::from_secs(30)).await else { return };
+    let url = bed.url.clone();
+    let worker = bed.worker("agent-critic", 3).await;
 
     let critics = format!(
         r#"[[critics]]
@@ -553,19 +567,14 @@ api_key_env = "{KEY_ENV}"
     assert_eq!(sweeps::status(&pool, sweep.sweep_id).await.unwrap().spent_usd, all);
 
     worker.drain().await;
-    coordinator.shutdown().await;
+    bed.coordinator.shutdown().await;
 }
 
 #[sqlx::test(migrator = "orchestrator::db::MIGRATOR")]
 async fn prefix_replay_runs_after_its_base_and_replays_its_first_steps(pool: PgPool) {
-    capture_logs();
-    let instances = fixtures();
-    let Some(docker) = docker_with_fixture_images(&instances).await else { return };
-    set_key();
-    datasets::import(&pool, "fixtures", None, &instances).await.unwrap();
-    let url = replay_server().await;
-    let coordinator = common::start_coordinator(&pool, Duration::from_secs(30)).await;
-    let worker = coordinator.start_worker("agent-prefix", 2, agent_dispatcher(docker, "agent-prefix")).await;
+    let Some(bed) = bed(&pool, Duration::from_secs(30)).await else { return };
+    let url = bed.url.clone();
+    let worker = bed.worker("agent-prefix", 2).await;
     let critics = format!(
         r#"[[critics]]
 name = "teacher"
@@ -628,7 +637,7 @@ kind = "none"
     assert_eq!(steered.totals.agent_cost_usd, replayed_cost + calls_cost);
 
     worker.drain().await;
-    coordinator.shutdown().await;
+    bed.coordinator.shutdown().await;
 }
 
 #[sqlx::test(migrator = "orchestrator::db::MIGRATOR")]
@@ -639,13 +648,9 @@ async fn the_shipped_scorer_intervenes_on_a_loop_and_not_on_a_productive_run(poo
         eprintln!("skipping: {e} (scripts/ensure-ort gets it)");
         return;
     }
-    let instances = fixtures();
-    let Some(docker) = docker_with_fixture_images(&instances).await else { return };
-    set_key();
-    datasets::import(&pool, "fixtures", None, &instances).await.unwrap();
-    let url = replay_server().await;
-    let coordinator = common::start_coordinator(&pool, Duration::from_secs(30)).await;
-    let worker = coordinator.start_worker("agent-scorer", 2, agent_dispatcher(docker, "agent-scorer")).await;
+    let Some(bed) = bed(&pool, Duration::from_secs(30)).await else { return };
+    let url = bed.url.clone();
+    let worker = bed.worker("agent-scorer", 2).await;
     let model = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/scorer");
     let critics = format!(
         "[[critics]]\nname = \"scorer\"\nkind = \"onnx\"\nmodel = \"{}\"\nevery_k = 3\nscore_threshold = 0.5\n",
@@ -692,5 +697,5 @@ async fn the_shipped_scorer_intervenes_on_a_loop_and_not_on_a_productive_run(poo
     assert_eq!(looper.totals.critic_cost_usd, cost, "priced per CPU-hour of measured compute");
 
     worker.drain().await;
-    coordinator.shutdown().await;
+    bed.coordinator.shutdown().await;
 }
