@@ -268,3 +268,75 @@ mod note_tests {
         assert!(hook.observation_note(99, 150).unwrap().contains("used 100 of your 150 steps"));
     }
 }
+
+#[cfg(test)]
+mod scorer_policy_tests {
+    use super::*;
+    use crate::agent::hook::StepFacts;
+    use serde_json::json;
+
+    fn scorer(extra: serde_json::Value) -> Option<CriticHook> {
+        if let Err(e) = onnx::runtime_library() {
+            assert!(std::env::var_os("CI").is_none(), "CI is set and ONNX Runtime is missing: {e}");
+            eprintln!("skipping: {e}");
+            return None;
+        }
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../models/scorer");
+        let mut params = json!({"every_k": 1, "onnx": {"model": dir}});
+        for (k, v) in extra.as_object().unwrap() {
+            params[k] = v.clone();
+        }
+        let spec = protocol::CriticSpec { name: "s".into(), kind: CriticKind::Onnx, params };
+        Some(critic_hook(&spec).unwrap().unwrap())
+    }
+
+    /// An agent that runs `ls` over and over.
+    fn looping() -> (Vec<serde_json::Value>, Vec<StepFacts>) {
+        let mut messages = vec![
+            json!({"role": "system", "content": "You are a helpful assistant that can interact with a computer shell to solve programming tasks."}),
+            json!({"role": "user", "content": "<pr_description>\nFix the calculator.\n</pr_description>"}),
+        ];
+        let mut facts = Vec::new();
+        for i in 0..8 {
+            messages.push(json!({"role": "assistant", "content": "THOUGHT: Let me look at the files in the repository.\n\n```bash\nls\n```"}));
+            messages.push(json!({"role": "user", "content": "<returncode>0</returncode>\n<output>\nREADME.md\nminicalc\ntests\n</output>"}));
+            facts.push(StepFacts {
+                step: i,
+                command: Some("ls".into()),
+                exit_code: Some(0),
+                ..Default::default()
+            });
+        }
+        (messages, facts)
+    }
+
+    #[tokio::test]
+    async fn a_scorer_intervenes_below_its_threshold_and_stops_only_when_asked() {
+        let (messages, facts) = looping();
+        for (extra, expected) in [
+            (json!({"score_threshold": 0.5}), "inject"),
+            (json!({"score_threshold": 0.0}), "continue"),
+            (json!({"score_threshold": 0.5, "stop_below_score": 0.9}), "stop"),
+        ] {
+            let Some(mut hook) = scorer(extra.clone()) else { return };
+            let review = hook
+                .review(StepView {
+                    moment: Moment::AfterStep,
+                    step: 7,
+                    max_steps: 150,
+                    messages: &messages,
+                    facts: &facts,
+                })
+                .await
+                .unwrap();
+            let call = &review.calls[0];
+            assert_eq!(call.decision, expected, "{extra}: {call:?}");
+            assert!(call.score.unwrap() < 0.5, "a loop is off track: {call:?}");
+            match expected {
+                "inject" => assert!(matches!(review.guidance, Guidance::Feedback(_))),
+                "stop" => assert!(matches!(review.guidance, Guidance::Stop(_))),
+                _ => assert_eq!(review.guidance, Guidance::Continue),
+            }
+        }
+    }
+}
