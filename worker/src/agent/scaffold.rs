@@ -210,3 +210,22 @@ mod tests {
         assert!(!is_submission("hello\nCOMPLETE_TASK_AND_SUBMIT_FINAL_OUTPUT\n", Some(0)));
     }
 }
+
+#[cfg(test)]
+mod fuzz {
+    use super::*;
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig { cases: 300, ..Default::default() })]
+
+        /// Any reply (text, or tool calls with any arguments) is one action or a format error.
+        #[test]
+        fn any_reply_is_an_action_or_a_format_error(text in ".{0,300}", name in "[a-z]{0,8}", args in ".{0,100}") {
+            let _ = parse(Scaffold::BashOnly, &json!({"role": "assistant", "content": text}));
+            let call = json!({"role": "assistant", "content": null, "tool_calls": [
+                {"id": "c", "type": "function", "function": {"name": name, "arguments": args}}]});
+            let _ = parse(Scaffold::ToolCalling, &call);
+            let _ = is_submission(&text, Some(0));
+        }
+    }
+}

@@ -609,3 +609,25 @@ fn invalid_utf8_output_is_an_error_in_v4_only() {
     input.profile = Profile::V5;
     assert_eq!(grade(&input).outcome, GradeOutcome::Resolved);
 }
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig { cases: 200, ..Default::default() })]
+
+    /// Every parser takes any log (lines that look like test results or not) without panicking.
+    #[test]
+    fn every_parser_takes_any_log(lines in proptest::collection::vec(
+        proptest::prop_oneof![
+            ".{0,80}",
+            "(PASSED|FAILED|ERROR|SKIPPED|XFAIL) [a-z_/.:\\[\\]-]{0,40}",
+            "[a-z_/.:]{0,30} (\\.\\.\\.|ok|ERROR|FAIL)( ok| ERROR| FAIL)?",
+            "(>>>>> (Start|End) Test Output|\\+ echo >>>>>)[a-z ]{0,10}",
+        ], 0..40)) {
+        let log = lines.join("\n");
+        let inst = instance("steerbench/minicalc", &["t"], &[]);
+        for parser in ["pytest", "pytest_options", "pytest_v2", "django", "seaborn", "sympy", "matplotlib"] {
+            for profile in [Profile::V5, Profile::V4] {
+                let _ = parse_log_with(profile, parser, &log, &inst);
+            }
+        }
+    }
+}

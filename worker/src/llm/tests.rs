@@ -249,3 +249,25 @@ fn secrets_and_url_credentials_stay_hidden() {
     let msg = without_url_secrets("error sending request for url (https://user:sk-abc@host/v1/chat)");
     assert!(!msg.contains("sk-abc"), "{msg}");
 }
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig { cases: 300, ..Default::default() })]
+
+    /// Any body, valid JSON or not, is a completion or a `Malformed` error with an excerpt: never a panic.
+    #[test]
+    fn any_answer_body_is_a_completion_or_a_clear_error(body in proptest::prelude::any::<String>()) {
+        if let Err(e) = parse_completion(&body) {
+            proptest::prop_assert!(matches!(e, Error::Malformed { .. }), "{e}");
+        }
+    }
+
+    #[test]
+    fn near_valid_answers_never_panic(content in ".{0,200}", usage in proptest::option::of(0i64..1_000_000), cut in 0usize..400) {
+        let body = serde_json::json!({"choices": [{"message": {"role": "assistant", "content": content}, "finish_reason": "stop"}],
+                                     "usage": usage.map(|u| serde_json::json!({"prompt_tokens": u, "completion_tokens": u}))}).to_string();
+        let cut = &body[..body.char_indices().map(|(i, _)| i).find(|&i| i >= cut.min(body.len())).unwrap_or(body.len())];
+        let _ = parse_completion(cut);
+        let done = parse_completion(&body).unwrap();
+        proptest::prop_assert_eq!(done.content, content);
+    }
+}

@@ -823,3 +823,50 @@ async fn a_command_killed_by_the_memory_limit_is_reported_as_oom() {
     assert!(sandbox.oom_killed().await.unwrap(), "the engine saw the OOM kill: {out:?}");
     sandbox.remove().await.unwrap();
 }
+
+/// A sandbox without network cannot reach anything outside it: not the host (where the
+/// coordinator and Postgres listen), not the Docker bridge. The same probe from a sandbox
+/// with network reaches the host's listener, so the probe itself works.
+#[tokio::test]
+async fn a_sandbox_without_network_cannot_reach_the_host() {
+    let Some(case) = Case::new("no-network-reaches-nothing").await else { return };
+    // The bridge's gateway (the host's side of docker0): given, or the subnet's first address.
+    let ipam = std::process::Command::new("docker")
+        .args(["network", "inspect", "bridge", "-f", "{{json .IPAM.Config}}"])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).to_string())
+        .unwrap_or_default();
+    let ipam: serde_json::Value = serde_json::from_str(&ipam).expect("the bridge's IPAM config");
+    let gateway = match ipam[0]["Gateway"].as_str() {
+        Some(g) if !g.is_empty() => g.to_string(),
+        _ => {
+            let subnet = ipam[0]["Subnet"].as_str().expect("the bridge has a subnet");
+            let base: std::net::Ipv4Addr = subnet.split('/').next().unwrap().parse().unwrap();
+            std::net::Ipv4Addr::from(u32::from(base) + 1).to_string()
+        }
+    };
+    // Stands for the coordinator or Postgres: a listener on every host address.
+    let listener = tokio::net::TcpListener::bind("0.0.0.0:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move { while let Ok((_conn, _)) = listener.accept().await {} });
+    let probe = |ip: &str| {
+        format!("timeout 5 bash -c 'echo > /dev/tcp/{ip}/{port}' 2>/dev/null && echo REACHED || echo BLOCKED")
+    };
+
+    let isolated = case.sandbox().await;
+    for ip in ["127.0.0.1", gateway.as_str()] {
+        let out = isolated.exec(&probe(ip), &limits(30)).await.unwrap();
+        assert_eq!(out.output.trim(), "BLOCKED", "{ip}:{port} was reachable from a sandbox without network");
+    }
+    let out =
+        isolated.exec("cat /proc/net/dev | tail -n +3 | cut -d: -f1 | tr -d ' '", &limits(30)).await.unwrap();
+    assert_eq!(out.output.trim(), "lo", "only a loopback interface");
+    isolated.remove().await.unwrap();
+
+    let mut spec = case.spec(BASE_IMAGE);
+    spec.network = true;
+    let connected = case.docker.create(&spec).await.unwrap();
+    let out = connected.exec(&probe(&gateway), &limits(30)).await.unwrap();
+    assert_eq!(out.output.trim(), "REACHED", "the probe works when the sandbox has a network");
+    connected.remove().await.unwrap();
+}
