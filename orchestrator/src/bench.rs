@@ -327,7 +327,14 @@ async fn seed(pool: &PgPool, name: &str, runs: usize) -> anyhow::Result<i64> {
     Ok(sweep)
 }
 
-fn percentile(sorted: &[f64], q: f64) -> f64 {
+/// `percentile` of values in any order (sorted in place first).
+pub(crate) fn percentile_of(values: &mut [f64], q: f64) -> f64 {
+    values.sort_by(f64::total_cmp);
+    percentile(values, q)
+}
+
+/// The value at rank round((n - 1) x q) of sorted values (0 for none).
+pub(crate) fn percentile(sorted: &[f64], q: f64) -> f64 {
     if sorted.is_empty() {
         return 0.0;
     }

@@ -23,6 +23,7 @@ use worker::agent::AgentExecutor;
 use worker::evaluate::EvaluateExecutor;
 use worker::sandbox::Docker;
 
+use crate::bench::percentile_of;
 use crate::replay::{self, Scenario, Scenarios, ServeOptions, Turn};
 
 /// Containers of this benchmark carry this worker name (and are reaped by it).
@@ -88,10 +89,10 @@ pub async fn agent(args: AgentBenchArgs) -> anyhow::Result<ExitCode> {
     let round = |x: f64| (x * 1000.0).round() / 1000.0;
     let mut out = serde_json::Map::new();
     out.insert("steps".into(), warm.len().into());
-    out.insert("overhead_p50_ms".into(), round(percentile(&mut overhead, 0.50)).into());
-    out.insert("overhead_p99_ms".into(), round(percentile(&mut overhead, 0.99)).into());
-    out.insert("llm_p50_ms".into(), round(percentile(&mut llm, 0.50)).into());
-    out.insert("command_p50_ms".into(), round(percentile(&mut command, 0.50)).into());
+    out.insert("overhead_p50_ms".into(), round(percentile_of(&mut overhead, 0.50)).into());
+    out.insert("overhead_p99_ms".into(), round(percentile_of(&mut overhead, 0.99)).into());
+    out.insert("llm_p50_ms".into(), round(percentile_of(&mut llm, 0.50)).into());
+    out.insert("command_p50_ms".into(), round(percentile_of(&mut command, 0.50)).into());
     for (n, mb) in &rss {
         out.insert(format!("rss_mb_{n}"), round(*mb).into());
     }
@@ -157,7 +158,7 @@ async fn rss_with_runs_in_flight(
     }
     docker.wait_for_removals().await;
     docker.reap(("steerbench.worker", WORKER_NAME)).await?;
-    Ok(percentile(&mut samples, 0.5))
+    Ok(percentile_of(&mut samples, 0.5))
 }
 
 async fn running_containers() -> anyhow::Result<usize> {
@@ -179,14 +180,6 @@ fn rss_mb() -> anyhow::Result<f64> {
         .and_then(|v| v.parse().ok())
         .context("no VmRSS in /proc/self/status")?;
     Ok(kb / 1024.0)
-}
-
-fn percentile(values: &mut [f64], p: f64) -> f64 {
-    if values.is_empty() {
-        return 0.0;
-    }
-    values.sort_by(|a, b| a.total_cmp(b));
-    values[((values.len() - 1) as f64 * p).round() as usize]
 }
 
 fn bench_run(run_id: i64, instance: &Instance, url: &str, model: &str, max_steps: u32) -> ClaimedRun {

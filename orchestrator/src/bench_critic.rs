@@ -14,6 +14,7 @@
 //! `rust_over_python_latency` is the ratio of the medians at 2048 tokens;
 //! `batched_over_unbatched_16` the ratio of the throughputs at 16 concurrent callers.
 
+use crate::bench::percentile_of;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{ExitCode, Stdio};
@@ -139,10 +140,10 @@ pub async fn critic(args: CriticBenchArgs) -> anyhow::Result<ExitCode> {
             }
         }
         let mut figures = json!({
-            "median": round(percentile(&mut totals, 0.5)),
-            "p99": round(percentile(&mut totals, 0.99)),
-            "compute_median": round(percentile(&mut computing, 0.5)),
-            "tokenize_median": round(percentile(&mut tokenizing, 0.5)),
+            "median": round(percentile_of(&mut totals, 0.5)),
+            "p99": round(percentile_of(&mut totals, 0.99)),
+            "compute_median": round(percentile_of(&mut computing, 0.5)),
+            "tokenize_median": round(percentile_of(&mut tokenizing, 0.5)),
             "input_tokens": tokens.0,
         });
         if generative {
@@ -415,12 +416,4 @@ fn ms(d: Duration) -> f64 {
 
 fn round(x: f64) -> f64 {
     (x * 1000.0).round() / 1000.0
-}
-
-fn percentile(values: &mut [f64], p: f64) -> f64 {
-    if values.is_empty() {
-        return 0.0;
-    }
-    values.sort_by(|a, b| a.total_cmp(b));
-    values[((values.len() - 1) as f64 * p).round() as usize]
 }

@@ -162,14 +162,8 @@ async fn run_fleet(scratch: &ScratchDb, args: &FleetBenchArgs) -> anyhow::Result
     let duplicates = t.completed.values().filter(|n| **n > 1).count();
     let lost = total - done_runs as usize;
     let mut claims = t.claim_ms.clone();
-    claims.sort_by(|a, b| a.total_cmp(b));
-    let pct = |q: f64| {
-        if claims.is_empty() {
-            0.0
-        } else {
-            claims[((claims.len() - 1) as f64 * q).round() as usize]
-        }
-    };
+    claims.sort_by(f64::total_cmp);
+    let pct = |q: f64| crate::bench::percentile(&claims, q);
     let round = |x: f64| (x * 1000.0).round() / 1000.0;
     Ok(serde_json::json!({
         "runs": total,

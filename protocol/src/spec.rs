@@ -132,6 +132,17 @@ pub enum ExecutorSpec {
     Agent(AgentExecSpec),
 }
 
+impl ExecutorSpec {
+    /// The kind's name, as sweep files, worker registrations and the claim query spell it.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            ExecutorSpec::Placeholder(_) => "placeholder",
+            ExecutorSpec::Evaluate(_) => "evaluate",
+            ExecutorSpec::Agent(_) => "agent",
+        }
+    }
+}
+
 /// Grading semantics to follow.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "snake_case")]

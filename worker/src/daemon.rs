@@ -208,11 +208,7 @@ async fn execute_one(
     metrics.runs_active.inc();
     let result = executor.execute(&run, ctx).await;
     metrics.runs_active.dec();
-    let kind = match &run.executor {
-        protocol::ExecutorSpec::Placeholder(_) => "placeholder",
-        protocol::ExecutorSpec::Evaluate(_) => "evaluate",
-        protocol::ExecutorSpec::Agent(_) => "agent",
-    };
+    let kind = run.executor.kind();
     let reason = table.lock().expect("in-flight table lock").get(&run.run_id).and_then(|f| f.reason);
     let reported = match (reason, result) {
         (Some(StopReason::LeaseLost), _) => {

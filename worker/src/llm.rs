@@ -42,6 +42,20 @@ impl std::fmt::Debug for Secret {
     }
 }
 
+impl Secret {
+    /// The key in environment variable `var` (None when no variable is named). `who` (e.g.
+    /// "agent `qwen`") words the error when the variable is unset or empty on this worker.
+    pub fn from_env(var: Option<&str>, who: &str) -> Result<Option<Secret>, String> {
+        match var {
+            None => Ok(None),
+            Some(var) => match std::env::var(var) {
+                Ok(key) if !key.is_empty() => Ok(Some(Secret::new(key))),
+                _ => Err(format!("{who} reads its API key from ${var}, which is not set on this worker")),
+            },
+        }
+    }
+}
+
 /// How failed calls are retried.
 #[derive(Debug, Clone)]
 pub struct RetryPolicy {

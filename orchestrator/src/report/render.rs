@@ -1,7 +1,7 @@
 //! A report as a terminal table or CSV (JSON is the `Report` itself).
 
 use super::stats::Interval;
-use super::{Comparison, ConditionSummary, Report};
+use super::{Comparison, Report};
 
 fn pct(x: Option<f64>) -> String {
     x.map_or("-".into(), |v| format!("{:.1}%", v * 100.0))
@@ -185,9 +185,4 @@ pub fn comparison(c: &Comparison) -> String {
         fa = if c.flipped_to_a.is_empty() { "-".into() } else { c.flipped_to_a.join(", ") },
         fb = if c.flipped_to_b.is_empty() { "-".into() } else { c.flipped_to_b.join(", ") },
     )
-}
-
-/// Keeps the summary type in use for callers that render one condition.
-pub fn condition_line(c: &ConditionSummary) -> String {
-    format!("{}: {}/{} resolved ({})", c.label, c.resolved, c.denominator, pct(c.resolve_rate))
 }

@@ -127,7 +127,8 @@ impl AgentExecutor {
         let prompts = Prompts::new(&spec.templates).map_err(|e| ExecError::Infra(e.to_string()))?;
         let client = LlmClient::new(self.llm_config(run)?).map_err(|e| ExecError::Infra(e.to_string()))?;
 
-        let (sandbox, _image_guard) = self.grader.open_sandbox(run, spec_env(spec), &spec.workdir).await?;
+        let (sandbox, _image_guard) =
+            self.grader.open_sandbox(run, vec![SANDBOX_ENV.into()], &spec.workdir).await?;
         let mut agent = AgentRun {
             run,
             spec,
@@ -175,18 +176,8 @@ impl AgentExecutor {
 
     fn llm_config(&self, run: &ClaimedRun) -> Result<LlmConfig, ExecError> {
         let agent = &run.agent;
-        let api_key = match &agent.api_key_env {
-            None => None,
-            Some(var) => match std::env::var(var) {
-                Ok(key) if !key.is_empty() => Some(Secret::new(key)),
-                _ => {
-                    return Err(ExecError::Infra(format!(
-                        "agent `{}` reads its API key from ${var}, which is not set on this worker",
-                        agent.name
-                    )))
-                }
-            },
-        };
+        let api_key = Secret::from_env(agent.api_key_env.as_deref(), &format!("agent `{}`", agent.name))
+            .map_err(ExecError::Infra)?;
         let tokenizer = match &agent.tokenizer {
             Some(path) => Some(llm::tokens::TokenCounter::load(path).map_err(|e| {
                 ExecError::Infra(format!(
@@ -211,9 +202,7 @@ impl AgentExecutor {
 
 /// The container environment of an agent's sandbox: SWE-bench images activate their conda
 /// environment from /root/.bashrc, which non-interactive bash reads through `BASH_ENV`.
-fn spec_env(_spec: &AgentExecSpec) -> Vec<String> {
-    vec!["BASH_ENV=/root/.bashrc".into()]
-}
+const SANDBOX_ENV: &str = "BASH_ENV=/root/.bashrc";
 
 /// The state of one run's agent loop.
 struct AgentRun<'a> {
@@ -348,12 +337,7 @@ impl AgentRun<'_> {
                 }
                 Action::Bash { command: text, call_id } => {
                     let result = self.run_command(&mut shell, &text, deadline).await?;
-                    facts.command = Some(text.clone());
-                    facts.exit_code = result.exit_code;
-                    facts.timed_out = result.timed_out;
-                    facts.output =
-                        crate::evaluate::cap_chars(&result.output, self.spec.observation_max_chars);
-                    facts.ran_tests = crate::critic::looks_like_tests(&text);
+                    self.note_command(&mut facts, &text, &result);
                     if scaffold::is_submission(&result.output, result.exit_code) {
                         ending = Some(Ending::Submitted);
                         observation = result.output.clone();
@@ -517,11 +501,7 @@ impl AgentRun<'_> {
                 }
                 Some(command) => {
                     let out = self.run_command(shell, command, deadline).await?;
-                    facts.command = Some(command.to_string());
-                    facts.exit_code = out.exit_code;
-                    facts.timed_out = out.timed_out;
-                    facts.output = crate::evaluate::cap_chars(&out.output, self.spec.observation_max_chars);
-                    facts.ran_tests = crate::critic::looks_like_tests(command);
+                    self.note_command(&mut facts, command, &out);
                     if scaffold::is_submission(&out.output, out.exit_code) {
                         ending = Some(Ending::Submitted);
                     } else if self.hook.wants_changes() {
@@ -587,6 +567,15 @@ impl AgentRun<'_> {
             self.upload(Vec::new(), Vec::new(), calls).await?;
         }
         Ok(review.guidance)
+    }
+
+    /// What a command did, in the step's facts for the critic.
+    fn note_command(&self, facts: &mut StepFacts, command: &str, result: &CommandResult) {
+        facts.command = Some(command.to_string());
+        facts.exit_code = result.exit_code;
+        facts.timed_out = result.timed_out;
+        facts.output = crate::evaluate::cap_chars(&result.output, self.spec.observation_max_chars);
+        facts.ran_tests = crate::critic::looks_like_tests(command);
     }
 
     /// Which tracked files the step changed (`git status`, compared with the last step's).
@@ -710,16 +699,12 @@ impl AgentRun<'_> {
             model: self.run.agent.model.clone(),
             status: status.into(),
             http_status,
-            retries: self.client_attempts().saturating_sub(1) as i32,
+            retries: self.client.attempts().saturating_sub(1) as i32,
             latency_ms: started.elapsed().as_millis() as i64,
             cost_usd: Decimal::ZERO,
             error: Some(error.to_string()),
             ..Default::default()
         }
-    }
-
-    fn client_attempts(&self) -> u32 {
-        self.client.attempts()
     }
 
     async fn upload(

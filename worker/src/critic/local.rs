@@ -57,7 +57,7 @@ pub struct Local {
 /// What the model said.
 pub struct Said {
     pub feedback: Option<String>,
-    pub score: Option<f64>,
+    /// A generative critique's TASK_STATUS (a scorer's score is in the call's record).
     pub status: Option<String>,
 }
 
@@ -122,11 +122,7 @@ impl Local {
             .filter(|l| !l.on_track && !l.message.is_empty())
             .map(|l| l.message.clone());
         let feedback = off_track.then(|| label_message.unwrap_or_else(|| self.spec.feedback.clone()));
-        let status = match (on_track, params.stop_below_score) {
-            (Some(p), Some(stop)) if p < stop => Some("below the stop score".to_string()),
-            _ => None,
-        };
-        Ok(Said { feedback, score: on_track, status })
+        Ok(Said { feedback, status: None })
     }
 
     async fn critique(
@@ -160,7 +156,7 @@ impl Local {
             out.compute.as_secs_f64() / out.batch_size.max(1) as f64,
         );
         let (text, status) = super::input::parse_critique(&out.text);
-        Ok(Said { feedback: (!text.is_empty()).then_some(text), score: None, status })
+        Ok(Said { feedback: (!text.is_empty()).then_some(text), status })
     }
 
     /// Exact cost of a call at the model's prices.

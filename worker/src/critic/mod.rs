@@ -181,13 +181,15 @@ impl CriticHook {
         moment: Moment,
         record: &mut CriticCallRecord,
     ) -> Result<Guidance, ExecError> {
-        if status == Some("below the stop score") {
-            record.decision = "stop".into();
-            record.feedback = feedback;
-            return Ok(Guidance::Stop(format!(
-                "on-track score below {} after step {done_steps}",
-                self.params.stop_below_score.unwrap_or(0.0)
-            )));
+        // A scorer's stop: its on-track probability (recorded by the backend) below the bar.
+        if let (Some(stop_below), Some(score)) = (self.params.stop_below_score, record.score) {
+            if score < stop_below {
+                record.decision = "stop".into();
+                record.feedback = feedback;
+                return Ok(Guidance::Stop(format!(
+                    "on-track score below {stop_below} after step {done_steps}"
+                )));
+            }
         }
         if let (Some(stop_on), Some(status)) = (&self.params.stop_on_status, status) {
             if status.eq_ignore_ascii_case(stop_on) {

@@ -21,17 +21,7 @@ pub struct Critique {
 
 impl Remote {
     pub fn new(spec: &RemoteCritic, retry: RetryPolicy) -> Result<Remote, String> {
-        let api_key = match &spec.api_key_env {
-            None => None,
-            Some(var) => match std::env::var(var) {
-                Ok(key) if !key.is_empty() => Some(Secret::new(key)),
-                _ => {
-                    return Err(format!(
-                        "the remote critic reads its API key from ${var}, which is not set on this worker"
-                    ))
-                }
-            },
-        };
+        let api_key = Secret::from_env(spec.api_key_env.as_deref(), "the remote critic")?;
         let client = LlmClient::new(LlmConfig {
             base_url: spec.base_url.clone(),
             model: spec.model.clone(),
