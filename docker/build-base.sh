@@ -1,21 +1,25 @@
 #!/usr/bin/env bash
-# Builds the two local base images, with no image registry involved:
+# Builds the local base images, with no image registry involved:
 #
 #   steerbench/debian-base:bookworm   Debian bookworm (debootstrap --variant=minbase) plus
 #                                     ca-certificates, imported with `docker import`
 #   steerbench/postgres:15            the base plus Debian's postgresql-15 (docker/postgres/)
+#   steerbench/prometheus:2.42        the base plus Debian's prometheus (docker/prometheus/)
 #
 # Usage: docker/build-base.sh [--force] [--base-only]
 #
-# Each image is skipped if it already exists, unless --force. Needs root (debootstrap), the
-# `debootstrap` package (apt-get install -y debootstrap) and a reachable Debian mirror. The
+#   --base-only   build only steerbench/debian-base:bookworm
+#
+# Each image is skipped if it already exists, unless --force. The base needs root (debootstrap),
+# the `debootstrap` package (apt-get install -y debootstrap) and a reachable Debian mirror. The
 # mirror is the one this machine's apt uses (/etc/apt/sources.list and sources.list.d), or
 # DEBIAN_MIRROR / DEBIAN_SECURITY_MIRROR if set. DOCKER_BUILD_NETWORK (e.g. `host`) is passed
-# to `docker build --network` for the postgres image, whose build runs apt-get.
+# to `docker build --network` for the postgres and prometheus images, whose builds run apt-get.
 set -euo pipefail
 
 readonly BASE_IMAGE=steerbench/debian-base:bookworm
 readonly PG_IMAGE=steerbench/postgres:15
+readonly PROM_IMAGE=steerbench/prometheus:2.42
 readonly SUITE=bookworm
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 
@@ -25,7 +29,7 @@ for arg in "$@"; do
   case "$arg" in
     --force) force=true ;;
     --base-only) base_only=true ;;
-    -h|--help) sed -n '2,15p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '2,17p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "unknown argument: $arg (try --help)" >&2; exit 64 ;;
   esac
 done
@@ -149,32 +153,40 @@ EOF
   log "built $BASE_IMAGE in $((SECONDS - started))s"
 }
 
-build_postgres() {
-  local started=$SECONDS
+# Builds image $1 from the Dockerfile in directory $2 (FROM the base image).
+build_on_base() {
+  local image=$1 dir=$2 started=$SECONDS
   local network=()
   [[ -n ${DOCKER_BUILD_NETWORK:-} ]] && network=(--network "$DOCKER_BUILD_NETWORK")
-  log "building $PG_IMAGE from $here/postgres"
+  log "building $image from $dir"
   # The legacy builder resolves FROM against local images; BuildKit without buildx may not.
-  DOCKER_BUILDKIT=0 docker build "${network[@]}" --tag "$PG_IMAGE" "$here/postgres" >&2
-  log "built $PG_IMAGE in $((SECONDS - started))s"
+  DOCKER_BUILDKIT=0 docker build "${network[@]}" --tag "$image" "$dir" >&2
+  log "built $image in $((SECONDS - started))s"
 }
 
 total=$SECONDS
 old_base=$(image_id "$BASE_IMAGE")
 old_pg=$(image_id "$PG_IMAGE")
+old_prom=$(image_id "$PROM_IMAGE")
 if ! $force && [[ -n $old_base ]]; then
   log "$BASE_IMAGE exists; skipping (use --force to rebuild)"
 else
   build_base
 fi
-if $base_only; then
-  log "--base-only: not building $PG_IMAGE"
-elif ! $force && [[ -n $old_pg ]]; then
-  log "$PG_IMAGE exists; skipping (use --force to rebuild)"
-else
-  build_postgres
-fi
-# The old postgres image is a child of the old base: remove it first.
+# Image $1 from directory $2, whose current id is $3 (empty: it does not exist).
+maybe_build_on_base() {
+  if $base_only; then
+    log "--base-only: not building $1"
+  elif ! $force && [[ -n $3 ]]; then
+    log "$1 exists; skipping (use --force to rebuild)"
+  else
+    build_on_base "$1" "$2"
+  fi
+}
+maybe_build_on_base "$PG_IMAGE" "$here/postgres" "$old_pg"
+maybe_build_on_base "$PROM_IMAGE" "$here/prometheus" "$old_prom"
+# The old postgres and prometheus images are children of the old base: remove them first.
 drop_replaced "$PG_IMAGE" "$old_pg"
+drop_replaced "$PROM_IMAGE" "$old_prom"
 drop_replaced "$BASE_IMAGE" "$old_base"
 log "done in $((SECONDS - total))s"

@@ -13,14 +13,14 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use clap::Args;
-use protocol::{CompleteRun, LeaseRef, Outcome, RunTotals};
+use protocol::{CompleteRun, Heartbeat, LeaseRef, Outcome, RunTotals};
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{ConnectOptions, PgPool};
 use uuid::Uuid;
 
 use crate::cli::DatabaseArgs;
 use crate::db;
-use crate::queue::Queue;
+use crate::queue::{Queue, Registrar};
 
 #[derive(Args, Debug)]
 pub struct QueueBenchArgs {
@@ -206,8 +206,11 @@ async fn worker_cycles(queue: Queue, worker: Uuid) -> anyhow::Result<(Vec<i64>, 
         latencies.push(t.elapsed().as_secs_f64() * 1000.0);
         let Some(lease) = leases.into_iter().next() else { return Ok((ids, latencies)) };
         ids.push(lease.run_id);
-        let held = [LeaseRef { run_id: lease.run_id, lease_token: lease.lease_token }];
-        let ack = queue.heartbeat(worker, &held, false, None, None).await?;
+        let beat = Heartbeat {
+            leases: vec![LeaseRef { run_id: lease.run_id, lease_token: lease.lease_token }],
+            ..Default::default()
+        };
+        let ack = queue.heartbeat(worker, Registrar::NONE, &beat).await?;
         anyhow::ensure!(ack.lost.is_empty(), "run {} lost its lease during the benchmark", lease.run_id);
         let done = CompleteRun {
             lease_token: lease.lease_token,
@@ -217,7 +220,7 @@ async fn worker_cycles(queue: Queue, worker: Uuid) -> anyhow::Result<(Vec<i64>, 
             evaluation: None,
             detail: None,
         };
-        queue.complete(lease.run_id, &done).await?;
+        queue.complete(lease.run_id, Registrar::NONE, &done).await?;
     }
 }
 

@@ -6,7 +6,10 @@
 //!
 //! Figures: runs completed per second, claim latency (p50, p99, as the workers saw it), the
 //! process's CPU time (coordinator and simulated workers share this process), Postgres bytes per
-//! run (runs and steps, indexes included), worker deaths, duplicates and lost runs.
+//! run (runs, steps and the attempt ledger, indexes included), worker deaths, duplicates and
+//! lost runs. Duplicates are counted twice: completions the workers saw accepted more than once
+//! per run, and, from the attempt ledger, runs with more than one completed attempt
+//! (`ledger_duplicates`); runs whose state disagrees with the ledger are `ledger_unmatched`.
 
 use std::collections::HashMap;
 use std::process::ExitCode;
@@ -68,9 +71,11 @@ pub async fn fleet(args: FleetBenchArgs) -> anyhow::Result<ExitCode> {
         eprintln!("{} runs through {} simulated workers", args.runs, args.workers);
     }
     println!("{out}");
-    // Exactly once is the point: a duplicate or a lost run fails the command.
-    if out["duplicates"] != 0 || out["lost"] != 0 {
-        eprintln!("error: runs were duplicated or lost");
+    // Exactly once is the point: a duplicate (seen by the workers or in the ledger), a run the
+    // ledger disagrees with, or a lost run fails the command.
+    let bad = ["duplicates", "ledger_duplicates", "ledger_unmatched", "lost"];
+    if bad.iter().any(|key| out[key] != 0) {
+        eprintln!("error: runs were duplicated, lost, or disagree with the attempt ledger");
         return Ok(ExitCode::FAILURE);
     }
     Ok(ExitCode::SUCCESS)
@@ -148,8 +153,20 @@ async fn run_fleet(scratch: &ScratchDb, args: &FleetBenchArgs) -> anyhow::Result
     }
     let done_runs: i64 =
         sqlx::query_scalar("SELECT count(*) FROM runs WHERE state = 'done'").fetch_one(&pool).await?;
+    // What the ledger says: runs completed by more than one attempt, and runs whose state
+    // disagrees with it (done without a completed attempt, or completed but not done).
+    let (ledger_duplicates, ledger_unmatched): (i64, i64) = sqlx::query_as(
+        "WITH c AS (
+             SELECT r.state, (SELECT count(*) FROM run_attempts a
+                              WHERE a.run_id = r.id AND a.ending = 'completed') AS n
+             FROM runs r)
+         SELECT count(*) FILTER (WHERE n > 1), count(*) FILTER (WHERE (n > 0) <> (state = 'done')) FROM c",
+    )
+    .fetch_one(&pool)
+    .await?;
     let bytes: i64 = sqlx::query_scalar(
-        "SELECT (pg_total_relation_size('runs') + pg_total_relation_size('steps'))::bigint",
+        "SELECT (pg_total_relation_size('runs') + pg_total_relation_size('steps')
+                 + pg_total_relation_size('run_attempts'))::bigint",
     )
     .fetch_one(&pool)
     .await?;
@@ -176,6 +193,8 @@ async fn run_fleet(scratch: &ScratchDb, args: &FleetBenchArgs) -> anyhow::Result
         "pg_bytes_per_run": bytes / total as i64,
         "worker_deaths": t.deaths,
         "duplicates": duplicates,
+        "ledger_duplicates": ledger_duplicates,
+        "ledger_unmatched": ledger_unmatched,
         "lost": lost,
         "seconds": round(elapsed),
     }))

@@ -22,6 +22,10 @@ pub enum Error {
     /// stop working on that run and write nothing more for it.
     #[error("{0}")]
     LeaseLost(String),
+    /// The caller may not do this (a worker token acting for a worker, or on a run held by a
+    /// worker, that another token registered); nothing was changed and resending fails again.
+    #[error("{0}")]
+    Forbidden(String),
     /// The request itself is wrong; resending it unchanged will fail again.
     #[error("{0}")]
     Invalid(String),

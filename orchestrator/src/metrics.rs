@@ -2,6 +2,9 @@
 //!
 //! Counters live in the process (each replica counts what it served); gauges about the queue
 //! are read from Postgres at scrape time, so every replica reports the same fleet-wide truth.
+//! Model calls are counted by endpoint (calls, errors, retries, latency) and by agent (tokens,
+//! dollars), both with the model; an endpoint is named by its base URL's `host:port` only, so
+//! no credentials, path or query of a URL reach a label.
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -28,22 +31,60 @@ pub struct StatusLabel {
     pub status: String,
 }
 
+/// A model endpoint (`host:port`) and the model asked.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct ModelLabel {
+pub struct EndpointLabel {
+    pub endpoint: String,
     pub model: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct ModelStatusLabel {
+pub struct EndpointStatusLabel {
+    pub endpoint: String,
     pub model: String,
+    /// `ok`, `unavailable`, `rejected`, `malformed`, `timeout`.
     pub status: String,
+}
+
+/// A sweep's agent (by name) and its model.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct AgentLabel {
+    pub agent: String,
+    pub model: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct TokenLabel {
+    pub agent: String,
     pub model: String,
     /// `input`, `output`, `cached`.
     pub kind: String,
+}
+
+/// Whose model calls an upload carries: the run's agent and its endpoint, as labelled.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CallSource {
+    pub agent: String,
+    pub endpoint: String,
+}
+
+impl CallSource {
+    pub fn new(agent: &str, base_url: &str) -> Self {
+        CallSource { agent: agent.to_string(), endpoint: endpoint_label(base_url) }
+    }
+}
+
+/// An endpoint's label: its base URL's `host:port` (the scheme's port when the URL names
+/// none). User, password, path and query never appear; an unparsable URL is `invalid`.
+pub fn endpoint_label(base_url: &str) -> String {
+    let Ok(url) = reqwest::Url::parse(base_url) else {
+        return "invalid".into();
+    };
+    match (url.host_str(), url.port_or_known_default()) {
+        (Some(host), Some(port)) => format!("{host}:{port}"),
+        (Some(host), None) => host.to_string(),
+        (None, _) => "invalid".into(),
+    }
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -82,11 +123,11 @@ pub struct Metrics {
     pub workers_alive: Gauge,
     pub steps: Counter,
     pub command_seconds: Histogram,
-    pub llm_calls: Family<ModelStatusLabel, Counter>,
-    pub llm_retries: Family<ModelLabel, Counter>,
+    pub llm_calls: Family<EndpointStatusLabel, Counter>,
+    pub llm_retries: Family<EndpointLabel, Counter>,
     pub llm_tokens: Family<TokenLabel, Counter>,
-    pub llm_cost_usd: Family<ModelLabel, Counter<f64, AtomicU64>>,
-    pub llm_seconds: Family<ModelLabel, Histogram, fn() -> Histogram>,
+    pub llm_cost_usd: Family<AgentLabel, Counter<f64, AtomicU64>>,
+    pub llm_seconds: Family<EndpointLabel, Histogram, fn() -> Histogram>,
     pub critic_calls: Family<CriticLabel, Counter>,
     pub critic_cost_usd: Family<KindLabel, Counter<f64, AtomicU64>>,
     pub critic_seconds: Family<KindLabel, Histogram, fn() -> Histogram>,
@@ -174,15 +215,31 @@ impl Metrics {
             "Time of the agents' commands in their sandboxes",
             m.command_seconds.clone(),
         );
-        registry.register("llm_calls", "Model calls, by model and status", m.llm_calls.clone());
+        registry.register(
+            "llm_calls",
+            "Model calls, by endpoint, model and status (ok or the kind of failure)",
+            m.llm_calls.clone(),
+        );
         registry.register(
             "llm_retries",
-            "Failed attempts of model calls that were retried",
+            "Failed attempts of model calls that were retried, by endpoint and model",
             m.llm_retries.clone(),
         );
-        registry.register("llm_tokens", "Tokens of model calls, by model and kind", m.llm_tokens.clone());
-        registry.register("llm_cost_usd", "Dollars of model calls, by model", m.llm_cost_usd.clone());
-        registry.register("llm_seconds", "Latency of model calls (retries included)", m.llm_seconds.clone());
+        registry.register(
+            "llm_tokens",
+            "Tokens of model calls, by agent, model and kind",
+            m.llm_tokens.clone(),
+        );
+        registry.register(
+            "llm_cost_usd",
+            "Dollars of model calls, by agent and model",
+            m.llm_cost_usd.clone(),
+        );
+        registry.register(
+            "llm_seconds",
+            "Latency of model calls (retries included), by endpoint and model",
+            m.llm_seconds.clone(),
+        );
         registry.register(
             "critic_calls",
             "Critic calls, by kind, decision and status",
@@ -203,26 +260,38 @@ impl Metrics {
         Metrics { registry, ..m }
     }
 
-    /// Counts what a worker uploaded (steps, model calls, critic calls).
-    pub fn observe_upload(&self, steps: &[StepRecord], calls: &[LlmCallRecord], critic: &[CriticCallRecord]) {
+    /// Counts what a worker uploaded for one run (steps, model calls, critic calls); `source`
+    /// is the run's agent and endpoint.
+    pub fn observe_upload(
+        &self,
+        source: &CallSource,
+        steps: &[StepRecord],
+        calls: &[LlmCallRecord],
+        critic: &[CriticCallRecord],
+    ) {
         self.steps.inc_by(steps.len() as u64);
         for s in steps.iter().filter(|s| s.action.is_some() && !s.replayed) {
             self.command_seconds.observe(s.command_ms as f64 / 1000.0);
         }
         for c in calls {
-            let model = ModelLabel { model: c.model.clone() };
-            self.llm_calls
-                .get_or_create(&ModelStatusLabel { model: c.model.clone(), status: c.status.clone() })
-                .inc();
-            self.llm_retries.get_or_create(&model).inc_by(c.retries.max(0) as u64);
+            let endpoint = EndpointLabel { endpoint: source.endpoint.clone(), model: c.model.clone() };
+            let status = EndpointStatusLabel {
+                endpoint: source.endpoint.clone(),
+                model: c.model.clone(),
+                status: c.status.clone(),
+            };
+            self.llm_calls.get_or_create(&status).inc();
+            self.llm_retries.get_or_create(&endpoint).inc_by(c.retries.max(0) as u64);
+            self.llm_seconds.get_or_create(&endpoint).observe(c.latency_ms as f64 / 1000.0);
             for (kind, n) in
                 [("input", c.input_tokens), ("output", c.output_tokens), ("cached", c.cached_tokens)]
             {
-                let label = TokenLabel { model: c.model.clone(), kind: kind.into() };
+                let label =
+                    TokenLabel { agent: source.agent.clone(), model: c.model.clone(), kind: kind.into() };
                 self.llm_tokens.get_or_create(&label).inc_by(n.max(0) as u64);
             }
-            self.llm_cost_usd.get_or_create(&model).inc_by(c.cost_usd.to_f64().unwrap_or(0.0));
-            self.llm_seconds.get_or_create(&model).observe(c.latency_ms as f64 / 1000.0);
+            let agent = AgentLabel { agent: source.agent.clone(), model: c.model.clone() };
+            self.llm_cost_usd.get_or_create(&agent).inc_by(c.cost_usd.to_f64().unwrap_or(0.0));
         }
         for c in critic {
             let label =
@@ -259,5 +328,59 @@ impl Metrics {
 impl Default for Metrics {
     fn default() -> Self {
         Self::new()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn endpoint_labels_are_host_and_port_only() {
+        assert_eq!(endpoint_label("http://127.0.0.1:8000/v1"), "127.0.0.1:8000");
+        assert_eq!(endpoint_label("https://openrouter.ai/api/v1"), "openrouter.ai:443");
+        assert_eq!(endpoint_label("http://Models.Example/v1"), "models.example:80");
+        assert_eq!(endpoint_label("http://[::1]:9/v1"), "[::1]:9");
+        assert_eq!(endpoint_label("not a url"), "invalid");
+        assert_eq!(endpoint_label("unix:/run/llm.sock"), "invalid");
+        let label = endpoint_label("https://alice:s3cret@api.example:8443/v1/?key=sk-hidden#frag");
+        assert_eq!(label, "api.example:8443");
+    }
+
+    #[test]
+    fn model_calls_are_counted_by_endpoint_and_tokens_and_dollars_by_agent() {
+        let m = Metrics::new();
+        let source = CallSource::new("bash-agent", "https://alice:s3cret@llm.example/v1?key=sk-hidden");
+        let ok = LlmCallRecord {
+            model: "m1".into(),
+            status: "ok".into(),
+            retries: 2,
+            latency_ms: 1500,
+            input_tokens: 100,
+            output_tokens: 10,
+            cost_usd: "0.25".parse().unwrap(),
+            ..Default::default()
+        };
+        let failed = LlmCallRecord {
+            status: "timeout".into(),
+            retries: 0,
+            cost_usd: Default::default(),
+            ..ok.clone()
+        };
+        m.observe_upload(&source, &[], &[ok, failed], &[]);
+        let text = m.render();
+        for line in [
+            r#"steer_llm_calls_total{endpoint="llm.example:443",model="m1",status="ok"} 1"#,
+            r#"steer_llm_calls_total{endpoint="llm.example:443",model="m1",status="timeout"} 1"#,
+            r#"steer_llm_retries_total{endpoint="llm.example:443",model="m1"} 2"#,
+            r#"steer_llm_seconds_count{endpoint="llm.example:443",model="m1"} 2"#,
+            r#"steer_llm_tokens_total{agent="bash-agent",model="m1",kind="input"} 200"#,
+            r#"steer_llm_cost_usd_total{agent="bash-agent",model="m1"} 0.25"#,
+        ] {
+            assert!(text.lines().any(|l| l == line), "missing `{line}` in:\n{text}");
+        }
+        for secret in ["alice", "s3cret", "sk-hidden", "/v1"] {
+            assert!(!text.contains(secret), "`{secret}` leaked into a label:\n{text}");
+        }
     }
 }

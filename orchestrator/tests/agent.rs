@@ -75,9 +75,12 @@ fn agent_dispatcher(docker: Docker, name: &str) -> worker::Dispatcher {
 async fn replay_server() -> String {
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/replay");
     let scenarios = Scenarios::load_dir(&dir).expect("bundled scenarios load");
-    let (url, _task) = replay::spawn_local(scenarios, ServeOptions { required_api_key: Some(KEY.into()) })
-        .await
-        .expect("replay server starts");
+    let (url, _task) = replay::spawn_local(
+        scenarios,
+        ServeOptions { required_api_key: Some(KEY.into()), ..Default::default() },
+    )
+    .await
+    .expect("replay server starts");
     url
 }
 

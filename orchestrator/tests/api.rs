@@ -144,6 +144,7 @@ const ROUTES: &[Route] = &[
     route("POST", "/api/v1/workers", Guard::Workers),
     route("POST", "/api/v1/workers/{worker_id}/heartbeat", Guard::Workers),
     route("POST", "/api/v1/workers/{worker_id}/claim", Guard::Workers),
+    route("POST", "/api/v1/workers/{worker_id}/release", Guard::Workers),
     route("POST", "/api/v1/runs/{run_id}/steps", Guard::Workers),
     route("POST", "/api/v1/runs/{run_id}/complete", Guard::Workers),
     route("POST", "/api/v1/runs/{run_id}/fail", Guard::Workers),
@@ -625,5 +626,235 @@ async fn worker_protocol_over_http(pool: PgPool) {
 
     let metrics = c.req(Method::GET, "/metrics", None).send().await.unwrap().text().await.unwrap();
     assert!(metrics.lines().any(|l| l == "steer_runs{state=\"done\"} 1"), "{metrics}");
+    c.stop().await;
+}
+
+/// Regression: the model calls workers uploaded were stored and charged but never counted on
+/// `/metrics`. They are now, by endpoint (`host:port`, never the URL) and by agent.
+#[sqlx::test(migrator = "orchestrator::db::MIGRATOR")]
+async fn uploaded_model_calls_are_counted_by_endpoint_and_agent(pool: PgPool) {
+    testkit::import_demo(&pool, "demo").await;
+    testkit::submit(&pool, &testkit::sweep_toml("m", "", "")).await;
+    let c = Coordinator::start(&pool).await;
+    let register = json!({"name": "w1", "host": "test-host", "slots": 1, "version": "test"});
+    let reg: Registered =
+        expect_ok(call(c.post("/api/v1/workers", &c.worker, &register)).await, StatusCode::OK);
+    let claimed: ClaimResponse = expect_ok(
+        call(c.post(
+            &format!("/api/v1/workers/{}/claim", reg.worker_id),
+            &c.worker,
+            &json!({"max_runs": 1, "wait_ms": 0}),
+        ))
+        .await,
+        StatusCode::OK,
+    );
+    let run = &claimed.runs[0];
+    assert_eq!(run.agent.base_url, "http://127.0.0.1:9/v1", "the label below is derived from it");
+    let call_record = |index: i32, status: &str| protocol::LlmCallRecord {
+        call_index: index,
+        step_index: Some(0),
+        model: "demo-model".into(),
+        status: status.into(),
+        retries: 1,
+        latency_ms: 2000,
+        input_tokens: 100,
+        output_tokens: 10,
+        cost_usd: "0.5".parse().unwrap(),
+        ..Default::default()
+    };
+    let upload = UploadSteps {
+        lease_token: run.lease_token,
+        steps: vec![StepRecord { index: 0, action: Some("ls".into()), ..Default::default() }],
+        llm_calls: vec![call_record(0, "ok"), call_record(1, "timeout")],
+        critic_calls: vec![],
+    };
+    let (status, body) =
+        call(c.post(&format!("/api/v1/runs/{}/steps", run.run_id), &c.worker, &upload)).await;
+    assert_eq!(status, StatusCode::NO_CONTENT, "{body}");
+
+    let metrics = c.req(Method::GET, "/metrics", None).send().await.unwrap().text().await.unwrap();
+    for line in [
+        r#"steer_steps_total 1"#,
+        r#"steer_llm_calls_total{endpoint="127.0.0.1:9",model="demo-model",status="ok"} 1"#,
+        r#"steer_llm_calls_total{endpoint="127.0.0.1:9",model="demo-model",status="timeout"} 1"#,
+        r#"steer_llm_retries_total{endpoint="127.0.0.1:9",model="demo-model"} 2"#,
+        r#"steer_llm_seconds_count{endpoint="127.0.0.1:9",model="demo-model"} 2"#,
+        r#"steer_llm_tokens_total{agent="agent-a",model="demo-model",kind="output"} 20"#,
+        r#"steer_llm_cost_usd_total{agent="agent-a",model="demo-model"} 1.0"#,
+    ] {
+        assert!(metrics.lines().any(|l| l == line), "missing `{line}` in /metrics:\n{metrics}");
+    }
+    c.stop().await;
+}
+
+// ---------------------------------------------------------------- 6. workers bound to their token
+
+/// Everything a worker route can change, as text: runs and their leases, the attempt ledger,
+/// steps, and the workers' rows.
+async fn queue_snapshot(pool: &PgPool) -> String {
+    sqlx::query_scalar(
+        "SELECT concat_ws(' | ',
+            (SELECT string_agg(concat_ws(',', id, state, attempt, failed_attempts, lease_owner, lease_token,
+                                         lease_expires_at, last_error, outcome), ';' ORDER BY id) FROM runs),
+            (SELECT string_agg(concat_ws(',', run_id, attempt, worker_id, ending, ended_at, reason), ';'
+                               ORDER BY run_id, attempt) FROM run_attempts),
+            (SELECT count(*) FROM steps),
+            (SELECT string_agg(concat_ws(',', id, last_heartbeat, draining, status, images), ';' ORDER BY id)
+             FROM workers))",
+    )
+    .fetch_one(pool)
+    .await
+    .expect("a snapshot of the queue")
+}
+
+async fn register_worker(c: &Coordinator, token: &str, name: &str) -> Uuid {
+    let body = json!({"name": name, "host": "test-host", "slots": 4, "version": "test"});
+    let reg: Registered = expect_ok(call(c.post("/api/v1/workers", token, &body)).await, StatusCode::OK);
+    reg.worker_id
+}
+
+async fn claim_runs(c: &Coordinator, token: &str, worker: Uuid, n: u32) -> Vec<protocol::ClaimedRun> {
+    let path = format!("/api/v1/workers/{worker}/claim");
+    let claimed: ClaimResponse =
+        expect_ok(call(c.post(&path, token, &json!({"max_runs": n, "wait_ms": 0}))).await, StatusCode::OK);
+    assert_eq!(claimed.runs.len(), n as usize, "{claimed:?}");
+    claimed.runs
+}
+
+#[sqlx::test(migrator = "orchestrator::db::MIGRATOR")]
+async fn a_worker_token_acts_only_on_runs_held_by_workers_it_registered(pool: PgPool) {
+    testkit::import_demo(&pool, "demo").await;
+    testkit::submit(&pool, &testkit::sweep_toml("bound", "", "")).await;
+    let c = Coordinator::start(&pool).await;
+    let token_b = tokens::create(&pool, "worker-b", Role::Worker).await.unwrap().token;
+    let worker_a = register_worker(&c, &c.worker, "a").await;
+    let worker_b = register_worker(&c, &token_b, "b").await;
+    let held = claim_runs(&c, &c.worker, worker_a, 3).await;
+    let run = &held[0];
+    let run_path = |run: &protocol::ClaimedRun, what: &str| format!("/api/v1/runs/{}/{what}", run.run_id);
+    let step = StepRecord { index: 0, action: Some("ls".into()), ..Default::default() };
+    let upload = UploadSteps {
+        lease_token: run.lease_token,
+        steps: vec![step.clone()],
+        llm_calls: vec![],
+        critic_calls: vec![],
+    };
+    let complete = CompleteRun {
+        lease_token: run.lease_token,
+        outcome: Outcome::SyntheticUnresolved,
+        totals: RunTotals { steps: 1, ..Default::default() },
+        patch: None,
+        evaluation: None,
+        detail: None,
+    };
+    let fail = json!({"lease_token": run.lease_token, "reason": "docker daemon unreachable"});
+    let release = json!({"lease_token": run.lease_token, "reason": "draining"});
+    let beat = json!({"leases": [run.lease()]});
+    let worker_path = |w: Uuid, what: &str| format!("/api/v1/workers/{w}/{what}");
+
+    // Token B, and an admin token, with A's lease token: refused, naming the problem, and
+    // nothing changes.
+    for (who, token) in [("worker token B", token_b.as_str()), ("an admin token", c.admin.as_str())] {
+        let before = queue_snapshot(&pool).await;
+        let requests = [
+            ("steps", c.post(&run_path(run, "steps"), token, &upload)),
+            ("complete", c.post(&run_path(run, "complete"), token, &complete)),
+            ("fail", c.post(&run_path(run, "fail"), token, &fail)),
+            ("release", c.post(&run_path(run, "release"), token, &release)),
+        ];
+        for (what, rb) in requests {
+            let message = expect_error(&call(rb).await, StatusCode::FORBIDDEN, "forbidden");
+            assert!(
+                message.contains(&format!("run {}", run.run_id)) && message.contains("another API token"),
+                "{what} by {who}: {message}"
+            );
+        }
+        for what in ["heartbeat", "claim", "release"] {
+            let body = match what {
+                "claim" => json!({"max_runs": 3, "wait_ms": 0}),
+                "release" => json!({"reason": "worker stopped"}),
+                _ => beat.clone(),
+            };
+            let res = call(c.post(&worker_path(worker_a, what), token, &body)).await;
+            let message = expect_error(&res, StatusCode::FORBIDDEN, "forbidden");
+            assert!(
+                message.contains(&format!("worker {worker_a}")) && message.contains("another API token"),
+                "{what} for worker A by {who}: {message}"
+            );
+        }
+        assert_eq!(queue_snapshot(&pool).await, before, "a refused request by {who} changed the queue");
+    }
+    // B's own worker naming A's lease in its heartbeat does not extend it: the lease is lost to it.
+    let ack: Value =
+        expect_ok(call(c.post(&worker_path(worker_b, "heartbeat"), &token_b, &beat)).await, StatusCode::OK);
+    assert_eq!(ack["lost"], json!([run.run_id]), "{ack}");
+    // A stale or made-up lease token is still a lost lease, whoever sends it.
+    let forged = CompleteRun { lease_token: Uuid::new_v4(), ..complete.clone() };
+    expect_error(
+        &call(c.post(&run_path(run, "complete"), &token_b, &forged)).await,
+        StatusCode::CONFLICT,
+        "lease_lost",
+    );
+
+    // A still can do everything with its runs.
+    let ack: Value =
+        expect_ok(call(c.post(&worker_path(worker_a, "heartbeat"), &c.worker, &beat)).await, StatusCode::OK);
+    assert_eq!(ack, json!({"lost": [], "cancelled": []}));
+    for (path, body) in [
+        (run_path(run, "steps"), serde_json::to_value(&upload).unwrap()),
+        (run_path(run, "complete"), serde_json::to_value(&complete).unwrap()),
+        (run_path(&held[1], "fail"), json!({"lease_token": held[1].lease_token, "reason": "disk full"})),
+        (run_path(&held[2], "release"), json!({"lease_token": held[2].lease_token, "reason": "draining"})),
+    ] {
+        let (status, body) = call(c.post(&path, &c.worker, &body)).await;
+        assert_eq!(status, StatusCode::NO_CONTENT, "{path}: {body}");
+    }
+    // After completion, B cannot claim A's completion as a retry of its own.
+    let message = expect_error(
+        &call(c.post(&run_path(run, "complete"), &token_b, &complete)).await,
+        StatusCode::FORBIDDEN,
+        "forbidden",
+    );
+    assert!(message.contains("another API token"), "{message}");
+
+    // The run record lists its attempts.
+    for (run, ending) in [(&held[0], "completed"), (&held[1], "failed"), (&held[2], "released")] {
+        let record: Value = expect_ok(call(c.get(&run_path(run, "record"), &c.user)).await, StatusCode::OK);
+        let attempts = record["attempts"].as_array().unwrap_or_else(|| panic!("no attempts: {record}"));
+        assert_eq!(attempts.len(), 1, "{record}");
+        assert_eq!(attempts[0]["attempt"], 1);
+        assert_eq!(attempts[0]["worker_id"], worker_a.to_string());
+        assert_eq!(attempts[0]["ending"], ending, "{record}");
+    }
+    let traj: Trajectory = expect_ok(call(c.get(&run_path(run, "record"), &c.user)).await, StatusCode::OK);
+    assert_eq!(traj.steps.len(), 1, "only A's upload was stored");
+    c.stop().await;
+}
+
+#[sqlx::test(migrator = "orchestrator::db::MIGRATOR")]
+async fn revoking_a_worker_token_stops_its_worker(pool: PgPool) {
+    testkit::import_demo(&pool, "demo").await;
+    testkit::submit(&pool, &testkit::sweep_toml("revoke", "", "")).await;
+    let c = Coordinator::start(&pool).await;
+    let t = tokens::create(&pool, "gpu-box-1", Role::Worker).await.unwrap();
+    let w = register_worker(&c, &t.token, "gpu-box-1").await;
+    let held = claim_runs(&c, &t.token, w, 1).await;
+    tokens::revoke(&pool, t.id).await.unwrap();
+
+    let claim = format!("/api/v1/workers/{w}/claim");
+    let body = json!({"max_runs": 1, "wait_ms": 0});
+    let before = queue_snapshot(&pool).await;
+    let message =
+        expect_error(&call(c.post(&claim, &t.token, &body)).await, StatusCode::UNAUTHORIZED, "unauthorized");
+    assert!(message.contains("revoked"), "{message}");
+    let beat = json!({"leases": [held[0].lease()]});
+    let res = call(c.post(&format!("/api/v1/workers/{w}/heartbeat"), &t.token, &beat)).await;
+    expect_error(&res, StatusCode::UNAUTHORIZED, "unauthorized");
+    // Nor can the worker carry on under another live worker token: it is bound to the revoked one.
+    expect_error(&call(c.post(&claim, &c.worker, &body)).await, StatusCode::FORBIDDEN, "forbidden");
+    let release = json!({"lease_token": held[0].lease_token});
+    let res = call(c.post(&format!("/api/v1/runs/{}/release", held[0].run_id), &c.worker, &release)).await;
+    expect_error(&res, StatusCode::FORBIDDEN, "forbidden");
+    assert_eq!(queue_snapshot(&pool).await, before, "nothing was claimed, extended or released");
     c.stop().await;
 }

@@ -9,11 +9,13 @@ use orchestrator::predictions::Prediction;
 use orchestrator::server::{self, CoordinatorConfig};
 use orchestrator::store::evals::{self, EvalRequest, EvalResult};
 use orchestrator::store::{datasets, sweeps, tokens};
+use protocol::Instance;
 use protocol::{Role, SweepState};
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use worker::sandbox::Docker;
+use worker::grading::{self, Profile};
+use worker::sandbox::{Docker, ExecLimits, SandboxSpec};
 
 const WORKER_NAME: &str = "evaluate-test";
 
@@ -26,10 +28,16 @@ struct Fleet {
 }
 
 async fn start_fleet(pool: &PgPool, docker: Docker) -> Fleet {
+    start_named_fleet(pool, docker, WORKER_NAME).await
+}
+
+/// A fleet whose worker has its own name, so that tests running at the same time never see
+/// (or reap) each other's containers.
+async fn start_named_fleet(pool: &PgPool, docker: Docker, worker_name: &str) -> Fleet {
     let coordinator = common::start_coordinator(pool, Duration::from_secs(30)).await;
     let dispatcher =
-        worker::Dispatcher::new(Some(worker::evaluate::EvaluateExecutor::new(docker, WORKER_NAME)));
-    let worker = coordinator.start_worker(WORKER_NAME, 2, dispatcher).await;
+        worker::Dispatcher::new(Some(worker::evaluate::EvaluateExecutor::new(docker, worker_name)));
+    let worker = coordinator.start_worker(worker_name, 2, dispatcher).await;
     Fleet { coordinator, worker }
 }
 
@@ -117,6 +125,232 @@ async fn grading_agrees_with_the_fixtures_through_the_fleet(pool: PgPool) {
         0,
         "every grading container was removed"
     );
+}
+
+// ------------------------------------------------------------------ hostile patches
+
+/// A `git diff` creating `path` with `text`.
+fn new_file(path: &str, text: &str) -> String {
+    let lines: Vec<&str> = text.lines().collect();
+    let mut diff = format!(
+        "diff --git a/{path} b/{path}\nnew file mode 100644\n--- /dev/null\n+++ b/{path}\n@@ -0,0 +1,{} @@\n",
+        lines.len()
+    );
+    for line in lines {
+        diff.push_str(&format!("+{line}\n"));
+    }
+    diff
+}
+
+/// A Python list literal of `items` (Rust's debug quoting is Python's for plain ASCII).
+fn python_list(items: &[String]) -> String {
+    let quoted: Vec<String> = items.iter().map(|i| format!("{i:?}")).collect();
+    format!("[{}]", quoted.join(", "))
+}
+
+/// A conftest.py that, once pytest is done, prints `lines` after everything pytest printed,
+/// then leaves with status 0 if `exit_zero`.
+fn printing_at_exit(lines: &[String], exit_zero: bool) -> String {
+    let exit = if exit_zero { "    os._exit(0)\n" } else { "" };
+    format!(
+        "import atexit\nimport os\nimport sys\n\nLINES = {}\n\n\ndef forge():\n    sys.stdout.flush()\n    sys.stderr.flush()\n    os.write(1, (\"\\n\".join(LINES) + \"\\n\").encode())\n{exit}\n\natexit.register(forge)\n",
+        python_list(lines)
+    )
+}
+
+fn by_id<'a>(instances: &'a [Instance], id: &str) -> &'a Instance {
+    instances.iter().find(|i| i.instance_id == id).unwrap()
+}
+
+fn prediction(id: &str, patch: &str) -> Prediction {
+    Prediction {
+        instance_id: id.into(),
+        model_name_or_path: "hostile".into(),
+        model_patch: Some(patch.into()),
+    }
+}
+
+fn result<'a>(results: &'a [EvalResult], id: &str) -> &'a EvalResult {
+    results.iter().find(|r| r.instance_id == id).unwrap()
+}
+
+/// The integrity check's reason in a graded run's report, if any.
+fn tampered(r: &EvalResult) -> Option<String> {
+    let report = r.report.as_ref()?;
+    report[&r.instance_id].get(grading::report::TAMPERED_KEY)?.as_str().map(str::to_string)
+}
+
+/// What the official harness would have said of the same log.
+fn harness_resolved(r: &EvalResult) -> bool {
+    grading::official_report(r.report.as_ref().unwrap())[&r.instance_id]["resolved"] == true
+}
+
+#[sqlx::test(migrator = "orchestrator::db::MIGRATOR")]
+async fn forged_test_output_is_not_resolved(pool: PgPool) {
+    const NAME: &str = "evaluate-forged";
+    let instances = fixtures();
+    let Some(docker) = docker_with_fixture_images(&instances).await else { return };
+    datasets::import(&pool, "fixtures", None, &instances).await.unwrap();
+    let fleet = start_named_fleet(&pool, docker, NAME).await;
+    let passed = |id: &str| -> Vec<String> {
+        by_id(&instances, id).fail_to_pass.iter().map(|t| format!("PASSED {t}")).collect()
+    };
+
+    // The bug stays; at exit the tests print PASSED for every FAIL_TO_PASS test, then the rest
+    // of a clean eval script's output with exit status 0 (forged end marker and exit record).
+    let mut markers = passed("steerbench__minicalc-2");
+    markers.extend([
+        "+ SWEBENCH_TEST_EXIT_CODE=0".to_string(),
+        "+ : '>>>>> End Test Output'".to_string(),
+        "+ echo '>>>>> Test Exit Code: 0'".to_string(),
+        ">>>>> Test Exit Code: 0".to_string(),
+    ]);
+    // The bug stays; at exit the tests print PASSED lines and leave with status 0.
+    let after_summary = passed("steerbench__minicalc-3");
+    // SWE-bench issue #631: a conftest.py that turns every failure into a pass.
+    let forced = "import pytest\n\n\n@pytest.hookimpl(hookwrapper=True)\ndef pytest_runtest_makereport(item, call):\n    outcome = yield\n    report = outcome.get_result()\n    if report.failed:\n        report.outcome = \"passed\"\n";
+    let preds = vec![
+        prediction("steerbench__minicalc-2", &new_file("conftest.py", &printing_at_exit(&markers, false))),
+        prediction(
+            "steerbench__minicalc-3",
+            &new_file("conftest.py", &printing_at_exit(&after_summary, true)),
+        ),
+        prediction("steerbench__textkit-2", &new_file("conftest.py", forced)),
+    ];
+    let results = grade(&pool, request("forged", false, preds)).await;
+
+    let r = result(&results, "steerbench__minicalc-2");
+    assert_eq!(r.outcome.as_deref(), Some("unresolved"), "{r:?}");
+    assert_eq!(r.resolved, Some(false));
+    let reason = tampered(r).expect("refused as forged");
+    assert!(reason.contains("`>>>>> End Test Output` appears 2 times"), "{reason}");
+    assert!(harness_resolved(r), "the official harness is fooled by this one: {r:?}");
+
+    let r = result(&results, "steerbench__minicalc-3");
+    assert_eq!(r.outcome.as_deref(), Some("unresolved"), "{r:?}");
+    let reason = tampered(r).expect("refused as forged");
+    assert!(reason.contains("follows the test runner's final summary"), "{reason}");
+    assert!(harness_resolved(r), "the official harness is fooled by this one: {r:?}");
+
+    // Known limit, shared with the harness: the output of this run is genuine pytest output
+    // (the tests really were reported as passing), so no log check can refuse it.
+    let r = result(&results, "steerbench__textkit-2");
+    assert_eq!(r.outcome.as_deref(), Some("resolved"), "{r:?}");
+    assert_eq!(tampered(r), None);
+
+    fleet.shutdown().await;
+    assert_eq!(leftover_containers(&format!("steerbench.worker={NAME}")).await, 0);
+}
+
+/// Patches that try to write outside /testbed: a `..` path, an absolute path, and a symbolic
+/// link created by the patch itself with a file written through it.
+fn escaping_patches() -> [(&'static str, String); 3] {
+    let dotdot = new_file("../../etc/steer_escaped_dotdot", "escaped");
+    let absolute = "--- /dev/null\n+++ /etc/steer_escaped_absolute\n@@ -0,0 +1 @@\n+escaped\n".to_string();
+    let symlink = "diff --git a/link b/link\nnew file mode 120000\n--- /dev/null\n+++ b/link\n@@ -0,0 +1 @@\n+/etc\n\\ No newline at end of file\n".to_string()
+        + &new_file("link/steer_escaped_symlink", "escaped");
+    [("dotdot", dotdot), ("absolute", absolute), ("symlink", symlink)]
+}
+
+/// Files the patches above would have written outside /testbed, as `ls` lists them.
+const ESCAPED: &str =
+    "ls -d /etc/steer_escaped_* /steer_escaped_* /testbed/../steer_escaped_* 2>/dev/null; true";
+
+#[sqlx::test(migrator = "orchestrator::db::MIGRATOR")]
+async fn patches_cannot_write_outside_the_repository(pool: PgPool) {
+    const NAME: &str = "evaluate-escape";
+    let instances = fixtures();
+    let Some(docker) = docker_with_fixture_images(&instances).await else { return };
+
+    // The apply chain of each profile, run as grading runs it, then inspected in the same container.
+    let image = by_id(&instances, "steerbench__minicalc-1").image.clone().unwrap();
+    let limits = ExecLimits { timeout: Duration::from_secs(30), max_output_bytes: 10_000 };
+    for profile in [Profile::V5, Profile::V4] {
+        for (name, patch) in escaping_patches() {
+            let mut spec = SandboxSpec::new(&image);
+            spec.labels.insert("steerbench.worker".into(), NAME.into());
+            let sandbox = docker.create(&spec).await.unwrap();
+            let applied = worker::evaluate::apply_patch(&sandbox, profile, &patch).await.unwrap();
+            let escaped = sandbox.exec(ESCAPED, &limits).await.unwrap().output;
+            assert_eq!(escaped, "", "{name} under {profile:?} wrote outside /testbed");
+            // `+++ /etc/x` is read as `etc/x` (`-p1`): it applies, inside the repository
+            let inside = sandbox.exec("cat /testbed/etc/steer_escaped_absolute", &limits).await.unwrap();
+            assert_eq!(applied, name == "absolute", "{name} under {profile:?}");
+            assert_eq!(
+                inside.output == "escaped\n",
+                name == "absolute",
+                "{name} under {profile:?}: {inside:?}"
+            );
+            sandbox.remove().await.unwrap();
+        }
+    }
+
+    // Through the fleet: the escaping patches do not apply; the absolute one is graded as the
+    // harmless patch it becomes.
+    datasets::import(&pool, "fixtures", None, &instances).await.unwrap();
+    let fleet = start_named_fleet(&pool, docker, NAME).await;
+    let [(_, dotdot), (_, absolute), (_, symlink)] = escaping_patches();
+    let preds = vec![
+        prediction("steerbench__minicalc-1", &dotdot),
+        prediction("steerbench__minicalc-2", &absolute),
+        prediction("steerbench__minicalc-3", &symlink),
+    ];
+    let results = grade(&pool, request("escape", false, preds)).await;
+    let outcome = |id: &str| result(&results, id).outcome.clone().unwrap();
+    assert_eq!(outcome("steerbench__minicalc-1"), "apply_failed");
+    assert_eq!(outcome("steerbench__minicalc-2"), "unresolved");
+    assert_eq!(outcome("steerbench__minicalc-3"), "apply_failed");
+    fleet.shutdown().await;
+    assert_eq!(leftover_containers(&format!("steerbench.worker={NAME}")).await, 0);
+}
+
+/// Peak resident set of this test process, in KiB.
+fn peak_rss_kib() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    let line = status.lines().find(|l| l.starts_with("VmHWM:")).unwrap();
+    line.split_whitespace().nth(1).unwrap().parse().unwrap()
+}
+
+#[sqlx::test(migrator = "orchestrator::db::MIGRATOR")]
+async fn a_gigabyte_of_test_output_is_graded_within_the_capture_budget(pool: PgPool) {
+    const NAME: &str = "evaluate-huge";
+    let instances = fixtures();
+    let Some(docker) = docker_with_fixture_images(&instances).await else { return };
+    datasets::import(&pool, "fixtures", None, &instances).await.unwrap();
+    let fleet = start_named_fleet(&pool, docker, NAME).await;
+
+    // The gold patch, and a conftest.py that prints 1 GiB (with bytes that are not UTF-8)
+    // before the tests run: the start marker stays in the head of the capture, the results
+    // and the end marker in its tail.
+    let loud = "import os\nimport sys\n\n\ndef pytest_sessionstart(session):\n    sys.stdout.flush()\n    chunk = (b\"noise \\xff\\xfe\\xc3( not utf-8 \" + b\"y\" * 100 + b\"\\n\") * 8192\n    written = 0\n    while written < 1 << 30:\n        written += os.write(1, chunk)\n";
+    let id = "steerbench__minicalc-1";
+    let patch = by_id(&instances, id).patch.clone() + &new_file("conftest.py", loud);
+    let before = peak_rss_kib();
+    let started = std::time::Instant::now();
+    let results = grade(&pool, request("huge", false, vec![prediction(id, &patch)])).await;
+    let elapsed = started.elapsed();
+    let grown_mib = peak_rss_kib().saturating_sub(before) / 1024;
+
+    let r = result(&results, id);
+    assert_eq!(r.outcome.as_deref(), Some("resolved"), "{r:?}");
+    assert_eq!(tampered(r), None);
+    // 1 GiB held anywhere in this process (worker or coordinator) would show here.
+    assert!(grown_mib < 512, "peak RSS grew by {grown_mib} MiB");
+    // The recorded step of the test run shows the noise (decoded with replacement) and the
+    // results after it.
+    let observation: String = sqlx::query_scalar(
+        "SELECT observation FROM steps WHERE run_id = $1 AND action = '/bin/bash /eval.sh'",
+    )
+    .bind(r.run_id)
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert!(observation.contains("noise \u{fffd}\u{fffd}\u{fffd}( not utf-8"), "{}", &observation[..2000]);
+    assert!(observation.contains("passed in"), "{}", &observation[observation.len() - 2000..]);
+    eprintln!("1 GiB of test output graded in {elapsed:?}, peak RSS grew by {grown_mib} MiB");
+
+    fleet.shutdown().await;
+    assert_eq!(leftover_containers(&format!("steerbench.worker={NAME}")).await, 0);
 }
 
 /// Ids of containers carrying `label` (key=value).

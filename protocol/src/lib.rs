@@ -488,6 +488,20 @@ pub struct ReleaseRun {
     pub reason: Option<String>,
 }
 
+/// Hand back every run still leased to a worker. Sent by a worker as it exits, when it
+/// holds nothing: any lease left is one whose claim response it never read.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+pub struct ReleaseHeld {
+    #[serde(default)]
+    pub reason: Option<String>,
+}
+
+/// The runs a [`ReleaseHeld`] handed back.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+pub struct ReleasedRuns {
+    pub run_ids: Vec<i64>,
+}
+
 // ---------------------------------------------------------------- users
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
@@ -581,11 +595,15 @@ pub struct RunInfo {
     pub totals: RunTotals,
 }
 
-/// Everything recorded of a run: the steps of every attempt (earlier attempts first; each
-/// step says its attempt), every model call, the final patch and its evaluation.
+/// Everything recorded of a run: its attempts, the steps of every attempt (earlier attempts
+/// first; each step says its attempt), every model call, the final patch and its evaluation.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct Trajectory {
     pub run: RunInfo,
+    /// Every claim of the run, first first (runs finished before the attempt ledger existed
+    /// list only their final attempt).
+    #[serde(default)]
+    pub attempts: Vec<RunAttempt>,
     pub steps: Vec<StepRecord>,
     #[serde(default)]
     pub llm_calls: Vec<TrajectoryCall>,
@@ -593,6 +611,66 @@ pub struct Trajectory {
     pub critic_calls: Vec<TrajectoryCriticCall>,
     pub patch: Option<String>,
     pub evaluation: Option<Evaluation>,
+}
+
+/// One claim of a run: who held it and how its lease ended.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct RunAttempt {
+    pub attempt: i32,
+    /// The worker that claimed it.
+    pub worker_id: Option<Uuid>,
+    pub claimed_at: DateTime<Utc>,
+    pub ended_at: Option<DateTime<Utc>>,
+    /// None while the lease is held.
+    pub ending: Option<AttemptEnding>,
+    /// The failure or hand-back reason, when there is one.
+    pub reason: Option<String>,
+}
+
+/// How an attempt's lease ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum AttemptEnding {
+    /// Its worker completed the run (at most one attempt of a run).
+    Completed,
+    /// Its worker reported an infrastructure failure (counts against `max_attempts`).
+    Failed,
+    /// Its worker handed the run back (drain); the run went back to the queue or its paused sweep.
+    Released,
+    /// The lease ran out (counts against `max_attempts`).
+    Expired,
+    /// Its worker handed the run back because its sweep was cancelled; the run ended there.
+    Cancelled,
+}
+
+impl AttemptEnding {
+    pub const ALL: [AttemptEnding; 5] = [
+        AttemptEnding::Completed,
+        AttemptEnding::Failed,
+        AttemptEnding::Released,
+        AttemptEnding::Expired,
+        AttemptEnding::Cancelled,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AttemptEnding::Completed => "completed",
+            AttemptEnding::Failed => "failed",
+            AttemptEnding::Released => "released",
+            AttemptEnding::Expired => "expired",
+            AttemptEnding::Cancelled => "cancelled",
+        }
+    }
+}
+
+impl std::str::FromStr for AttemptEnding {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        AttemptEnding::ALL
+            .into_iter()
+            .find(|e| e.as_str() == s)
+            .ok_or_else(|| format!("unknown attempt ending `{s}`"))
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]

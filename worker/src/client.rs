@@ -5,7 +5,8 @@ use std::time::Duration;
 use backon::{ExponentialBuilder, Retryable};
 use protocol::{
     ApiError, ClaimRequest, ClaimResponse, CompleteRun, CriticCallRecord, FailRun, Heartbeat, HeartbeatAck,
-    LlmCallRecord, RegisterWorker, Registered, ReleaseRun, StepRecord, UploadSteps, API_PREFIX,
+    LlmCallRecord, RegisterWorker, Registered, ReleaseHeld, ReleaseRun, ReleasedRuns, StepRecord,
+    UploadSteps, API_PREFIX,
 };
 use reqwest::{Method, StatusCode};
 use serde::de::DeserializeOwned;
@@ -175,5 +176,16 @@ impl CoordinatorClient {
     pub async fn release(&self, run_id: i64, lease_token: Uuid, reason: &str) -> Result<(), Error> {
         let req = ReleaseRun { lease_token, reason: Some(reason.to_string()) };
         self.call::<_, ()>(Method::POST, &format!("{API_PREFIX}/runs/{run_id}/release"), Some(&req)).await
+    }
+
+    /// Hands back every run the coordinator still has leased to this worker; sent on exit,
+    /// when the worker holds nothing. Returns the runs handed back. Not retried: an exiting
+    /// worker should not linger, and lease expiry recovers the runs anyway.
+    pub async fn release_held(&self, worker_id: Uuid, reason: &str) -> Result<Vec<i64>, Error> {
+        let req = ReleaseHeld { reason: Some(reason.to_string()) };
+        let res: ReleasedRuns = self
+            .request(Method::POST, &format!("{API_PREFIX}/workers/{worker_id}/release"), Some(&req))
+            .await?;
+        Ok(res.run_ids)
     }
 }

@@ -113,7 +113,8 @@ pub async fn run(
         heartbeat_stop.clone(),
     ));
 
-    let mut unknown_worker = false;
+    // Why the coordinator will not let this worker claim any more, if it will not.
+    let mut refused: Option<String> = None;
     while !drain.is_cancelled() {
         let free = config.slots.saturating_sub(table.lock().expect("in-flight table lock").len() as u32);
         if free == 0 {
@@ -136,7 +137,19 @@ pub async fn run(
                 // stop claiming and let the drain below hand back what we hold; the operator
                 // (or a supervisor) restarts the worker, which registers anew.
                 tracing::error!(%message, "the coordinator does not know this worker any more; stopping");
-                unknown_worker = true;
+                refused = Some(format!(
+                    "the coordinator does not know worker {worker_id} (was its database reset?); restart the worker"
+                ));
+                break;
+            }
+            Err(client::Error::Rejected { status: 403, message, .. }) => {
+                // This worker is bound to another API token (it registered under a token that
+                // was since replaced, or before the coordinator recorded tokens): registering
+                // anew under ours is the way back.
+                tracing::error!(%message, "the coordinator refuses this worker's token; stopping");
+                refused = Some(format!(
+                    "the coordinator refuses claims for worker {worker_id} with this token: {message}; restart the worker"
+                ));
                 break;
             }
             Err(e) => {
@@ -186,11 +199,23 @@ pub async fn run(
     tracker.close();
     tracker.wait().await;
     drop(hb);
+    // Holding nothing now, hand back whatever the coordinator still has leased to us: a claim
+    // that was in flight when the drain began (its response dropped unread), or one whose
+    // response was lost. Without this such a run waits out its lease before anyone retries it.
+    if refused.is_none() {
+        match client.release_held(worker_id, "worker stopped before reading the claim").await {
+            Ok(ids) if !ids.is_empty() => {
+                tracing::warn!(runs = ?ids, "handed back runs claimed for this worker that it never received")
+            }
+            Ok(_) => {}
+            Err(e) => {
+                tracing::warn!(error = %e, "could not hand back unreceived runs; their leases will expire")
+            }
+        }
+    }
     tracing::info!(%worker_id, "worker stopped");
-    if unknown_worker {
-        anyhow::bail!(
-            "the coordinator does not know worker {worker_id} (was its database reset?); restart the worker"
-        );
+    if let Some(why) = refused {
+        anyhow::bail!(why);
     }
     Ok(())
 }

@@ -4,15 +4,16 @@
 //! Steps, each recorded as a step of the run: copy the patch in; apply it with the profile's
 //! fallback chain (v5 resets the tree between attempts and accepts an already-applied patch);
 //! run the instance's eval script under the time limit; grade the log with the ported parsers
-//! and report logic. A task failing (patch does not apply, tests fail, time limit) is an
-//! outcome; an engine or image problem is an infrastructure failure that re-queues the run.
+//! and report logic, checked for forged test output (`grading::integrity`). A task failing
+//! (patch does not apply, tests fail, time limit, forged output) is an outcome; an engine or
+//! image problem is an infrastructure failure that re-queues the run.
 
 use std::time::{Duration, Instant};
 
 use protocol::{ClaimedRun, Evaluation, ExecutorSpec, Outcome, PatchSource, RunTotals, StepRecord};
 
 use crate::executor::{ExecError, ExecFuture, Executor, ImagesFuture, RunContext, RunResult};
-use crate::grading::{self, GradeInput, GradeOutcome, Profile};
+use crate::grading::{self, GradeInput, GradeOutcome, GradingMode, Profile};
 use crate::images::image_for;
 use crate::sandbox::{self, Docker, ExecLimits, ExecOutput, ImageCache, ImageGuard, Sandbox, SandboxSpec};
 
@@ -117,7 +118,8 @@ impl EvaluateExecutor {
         let mut steps = Steps::default();
         let Some(patch) = patch.filter(|p| !p.is_empty()) else {
             // The harness never runs an empty patch.
-            return Ok(finish(run, profile, None, false, None, steps));
+            let attempt = Attempt { patch: None, applied: false, eval: None, script: None };
+            return Ok(finish(run, profile, attempt, steps));
         };
         let (sandbox, _image_guard) = self.open_sandbox(run, Vec::new(), "/testbed").await?;
         let result = self.grade_in(&sandbox, run, ctx, profile, &patch, &mut steps).await;
@@ -161,30 +163,10 @@ impl EvaluateExecutor {
         patch: &str,
         steps: &mut Steps,
     ) -> Result<RunResult, ExecError> {
-        sandbox.write_file(grading::PATCH_PATH, patch.as_bytes(), 0o644).await.map_err(infra)?;
-        let apply_limits = ExecLimits { timeout: APPLY_TIMEOUT, max_output_bytes: 200_000 };
-        let mut applied = false;
-        for step in grading::apply_commands(profile, grading::PATCH_PATH) {
-            if let Some(reset) = &step.reset_before {
-                let out = sandbox.exec(reset, &apply_limits).await.map_err(infra)?;
-                steps.record(ctx, reset, &out).await?;
-            }
-            let out = sandbox.exec(&step.command, &apply_limits).await.map_err(infra)?;
-            steps.record(ctx, &step.command, &out).await?;
-            if out.exit_code == Some(0) {
-                applied = true;
-                break;
-            }
-        }
+        let applied = apply_recording(sandbox, profile, patch, ctx, steps).await?;
         if !applied {
-            if let Some(check) = grading::already_applied_check(profile, grading::PATCH_PATH) {
-                let out = sandbox.exec(&check, &apply_limits).await.map_err(infra)?;
-                steps.record(ctx, &check, &out).await?;
-                applied = out.exit_code == Some(0);
-            }
-        }
-        if !applied {
-            return Ok(finish(run, profile, Some(patch), false, None, std::mem::take(steps)));
+            let attempt = Attempt { patch: Some(patch), applied, eval: None, script: None };
+            return Ok(finish(run, profile, attempt, std::mem::take(steps)));
         }
 
         let script = grading::eval_script_for(&run.instance, profile)
@@ -198,14 +180,17 @@ impl EvaluateExecutor {
         let out = sandbox.exec(&command, &limits).await.map_err(infra)?;
         steps.record(ctx, &command, &out).await?;
         // A test process killed by the memory limit says nothing about the patch: an
-        // infrastructure failure (re-queued; the reason is kept on the run).
-        if !out.timed_out && out.exit_code != Some(0) && sandbox.oom_killed().await.map_err(infra)? {
+        // infrastructure failure (re-queued; the reason is kept on the run). The script's own
+        // exit code cannot tell: it runs without `-e` and ends with the reset command, so a
+        // killed test run still exits 0. The container's OOM counter is asked every time.
+        if !out.timed_out && sandbox.oom_killed().await.map_err(infra)? {
             return Err(ExecError::Infra(format!(
                 "the test run was killed by the container's memory limit ({} MB)",
                 run.sandbox.memory_mb.map_or("none".to_string(), |m| m.to_string())
             )));
         }
-        Ok(finish(run, profile, Some(patch), true, Some(out), std::mem::take(steps)))
+        let attempt = Attempt { patch: Some(patch), applied, eval: Some(out), script: Some(script) };
+        Ok(finish(run, profile, attempt, std::mem::take(steps)))
     }
 
     fn sandbox_spec(&self, run: &ClaimedRun, image: &str) -> SandboxSpec {
@@ -221,21 +206,62 @@ impl EvaluateExecutor {
     }
 }
 
-/// Grades what happened and builds the run's result.
-fn finish(
-    run: &ClaimedRun,
+/// Copies `patch` to [`grading::PATCH_PATH`] in `sandbox` and applies it in the working
+/// directory with the profile's fallback chain, as grading does; true when it applied.
+pub async fn apply_patch(sandbox: &Sandbox, profile: Profile, patch: &str) -> Result<bool, ExecError> {
+    apply_recording(sandbox, profile, patch, None, &mut Steps::default()).await
+}
+
+/// [`apply_patch`], recording each command as a step.
+async fn apply_recording(
+    sandbox: &Sandbox,
     profile: Profile,
-    patch: Option<&str>,
+    patch: &str,
+    ctx: Option<&RunContext>,
+    steps: &mut Steps,
+) -> Result<bool, ExecError> {
+    sandbox.write_file(grading::PATCH_PATH, patch.as_bytes(), 0o644).await.map_err(infra)?;
+    let apply_limits = ExecLimits { timeout: APPLY_TIMEOUT, max_output_bytes: 200_000 };
+    for step in grading::apply_commands(profile, grading::PATCH_PATH) {
+        if let Some(reset) = &step.reset_before {
+            let out = sandbox.exec(reset, &apply_limits).await.map_err(infra)?;
+            steps.record(ctx, reset, &out).await?;
+        }
+        let out = sandbox.exec(&step.command, &apply_limits).await.map_err(infra)?;
+        steps.record(ctx, &step.command, &out).await?;
+        if out.exit_code == Some(0) {
+            return Ok(true);
+        }
+    }
+    let Some(check) = grading::already_applied_check(profile, grading::PATCH_PATH) else {
+        return Ok(false);
+    };
+    let out = sandbox.exec(&check, &apply_limits).await.map_err(infra)?;
+    steps.record(ctx, &check, &out).await?;
+    Ok(out.exit_code == Some(0))
+}
+
+/// What grading saw of one patch.
+struct Attempt<'a> {
+    patch: Option<&'a str>,
     applied: bool,
+    /// The eval script's run, if the patch applied.
     eval: Option<ExecOutput>,
-    steps: Steps,
-) -> RunResult {
+    /// The eval script that ran.
+    script: Option<String>,
+}
+
+/// Grades what happened and builds the run's result.
+fn finish(run: &ClaimedRun, profile: Profile, attempt: Attempt<'_>, steps: Steps) -> RunResult {
+    let Attempt { patch, applied, eval, script } = attempt;
     let graded = grading::grade(&GradeInput {
         instance: &run.instance,
         profile,
+        mode: GradingMode::Checked,
         patch,
         patch_applied: applied,
         eval_log: eval.as_ref().map(|o| o.output.as_str()),
+        eval_script: script.as_deref(),
         eval_exit_code: eval.as_ref().and_then(|o| o.exit_code),
         timed_out: eval.as_ref().is_some_and(|o| o.timed_out),
         // The sandbox decodes output with replacement, as v5 does; v4's strict decoding of a
@@ -244,7 +270,8 @@ fn finish(
     });
     let outcome = match graded.outcome {
         GradeOutcome::Resolved => Outcome::Resolved,
-        GradeOutcome::Unresolved | GradeOutcome::InvalidLog => Outcome::Unresolved,
+        // forged test output is the patch's doing: an outcome, never an infrastructure failure
+        GradeOutcome::Unresolved | GradeOutcome::InvalidLog | GradeOutcome::Tampered => Outcome::Unresolved,
         GradeOutcome::EmptyPatch => Outcome::EmptyPatch,
         GradeOutcome::ApplyFailed => Outcome::ApplyFailed,
         GradeOutcome::TimedOut => Outcome::Timeout,
@@ -259,7 +286,11 @@ fn finish(
         .iter()
         .map(|(id, st)| (id.to_string(), serde_json::Value::String(st.as_str().to_string())))
         .collect();
-    let detail = graded.problem.as_ref().map(|p| format!("log not usable: {p:?}"));
+    let detail = match (&graded.tampered, &graded.problem) {
+        (Some(t), _) => Some(format!("test output looks forged: {t}")),
+        (None, Some(p)) => Some(format!("log not usable: {p:?}")),
+        (None, None) => None,
+    };
     RunResult {
         outcome,
         totals: RunTotals { steps: steps.count, ..Default::default() },

@@ -135,7 +135,12 @@ pub enum Error {
     /// Retryable failures (429, 5xx, timeouts, connection errors) on every attempt: the
     /// endpoint is unavailable; the run should be re-queued as an infrastructure failure.
     #[error("the model endpoint failed {attempts} times; last: {last}")]
-    Unavailable { attempts: u32, last: String },
+    Unavailable {
+        attempts: u32,
+        last: String,
+        /// The last attempt's HTTP status, when it got an answer (429, 5xx).
+        last_status: Option<u16>,
+    },
     /// The endpoint refused the request (a 4xx other than 429): retrying will not help.
     #[error("the model endpoint refused the request ({status}): {body}")]
     Rejected { status: u16, body: String },
@@ -197,6 +202,7 @@ impl LlmClient {
         let policy = &self.config.retry;
         let started = Instant::now();
         let mut last = String::new();
+        let mut last_status = None;
         let mut last_malformed: Option<Error> = None;
         for attempt in 0..policy.attempts.max(1) {
             let wait = match self.attempt(&body).await {
@@ -215,9 +221,10 @@ impl LlmClient {
                     return Ok(done);
                 }
                 Err(Attempt::Fatal(e)) => return Err(e),
-                Err(Attempt::Retry { reason, retry_after, malformed }) => {
+                Err(Attempt::Retry { reason, retry_after, malformed, status }) => {
                     tracing::warn!(url = %self.url, attempt = attempt + 1, %reason, "model call failed; retrying");
                     last = reason;
+                    last_status = status;
                     last_malformed = malformed;
                     retry_after
                         .map(|d| d.min(policy.max_retry_after))
@@ -228,7 +235,11 @@ impl LlmClient {
                 tokio::time::sleep(wait).await;
             }
         }
-        Err(last_malformed.unwrap_or(Error::Unavailable { attempts: policy.attempts.max(1), last }))
+        Err(last_malformed.unwrap_or(Error::Unavailable {
+            attempts: policy.attempts.max(1),
+            last,
+            last_status,
+        }))
     }
 
     async fn attempt(&self, body: &Value) -> Result<Completion, Attempt> {
@@ -244,6 +255,7 @@ impl LlmClient {
                     reason: without_url_secrets(&e.to_string()),
                     retry_after: None,
                     malformed: None,
+                    status: None,
                 })
             }
         };
@@ -261,6 +273,7 @@ impl LlmClient {
                     reason: format!("reading the body: {e}"),
                     retry_after: None,
                     malformed: None,
+                    status: Some(status.as_u16()),
                 });
             }
         };
@@ -269,6 +282,7 @@ impl LlmClient {
                 reason: format!("{status}: {}", excerpt(&text)),
                 retry_after,
                 malformed: None,
+                status: Some(status.as_u16()),
             });
         }
         if !status.is_success() {
@@ -278,6 +292,7 @@ impl LlmClient {
             reason: e.to_string(),
             retry_after: None,
             malformed: Some(e),
+            status: Some(status.as_u16()),
         })
     }
 }
@@ -288,6 +303,8 @@ enum Attempt {
         reason: String,
         retry_after: Option<Duration>,
         malformed: Option<Error>,
+        /// The HTTP status of the answer, when there was one.
+        status: Option<u16>,
     },
     Fatal(Error),
 }

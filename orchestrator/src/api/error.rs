@@ -39,6 +39,7 @@ impl From<db::Error> for ApiErr {
             db::Error::NotFound(_) => ApiErr::not_found(message),
             db::Error::Conflict(_) => ApiErr::new(StatusCode::CONFLICT, "conflict", message),
             db::Error::LeaseLost(_) => ApiErr::new(StatusCode::CONFLICT, "lease_lost", message),
+            db::Error::Forbidden(_) => ApiErr::forbidden(message),
             db::Error::Invalid(_) => ApiErr::bad_request(message),
             db::Error::Unavailable(_) => ApiErr::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", message),
             db::Error::Internal(_) => {

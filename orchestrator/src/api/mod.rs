@@ -43,7 +43,7 @@ pub struct AppState {
     info(title = "steerbench coordinator API", description = "Sweeps of code agents on SWE-bench: datasets, sweeps, runs, and the worker protocol."),
     paths(
         workers::register, workers::heartbeat, workers::claim, workers::upload_steps, workers::complete,
-        workers::fail, workers::release,
+        workers::fail, workers::release, workers::release_held,
         users::import_dataset, users::list_datasets, users::get_dataset, users::dataset_instances,
         users::submit_eval, users::sweep_evaluations, users::sweep_images, users::list_workers,
         users::submit_sweep, users::list_sweeps, users::sweep_status, users::cancel_sweep, users::pause_sweep,
@@ -79,6 +79,7 @@ pub fn router(state: AppState) -> Router {
         .route("/workers", post(workers::register))
         .route("/workers/{worker_id}/heartbeat", post(workers::heartbeat))
         .route("/workers/{worker_id}/claim", post(workers::claim))
+        .route("/workers/{worker_id}/release", post(workers::release_held))
         .route("/runs/{run_id}/steps", post(workers::upload_steps))
         .route("/runs/{run_id}/complete", post(workers::complete))
         .route("/runs/{run_id}/fail", post(workers::fail))

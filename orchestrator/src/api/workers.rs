@@ -1,20 +1,27 @@
-//! Routes for workers: register, heartbeat, claim, upload steps, complete, fail, release.
+//! Routes for workers: register, heartbeat, claim, upload steps, complete, fail, release, and
+//! release-all-held on exit.
 //!
 //! Every write about a run carries its lease token; the queue rejects stale ones (`lease_lost`).
+//! A worker is bound to the API token that registered it: a route that names a worker, or a
+//! run a worker holds, is `forbidden` (and changes nothing) through any other token, admin
+//! tokens included.
 
 use std::time::Duration;
 
 use axum::extract::State;
+use axum::Extension;
 use protocol::{
     ClaimRequest, ClaimResponse, CompleteRun, FailRun, Heartbeat, HeartbeatAck, RegisterWorker, Registered,
-    ReleaseRun, UploadSteps,
+    ReleaseHeld, ReleaseRun, ReleasedRuns, UploadSteps,
 };
 use uuid::Uuid;
 
+use super::auth::Caller;
 use super::error::{ApiErr, ApiResult, Json, Path};
 use super::AppState;
 use crate::db;
-use crate::metrics::{OutcomeLabel, StateLabel};
+use crate::metrics::{CallSource, OutcomeLabel, StateLabel};
+use crate::queue::{self, Registrar};
 use crate::store::{runs, workers};
 
 /// Longest long poll a claim may ask for.
@@ -26,12 +33,13 @@ const CLAIM_POLL: Duration = Duration::from_millis(500);
     responses((status = 200, body = Registered)), tag = "workers")]
 pub async fn register(
     State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
     Json(req): Json<RegisterWorker>,
 ) -> ApiResult<Json<Registered>> {
     if req.slots == 0 || req.slots > 1024 {
         return Err(ApiErr::bad_request(format!("slots must be between 1 and 1024, got {}", req.slots)));
     }
-    let worker_id = workers::register(&state.pool, &req).await?;
+    let worker_id = workers::register(&state.pool, caller.token_id, &req).await?;
     tracing::info!(%worker_id, name = %req.name, host = %req.host, slots = req.slots, "worker registered");
     let ttl = state.queue.lease_ttl();
     Ok(Json(Registered {
@@ -42,16 +50,14 @@ pub async fn register(
 }
 
 #[utoipa::path(post, path = "/api/v1/workers/{worker_id}/heartbeat", request_body = Heartbeat,
-    params(("worker_id" = Uuid, Path)), responses((status = 200, body = HeartbeatAck)), tag = "workers")]
+    params(("worker_id" = Uuid, Path)), responses((status = 200, body = HeartbeatAck), (status = 403, body = protocol::ApiError)), tag = "workers")]
 pub async fn heartbeat(
     State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
     Path(worker_id): Path<Uuid>,
     Json(req): Json<Heartbeat>,
 ) -> ApiResult<Json<HeartbeatAck>> {
-    let ack = state
-        .queue
-        .heartbeat(worker_id, &req.leases, req.draining, req.images.as_deref(), req.status.as_deref())
-        .await?;
+    let ack = state.queue.heartbeat(worker_id, registrar(caller), &req).await?;
     if !ack.lost.is_empty() {
         tracing::warn!(%worker_id, lost = ?ack.lost, "heartbeat named leases the worker no longer holds");
     }
@@ -59,15 +65,20 @@ pub async fn heartbeat(
 }
 
 #[utoipa::path(post, path = "/api/v1/workers/{worker_id}/claim", request_body = ClaimRequest,
-    params(("worker_id" = Uuid, Path)), responses((status = 200, body = ClaimResponse)), tag = "workers")]
+    params(("worker_id" = Uuid, Path)), responses((status = 200, body = ClaimResponse), (status = 403, body = protocol::ApiError)), tag = "workers")]
 pub async fn claim(
     State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
     Path(worker_id): Path<Uuid>,
     Json(req): Json<ClaimRequest>,
 ) -> ApiResult<Json<ClaimResponse>> {
     let Some(held) = workers::holdings(&state.pool, worker_id).await? else {
         return Err(ApiErr::not_found(format!("worker {worker_id} is not registered")));
     };
+    // A worker's registrar never changes, so checking once before claiming is enough.
+    if held.token_id != Some(caller.token_id) {
+        return Err(queue::worker_forbidden(worker_id).into());
+    }
     state.metrics.claim_requests.inc();
     let deadline = tokio::time::Instant::now() + Duration::from_millis(req.wait_ms).min(MAX_CLAIM_WAIT);
     let max = req.max_runs.min(256);
@@ -90,6 +101,7 @@ pub async fn claim(
                             .queue
                             .fail(
                                 lease.run_id,
+                                registrar(caller),
                                 lease.lease_token,
                                 &format!("coordinator could not load the run: {e}"),
                             )
@@ -108,41 +120,42 @@ pub async fn claim(
 }
 
 #[utoipa::path(post, path = "/api/v1/runs/{run_id}/steps", request_body = UploadSteps,
-    params(("run_id" = i64, Path)), responses((status = 204), (status = 409, body = protocol::ApiError)), tag = "workers")]
+    params(("run_id" = i64, Path)), responses((status = 204), (status = 403, body = protocol::ApiError), (status = 409, body = protocol::ApiError)), tag = "workers")]
 pub async fn upload_steps(
     State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
     Path(run_id): Path<i64>,
     Json(req): Json<UploadSteps>,
 ) -> ApiResult<axum::http::StatusCode> {
-    let res = state
-        .queue
-        .upload_steps(run_id, req.lease_token, &req.steps, &req.llm_calls, &req.critic_calls)
-        .await;
-    fenced(&state, res)?;
+    let target = fenced(&state, state.queue.upload_steps(run_id, registrar(caller), &req).await)?;
+    let source = CallSource::new(&target.agent, &target.base_url);
+    state.metrics.observe_upload(&source, &req.steps, &req.llm_calls, &req.critic_calls);
     Ok(axum::http::StatusCode::NO_CONTENT)
 }
 
 #[utoipa::path(post, path = "/api/v1/runs/{run_id}/complete", request_body = CompleteRun,
-    params(("run_id" = i64, Path)), responses((status = 204), (status = 409, body = protocol::ApiError)), tag = "workers")]
+    params(("run_id" = i64, Path)), responses((status = 204), (status = 403, body = protocol::ApiError), (status = 409, body = protocol::ApiError)), tag = "workers")]
 pub async fn complete(
     State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
     Path(run_id): Path<i64>,
     Json(req): Json<CompleteRun>,
 ) -> ApiResult<axum::http::StatusCode> {
-    let res = state.queue.complete(run_id, &req).await;
+    let res = state.queue.complete(run_id, registrar(caller), &req).await;
     fenced(&state, res)?;
     state.metrics.runs_completed.get_or_create(&OutcomeLabel { outcome: req.outcome.as_str().into() }).inc();
     Ok(axum::http::StatusCode::NO_CONTENT)
 }
 
 #[utoipa::path(post, path = "/api/v1/runs/{run_id}/fail", request_body = FailRun,
-    params(("run_id" = i64, Path)), responses((status = 204), (status = 409, body = protocol::ApiError)), tag = "workers")]
+    params(("run_id" = i64, Path)), responses((status = 204), (status = 403, body = protocol::ApiError), (status = 409, body = protocol::ApiError)), tag = "workers")]
 pub async fn fail(
     State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
     Path(run_id): Path<i64>,
     Json(req): Json<FailRun>,
 ) -> ApiResult<axum::http::StatusCode> {
-    let res = state.queue.fail(run_id, req.lease_token, &req.reason).await;
+    let res = state.queue.fail(run_id, registrar(caller), req.lease_token, &req.reason).await;
     let went = fenced(&state, res)?;
     state.metrics.runs_failed.inc();
     tracing::warn!(run_id, reason = %req.reason, went = ?went, "run failed on infrastructure");
@@ -150,17 +163,41 @@ pub async fn fail(
 }
 
 #[utoipa::path(post, path = "/api/v1/runs/{run_id}/release", request_body = ReleaseRun,
-    params(("run_id" = i64, Path)), responses((status = 204), (status = 409, body = protocol::ApiError)), tag = "workers")]
+    params(("run_id" = i64, Path)), responses((status = 204), (status = 403, body = protocol::ApiError), (status = 409, body = protocol::ApiError)), tag = "workers")]
 pub async fn release(
     State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
     Path(run_id): Path<i64>,
     Json(req): Json<ReleaseRun>,
 ) -> ApiResult<axum::http::StatusCode> {
     let reason = req.reason.as_deref().unwrap_or("worker draining");
-    let res = state.queue.release(run_id, req.lease_token, reason).await;
+    let res = state.queue.release(run_id, registrar(caller), req.lease_token, reason).await;
     fenced(&state, res)?;
     state.metrics.runs_released.inc();
     Ok(axum::http::StatusCode::NO_CONTENT)
+}
+
+#[utoipa::path(post, path = "/api/v1/workers/{worker_id}/release", request_body = ReleaseHeld,
+    params(("worker_id" = Uuid, Path)), responses((status = 200, body = ReleasedRuns), (status = 403, body = protocol::ApiError), (status = 404, body = protocol::ApiError)), tag = "workers")]
+pub async fn release_held(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Path(worker_id): Path<Uuid>,
+    Json(req): Json<ReleaseHeld>,
+) -> ApiResult<Json<ReleasedRuns>> {
+    let reason = req.reason.as_deref().unwrap_or("worker stopped");
+    let run_ids = state.queue.release_held(worker_id, registrar(caller), reason).await?;
+    if !run_ids.is_empty() {
+        // A worker exits holding nothing, so these are claims whose response it never read.
+        tracing::warn!(%worker_id, runs = ?run_ids, "handed back runs the stopping worker never received");
+        state.metrics.runs_released.inc_by(run_ids.len() as u64);
+    }
+    Ok(Json(ReleasedRuns { run_ids }))
+}
+
+/// The caller's token, as the registrar the queue checks a worker's requests against.
+fn registrar(caller: Caller) -> Registrar {
+    Registrar::token(caller.token_id)
 }
 
 /// Counts stale-token rejections on their way out.

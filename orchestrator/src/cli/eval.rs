@@ -29,6 +29,24 @@ impl From<ProfileArg> for GradingProfile {
     }
 }
 
+/// `--grading`: whether the harness's verdict is checked against forged test output.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum GradingArg {
+    /// The harness's verdict, but a log with signs of forged test output is not resolved.
+    Checked,
+    /// Exactly the official harness's verdict.
+    Official,
+}
+
+impl From<GradingArg> for grading::GradingMode {
+    fn from(g: GradingArg) -> Self {
+        match g {
+            GradingArg::Checked => grading::GradingMode::Checked,
+            GradingArg::Official => grading::GradingMode::Official,
+        }
+    }
+}
+
 #[derive(Args, Debug)]
 pub struct EvalArgs {
     /// An imported dataset (see `steer dataset import`).
@@ -47,6 +65,11 @@ pub struct EvalArgs {
     /// Grading semantics: the harness v5.0.2, or 4.x for numbers published under it.
     #[arg(long, value_enum, default_value = "v5")]
     pub profile: ProfileArg,
+    /// `checked`: a test log showing signs of forged output (harness markers printed by the
+    /// tests, results after the runner's summary, ...) is not resolved, and its report.json says
+    /// why under "tampered"; `official`: exactly the harness's verdicts and reports.
+    #[arg(long, value_enum, default_value = "checked")]
+    pub grading: GradingArg,
     /// Where per-instance reports go: <DIR>/<run id>/<model>/<instance>/report.json.
     #[arg(long, default_value = "logs/run_evaluation")]
     pub report_dir: PathBuf,
@@ -133,9 +156,16 @@ pub async fn run(args: EvalArgs) -> anyhow::Result<ExitCode> {
         );
     }
     let status = sweep::wait_for(&client, submitted.sweep_id).await?;
-    let results: Vec<EvalResult> = client
+    let mut results: Vec<EvalResult> = client
         .call::<(), _>(Method::GET, &format!("{API_PREFIX}/sweeps/{}/evaluations", submitted.sweep_id), None)
         .await?;
+    // Workers grade with the integrity check; its note comes off again for `--grading official`.
+    let tampered = results.iter().filter(|r| tampering(r).is_some()).count();
+    if args.grading == GradingArg::Official {
+        for r in &mut results {
+            r.report = r.report.as_ref().map(grading::official_report);
+        }
+    }
 
     let submitted_preds: Vec<Prediction> = if gold {
         results
@@ -176,6 +206,19 @@ pub async fn run(args: EvalArgs) -> anyhow::Result<ExitCode> {
         );
         println!("  summary: {}", file.display());
     }
+    if tampered > 0 {
+        match args.grading {
+            GradingArg::Checked => println!(
+                "{tampered} with test output that looks forged, graded not resolved (\"tampered\" in their \
+                 report.json; `--grading official` grades as the harness)"
+            ),
+            GradingArg::Official => {
+                println!(
+                    "{tampered} graded as the harness grades them, although their test output looks forged"
+                )
+            }
+        }
+    }
     println!("per-instance reports: {written} under {}", args.report_dir.join(&run_id).display());
     Ok(if status.state == SweepState::Completed { ExitCode::SUCCESS } else { ExitCode::from(2) })
 }
@@ -186,6 +229,11 @@ fn pct(n: u64, d: u64) -> f64 {
     } else {
         100.0 * n as f64 / d as f64
     }
+}
+
+/// Why the integrity check refused a graded run's test output, if it did.
+fn tampering(r: &EvalResult) -> Option<&str> {
+    r.report.as_ref()?.get(&r.instance_id)?.get(grading::report::TAMPERED_KEY)?.as_str()
 }
 
 /// Writes each graded run's report.json where the harness would; returns how many.

@@ -8,7 +8,7 @@ use anyhow::Context;
 use clap::Args;
 use worker::grading::{self, GradeInput, END_TEST_OUTPUT, START_TEST_OUTPUT};
 
-use super::eval::ProfileArg;
+use super::eval::{GradingArg, ProfileArg};
 use crate::dataset;
 
 #[derive(Args, Debug)]
@@ -21,6 +21,10 @@ pub struct GradeLogArgs {
     pub log: PathBuf,
     #[arg(long, value_enum, default_value = "v5")]
     pub profile: ProfileArg,
+    /// `checked`: a log showing signs of forged test output is not resolved (the report says
+    /// why under "tampered"); `official`: exactly the harness's report.
+    #[arg(long, value_enum, default_value = "checked")]
+    pub grading: GradingArg,
 }
 
 pub async fn run(args: GradeLogArgs) -> anyhow::Result<ExitCode> {
@@ -45,16 +49,22 @@ pub async fn run(args: GradeLogArgs) -> anyhow::Result<ExitCode> {
     let graded = grading::grade(&GradeInput {
         instance: &instance,
         profile,
+        mode: args.grading.into(),
         // A saved log means the patch applied and the tests ran.
         patch: Some("(graded from a saved log)"),
         patch_applied: true,
         eval_log: Some(&log),
+        // Which harness's script printed it is not known: either's markers are accepted.
+        eval_script: None,
         eval_exit_code: None,
         timed_out: false,
         eval_log_invalid_utf8: invalid_utf8,
     });
     for w in &graded.warnings {
         eprintln!("warning: {w:?}");
+    }
+    if let Some(tampering) = &graded.tampered {
+        eprintln!("not resolved: the test output looks forged: {tampering}");
     }
     if let Some(problem) = &graded.problem {
         eprintln!("the log gave no usable result: {problem:?}");

@@ -23,6 +23,9 @@ pub struct MockLlmArgs {
     /// environment variable (which must be set and not empty).
     #[arg(long, value_name = "VAR")]
     pub require_key_env: Option<String>,
+    /// Wait this long before every answer, as a slow model would.
+    #[arg(long, default_value_t = 0)]
+    pub delay_ms: u64,
 }
 
 pub async fn run(args: MockLlmArgs) -> anyhow::Result<ExitCode> {
@@ -46,7 +49,7 @@ pub async fn run(args: MockLlmArgs) -> anyhow::Result<ExitCode> {
     );
     let shutdown = super::shutdown_on_signals();
     tokio::select! {
-        served = replay::serve(listener, scenarios, ServeOptions { required_api_key }) => {
+        served = replay::serve(listener, scenarios, ServeOptions { required_api_key, delay: std::time::Duration::from_millis(args.delay_ms) }) => {
             served.context("serving the replay agent")?;
         }
         _ = shutdown.cancelled() => {}

@@ -122,6 +122,39 @@ pub struct WorkerFlags {
     pub image_budget_gb: Option<u64>,
     #[command(flatten)]
     pub registry: RegistryArgs,
+    #[command(flatten)]
+    pub llm: LlmRetryArgs,
+}
+
+/// How agents' model calls are retried. A call that exhausts its attempts ends the run as an
+/// infrastructure failure, which re-queues it (never an agent failure).
+#[derive(Args, Debug, Clone)]
+pub struct LlmRetryArgs {
+    /// Attempts per model call, the first included (429, 5xx, timeouts, refused connections
+    /// and malformed bodies are retried).
+    #[arg(long, env = "STEER_LLM_ATTEMPTS", default_value_t = 6)]
+    pub llm_attempts: u32,
+    /// Limit of one model call attempt, from sending to the end of the answer.
+    #[arg(long, env = "STEER_LLM_TIMEOUT", default_value = "600s", value_parser = parse_duration)]
+    pub llm_timeout: Duration,
+    /// Longest wait between two attempts (exponential backoff from 1 s, `Retry-After` honoured
+    /// up to twice this).
+    #[arg(long, env = "STEER_LLM_MAX_BACKOFF", default_value = "60s", value_parser = parse_duration)]
+    pub llm_max_backoff: Duration,
+}
+
+impl LlmRetryArgs {
+    pub fn policy(&self) -> worker::llm::RetryPolicy {
+        let defaults = worker::llm::RetryPolicy::default();
+        worker::llm::RetryPolicy {
+            attempts: self.llm_attempts.max(1),
+            min_delay: defaults.min_delay.min(self.llm_max_backoff),
+            max_delay: self.llm_max_backoff,
+            max_retry_after: self.llm_max_backoff.saturating_mul(2),
+            connect_timeout: defaults.connect_timeout.min(self.llm_timeout),
+            request_timeout: self.llm_timeout,
+        }
+    }
 }
 
 /// Credentials for pulling instance images from a private registry.
@@ -205,7 +238,7 @@ impl WorkerFlags {
                 let cache =
                     worker::sandbox::ImageCache::new(docker.clone(), budget).with_auth(self.registry.auth());
                 let evaluate = worker::evaluate::EvaluateExecutor::new(docker, &name).with_image_cache(cache);
-                worker::Dispatcher::new(Some(evaluate))
+                worker::Dispatcher::new(Some(evaluate)).with_llm_retry(self.llm.policy())
             }
             Err(e) => {
                 tracing::warn!(error = %e, "no Docker engine: this worker takes placeholder runs only");

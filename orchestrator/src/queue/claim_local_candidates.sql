@@ -15,6 +15,8 @@ window_runs AS (
       -- Prefix replay: not before its base run has ended.
       AND (r.prefix_of IS NULL
            OR NOT EXISTS (SELECT 1 FROM runs b WHERE b.id = r.prefix_of AND b.state IN ('queued', 'running', 'paused')))
+      -- A draining or stopped worker is leased nothing (a one-time check, not per row).
+      AND NOT EXISTS (SELECT 1 FROM workers dw WHERE dw.id = $2 AND dw.draining)
     ORDER BY r.fair_seq, r.id
     LIMIT $6
 ), candidates AS (

@@ -1,5 +1,5 @@
--- Claim, part 3 of 3: leases the uncapped candidates; capped ones are returned for the
--- capped path.
+-- Claim, part 3 of 3: leases the uncapped candidates and opens their attempt in the ledger;
+-- capped ones are returned for the capped path.
 taken AS (
     UPDATE runs
     SET state            = 'running',
@@ -14,6 +14,9 @@ taken AS (
     WHERE runs.id = c.id AND NOT c.capped
     RETURNING runs.id, runs.sweep_id, runs.attempt, runs.lease_token, runs.lease_expires_at,
               runs.repeat_index, runs.dataset_id, runs.instance_id, runs.agent_id, runs.critic_id
+), opened AS (
+    INSERT INTO run_attempts (run_id, attempt, worker_id, claimed_at)
+    SELECT t.id, t.attempt, $2, now() FROM taken t
 )
 SELECT false AS capped, t.* FROM taken t
 UNION ALL

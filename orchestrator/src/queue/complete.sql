@@ -1,7 +1,9 @@
 -- Records a finished run, its evaluation and its cost in one statement (data-modifying CTEs
--- always run to completion, read or not). Fencing: only the current lease holder can complete
--- it. Whether the sweep is now finished is left to the maintenance loop (queue::finish_sweeps):
--- asking here walks the sweep's dead index entries on every completion.
+-- always run to completion, read or not), and closes its attempt in the ledger. Fencing: only
+-- the current lease holder can complete it, and only through the API token that registered
+-- the holder ($16; NULL: a worker registered without one). Whether the sweep is now finished
+-- is left to the maintenance loop (queue::finish_sweeps): asking here walks the sweep's dead
+-- index entries on every completion.
 WITH done AS (
     UPDATE runs
     SET state            = 'done',
@@ -18,7 +20,11 @@ WITH done AS (
         agent_cost_usd   = $10,
         critic_cost_usd  = $11
     WHERE id = $1 AND lease_token = $2 AND state = 'running'
+      AND EXISTS (SELECT 1 FROM workers w WHERE w.id = runs.lease_owner AND w.token_id IS NOT DISTINCT FROM $16)
     RETURNING id, sweep_id, attempt
+), closed AS (
+    UPDATE run_attempts a SET ending = 'completed', ended_at = now()
+    FROM done WHERE a.run_id = done.id AND a.attempt = done.attempt
 ), evaluation AS (
     INSERT INTO evaluations (run_id, attempt, apply_status, resolved, tests, report)
     SELECT id, attempt, $12, $13, $14, $15 FROM done WHERE $12::text IS NOT NULL

@@ -3,7 +3,12 @@
 //! All of the queue's SQL lives in this module (the `.sql` files beside it). Invariants:
 //! - a run is `running` iff it has a lease (owner, token, expiry) — a CHECK constraint holds it;
 //! - every statement that changes a running run names its lease token (fencing), so a worker
-//!   whose lease expired and was re-granted cannot write over the new attempt;
+//!   whose lease expired and was re-granted cannot write over the new attempt, and the API token
+//!   that registered the worker asking ([`Registrar`]), so a worker token acts only on runs
+//!   held by workers it registered;
+//! - every claim opens an attempt in `run_attempts` in the claim's own statement, and the
+//!   statement that ends a lease closes exactly that attempt under the same fence, so at most
+//!   one attempt of a run is `completed` (a unique index holds it);
 //! - a claim takes rows with `FOR UPDATE SKIP LOCKED`, so concurrent claimers never get the
 //!   same run for the same attempt;
 //! - concurrency caps (per endpoint, fleet-wide; per sweep) are checked under a transaction-level
@@ -14,11 +19,12 @@ use std::collections::{BTreeMap, HashSet};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use protocol::{CompleteRun, CriticCallRecord, HeartbeatAck, LeaseRef, LlmCallRecord, StepRecord};
+use protocol::{CompleteRun, Heartbeat, HeartbeatAck, UploadSteps};
 use sqlx::{PgPool, Postgres, Row, Transaction};
 use uuid::Uuid;
 
 use crate::db::{Error, Result};
+use crate::store::runs::CallTarget;
 
 /// The claim statement, in fair-share order, and its image-locality variant: the same head
 /// (caps) and tail (leasing), with different candidate selection.
@@ -54,6 +60,22 @@ pub struct Lease {
     pub instance_id: String,
     pub agent_id: i64,
     pub critic_id: i64,
+}
+
+/// The API token that registered a worker. Requests for a worker, or about a run a worker
+/// holds, must come through it: the queue's fenced statements match it against the holder's
+/// `workers.token_id`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Registrar(pub Option<i64>);
+
+impl Registrar {
+    /// Workers registered without a token (written straight into the database by in-process
+    /// tests and benchmarks).
+    pub const NONE: Registrar = Registrar(None);
+
+    pub fn token(token_id: i64) -> Self {
+        Registrar(Some(token_id))
+    }
 }
 
 /// Where a run went when its lease ended early.
@@ -173,29 +195,28 @@ impl Queue {
     }
 
     /// Extends the leases `worker` still holds. Lists the runs it has lost (expired and
-    /// re-granted, or finished by someone else) and those whose sweep was cancelled.
-    pub async fn heartbeat(
-        &self,
-        worker: Uuid,
-        leases: &[LeaseRef],
-        draining: bool,
-        images: Option<&[String]>,
-        status: Option<&str>,
-    ) -> Result<HeartbeatAck> {
-        let ids: Vec<i64> = leases.iter().map(|l| l.run_id).collect();
-        let tokens: Vec<Uuid> = leases.iter().map(|l| l.lease_token).collect();
+    /// re-granted, or finished by someone else) and those whose sweep was cancelled. Changes
+    /// nothing, and is `Forbidden`, unless `by` registered the worker.
+    pub async fn heartbeat(&self, worker: Uuid, by: Registrar, beat: &Heartbeat) -> Result<HeartbeatAck> {
+        let ids: Vec<i64> = beat.leases.iter().map(|l| l.run_id).collect();
+        let tokens: Vec<Uuid> = beat.leases.iter().map(|l| l.lease_token).collect();
         let rows = sqlx::query(include_str!("heartbeat.sql"))
             .bind(&ids)
             .bind(&tokens)
             .bind(worker)
             .bind(self.ttl_ms())
-            .bind(draining)
-            .bind(images)
-            .bind(status)
+            .bind(beat.draining)
+            .bind(beat.images.as_deref())
+            .bind(beat.status.as_deref())
+            .bind(by.0)
             .fetch_all(&self.pool)
             .await?;
-        if !rows.first().is_some_and(|r| r.get::<bool, _>("registered")) {
+        let first = rows.first();
+        if !first.is_some_and(|r| r.get::<bool, _>("registered")) {
             return Err(Error::NotFound(format!("worker {worker} is not registered")));
+        }
+        if !first.is_some_and(|r| r.get::<bool, _>("bound")) {
+            return Err(worker_forbidden(worker));
         }
         let mut held = HashSet::new();
         let mut cancelled = Vec::new();
@@ -210,28 +231,32 @@ impl Queue {
         Ok(HeartbeatAck { lost, cancelled })
     }
 
-    /// Persists steps of the current attempt. Rejected unless `token` is the run's live lease.
-    pub async fn upload_steps(
-        &self,
-        run_id: i64,
-        token: Uuid,
-        steps: &[StepRecord],
-        calls: &[LlmCallRecord],
-        critic_calls: &[CriticCallRecord],
-    ) -> Result<()> {
+    /// Persists steps of the current attempt. Rejected unless the upload's token is the run's
+    /// live lease and `by` registered its holder.
+    ///
+    /// Returns the run's agent and endpoint, read by the fencing query itself, so that the
+    /// caller can label the uploaded calls' metrics without another round trip.
+    pub async fn upload_steps(&self, run_id: i64, by: Registrar, upload: &UploadSteps) -> Result<CallTarget> {
         let mut tx = self.pool.begin().await?;
         // FOR SHARE: the lease cannot expire or change hands until these steps are written.
-        let attempt: Option<i32> = sqlx::query_scalar(
-            "SELECT attempt FROM runs WHERE id = $1 AND lease_token = $2 AND state = 'running' FOR SHARE",
+        let fenced = sqlx::query(
+            "SELECT r.attempt, a.name AS agent, e.base_url FROM runs r
+               JOIN agents a ON a.id = r.agent_id JOIN endpoints e ON e.id = r.endpoint_id
+             WHERE r.id = $1 AND r.lease_token = $2 AND r.state = 'running'
+               AND EXISTS (SELECT 1 FROM workers w WHERE w.id = r.lease_owner AND w.token_id IS NOT DISTINCT FROM $3)
+             FOR SHARE OF r",
         )
         .bind(run_id)
-        .bind(token)
+        .bind(upload.lease_token)
+        .bind(by.0)
         .fetch_optional(&mut *tx)
         .await?;
-        let Some(attempt) = attempt else {
-            return Err(lease_lost(run_id));
+        let Some(fenced) = fenced else {
+            return Err(self.refusal(run_id, upload.lease_token, by).await?.into_error(run_id));
         };
-        for step in steps {
+        let attempt: i32 = fenced.get("attempt");
+        let target = CallTarget { agent: fenced.get("agent"), base_url: fenced.get("base_url") };
+        for step in &upload.steps {
             sqlx::query(include_str!("insert_step.sql"))
                 .bind(run_id)
                 .bind(attempt)
@@ -251,7 +276,7 @@ impl Queue {
                 .execute(&mut *tx)
                 .await?;
         }
-        for call in calls {
+        for call in &upload.llm_calls {
             sqlx::query(include_str!("insert_llm_call.sql"))
                 .bind(run_id)
                 .bind(attempt)
@@ -273,7 +298,7 @@ impl Queue {
                 .execute(&mut *tx)
                 .await?;
         }
-        for call in critic_calls {
+        for call in &upload.critic_calls {
             sqlx::query(include_str!("insert_critic_call.sql"))
                 .bind(run_id)
                 .bind(attempt)
@@ -298,12 +323,13 @@ impl Queue {
                 .await?;
         }
         tx.commit().await?;
-        Ok(())
+        Ok(target)
     }
 
-    /// Records a run's outcome. Idempotent for the lease that completed it (a retried request
-    /// whose first answer was lost succeeds again); any other token is rejected.
-    pub async fn complete(&self, run_id: i64, req: &CompleteRun) -> Result<()> {
+    /// Records a run's outcome and closes its attempt as `completed`. Idempotent for the lease
+    /// that completed it (a retried request whose first answer was lost succeeds again); any
+    /// other lease token is rejected, and so is any `by` but the holder's registrar.
+    pub async fn complete(&self, run_id: i64, by: Registrar, req: &CompleteRun) -> Result<()> {
         let ev = req.evaluation.as_ref();
         let row = sqlx::query(include_str!("complete.sql"))
             .bind(run_id)
@@ -321,10 +347,14 @@ impl Queue {
             .bind(ev.map(|e| e.resolved))
             .bind(ev.map(|e| e.tests.clone()))
             .bind(ev.map(|e| e.report.clone()))
+            .bind(by.0)
             .fetch_optional(&self.pool)
             .await?;
         let Some(row) = row else {
-            return self.already_completed_by(run_id, req.lease_token).await;
+            return match self.refusal(run_id, req.lease_token, by).await? {
+                Refusal::AlreadyDone => Ok(()),
+                refusal => Err(refusal.into_error(run_id)),
+            };
         };
         let sweep_id: i64 = row.get("sweep_id");
         if !req.totals.total_cost().is_zero() {
@@ -342,41 +372,99 @@ impl Queue {
         Ok(())
     }
 
-    async fn already_completed_by(&self, run_id: i64, token: Uuid) -> Result<()> {
-        let done: Option<bool> =
-            sqlx::query_scalar("SELECT state = 'done' AND lease_token = $2 FROM runs WHERE id = $1")
-                .bind(run_id)
-                .bind(token)
-                .fetch_optional(&self.pool)
-                .await?;
-        match done {
-            None => Err(Error::NotFound(format!("run {run_id} does not exist"))),
-            Some(true) => Ok(()),
-            Some(false) => Err(lease_lost(run_id)),
-        }
+    /// Why a fenced write about `run_id` under `token` changed nothing. Read only on that
+    /// (rare) path, so the fenced statements stay single round trips.
+    async fn refusal(&self, run_id: i64, token: Uuid, by: Registrar) -> Result<Refusal> {
+        let row: Option<(bool, bool, bool)> = sqlx::query_as(
+            "SELECT r.state = 'done', COALESCE(r.lease_token = $2, false),
+                    EXISTS (SELECT 1 FROM workers w WHERE w.id = COALESCE(r.lease_owner, r.last_worker)
+                                                      AND w.token_id IS NOT DISTINCT FROM $3)
+             FROM runs r WHERE r.id = $1",
+        )
+        .bind(run_id)
+        .bind(token)
+        .bind(by.0)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(match row {
+            None => Refusal::NoSuchRun,
+            // The right lease token from the wrong API token: someone else's run.
+            Some((_, true, false)) => Refusal::NotYours,
+            Some((true, true, true)) => Refusal::AlreadyDone,
+            Some(_) => Refusal::LeaseLost,
+        })
     }
 
     /// An infrastructure failure: counts a failed attempt and re-queues the run (or ends it as
     /// `error` when its attempts are used up).
-    pub async fn fail(&self, run_id: i64, token: Uuid, reason: &str) -> Result<Requeued> {
-        self.give_back(run_id, token, &format!("infrastructure failure: {reason}"), true).await
+    pub async fn fail(&self, run_id: i64, by: Registrar, token: Uuid, reason: &str) -> Result<Requeued> {
+        self.give_back(run_id, by, token, &format!("infrastructure failure: {reason}"), true).await
     }
 
     /// Hands a run back without counting a failed attempt (graceful drain, cancelled sweep).
-    pub async fn release(&self, run_id: i64, token: Uuid, reason: &str) -> Result<Requeued> {
-        self.give_back(run_id, token, &format!("handed back: {reason}"), false).await
+    pub async fn release(&self, run_id: i64, by: Registrar, token: Uuid, reason: &str) -> Result<Requeued> {
+        self.give_back(run_id, by, token, &format!("handed back: {reason}"), false).await
     }
 
-    async fn give_back(&self, run_id: i64, token: Uuid, reason: &str, failed: bool) -> Result<Requeued> {
+    /// Hands back every run still leased to `worker`, which must have been registered by
+    /// `by`. A worker calls this as it exits, holding nothing: a lease it still has is one whose
+    /// claim response it never read (a claim in flight when it began to drain, or a response
+    /// lost on the way), which would otherwise sit until its lease expired. The worker is marked
+    /// draining, so it is leased nothing more. Returns the runs handed back.
+    pub async fn release_held(&self, worker: Uuid, by: Registrar, reason: &str) -> Result<Vec<i64>> {
+        // Marked draining first, so that a claim arriving later (one the worker gave up on, still
+        // running in the coordinator) leases it nothing.
+        let bound: Option<bool> = sqlx::query_scalar(
+            "WITH w AS (SELECT id, token_id IS NOT DISTINCT FROM $2 AS bound FROM workers WHERE id = $1),
+                  mark AS (UPDATE workers SET draining = true FROM w WHERE workers.id = w.id AND w.bound)
+             SELECT bound FROM w",
+        )
+        .bind(worker)
+        .bind(by.0)
+        .fetch_optional(&self.pool)
+        .await?;
+        match bound {
+            None => return Err(Error::NotFound(format!("worker {worker} is not registered"))),
+            Some(false) => return Err(worker_forbidden(worker)),
+            Some(true) => {}
+        }
+        let held: Vec<(i64, Uuid)> = sqlx::query_as(
+            "SELECT id, lease_token FROM runs WHERE lease_owner = $1 AND state = 'running' ORDER BY id",
+        )
+        .bind(worker)
+        .fetch_all(&self.pool)
+        .await?;
+        let mut released = Vec::with_capacity(held.len());
+        for (run_id, token) in held {
+            // Each goes through the fenced hand-back, so one that expired or finished meanwhile
+            // is left alone.
+            match self.release(run_id, by, token, reason).await {
+                Ok(_) => released.push(run_id),
+                Err(Error::LeaseLost(_)) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(released)
+    }
+
+    async fn give_back(
+        &self,
+        run_id: i64,
+        by: Registrar,
+        token: Uuid,
+        reason: &str,
+        failed: bool,
+    ) -> Result<Requeued> {
         let state: Option<String> = sqlx::query_scalar(include_str!("give_back.sql"))
             .bind(run_id)
             .bind(token)
             .bind(reason)
             .bind(failed)
+            .bind(by.0)
             .fetch_optional(&self.pool)
             .await?;
         let requeued = match state.as_deref() {
-            None => return Err(lease_lost(run_id)),
+            None => return Err(self.refusal(run_id, token, by).await?.into_error(run_id)),
             Some("queued") => Requeued::Queued,
             Some("paused") => Requeued::Paused,
             Some("cancelled") => Requeued::Cancelled,
@@ -416,9 +504,40 @@ impl Queue {
     }
 }
 
+/// Why a fenced write changed nothing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Refusal {
+    NoSuchRun,
+    /// Not (or no longer) the run's lease.
+    LeaseLost,
+    /// The run's lease, but its holder was registered by another API token.
+    NotYours,
+    /// Completed under this lease already (a retried completion).
+    AlreadyDone,
+}
+
+impl Refusal {
+    fn into_error(self, run_id: i64) -> Error {
+        match self {
+            Refusal::NoSuchRun => Error::NotFound(format!("run {run_id} does not exist")),
+            Refusal::NotYours => Error::Forbidden(format!(
+                "run {run_id} is held by a worker that another API token registered; a worker token acts only on runs held by workers it registered"
+            )),
+            Refusal::LeaseLost | Refusal::AlreadyDone => lease_lost(run_id),
+        }
+    }
+}
+
 fn lease_lost(run_id: i64) -> Error {
     Error::LeaseLost(format!(
         "lease lost: run {run_id} is not held under this lease token (it expired and was re-queued, or the run already ended)"
+    ))
+}
+
+/// A request for `worker` through an API token that did not register it.
+pub fn worker_forbidden(worker: Uuid) -> Error {
+    Error::Forbidden(format!(
+        "worker {worker} was registered by another API token; a worker token acts only for workers it registered"
     ))
 }
 

@@ -3,12 +3,12 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use protocol::{CompleteRun, LeaseRef, Outcome, RunTotals, StepRecord};
+use protocol::{CompleteRun, Heartbeat, LeaseRef, Outcome, RunTotals, StepRecord, UploadSteps};
 use rust_decimal::Decimal;
 use sqlx::PgPool;
 use uuid::Uuid;
 
-use super::{Lease, Queue, Requeued};
+use super::{Lease, Queue, Registrar, Requeued};
 use crate::db::Error;
 use crate::store::sweeps;
 use crate::testkit::{import_demo, submit, sweep_toml};
@@ -36,6 +36,19 @@ fn done(lease: &Lease, cost: &str) -> CompleteRun {
         patch: None,
         evaluation: None,
         detail: None,
+    }
+}
+
+fn beat(leases: Vec<LeaseRef>) -> Heartbeat {
+    Heartbeat { leases, ..Default::default() }
+}
+
+fn upload(lease: &Lease, steps: &[StepRecord]) -> UploadSteps {
+    UploadSteps {
+        lease_token: lease.lease_token,
+        steps: steps.to_vec(),
+        llm_calls: vec![],
+        critic_calls: vec![],
     }
 }
 
@@ -91,6 +104,7 @@ async fn concurrent_claimers_never_share_a_run(pool: PgPool) {
         .await
         .unwrap();
     assert_eq!(running, 300);
+    assert_ledger_true(&pool).await;
 }
 
 #[sqlx::test(migrator = "crate::db::MIGRATOR")]
@@ -122,38 +136,66 @@ async fn expired_lease_requeues_then_errors_after_max_attempts(pool: PgPool) {
     assert!(queue.claim(w, 1, &kinds()).await.unwrap().is_empty());
     let status = sweeps::status(&pool, second.sweep_id).await.unwrap();
     assert_eq!(status.state, protocol::SweepState::Completed);
+    assert_ledger_true(&pool).await;
+}
+
+/// A one-run sweep whose first holder's lease expired and a second worker claimed it again.
+struct Reclaimed {
+    queue: Queue,
+    old_w: Uuid,
+    new_w: Uuid,
+    old: Lease,
+    new: Lease,
+}
+
+async fn expired_and_reclaimed(pool: &PgPool, sweep: &str) -> Reclaimed {
+    import_demo(pool, "demo").await;
+    submit(pool, &sweep_toml(sweep, "[select]\nids = [\"steerbench__demo-1\"]", "")).await;
+    let queue = Queue::new(pool.clone(), Duration::from_secs(60));
+    let (old_w, new_w) = (worker(pool).await, worker(pool).await);
+    let old = queue.claim(old_w, 1, &kinds()).await.unwrap().remove(0);
+    age_leases(pool).await;
+    queue.expire_leases(100).await.unwrap();
+    let new = queue.claim(new_w, 1, &kinds()).await.unwrap().remove(0);
+    Reclaimed { queue, old_w, new_w, old, new }
 }
 
 #[sqlx::test(migrator = "crate::db::MIGRATOR")]
 async fn stale_lease_token_is_rejected_everywhere(pool: PgPool) {
-    import_demo(&pool, "demo").await;
-    submit(&pool, &sweep_toml("fence", "[select]\nids = [\"steerbench__demo-1\"]", "")).await;
-    let queue = Queue::new(pool.clone(), Duration::from_secs(60));
-    let (old_w, new_w) = (worker(&pool).await, worker(&pool).await);
-    let old = queue.claim(old_w, 1, &kinds()).await.unwrap().remove(0);
-    age_leases(&pool).await;
-    queue.expire_leases(100).await.unwrap();
-    let new = queue.claim(new_w, 1, &kinds()).await.unwrap().remove(0);
+    let Reclaimed { queue, old_w, old, new, .. } = expired_and_reclaimed(&pool, "fence").await;
 
     // The partitioned worker comes back and tries to write with its old lease.
     let step = StepRecord { index: 0, action: Some("ls".into()), ..Default::default() };
     assert!(matches!(
-        queue.upload_steps(old.run_id, old.lease_token, std::slice::from_ref(&step), &[], &[]).await,
+        queue.upload_steps(old.run_id, Registrar::NONE, &upload(&old, std::slice::from_ref(&step))).await,
         Err(Error::LeaseLost(_))
     ));
-    assert!(matches!(queue.complete(old.run_id, &done(&old, "0")).await, Err(Error::LeaseLost(_))));
-    assert!(matches!(queue.fail(old.run_id, old.lease_token, "x").await, Err(Error::LeaseLost(_))));
-    assert!(matches!(queue.release(old.run_id, old.lease_token, "x").await, Err(Error::LeaseLost(_))));
+    assert!(matches!(
+        queue.complete(old.run_id, Registrar::NONE, &done(&old, "0")).await,
+        Err(Error::LeaseLost(_))
+    ));
+    assert!(matches!(
+        queue.fail(old.run_id, Registrar::NONE, old.lease_token, "x").await,
+        Err(Error::LeaseLost(_))
+    ));
+    assert!(matches!(
+        queue.release(old.run_id, Registrar::NONE, old.lease_token, "x").await,
+        Err(Error::LeaseLost(_))
+    ));
     let ack = queue
-        .heartbeat(old_w, &[LeaseRef { run_id: old.run_id, lease_token: old.lease_token }], false, None, None)
+        .heartbeat(
+            old_w,
+            Registrar::NONE,
+            &beat(vec![LeaseRef { run_id: old.run_id, lease_token: old.lease_token }]),
+        )
         .await
         .unwrap();
     assert_eq!(ack.lost, vec![old.run_id]);
 
     // The new holder is unaffected, and its completion is idempotent.
-    queue.upload_steps(new.run_id, new.lease_token, &[step], &[], &[]).await.unwrap();
-    queue.complete(new.run_id, &done(&new, "0")).await.unwrap();
-    queue.complete(new.run_id, &done(&new, "0")).await.unwrap();
+    queue.upload_steps(new.run_id, Registrar::NONE, &upload(&new, &[step])).await.unwrap();
+    queue.complete(new.run_id, Registrar::NONE, &done(&new, "0")).await.unwrap();
+    queue.complete(new.run_id, Registrar::NONE, &done(&new, "0")).await.unwrap();
     let steps: Vec<(i32,)> = sqlx::query_as("SELECT attempt FROM steps WHERE run_id = $1")
         .bind(new.run_id)
         .fetch_all(&pool)
@@ -161,7 +203,11 @@ async fn stale_lease_token_is_rejected_everywhere(pool: PgPool) {
         .unwrap();
     assert_eq!(steps, vec![(2,)], "only the live attempt's step was stored");
     // After completion even the right token cannot fail or release the run.
-    assert!(matches!(queue.fail(new.run_id, new.lease_token, "late").await, Err(Error::LeaseLost(_))));
+    assert!(matches!(
+        queue.fail(new.run_id, Registrar::NONE, new.lease_token, "late").await,
+        Err(Error::LeaseLost(_))
+    ));
+    assert_ledger_true(&pool).await;
 }
 
 #[sqlx::test(migrator = "crate::db::MIGRATOR")]
@@ -177,7 +223,7 @@ async fn heartbeat_extends_only_held_leases(pool: PgPool) {
         mine.iter().map(|l| LeaseRef { run_id: l.run_id, lease_token: l.lease_token }).collect();
     // A worker cannot extend another worker's lease, even with its token.
     refs.push(LeaseRef { run_id: theirs[0].run_id, lease_token: theirs[0].lease_token });
-    let ack = queue.heartbeat(a, &refs, false, None, None).await.unwrap();
+    let ack = queue.heartbeat(a, Registrar::NONE, &beat(refs)).await.unwrap();
     assert_eq!(ack.lost, vec![theirs[0].run_id]);
     let moved = queue.expire_leases(100).await.unwrap();
     assert_eq!(moved.get("queued"), Some(&1), "only the unextended lease expired");
@@ -190,10 +236,10 @@ async fn budget_stops_the_sweep(pool: PgPool) {
     let queue = Queue::new(pool.clone(), Duration::from_secs(60));
     let w = worker(&pool).await;
     let leases = queue.claim(w, 2, &kinds()).await.unwrap();
-    queue.complete(leases[0].run_id, &done(&leases[0], "0.03")).await.unwrap();
+    queue.complete(leases[0].run_id, Registrar::NONE, &done(&leases[0], "0.03")).await.unwrap();
     let status = sweeps::status(&pool, s.sweep_id).await.unwrap();
     assert_eq!(status.state, protocol::SweepState::Running);
-    queue.complete(leases[1].run_id, &done(&leases[1], "0.025")).await.unwrap();
+    queue.complete(leases[1].run_id, Registrar::NONE, &done(&leases[1], "0.025")).await.unwrap();
     let status = sweeps::status(&pool, s.sweep_id).await.unwrap();
     assert_eq!(status.state, protocol::SweepState::Stopped);
     assert_eq!(status.spent_usd, "0.055".parse::<Decimal>().unwrap());
@@ -204,6 +250,7 @@ async fn budget_stops_the_sweep(pool: PgPool) {
     assert!(matches!(sweeps::resume(&pool, s.sweep_id, None).await, Err(Error::Conflict(_))));
     sweeps::resume(&pool, s.sweep_id, Some("1".parse().unwrap())).await.unwrap();
     assert_eq!(queue.claim(w, 10, &kinds()).await.unwrap().len(), 4);
+    assert_ledger_true(&pool).await;
 }
 
 #[sqlx::test(migrator = "crate::db::MIGRATOR")]
@@ -236,14 +283,14 @@ async fn cancel_stops_queued_and_running_runs(pool: PgPool) {
     assert_eq!(status.states["running"], 2);
     let refs: Vec<LeaseRef> =
         held.iter().map(|l| LeaseRef { run_id: l.run_id, lease_token: l.lease_token }).collect();
-    let ack = queue.heartbeat(w, &refs, false, None, None).await.unwrap();
+    let ack = queue.heartbeat(w, Registrar::NONE, &beat(refs)).await.unwrap();
     assert_eq!(ack.cancelled.len(), 2, "the worker is told to stop both");
     assert_eq!(
-        queue.release(held[0].run_id, held[0].lease_token, "sweep cancelled").await.unwrap(),
+        queue.release(held[0].run_id, Registrar::NONE, held[0].lease_token, "sweep cancelled").await.unwrap(),
         Requeued::Cancelled
     );
     // A run that finished anyway keeps its result.
-    queue.complete(held[1].run_id, &done(&held[1], "0")).await.unwrap();
+    queue.complete(held[1].run_id, Registrar::NONE, &done(&held[1], "0")).await.unwrap();
     let status = sweeps::status(&pool, s.sweep_id).await.unwrap();
     assert_eq!((status.states["cancelled"], status.states["done"]), (5, 1));
     assert!(queue.claim(w, 10, &kinds()).await.unwrap().is_empty());
@@ -257,7 +304,7 @@ async fn pause_holds_back_runs_and_resume_requeues_only_unfinished(pool: PgPool)
     let queue = Queue::new(pool.clone(), Duration::from_secs(60));
     let w = worker(&pool).await;
     let first = queue.claim(w, 1, &kinds()).await.unwrap().remove(0);
-    queue.complete(first.run_id, &done(&first, "0")).await.unwrap();
+    queue.complete(first.run_id, Registrar::NONE, &done(&first, "0")).await.unwrap();
     sweeps::pause(&pool, s.sweep_id).await.unwrap();
     assert!(queue.claim(w, 10, &kinds()).await.unwrap().is_empty());
     let status = sweeps::resume(&pool, s.sweep_id, None).await.unwrap();
@@ -299,8 +346,10 @@ async fn endpoint_cap_holds_across_claimers_and_sweeps(pool: PgPool) {
     }
     assert_eq!(held.len(), 3, "fleet-wide cap of 3 on the endpoint");
     let w = worker(&pool).await;
-    queue.complete(held[0].run_id, &done(&held[0], "0")).await.unwrap();
+    queue.complete(held[0].run_id, Registrar::NONE, &done(&held[0], "0")).await.unwrap();
     assert_eq!(queue.claim(w, 5, &kinds()).await.unwrap().len(), 1, "a finished run frees one place");
+    // The capped path opens its attempts too.
+    assert_ledger_true(&pool).await;
 }
 
 #[sqlx::test(migrator = "crate::db::MIGRATOR")]
@@ -311,6 +360,7 @@ async fn sweep_cap_limits_running_runs(pool: PgPool) {
     let w = worker(&pool).await;
     assert_eq!(queue.claim(w, 6, &kinds()).await.unwrap().len(), 2);
     assert!(queue.claim(w, 6, &kinds()).await.unwrap().is_empty());
+    assert_ledger_true(&pool).await;
 }
 
 #[sqlx::test(migrator = "crate::db::MIGRATOR")]
@@ -322,22 +372,26 @@ async fn infra_failures_count_attempts_but_hand_backs_do_not(pool: PgPool) {
     let w = worker(&pool).await;
     for _ in 0..3 {
         let l = queue.claim(w, 1, &kinds()).await.unwrap().remove(0);
-        assert_eq!(queue.release(l.run_id, l.lease_token, "draining").await.unwrap(), Requeued::Queued);
+        assert_eq!(
+            queue.release(l.run_id, Registrar::NONE, l.lease_token, "draining").await.unwrap(),
+            Requeued::Queued
+        );
     }
     let l = queue.claim(w, 1, &kinds()).await.unwrap().remove(0);
     assert_eq!(
-        queue.fail(l.run_id, l.lease_token, "docker daemon unreachable").await.unwrap(),
+        queue.fail(l.run_id, Registrar::NONE, l.lease_token, "docker daemon unreachable").await.unwrap(),
         Requeued::Queued
     );
     let l = queue.claim(w, 1, &kinds()).await.unwrap().remove(0);
     assert_eq!(l.attempt, 5);
     assert_eq!(
-        queue.fail(l.run_id, l.lease_token, "docker daemon unreachable").await.unwrap(),
+        queue.fail(l.run_id, Registrar::NONE, l.lease_token, "docker daemon unreachable").await.unwrap(),
         Requeued::Error
     );
     let (state, _, failed, reason) = state_of(&pool, l.run_id).await;
     assert_eq!((state.as_str(), failed), ("error", 2));
     assert!(reason.unwrap().contains("docker daemon unreachable"));
+    assert_ledger_true(&pool).await;
 }
 
 #[sqlx::test(migrator = "crate::db::MIGRATOR")]
@@ -351,9 +405,9 @@ async fn maintenance_completes_a_sweep_once_its_last_run_finishes(pool: PgPool) 
     let queue = Queue::new(pool.clone(), Duration::from_secs(60));
     let w = worker(&pool).await;
     let leases = queue.claim(w, 2, &kinds()).await.unwrap();
-    queue.complete(leases[0].run_id, &done(&leases[0], "0")).await.unwrap();
+    queue.complete(leases[0].run_id, Registrar::NONE, &done(&leases[0], "0")).await.unwrap();
     assert!(queue.finish_sweeps(None).await.unwrap().is_empty(), "one run still running");
-    queue.complete(leases[1].run_id, &done(&leases[1], "0")).await.unwrap();
+    queue.complete(leases[1].run_id, Registrar::NONE, &done(&leases[1], "0")).await.unwrap();
     assert_eq!(queue.finish_sweeps(None).await.unwrap(), vec![s.sweep_id]);
     let status = sweeps::status(&pool, s.sweep_id).await.unwrap();
     assert_eq!(status.state, protocol::SweepState::Completed);
@@ -399,7 +453,12 @@ async fn a_worker_holding_an_image_gets_runs_of_that_image_first(pool: PgPool) {
     let got = queue.claim_near(w, 1, &kinds(), &held).await.unwrap();
     assert_eq!(got[0].instance_id, "steerbench__demo-1");
     // Heartbeats store what the worker holds.
-    queue.heartbeat(w, &[], false, Some(&held), Some("pulling x: 1 of 2 layers done")).await.unwrap();
+    let status = Heartbeat {
+        images: Some(held.clone()),
+        status: Some("pulling x: 1 of 2 layers done".into()),
+        ..Default::default()
+    };
+    queue.heartbeat(w, Registrar::NONE, &status).await.unwrap();
     let stored = crate::store::workers::holdings(&pool, w).await.unwrap().unwrap();
     assert_eq!(stored.images, held);
     // The fleet listing shows what the worker holds, runs and is doing.
@@ -407,4 +466,220 @@ async fn a_worker_holding_an_image_gets_runs_of_that_image_first(pool: PgPool) {
     let me = listed.iter().find(|x| x.id == w).unwrap();
     assert_eq!((me.images, me.running), (1, 2));
     assert_eq!(me.status.as_deref(), Some("pulling x: 1 of 2 layers done"));
+}
+
+/// Runs that break the attempt ledger's rules, with the rule they break: a running run has
+/// exactly one open attempt (its current one, claimed by its lease owner); no other run has an
+/// open attempt; a done run has exactly one completed attempt, its final one.
+async fn ledger_violations(pool: &PgPool) -> Vec<(i64, String)> {
+    sqlx::query_as(
+        "SELECT r.id, 'running without its open attempt' FROM runs r
+         WHERE r.state = 'running' AND NOT EXISTS (
+             SELECT 1 FROM run_attempts a WHERE a.run_id = r.id AND a.attempt = r.attempt
+               AND a.ending IS NULL AND a.worker_id = r.lease_owner)
+         UNION ALL
+         SELECT a.run_id, format('open attempt %s of a run that is %s', a.attempt, r.state)
+         FROM run_attempts a JOIN runs r ON r.id = a.run_id
+         WHERE a.ending IS NULL AND NOT (r.state = 'running' AND a.attempt = r.attempt)
+         UNION ALL
+         SELECT r.id, 'done without its final attempt completed' FROM runs r
+         WHERE r.state = 'done' AND NOT EXISTS (
+             SELECT 1 FROM run_attempts a WHERE a.run_id = r.id AND a.attempt = r.attempt AND a.ending = 'completed')
+         UNION ALL
+         SELECT run_id, 'more than one completed attempt' FROM run_attempts
+         WHERE ending = 'completed' GROUP BY run_id HAVING count(*) > 1
+         UNION ALL
+         SELECT r.id, 'attempts missing from the ledger' FROM runs r
+         WHERE (SELECT count(*) FROM run_attempts a WHERE a.run_id = r.id) <> r.attempt",
+    )
+    .fetch_all(pool)
+    .await
+    .unwrap()
+}
+
+async fn assert_ledger_true(pool: &PgPool) {
+    let broken = ledger_violations(pool).await;
+    assert!(broken.is_empty(), "the attempt ledger disagrees with the runs: {broken:?}");
+}
+
+/// (attempt, worker, ending, reason) of each of a run's attempts, first first.
+async fn attempts_of(pool: &PgPool, run: i64) -> Vec<(i32, Option<Uuid>, Option<String>, Option<String>)> {
+    let attempts = crate::store::runs::attempts(pool, run).await.unwrap();
+    for a in &attempts {
+        assert_eq!(a.ending.is_some(), a.ended_at.is_some(), "{a:?}");
+        assert!(a.ended_at.is_none_or(|end| end >= a.claimed_at), "{a:?}");
+    }
+    attempts
+        .into_iter()
+        .map(|a| (a.attempt, a.worker_id, a.ending.map(|e| e.as_str().to_string()), a.reason))
+        .collect()
+}
+
+#[sqlx::test(migrator = "crate::db::MIGRATOR")]
+async fn every_way_a_lease_ends_closes_exactly_its_attempt(pool: PgPool) {
+    import_demo(&pool, "demo").await;
+    submit(&pool, &sweep_toml("ledger", "max_attempts = 3\n[select]\nids = [\"steerbench__demo-1\"]", ""))
+        .await;
+    let queue = Queue::new(pool.clone(), Duration::from_secs(60));
+    let ws = [worker(&pool).await, worker(&pool).await, worker(&pool).await, worker(&pool).await];
+
+    let l1 = queue.claim(ws[0], 1, &kinds()).await.unwrap().remove(0);
+    let run = l1.run_id;
+    assert_eq!(
+        attempts_of(&pool, run).await,
+        vec![(1, Some(ws[0]), None, None)],
+        "a claim opens its attempt"
+    );
+    assert_ledger_true(&pool).await;
+    queue.release(run, Registrar::NONE, l1.lease_token, "draining").await.unwrap();
+
+    let l2 = queue.claim(ws[1], 1, &kinds()).await.unwrap().remove(0);
+    queue.fail(run, Registrar::NONE, l2.lease_token, "docker daemon unreachable").await.unwrap();
+    assert_ledger_true(&pool).await;
+
+    let l3 = queue.claim(ws[2], 1, &kinds()).await.unwrap().remove(0);
+    age_leases(&pool).await;
+    queue.expire_leases(100).await.unwrap();
+    assert_ledger_true(&pool).await;
+
+    let l4 = queue.claim(ws[3], 1, &kinds()).await.unwrap().remove(0);
+    assert_eq!(l4.attempt, 4);
+    queue.complete(run, Registrar::NONE, &done(&l4, "0")).await.unwrap();
+    // A retried completion changes nothing.
+    queue.complete(run, Registrar::NONE, &done(&l4, "0")).await.unwrap();
+
+    let got = attempts_of(&pool, run).await;
+    let expiry = format!("lease expired on attempt 3 (worker {}); 2 of 3 attempts failed", ws[2]);
+    assert_eq!(
+        got,
+        vec![
+            (1, Some(ws[0]), Some("released".into()), Some("handed back: draining".into())),
+            (
+                2,
+                Some(ws[1]),
+                Some("failed".into()),
+                Some("infrastructure failure: docker daemon unreachable".into())
+            ),
+            (3, Some(ws[2]), Some("expired".into()), Some(expiry)),
+            (4, Some(ws[3]), Some("completed".into()), None),
+        ]
+    );
+    assert_eq!((l2.attempt, l3.attempt), (2, 3));
+    assert_ledger_true(&pool).await;
+}
+
+#[sqlx::test(migrator = "crate::db::MIGRATOR")]
+async fn cancelling_a_sweep_closes_its_held_attempts_as_their_leases_end(pool: PgPool) {
+    import_demo(&pool, "demo").await;
+    let s = submit(&pool, &sweep_toml("ledger-cancel", "", "")).await;
+    let queue = Queue::new(pool.clone(), Duration::from_secs(60));
+    let w = worker(&pool).await;
+    let held = queue.claim(w, 3, &kinds()).await.unwrap();
+    sweeps::cancel(&pool, s.sweep_id).await.unwrap();
+    // The sweep's cancel leaves held attempts open: their workers are told at the next heartbeat.
+    assert_ledger_true(&pool).await;
+    assert!(attempts_of(&pool, held[0].run_id).await.iter().all(|a| a.2.is_none()));
+
+    // One worker hands its run back: the attempt ends as cancelled, and so does the run.
+    let went = queue.release(held[0].run_id, Registrar::NONE, held[0].lease_token, "sweep cancelled").await;
+    assert_eq!(went.unwrap(), Requeued::Cancelled);
+    assert_eq!(
+        attempts_of(&pool, held[0].run_id).await,
+        vec![(1, Some(w), Some("cancelled".into()), Some("handed back: sweep cancelled".into()))]
+    );
+    // One finishes anyway and keeps its result.
+    queue.complete(held[1].run_id, Registrar::NONE, &done(&held[1], "0")).await.unwrap();
+    assert_eq!(attempts_of(&pool, held[1].run_id).await[0].2.as_deref(), Some("completed"));
+    // One worker is gone: its lease runs out and the run ends cancelled, its attempt expired.
+    age_leases(&pool).await;
+    assert_eq!(queue.expire_leases(100).await.unwrap().get("cancelled"), Some(&1));
+    assert_eq!(attempts_of(&pool, held[2].run_id).await[0].2.as_deref(), Some("expired"));
+    assert_eq!(state_of(&pool, held[2].run_id).await.0, "cancelled");
+    assert_ledger_true(&pool).await;
+}
+
+#[sqlx::test(migrator = "crate::db::MIGRATOR")]
+async fn a_late_completion_after_expiry_leaves_one_completed_attempt_the_new_one(pool: PgPool) {
+    let Reclaimed { queue, new_w, old, new, .. } = expired_and_reclaimed(&pool, "ledger-late").await;
+
+    // The cut-off worker completes late, before and after the new holder does: refused both
+    // times, and the ledger does not move.
+    let late = queue.complete(old.run_id, Registrar::NONE, &done(&old, "0")).await;
+    assert!(matches!(late, Err(Error::LeaseLost(_))), "{late:?}");
+    let before = attempts_of(&pool, old.run_id).await;
+    assert_eq!(before[0].2.as_deref(), Some("expired"));
+    assert_eq!(before[1], (2, Some(new_w), None, None));
+    queue.complete(new.run_id, Registrar::NONE, &done(&new, "0")).await.unwrap();
+    let late = queue.complete(old.run_id, Registrar::NONE, &done(&old, "0")).await;
+    assert!(matches!(late, Err(Error::LeaseLost(_))), "{late:?}");
+
+    let completed: Vec<(i32, Option<Uuid>)> = sqlx::query_as(
+        "SELECT attempt, worker_id FROM run_attempts WHERE run_id = $1 AND ending = 'completed'",
+    )
+    .bind(old.run_id)
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    assert_eq!(completed, vec![(2, Some(new_w))]);
+    assert_ledger_true(&pool).await;
+}
+
+#[sqlx::test(migrator = "crate::db::MIGRATOR")]
+async fn the_ledger_refuses_a_second_completed_attempt(pool: PgPool) {
+    import_demo(&pool, "demo").await;
+    submit(&pool, &sweep_toml("ledger-unique", "[select]\nids = [\"steerbench__demo-1\"]", "")).await;
+    let queue = Queue::new(pool.clone(), Duration::from_secs(60));
+    let w = worker(&pool).await;
+    let first = queue.claim(w, 1, &kinds()).await.unwrap().remove(0);
+    queue.release(first.run_id, Registrar::NONE, first.lease_token, "draining").await.unwrap();
+    let second = queue.claim(w, 1, &kinds()).await.unwrap().remove(0);
+    queue.complete(second.run_id, Registrar::NONE, &done(&second, "0")).await.unwrap();
+    // Whatever a future bug in the fencing did, the database keeps one completion per run.
+    let res = sqlx::query("UPDATE run_attempts SET ending = 'completed' WHERE run_id = $1 AND attempt = 1")
+        .bind(first.run_id)
+        .execute(&pool)
+        .await;
+    assert!(res.is_err_and(|e| e.to_string().contains("run_attempts_one_completed")));
+}
+
+#[sqlx::test(migrator = "crate::db::MIGRATOR")]
+async fn a_stopping_worker_hands_back_runs_it_never_received_and_is_leased_no_more(pool: PgPool) {
+    import_demo(&pool, "demo").await;
+    submit(&pool, &sweep_toml("unread", "", "")).await;
+    let queue = Queue::new(pool.clone(), Duration::from_secs(60));
+    let (w, other) = (worker(&pool).await, worker(&pool).await);
+    // Leased to `w`, whose claim response never reached it.
+    let unread = queue.claim(w, 2, &kinds()).await.unwrap();
+    let elsewhere = queue.claim(other, 1, &kinds()).await.unwrap().remove(0);
+
+    // Another token cannot do it for the worker, and nothing changes.
+    let err = queue.release_held(w, Registrar::token(1), "worker stopped").await.unwrap_err();
+    assert!(matches!(err, Error::Forbidden(_)), "{err:?}");
+    assert!(unread.iter().all(|l| l.attempt == 1));
+    assert_eq!(state_of(&pool, unread[0].run_id).await.0, "running");
+    let err = queue.release_held(Uuid::new_v4(), Registrar::NONE, "worker stopped").await.unwrap_err();
+    assert!(matches!(err, Error::NotFound(_)), "{err:?}");
+
+    let mut released = queue.release_held(w, Registrar::NONE, "worker stopped").await.unwrap();
+    released.sort();
+    let mut expected: Vec<i64> = unread.iter().map(|l| l.run_id).collect();
+    expected.sort();
+    assert_eq!(released, expected);
+    for lease in &unread {
+        assert_eq!(state_of(&pool, lease.run_id).await.0, "queued");
+        assert_eq!(
+            attempts_of(&pool, lease.run_id).await,
+            vec![(1, Some(w), Some("released".into()), Some("handed back: worker stopped".into()))]
+        );
+    }
+    assert_eq!(state_of(&pool, elsewhere.run_id).await.0, "running", "another worker's run is left alone");
+    let failed: i64 =
+        sqlx::query_scalar("SELECT sum(failed_attempts) FROM runs").fetch_one(&pool).await.unwrap();
+    assert_eq!(failed, 0, "a hand-back is not a failed attempt");
+    // A claim that reaches the coordinator after the worker stopped leases it nothing; the
+    // runs go to a worker that is still claiming.
+    assert!(queue.claim(w, 2, &kinds()).await.unwrap().is_empty());
+    assert_eq!(queue.claim(other, 2, &kinds()).await.unwrap().len(), 2);
+    assert_eq!(queue.release_held(w, Registrar::NONE, "again").await.unwrap(), Vec::<i64>::new());
+    assert_ledger_true(&pool).await;
 }

@@ -48,8 +48,12 @@
 //! command [`SUBMIT_COMMAND`], else `bash` with `{"command": ...}`; other turns are answered
 //! as text. `stream: true` is refused.
 //!
-//! Other routes: `GET /v1/models` lists the scenarios as `replay/<name>`, and
-//! `GET /replay/stats` counts requests, faults, and requests per scenario. With
+//! Other routes: `GET /v1/models` lists the scenarios as `replay/<name>`,
+//! `GET /replay/stats` counts requests, faults, and requests per scenario, and
+//! `POST /replay/storm {"kind": "429"|"500"|"hang", "seconds": N}` makes every chat completion
+//! fail that way for N seconds, whatever the scenarios script (`DELETE /replay/storm` ends it
+//! early): the fault tests' overloaded, broken and wedged endpoint. `ServeOptions::delay`
+//! (`steer mock-llm --delay-ms`) slows every answer. With
 //! [`ServeOptions::required_api_key`] set, every route needs `Authorization: Bearer <key>`.
 //!
 //! `examples/replay/` holds the bundled scenarios and a README describing them.

@@ -27,12 +27,14 @@ use super::SUBMIT_COMMAND;
 pub struct ServeOptions {
     /// When set, every request must carry `Authorization: Bearer <key>`.
     pub required_api_key: Option<String>,
+    /// Added before every answer, as a slow model would take.
+    pub delay: Duration,
 }
 
 impl fmt::Debug for ServeOptions {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let key = self.required_api_key.as_ref().map(|_| "<redacted>");
-        f.debug_struct("ServeOptions").field("required_api_key", &key).finish()
+        f.debug_struct("ServeOptions").field("required_api_key", &key).field("delay", &self.delay).finish()
     }
 }
 
@@ -68,6 +70,8 @@ fn router(scenarios: Scenarios, options: ServeOptions) -> Router {
     let state = Arc::new(AppState {
         scenarios,
         required_api_key: options.required_api_key,
+        delay: options.delay,
+        storm: Mutex::new(None),
         seen: Mutex::new(HashMap::new()),
         stats: Mutex::new(Stats::default()),
         next_id: AtomicU64::new(1),
@@ -76,6 +80,7 @@ fn router(scenarios: Scenarios, options: ServeOptions) -> Router {
         .route("/v1/chat/completions", post(chat_completions))
         .route("/v1/models", get(models))
         .route("/replay/stats", get(stats))
+        .route("/replay/storm", post(start_storm).delete(end_storm))
         .fallback(unknown_route)
         .layer(middleware::from_fn_with_state(state.clone(), require_key))
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
@@ -85,6 +90,9 @@ fn router(scenarios: Scenarios, options: ServeOptions) -> Router {
 struct AppState {
     scenarios: Scenarios,
     required_api_key: Option<String>,
+    delay: Duration,
+    /// A fault every chat completion gets until it ends (`POST /replay/storm`).
+    storm: Mutex<Option<Storm>>,
     /// Times each faulty request was seen: (scenario index, turn index, hash of the messages).
     /// Only turns that script a fault are counted, so the map stays small.
     seen: Mutex<HashMap<(usize, usize, u64), u32>>,
@@ -100,6 +108,8 @@ struct Stats {
     requests: u64,
     /// Scripted faults served (error statuses and malformed bodies).
     faults: u64,
+    /// Requests answered with a storm's fault (or held by a hang storm).
+    storm_faults: u64,
     /// Chat completion requests per scenario they were routed to.
     by_scenario: BTreeMap<String, u64>,
 }
@@ -174,8 +184,8 @@ async fn unknown_route(method: Method, uri: Uri) -> OpenAiError {
         kind: "invalid_request_error",
         code: None,
         message: format!(
-            "no route {method} {}: the replay agent serves POST /v1/chat/completions, GET /v1/models \
-             and GET /replay/stats",
+            "no route {method} {}: the replay agent serves POST /v1/chat/completions, GET /v1/models, \
+             GET /replay/stats and POST/DELETE /replay/storm",
             uri.path()
         ),
     }
@@ -200,7 +210,101 @@ async fn models(State(state): State<Arc<AppState>>) -> Json<Value> {
 
 async fn stats(State(state): State<Arc<AppState>>) -> Json<Value> {
     let stats = lock(&state.stats);
-    Json(json!({"requests": stats.requests, "faults": stats.faults, "by_scenario": stats.by_scenario}))
+    Json(json!({
+        "requests": stats.requests,
+        "faults": stats.faults,
+        "storm_faults": stats.storm_faults,
+        "by_scenario": stats.by_scenario,
+    }))
+}
+
+/// A stretch of one fault for every chat completion, whatever its scenario scripts: how an
+/// endpoint behaves when it is overloaded (429), broken (500) or wedged (hang).
+#[derive(Debug, Clone, Copy)]
+struct Storm {
+    kind: StormKind,
+    until: tokio::time::Instant,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+enum StormKind {
+    /// `429 Too Many Requests` with `Retry-After: 1`.
+    #[serde(rename = "429")]
+    RateLimited,
+    /// `500 Internal Server Error`.
+    #[serde(rename = "500")]
+    ServerError,
+    /// No answer until the storm ends (clients time out first).
+    #[serde(rename = "hang")]
+    Hang,
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StormRequest {
+    kind: StormKind,
+    seconds: f64,
+}
+
+/// `POST /replay/storm {"kind": "429"|"500"|"hang", "seconds": N}`: starts (or replaces) a storm.
+async fn start_storm(State(state): State<Arc<AppState>>, body: Bytes) -> Result<Json<Value>, OpenAiError> {
+    let request: StormRequest = serde_json::from_slice(&body).map_err(|e| {
+        OpenAiError::invalid_request(format!(
+            "a storm is {{\"kind\": \"429\"|\"500\"|\"hang\", \"seconds\": N}}: {e}"
+        ))
+    })?;
+    if !(request.seconds.is_finite() && request.seconds > 0.0 && request.seconds <= 3600.0) {
+        return Err(OpenAiError::invalid_request("`seconds` must be more than 0 and at most 3600"));
+    }
+    let until = tokio::time::Instant::now() + Duration::from_secs_f64(request.seconds);
+    *lock(&state.storm) = Some(Storm { kind: request.kind, until });
+    tracing::warn!(kind = ?request.kind, seconds = request.seconds, "replay: storm started");
+    Ok(Json(json!({"storm": true, "seconds": request.seconds})))
+}
+
+/// `DELETE /replay/storm`: ends a storm now.
+async fn end_storm(State(state): State<Arc<AppState>>) -> Json<Value> {
+    let was = lock(&state.storm).take().is_some();
+    tracing::warn!(was, "replay: storm ended");
+    Json(json!({"storm": false, "was": was}))
+}
+
+/// The storm's answer to a chat completion, while one lasts; `None` lets the request through
+/// (a hang storm holds it until the storm ends, then lets it through).
+async fn storm_fault(state: &AppState) -> Option<Response> {
+    let storm = {
+        let mut slot = lock(&state.storm);
+        match *slot {
+            Some(storm) if storm.until > tokio::time::Instant::now() => storm,
+            Some(_) => {
+                *slot = None;
+                return None;
+            }
+            None => return None,
+        }
+    };
+    lock(&state.stats).storm_faults += 1;
+    let (status, kind, code) = match storm.kind {
+        StormKind::Hang => {
+            tokio::time::sleep_until(storm.until).await;
+            return None;
+        }
+        StormKind::RateLimited => {
+            (StatusCode::TOO_MANY_REQUESTS, "rate_limit_error", Some("rate_limit_exceeded"))
+        }
+        StormKind::ServerError => (StatusCode::INTERNAL_SERVER_ERROR, "server_error", None),
+    };
+    let mut response = OpenAiError {
+        status,
+        kind,
+        code,
+        message: format!("storm of the replay agent: every request answers {} for now", status.as_u16()),
+    }
+    .into_response();
+    if storm.kind == StormKind::RateLimited {
+        response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(1u32));
+    }
+    Some(response)
 }
 
 /// The parts of a request body the replay agent reads.
@@ -294,6 +398,12 @@ fn tokens(chars: usize) -> u64 {
 
 async fn chat_completions(State(state): State<Arc<AppState>>, body: Bytes) -> Response {
     lock(&state.stats).requests += 1;
+    if let Some(fault) = storm_fault(&state).await {
+        return fault;
+    }
+    if !state.delay.is_zero() {
+        tokio::time::sleep(state.delay).await;
+    }
     answer(&state, &body).await.unwrap_or_else(IntoResponse::into_response)
 }
 

@@ -198,7 +198,7 @@ async fn a_429_is_served_once_per_request_then_the_answer() {
     assert_eq!(status, StatusCode::TOO_MANY_REQUESTS);
 
     let stats = server.stats().await;
-    assert_eq!(stats, json!({"requests": 4, "faults": 2, "by_scenario": {"limited": 4}}));
+    assert_eq!(stats, json!({"requests": 4, "faults": 2, "storm_faults": 0, "by_scenario": {"limited": 4}}));
 }
 
 #[tokio::test]
@@ -226,6 +226,74 @@ async fn a_malformed_body_once_then_a_valid_one() {
     assert!(text.starts_with("{\""), "a truncated completion: {text}");
     assert!(serde_json::from_str::<Value>(&text).is_err(), "not valid JSON: {text}");
     assert_eq!(content(&server.chat(&request).await), "after the truncated body");
+}
+
+impl Server {
+    async fn storm(&self, body: Value) -> (StatusCode, Value) {
+        let url = self.base.replace("/v1", "/replay/storm");
+        let response = self.http.post(url).json(&body).send().await.expect("storm");
+        (response.status(), response.json().await.expect("storm JSON"))
+    }
+}
+
+#[tokio::test]
+async fn a_storm_fails_every_request_its_way_until_it_ends() {
+    let server = start(vec![scenario("a", None, vec![Turn::answer("calm")])]).await;
+    let request = body("replay/a", conversation("task", 0));
+    for (kind, want) in [("429", StatusCode::TOO_MANY_REQUESTS), ("500", StatusCode::INTERNAL_SERVER_ERROR)] {
+        let (status, _) = server.storm(json!({"kind": kind, "seconds": 60})).await;
+        assert_eq!(status, StatusCode::OK);
+        for _ in 0..3 {
+            let (status, retry_after, text) = server.post(&request).await;
+            assert_eq!(status, want, "{text}");
+            assert_eq!(retry_after.is_some(), kind == "429");
+            assert!(error_message(&text).contains("storm"), "{text}");
+        }
+        let url = server.base.replace("/v1", "/replay/storm");
+        let ended: Value = server.http.delete(url).send().await.unwrap().json().await.unwrap();
+        assert_eq!(ended["was"], true);
+        assert_eq!(content(&server.chat(&request).await), "calm");
+    }
+    // A storm ends by itself.
+    server.storm(json!({"kind": "500", "seconds": 0.2})).await;
+    assert_eq!(server.post(&request).await.0, StatusCode::INTERNAL_SERVER_ERROR);
+    tokio::time::sleep(Duration::from_millis(250)).await;
+    assert_eq!(content(&server.chat(&request).await), "calm");
+    assert_eq!(server.stats().await["storm_faults"], 7);
+}
+
+#[tokio::test]
+async fn a_hang_storm_holds_requests_until_it_ends() {
+    let server = start(vec![scenario("a", None, vec![Turn::answer("late")])]).await;
+    server.storm(json!({"kind": "hang", "seconds": 0.4})).await;
+    let started = tokio::time::Instant::now();
+    assert_eq!(content(&server.chat(&body("replay/a", conversation("task", 0))).await), "late");
+    assert!(started.elapsed() >= Duration::from_millis(300), "{:?}", started.elapsed());
+}
+
+#[tokio::test]
+async fn bad_storms_are_400s_saying_what_is_wrong() {
+    let server = start(vec![scenario("a", None, vec![Turn::answer("x")])]).await;
+    for (bad, expected) in [
+        (json!({"kind": "404", "seconds": 1}), "unknown variant"),
+        (json!({"kind": "429"}), "seconds"),
+        (json!({"kind": "429", "seconds": -1}), "more than 0"),
+        (json!({"kind": "hang", "seconds": 1, "extra": 1}), "unknown field"),
+    ] {
+        let (status, v) = server.storm(bad.clone()).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{bad}");
+        let message = v["error"]["message"].as_str().unwrap();
+        assert!(message.contains(expected), "{bad}: {message}");
+    }
+}
+
+#[tokio::test]
+async fn a_server_wide_delay_slows_every_answer() {
+    let options = ServeOptions { delay: Duration::from_millis(300), ..Default::default() };
+    let server = start_with(vec![scenario("a", None, vec![Turn::answer("slowly")])], options).await;
+    let started = tokio::time::Instant::now();
+    server.chat(&body("replay/a", conversation("task", 0))).await;
+    assert!(started.elapsed() >= Duration::from_millis(300), "{:?}", started.elapsed());
 }
 
 #[tokio::test]
@@ -385,7 +453,7 @@ async fn bad_bodies_are_400s_saying_what_is_wrong() {
 #[tokio::test]
 async fn a_required_key_is_checked_on_every_route() {
     let key = "sk-replay-test-key";
-    let options = ServeOptions { required_api_key: Some(key.into()) };
+    let options = ServeOptions { required_api_key: Some(key.into()), ..Default::default() };
     assert!(!format!("{options:?}").contains(key), "Debug redacts the key");
     let server = start_with(vec![scenario("a", None, vec![Turn::answer("hi")])], options).await;
     let url = format!("{}/chat/completions", server.base);
@@ -425,13 +493,19 @@ async fn models_lists_the_scenarios_and_stats_counts_requests() {
     assert_eq!(ids, ["replay/a", "replay/b"]);
     assert_eq!(models["object"], "list");
 
-    assert_eq!(server.stats().await, json!({"requests": 0, "faults": 0, "by_scenario": {}}));
+    assert_eq!(
+        server.stats().await,
+        json!({"requests": 0, "faults": 0, "storm_faults": 0, "by_scenario": {}})
+    );
     let (status, _, _) = server.post(&body("m", conversation("say ay", 0))).await;
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
     server.chat(&body("m", conversation("say ay", 0))).await;
     server.chat(&body("m", conversation("bee", 0))).await;
     server.post(&body("m", conversation("nothing", 0))).await;
-    assert_eq!(server.stats().await, json!({"requests": 4, "faults": 1, "by_scenario": {"a": 2, "b": 1}}));
+    assert_eq!(
+        server.stats().await,
+        json!({"requests": 4, "faults": 1, "storm_faults": 0, "by_scenario": {"a": 2, "b": 1}})
+    );
 
     let response = server.http.get(format!("{}/nope", server.base)).send().await.unwrap();
     assert_eq!(response.status(), StatusCode::NOT_FOUND);

@@ -2,7 +2,7 @@
 
 use protocol::{
     AgentSpec, ClaimedRun, CriticCallRecord, CriticSpec, Evaluation, ExecutorSpec, LlmCallRecord,
-    PrefixReplay, RunInfo, RunTotals, SandboxSettings, StepRecord, Trajectory, TrajectoryCall,
+    PrefixReplay, RunAttempt, RunInfo, RunTotals, SandboxSettings, StepRecord, Trajectory, TrajectoryCall,
     TrajectoryCriticCall,
 };
 use serde::de::DeserializeOwned;
@@ -105,6 +105,13 @@ pub async fn get(pool: &PgPool, run_id: i64) -> Result<RunInfo> {
         .await?
         .ok_or_else(|| Error::NotFound(format!("no run with id {run_id}")))?;
     run_from_row(&row)
+}
+
+/// A run's agent name and its endpoint's base URL: what the metrics label its model calls with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CallTarget {
+    pub agent: String,
+    pub base_url: String,
 }
 
 /// A run with the steps of every attempt (earlier attempts first), its model calls, its patch
@@ -232,7 +239,32 @@ async fn trajectory_rest(
         },
     })
     .collect();
-    Ok(Trajectory { run, steps, llm_calls, critic_calls, patch, evaluation })
+    let attempts = attempts(pool, run_id).await?;
+    Ok(Trajectory { run, attempts, steps, llm_calls, critic_calls, patch, evaluation })
+}
+
+/// A run's attempts from the ledger, first first.
+pub async fn attempts(pool: &PgPool, run_id: i64) -> Result<Vec<RunAttempt>> {
+    let rows = sqlx::query(
+        "SELECT attempt, worker_id, claimed_at, ended_at, ending, reason
+         FROM run_attempts WHERE run_id = $1 ORDER BY attempt",
+    )
+    .bind(run_id)
+    .fetch_all(pool)
+    .await?;
+    rows.iter()
+        .map(|r| {
+            let ending: Option<String> = r.get("ending");
+            Ok(RunAttempt {
+                attempt: r.get("attempt"),
+                worker_id: r.get("worker_id"),
+                claimed_at: r.get("claimed_at"),
+                ended_at: r.get("ended_at"),
+                ending: ending.map(|e| e.parse().map_err(Error::Internal)).transpose()?,
+                reason: r.get("reason"),
+            })
+        })
+        .collect()
 }
 
 fn from_spec<T: DeserializeOwned>(what: &str, value: serde_json::Value) -> Result<T> {

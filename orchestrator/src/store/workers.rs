@@ -7,10 +7,12 @@ use uuid::Uuid;
 
 use crate::db::Result;
 
-pub async fn register(pool: &PgPool, req: &RegisterWorker) -> Result<Uuid> {
+/// Registers a worker bound to the API token `token_id`: only that token may act for it.
+pub async fn register(pool: &PgPool, token_id: i64, req: &RegisterWorker) -> Result<Uuid> {
     let id = Uuid::new_v4();
     sqlx::query(
-        "INSERT INTO workers (id, name, host, slots, capabilities, version) VALUES ($1, $2, $3, $4, $5, $6)",
+        "INSERT INTO workers (id, name, host, slots, capabilities, version, token_id)
+         VALUES ($1, $2, $3, $4, $5, $6, $7)",
     )
     .bind(id)
     .bind(&req.name)
@@ -18,6 +20,7 @@ pub async fn register(pool: &PgPool, req: &RegisterWorker) -> Result<Uuid> {
     .bind(req.slots as i32)
     .bind(&req.capabilities)
     .bind(&req.version)
+    .bind(token_id)
     .execute(pool)
     .await?;
     Ok(id)
@@ -30,16 +33,18 @@ pub struct Holdings {
     pub executors: Vec<String>,
     /// Instance images it last reported holding.
     pub images: Vec<String>,
+    /// The API token that registered it (None: registered without one, e.g. by a test).
+    pub token_id: Option<i64>,
 }
 
 /// None when no such worker is registered.
 pub async fn holdings(pool: &PgPool, id: Uuid) -> Result<Option<Holdings>> {
-    let row: Option<(serde_json::Value, Vec<String>)> =
-        sqlx::query_as("SELECT capabilities, images FROM workers WHERE id = $1")
+    let row: Option<(serde_json::Value, Vec<String>, Option<i64>)> =
+        sqlx::query_as("SELECT capabilities, images, token_id FROM workers WHERE id = $1")
             .bind(id)
             .fetch_optional(pool)
             .await?;
-    Ok(row.map(|(caps, images)| Holdings { executors: executors_of(&caps), images }))
+    Ok(row.map(|(caps, images, token_id)| Holdings { executors: executors_of(&caps), images, token_id }))
 }
 
 /// Every registered worker, most recently heard from first; `alive_within_s` drops workers not

@@ -286,7 +286,9 @@ impl AgentRun<'_> {
                 }
                 Ok(Err(e)) => {
                     let (status, http) = match &e {
-                        llm::Error::Unavailable { .. } => ("unavailable", None),
+                        llm::Error::Unavailable { last_status, .. } => {
+                            ("unavailable", last_status.map(i32::from))
+                        }
                         llm::Error::Rejected { status, .. } => ("rejected", Some(i32::from(*status))),
                         llm::Error::Malformed { .. } => ("malformed", None),
                     };

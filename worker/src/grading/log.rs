@@ -169,6 +169,8 @@ fn decimal_value(c: char) -> Option<u32> {
 pub struct LogsEval {
     pub status_map: StatusMap,
     pub problem: Option<LogProblem>,
+    /// The map came from the whole log (the slice between the markers gave nothing).
+    pub parsed_whole_log: bool,
 }
 
 impl LogsEval {
@@ -176,8 +178,18 @@ impl LogsEval {
         self.problem.is_none()
     }
 
-    fn invalid(problem: LogProblem) -> Self {
-        LogsEval { status_map: StatusMap::new(), problem: Some(problem) }
+    /// The text the status map was parsed from: the slice between the markers, or the whole
+    /// `content` when the harness fell back to it.
+    pub fn parsed_text<'c>(&self, content: &'c str) -> &'c str {
+        if self.parsed_whole_log {
+            content
+        } else {
+            test_output(content).unwrap_or("")
+        }
+    }
+
+    pub(crate) fn invalid(problem: LogProblem) -> Self {
+        LogsEval { status_map: StatusMap::new(), problem: Some(problem), parsed_whole_log: false }
     }
 }
 
@@ -194,7 +206,8 @@ pub fn logs_eval(profile: Profile, parser: ParserKind, content: &str) -> LogsEva
         Ok(map) => map,
         Err(e) => return LogsEval::invalid(crash_problem(e)),
     };
-    if status_map.is_empty() {
+    let parsed_whole_log = status_map.is_empty();
+    if parsed_whole_log {
         // some runners print their results outside the markers: parse the whole log
         status_map = match parse(content) {
             Ok(map) => map,
@@ -213,7 +226,7 @@ pub fn logs_eval(profile: Profile, parser: ParserKind, content: &str) -> LogsEva
             }
         }
     }
-    LogsEval { status_map, problem: None }
+    LogsEval { status_map, problem: None, parsed_whole_log }
 }
 
 fn crash_problem(e: Error) -> LogProblem {

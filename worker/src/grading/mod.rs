@@ -17,20 +17,27 @@
 //! failure classification), `report` (predicates, resolution, reports), `script` (eval
 //! script and apply chain), `specs` (the repo/version table as data).
 //!
-//! # Forged output: what the harness does, and what remains
+//! # Forged output: what the harness does, and what we add
 //! Grading reads only what the eval script printed, and the code under test prints into the
 //! same stream. The harness's defences, reproduced here, are: the slice starts at the FIRST
 //! start marker (the real one is printed by `set -x` before any test runs, unless the model's
 //! diff, shown by `git diff` earlier in the log, itself contains the marker text), and in v5 a
 //! non-zero recorded exit status of the test command with no FAILED/ERROR entry voids the log
 //! (so a suite that fails while printing only fake `PASSED` lines is not resolved). What the
-//! harness does not catch, and we therefore do not either (grading must agree): fake `PASSED`
-//! lines for the expected tests printed *alongside* real failures of other tests (later lines
-//! overwrite earlier ones); a fake `>>>>> Test Exit Code: 0` printed by a test (the harness
-//! believes the first one in the log); a fake end marker or a bad-code marker printed by a test
-//! (cuts the slice short or voids the log, which can only make an instance fail). v4 has no
-//! exit-status check at all. [`Graded::warnings`] flags markers seen other than once and
-//! disagreeing exit records, for a human to look at; they never change the grade.
+//! harness does not catch: fake `PASSED` lines for the expected tests printed *alongside* real
+//! failures of other tests (later lines overwrite earlier ones); a fake `>>>>> Test Exit Code: 0`
+//! printed by a test (the harness believes the first one in the log); fake results printed
+//! after the runner's summary; v4 has no exit-status check at all.
+//!
+//! Hence, in [`GradingMode::Checked`] (the default), the [`integrity`] check reads the log for
+//! the traces forgeries leave (markers counted other than a clean run prints them, results
+//! after the test runner's final summary, a summary counting failures the results do not show,
+//! a zero exit status without a summary) and, when it finds one, the prediction is not resolved
+//! and the reason is recorded (`Graded::tampered`, `"tampered"` in the report). A deliberate
+//! hardening over the harness, which can only turn a resolved instance into an unresolved one;
+//! [`GradingMode::Official`] grades exactly as the harness, and [`official_report`] recovers
+//! the harness's report from a checked one. [`Graded::warnings`] flags markers seen other than
+//! once and disagreeing exit records in either mode; they never change the grade.
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
@@ -39,19 +46,21 @@ use protocol::Instance;
 use serde::de::{MapAccess, Visitor};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
+pub mod integrity;
 pub mod log;
 pub mod parsers;
 pub mod report;
 pub mod script;
 pub mod specs;
 
+pub use integrity::Tampering;
 pub use log::{
     classify_text, test_output, FailureClass, FailureTier, LogProblem, LogWarning, END_TEST_OUTPUT,
     START_TEST_OUTPUT,
 };
 pub use report::{
-    summary_report, EvalType, InstanceResult, Leftovers, ResolutionStatus, SuccessFailure, SummaryInput,
-    TestsStatus,
+    official_report, summary_report, EvalType, InstanceResult, Leftovers, ResolutionStatus, SuccessFailure,
+    SummaryInput, TestsStatus,
 };
 pub use script::{
     already_applied_check, apply_commands, eval_script_for, ApplyStep, EVAL_SCRIPT_PATH, PATCH_PATH,
@@ -69,7 +78,6 @@ pub enum Profile {
     V4,
 }
 
-/// What can go wrong before grading proper (a failing task is an outcome, not an error).
 impl From<protocol::GradingProfile> for Profile {
     fn from(p: protocol::GradingProfile) -> Self {
         match p {
@@ -79,6 +87,18 @@ impl From<protocol::GradingProfile> for Profile {
     }
 }
 
+/// Whether the harness's verdict is checked against forged test output.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum GradingMode {
+    /// The harness's verdict, unless the [`integrity`] check finds signs of forged output in
+    /// the log: then not resolved, with the reason recorded.
+    #[default]
+    Checked,
+    /// Exactly the official harness's verdict.
+    Official,
+}
+
+/// What can go wrong before grading proper (a failing task is an outcome, not an error).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum Error {
     #[error("unknown log parser `{0}`")]
@@ -296,6 +316,8 @@ fn eval_type(profile: Profile, instance: &Instance) -> EvalType {
 pub struct GradeInput<'a> {
     pub instance: &'a Instance,
     pub profile: Profile,
+    /// Whether to check the log for forged output (see the module docs).
+    pub mode: GradingMode,
     /// The model patch; `None` or `""` is an empty patch, which the harness never runs.
     pub patch: Option<&'a str>,
     /// Whether a step of the apply chain (or v5's already-applied check) exited 0.
@@ -305,6 +327,10 @@ pub struct GradeInput<'a> {
     /// the harness reads `test_output.txt` back (`\r\n` and `\r` become `\n`). Output without
     /// the markers is not gradable, as in the harness.
     pub eval_log: Option<&'a str>,
+    /// The script that printed `eval_log`: the integrity check expects its markers exactly as
+    /// often as it prints them. `None` when it is not known (a saved log): then the markers
+    /// of either profile's script are accepted.
+    pub eval_script: Option<&'a str>,
     /// The eval script's own exit status. Not graded: the harness ignores it (it is the final
     /// `git checkout`'s); v5 reads the test command's status recorded in the log instead.
     pub eval_exit_code: Option<i64>,
@@ -325,6 +351,9 @@ pub enum GradeOutcome {
     TimedOut,
     /// The log gave no usable result (see [`Graded::problem`]): not resolved.
     InvalidLog,
+    /// The integrity check found signs of forged output (see [`Graded::tampered`]): not
+    /// resolved, whatever the harness would say.
+    Tampered,
 }
 
 impl GradeOutcome {
@@ -336,6 +365,7 @@ impl GradeOutcome {
             GradeOutcome::ApplyFailed => "apply_failed",
             GradeOutcome::TimedOut => "timed_out",
             GradeOutcome::InvalidLog => "invalid_log",
+            GradeOutcome::Tampered => "tampered",
         }
     }
 }
@@ -370,6 +400,8 @@ pub struct Graded {
     pub failure: Option<FailureClass>,
     /// Oddities of the log that do not change the grade (see the module docs).
     pub warnings: Vec<LogWarning>,
+    /// What the integrity check found ([`GradingMode::Checked`] only).
+    pub tampered: Option<Tampering>,
     patch_empty: bool,
 }
 
@@ -413,8 +445,22 @@ impl Graded {
             problem: None,
             failure: None,
             warnings: Vec::new(),
+            tampered: None,
             patch_empty: outcome == GradeOutcome::EmptyPatch,
         }
+    }
+
+    /// Overrides the harness's verdict: not resolved, the reason in the report (if any).
+    fn mark_tampered(mut self, tampering: Tampering) -> Graded {
+        if let Some(inner) = self.report.get_mut(&self.instance_id).and_then(|v| v.as_object_mut()) {
+            inner.insert("resolved".into(), serde_json::Value::Bool(false));
+            inner.insert(report::TAMPERED_KEY.into(), serde_json::Value::String(tampering.to_string()));
+        }
+        self.resolved = false;
+        self.status = ResolutionStatus::No;
+        self.outcome = GradeOutcome::Tampered;
+        self.tampered = Some(tampering);
+        self
     }
 }
 
@@ -454,11 +500,45 @@ pub fn grade(input: &GradeInput<'_>) -> Graded {
         return graded;
     };
     let evaluated = match eval_log {
-        None => log::LogsEval { status_map: StatusMap::new(), problem: Some(LogProblem::Missing) },
+        None => log::LogsEval::invalid(LogProblem::Missing),
         Some(content) => log::logs_eval(profile, kind, content),
     };
+    let tampering = match (input.mode, eval_log) {
+        (GradingMode::Checked, Some(content)) => {
+            let markers = match input.eval_script {
+                Some(script) => integrity::ExpectedMarkers::of_script(script),
+                None => integrity::ExpectedMarkers::unknown_script(),
+            };
+            integrity::check(&integrity::Input {
+                log: content,
+                parsed: evaluated.parsed_text(content),
+                status_map: &evaluated.status_map,
+                parser: kind,
+                profile,
+                markers: &markers,
+            })
+        }
+        _ => None,
+    };
+    let graded = harness_verdict(graded, input, evaluated, content);
+    match tampering {
+        Some(t) => graded.mark_tampered(t),
+        None => graded,
+    }
+}
+
+/// The rest of `get_eval_report` once the log is read: `graded` is the not-yet-graded verdict.
+fn harness_verdict(
+    mut graded: Graded,
+    input: &GradeInput<'_>,
+    evaluated: log::LogsEval,
+    content: &str,
+) -> Graded {
+    let instance = input.instance;
+    let profile = input.profile;
+    let classify = |text: &str| if profile == Profile::V5 { classify_text(text) } else { None };
     let eval_ref = report::ReportFacts {
-        instance_id: id,
+        instance_id: &instance.instance_id,
         patch_is_none: false,
         tests_status: None,
         resolved: false,

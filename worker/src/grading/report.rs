@@ -166,6 +166,39 @@ pub fn resolution_status(report: &TestsStatus) -> ResolutionStatus {
     }
 }
 
+/// The key under which a report graded in [`super::GradingMode::Checked`] records why the
+/// integrity check refused the log (and `resolved` is then false, whatever the harness said).
+/// Not a key of the harness's report.
+pub const TAMPERED_KEY: &str = "tampered";
+
+/// The report the official harness writes, from one graded in [`super::GradingMode::Checked`]:
+/// without the integrity check's [`TAMPERED_KEY`], and with `resolved` as the harness decides
+/// it from `tests_status` (true only when no FAIL_TO_PASS or PASS_TO_PASS test failed, i.e.
+/// `RESOLVED_FULL`). A report the check did not touch is returned as it is.
+pub fn official_report(report: &Value) -> Value {
+    let mut out = report.clone();
+    let Some(instances) = out.as_object_mut() else { return out };
+    for inner in instances.values_mut().filter_map(Value::as_object_mut) {
+        if inner.remove(TAMPERED_KEY).is_none() {
+            continue;
+        }
+        let failures_empty = |list: &str| {
+            inner
+                .get("tests_status")
+                .and_then(|t| t.get(list))
+                .and_then(|l| l.get("failure"))
+                .and_then(Value::as_array)
+                .map(Vec::is_empty)
+        };
+        let resolved = matches!(
+            (failures_empty("FAIL_TO_PASS"), failures_empty("PASS_TO_PASS")),
+            (Some(true), Some(true))
+        );
+        inner.insert("resolved".into(), Value::Bool(resolved));
+    }
+    out
+}
+
 /// What `get_eval_report` knows about one graded prediction.
 pub(crate) struct ReportFacts<'a> {
     pub instance_id: &'a str,

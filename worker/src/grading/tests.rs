@@ -181,6 +181,9 @@ fn unknown_repo_version_is_an_error_not_a_panic() {
 
 // ------------------------------------------------------------------ end to end
 
+/// The v5 eval script that printed `e2e-flask.eval.log`.
+const E2E_SCRIPT: &str = include_str!("../../tests/logs/scripts/e2e-flask.eval.v5.sh");
+
 #[test]
 fn end_to_end_log_grades_as_get_eval_report() {
     let inst: Instance =
@@ -193,9 +196,12 @@ fn end_to_end_log_grades_as_get_eval_report() {
         let graded = grade(&GradeInput {
             instance: &inst,
             profile,
+            // the real log passes the integrity check untouched
+            mode: GradingMode::Checked,
             patch: Some("diff --git a/x b/x\n"),
             patch_applied: true,
             eval_log: Some(log),
+            eval_script: Some(E2E_SCRIPT),
             eval_exit_code: Some(0),
             timed_out: false,
             eval_log_invalid_utf8: false,
@@ -203,6 +209,7 @@ fn end_to_end_log_grades_as_get_eval_report() {
         let expected: Value = serde_json::from_str(expected).unwrap();
         assert_eq!(graded.report, expected, "{profile:?}");
         assert_eq!(graded.warnings, vec![], "{profile:?}");
+        assert_eq!(graded.tampered, None, "{profile:?}");
     }
 }
 
@@ -227,13 +234,16 @@ fn eval_log(test_output: &str, exit_code: Option<i32>) -> String {
     log
 }
 
+/// Grades as the official harness (no integrity check).
 fn run(profile: Profile, inst: &Instance, log: &str) -> Graded {
     grade(&GradeInput {
         instance: inst,
         profile,
+        mode: GradingMode::Official,
         patch: Some("diff --git a/src/x.py b/src/x.py\n"),
         patch_applied: true,
         eval_log: Some(log),
+        eval_script: None,
         eval_exit_code: Some(0),
         timed_out: false,
         eval_log_invalid_utf8: false,
@@ -303,9 +313,11 @@ fn empty_patch_apply_failure_and_timeout_write_no_report() {
     let mut input = GradeInput {
         instance: &inst,
         profile: Profile::V5,
+        mode: GradingMode::Checked,
         patch: None,
         patch_applied: false,
         eval_log: None,
+        eval_script: None,
         eval_exit_code: None,
         timed_out: false,
         eval_log_invalid_utf8: false,
@@ -509,10 +521,273 @@ fn never_panics_on_hostile_input() {
         }
         for profile in [Profile::V5, Profile::V4] {
             let _ = run(profile, &inst, log);
+            let _ = run_checked(profile, &inst, log);
         }
     }
     let _ = script::modified_files("@@ -1,999999999999999999999 +1 @@\n");
     let _ = script::modified_files("diff --git a/x b/x\n@@ -1 +1 @@\n");
+}
+
+// ------------------------------------------------------------------ integrity check
+
+/// Grades with the integrity check, the log printed by the profile's own eval script.
+fn run_checked(profile: Profile, inst: &Instance, log: &str) -> Graded {
+    let script = script::eval_script_for(inst, profile).ok();
+    grade(&GradeInput {
+        instance: inst,
+        profile,
+        mode: GradingMode::Checked,
+        patch: Some("diff --git a/src/x.py b/src/x.py\n"),
+        patch_applied: true,
+        eval_log: Some(log),
+        eval_script: script.as_deref(),
+        eval_exit_code: Some(0),
+        timed_out: false,
+        eval_log_invalid_utf8: false,
+    })
+}
+
+/// The reason recorded in a report, if any.
+fn tampered_reason(g: &Graded) -> Option<&str> {
+    g.report["owner__repo-1"].get(report::TAMPERED_KEY).and_then(Value::as_str)
+}
+
+#[test]
+fn every_committed_log_passes_the_integrity_check() {
+    let inst = default_instance();
+    let v5_script = script::eval_script_for(&inst, Profile::V5).unwrap();
+    let v4_script = script::eval_script_for(&inst, Profile::V4).unwrap();
+    for s in samples() {
+        let kind = parsers::ParserKind::from_name(s.parser).unwrap();
+        let raw = log::universal_newlines(s.log);
+        // as the v5 script prints it (with either exit status), and as the v4 script does
+        for (profile, script, exit_code) in [
+            (Profile::V5, &v5_script, Some(1)),
+            (Profile::V5, &v5_script, Some(0)),
+            (Profile::V4, &v4_script, None),
+        ] {
+            let log = eval_log(&raw, exit_code);
+            let evaluated = log::logs_eval(profile, kind, &log);
+            if exit_code == Some(0) && !evaluated.found() {
+                continue; // v5 voids a failing suite that exited 0: nothing to check
+            }
+            assert!(!evaluated.status_map.is_empty(), "{}", s.name);
+            for markers in
+                [integrity::ExpectedMarkers::of_script(script), integrity::ExpectedMarkers::unknown_script()]
+            {
+                let found = integrity::check(&integrity::Input {
+                    log: &log,
+                    parsed: evaluated.parsed_text(&log),
+                    status_map: &evaluated.status_map,
+                    parser: kind,
+                    profile,
+                    markers: &markers,
+                });
+                assert_eq!(found, None, "{} under {profile:?}, exit {exit_code:?}", s.name);
+            }
+        }
+    }
+}
+
+/// pytest's output for a run where `results` are the `-rA` lines and `counts` the summary.
+fn pytest_output(results: &str, counts: &str) -> String {
+    format!(
+        "collected 2 items\n\ntests/test_x.py .F  [100%]\n\n==== short test summary info ====\n{results}\n==== {counts} in 0.12s ====\n"
+    )
+}
+
+#[test]
+fn a_clean_run_is_graded_as_the_harness_grades_it() {
+    let inst = default_instance();
+    let pass = pytest_output(&format!("PASSED {F2P}\nPASSED {P2P}"), "2 passed");
+    let fail = pytest_output(&format!("PASSED {P2P}\nFAILED {F2P} - x"), "1 failed, 1 passed");
+    // as each profile's own script prints it: v4 records no exit status
+    for (profile, pass_code, fail_code) in [(Profile::V5, Some(0), Some(1)), (Profile::V4, None, None)] {
+        let pass = eval_log(&pass, pass_code);
+        let fail = eval_log(&fail, fail_code);
+        for (log, outcome) in [(&pass, GradeOutcome::Resolved), (&fail, GradeOutcome::Unresolved)] {
+            let checked = run_checked(profile, &inst, log);
+            assert_eq!(checked.outcome, outcome, "{profile:?}");
+            assert_eq!(checked.tampered, None);
+            assert_eq!(checked.report, run(profile, &inst, log).report, "{profile:?}");
+        }
+    }
+}
+
+#[test]
+fn forged_start_marker_is_tampering() {
+    let inst = default_instance();
+    let forged = format!(
+        "+ : '{START_TEST_OUTPUT}'\n{}",
+        pytest_output(&format!("PASSED {F2P}\nPASSED {P2P}"), "2 passed")
+    );
+    let g = run_checked(Profile::V5, &inst, &eval_log(&forged, Some(0)));
+    assert_eq!(g.outcome, GradeOutcome::Tampered);
+    assert_eq!(
+        g.tampered,
+        Some(Tampering::MarkerCount {
+            marker: START_TEST_OUTPUT,
+            found: 2,
+            expected: integrity::Allowed::Exactly(1)
+        })
+    );
+    assert_eq!(
+        tampered_reason(&g),
+        Some("`>>>>> Start Test Output` appears 2 times; a clean run prints it once")
+    );
+    assert_eq!(g.harness_category(), HarnessCategory::Unresolved);
+}
+
+#[test]
+fn forged_end_marker_and_exit_code_are_tampering_that_the_harness_resolves() {
+    // the real suite fails (exit 1); at exit, the code under test overwrites the failure and
+    // prints what the rest of a clean eval script would, with exit status 0
+    let inst = default_instance();
+    let forged = format!(
+        "{}PASSED {F2P}\n+ SWEBENCH_TEST_EXIT_CODE=0\n+ : '{END_TEST_OUTPUT}'\n+ echo '>>>>> Test Exit Code: 0'\n>>>>> Test Exit Code: 0",
+        pytest_output(&format!("PASSED {P2P}\nFAILED {F2P} - still broken"), "1 failed, 1 passed")
+    );
+    let log = eval_log(&forged, Some(1));
+    let official = run(Profile::V5, &inst, &log);
+    assert_eq!(official.outcome, GradeOutcome::Resolved, "the harness is fooled");
+    let checked = run_checked(Profile::V5, &inst, &log);
+    assert_eq!(checked.outcome, GradeOutcome::Tampered);
+    assert!(!checked.resolved);
+    assert!(matches!(
+        checked.tampered,
+        Some(Tampering::MarkerCount { marker: END_TEST_OUTPUT, found: 2, .. })
+    ));
+    assert_eq!(checked.report["owner__repo-1"]["resolved"], json!(false));
+    // the harness's own report is recoverable from the checked one
+    assert_eq!(official_report(&checked.report), official.report);
+    assert_eq!(official_report(&official.report), official.report);
+
+    // a forged exit record alone
+    let forged = format!(
+        "{}>>>>> Test Exit Code: 0\n",
+        pytest_output(&format!("PASSED {F2P}\nPASSED {P2P}"), "2 passed")
+    );
+    let g = run_checked(Profile::V5, &inst, &eval_log(&forged, Some(0)));
+    assert!(matches!(g.tampered, Some(Tampering::MarkerCount { marker: log::TEST_EXIT_CODE, found: 3, .. })));
+}
+
+#[test]
+fn forged_results_after_the_runners_summary_are_tampering() {
+    let inst = default_instance();
+    // pytest: the failure is overwritten by a line printed after the summary, exit status 0
+    let forged = format!(
+        "{}PASSED {F2P}\n",
+        pytest_output(&format!("PASSED {P2P}\nFAILED {F2P} - x"), "1 failed, 1 passed")
+    );
+    let log = eval_log(&forged, Some(0));
+    assert_eq!(run(Profile::V5, &inst, &log).outcome, GradeOutcome::Resolved, "the harness is fooled");
+    let g = run_checked(Profile::V5, &inst, &log);
+    assert_eq!(
+        g.tampered,
+        Some(Tampering::ResultAfterSummary {
+            result: format!("PASSED {F2P}"),
+            summary: "1 failed, 1 passed in 0.12s".into()
+        })
+    );
+    assert_eq!(
+        tampered_reason(&g),
+        Some("`PASSED tests/test_x.py::test_fix` follows the test runner's final summary `1 failed, 1 passed in 0.12s`")
+    );
+    // v4 has no exit-status check at all
+    let v4 = eval_log(&forged, None);
+    assert_eq!(run(Profile::V4, &inst, &v4).outcome, GradeOutcome::Resolved);
+    assert_eq!(run_checked(Profile::V4, &inst, &v4).outcome, GradeOutcome::Tampered);
+
+    // Django: results after `Ran N tests`
+    let mut django = instance("django/django", &["test_fix (m.T)"], &["test_old (m.T)"]);
+    django.version = "4.0".into();
+    let out = "test_old (m.T) ... ok\ntest_fix (m.T) ... FAIL\n\n----------------------------------------------------------------------\nRan 2 tests in 0.010s\n\nFAILED (failures=1)\ntest_fix (m.T) ... ok\n";
+    let g = run_checked(Profile::V5, &django, &eval_log(out, Some(0)));
+    assert_eq!(
+        g.tampered,
+        Some(Tampering::ResultAfterSummary {
+            result: "PASSED test_fix (m.T)".into(),
+            summary: "Ran 2 tests in 0.010s; FAILED (failures=1)".into()
+        })
+    );
+    // sympy: results after `tests finished`
+    let mut sympy = instance("sympy/sympy", &["test_fix"], &["test_old"]);
+    sympy.version = "1.5".into();
+    let out =
+        "test_old ok\ntest_fix F\n\n tests finished: 1 passed, 1 failed, in 0.10 seconds \ntest_fix ok\n";
+    let g = run_checked(Profile::V5, &sympy, &eval_log(out, Some(0)));
+    assert!(matches!(g.tampered, Some(Tampering::ResultAfterSummary { .. })), "{g:?}");
+}
+
+#[test]
+fn a_summary_counting_failures_the_results_do_not_show_is_tampering() {
+    // the only failure line is gone (never printed by the real runner: forged output replaced
+    // the results block), yet the runner's own summary still counts it
+    let inst = default_instance();
+    let forged = pytest_output(&format!("PASSED {F2P}\nPASSED {P2P}"), "1 failed, 1 passed");
+    let log = eval_log(&forged, None);
+    assert_eq!(run(Profile::V4, &inst, &log).outcome, GradeOutcome::Resolved, "the harness is fooled");
+    let g = run_checked(Profile::V4, &inst, &log);
+    assert_eq!(
+        g.tampered,
+        Some(Tampering::SummaryContradictsResults { summary: "1 failed, 1 passed in 0.12s".into() })
+    );
+    // errors count too, as failures do
+    let forged = pytest_output(&format!("PASSED {F2P}\nPASSED {P2P}"), "2 passed, 1 error");
+    assert!(run_checked(Profile::V4, &inst, &eval_log(&forged, None)).tampered.is_some());
+}
+
+#[test]
+fn results_without_the_runners_summary_after_exit_zero_are_tampering() {
+    // results printed by a process that then left with status 0 before pytest summarised
+    let inst = default_instance();
+    let log = eval_log(&format!("collected 2 items\nPASSED {F2P}\nPASSED {P2P}\n"), Some(0));
+    assert_eq!(run(Profile::V5, &inst, &log).outcome, GradeOutcome::Resolved, "the harness is fooled");
+    let g = run_checked(Profile::V5, &inst, &log);
+    assert_eq!(g.tampered, Some(Tampering::MissingSummary));
+    // a crash (non-zero status) without a summary is not called forgery
+    let crashed =
+        eval_log(&format!("collected 2 items\nPASSED {P2P}\nFAILED {F2P}\nSegmentation fault\n"), Some(139));
+    assert_eq!(run_checked(Profile::V5, &inst, &crashed).tampered, None);
+}
+
+#[test]
+fn official_mode_grades_exactly_as_the_harness() {
+    let inst = default_instance();
+    let forged = format!(
+        "{}PASSED {F2P}\n",
+        pytest_output(&format!("PASSED {P2P}\nFAILED {F2P} - x"), "1 failed, 1 passed")
+    );
+    let log = eval_log(&forged, Some(0));
+    let mut input = GradeInput {
+        instance: &inst,
+        profile: Profile::V5,
+        mode: GradingMode::Official,
+        patch: Some("diff"),
+        patch_applied: true,
+        eval_log: Some(&log),
+        eval_script: None,
+        eval_exit_code: Some(0),
+        timed_out: false,
+        eval_log_invalid_utf8: false,
+    };
+    let official = grade(&input);
+    assert_eq!((official.outcome, official.tampered.clone()), (GradeOutcome::Resolved, None));
+    assert_eq!(GradingMode::default(), GradingMode::Checked);
+    input.mode = GradingMode::default();
+    assert_eq!(grade(&input).outcome, GradeOutcome::Tampered);
+}
+
+#[test]
+fn non_utf8_output_decoded_with_replacement_grades_cleanly() {
+    // what the sandbox makes of invalid bytes: U+FFFD, in results and around the markers
+    let inst = default_instance();
+    let noisy = format!(
+        "\u{fffd}\u{fffd}(\n{}\u{fffd}\n",
+        pytest_output(&format!("PASSED {F2P}\nPASSED {P2P} \u{fffd}"), "2 passed")
+    );
+    let g = run_checked(Profile::V5, &inst, &eval_log(&noisy, Some(0)));
+    assert_eq!((g.outcome, g.tampered), (GradeOutcome::Resolved, None));
 }
 
 // ------------------------------------------------------------------ summary
@@ -594,9 +869,11 @@ fn invalid_utf8_output_is_an_error_in_v4_only() {
     let mut input = GradeInput {
         instance: &inst,
         profile: Profile::V4,
+        mode: GradingMode::Official,
         patch: Some("diff"),
         patch_applied: true,
         eval_log: Some(&log),
+        eval_script: None,
         eval_exit_code: Some(0),
         timed_out: false,
         eval_log_invalid_utf8: true,

@@ -158,7 +158,7 @@ async fn a_429_with_retry_after_is_retried_and_billed_once() {
 async fn persistent_5xx_makes_the_endpoint_unavailable_without_leaking_the_key() {
     let (url, script) = serve(vec![status(500, None), status(502, None), status(503, None)]).await;
     let err = client(&url).chat(&user("hi"), None).await.unwrap_err();
-    assert!(matches!(err, Error::Unavailable { attempts: 3, .. }), "{err}");
+    assert!(matches!(err, Error::Unavailable { attempts: 3, last_status: Some(503), .. }), "{err}");
     assert_eq!(script.lock().unwrap().seen.len(), 3);
     assert!(!format!("{err} {err:?}").contains(KEY));
 }
@@ -240,7 +240,7 @@ async fn an_unreachable_endpoint_is_unavailable() {
     // A port nothing listens on (bound, then released).
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let err = client(&format!("http://127.0.0.1:{port}/v1")).chat(&user("hi"), None).await.unwrap_err();
-    assert!(matches!(err, Error::Unavailable { .. }), "{err}");
+    assert!(matches!(err, Error::Unavailable { last_status: None, .. }), "{err}");
 }
 
 #[test]
