@@ -262,16 +262,18 @@ impl Metrics {
 
     /// Counts what a worker uploaded for one run (steps, model calls, critic calls); `source`
     /// is the run's agent and endpoint.
-    pub fn observe_upload(
+    pub fn observe_upload<'a>(
         &self,
         source: &CallSource,
-        steps: &[StepRecord],
-        calls: &[LlmCallRecord],
-        critic: &[CriticCallRecord],
+        steps: impl IntoIterator<Item = &'a StepRecord>,
+        calls: impl IntoIterator<Item = &'a LlmCallRecord>,
+        critic: impl IntoIterator<Item = &'a CriticCallRecord>,
     ) {
-        self.steps.inc_by(steps.len() as u64);
-        for s in steps.iter().filter(|s| s.action.is_some() && !s.replayed) {
-            self.command_seconds.observe(s.command_ms as f64 / 1000.0);
+        for s in steps {
+            self.steps.inc();
+            if s.action.is_some() && !s.replayed {
+                self.command_seconds.observe(s.command_ms as f64 / 1000.0);
+            }
         }
         for c in calls {
             let endpoint = EndpointLabel { endpoint: source.endpoint.clone(), model: c.model.clone() };

@@ -630,7 +630,8 @@ async fn worker_protocol_over_http(pool: PgPool) {
 }
 
 /// Regression: the model calls workers uploaded were stored and charged but never counted on
-/// `/metrics`. They are now, by endpoint (`host:port`, never the URL) and by agent.
+/// `/metrics`. They are now, by endpoint (`host:port`, never the URL) and by agent, and a
+/// re-sent upload's records only once.
 #[sqlx::test(migrator = "orchestrator::db::MIGRATOR")]
 async fn uploaded_model_calls_are_counted_by_endpoint_and_agent(pool: PgPool) {
     testkit::import_demo(&pool, "demo").await;
@@ -668,19 +669,32 @@ async fn uploaded_model_calls_are_counted_by_endpoint_and_agent(pool: PgPool) {
         llm_calls: vec![call_record(0, "ok"), call_record(1, "timeout")],
         critic_calls: vec![],
     };
-    let (status, body) =
-        call(c.post(&format!("/api/v1/runs/{}/steps", run.run_id), &c.worker, &upload)).await;
-    assert_eq!(status, StatusCode::NO_CONTENT, "{body}");
+    // Sent, then re-sent (its first answer lost) with one more step and call: what was stored
+    // already is counted once, like the store charges it once.
+    let resent = UploadSteps {
+        steps: [
+            upload.steps.clone(),
+            vec![StepRecord { index: 1, action: Some("pwd".into()), ..Default::default() }],
+        ]
+        .concat(),
+        llm_calls: [upload.llm_calls.clone(), vec![call_record(2, "ok")]].concat(),
+        ..upload.clone()
+    };
+    for body in [&upload, &resent] {
+        let (status, text) =
+            call(c.post(&format!("/api/v1/runs/{}/steps", run.run_id), &c.worker, body)).await;
+        assert_eq!(status, StatusCode::NO_CONTENT, "{text}");
+    }
 
     let metrics = c.req(Method::GET, "/metrics", None).send().await.unwrap().text().await.unwrap();
     for line in [
-        r#"steer_steps_total 1"#,
-        r#"steer_llm_calls_total{endpoint="127.0.0.1:9",model="demo-model",status="ok"} 1"#,
+        r#"steer_steps_total 2"#,
+        r#"steer_llm_calls_total{endpoint="127.0.0.1:9",model="demo-model",status="ok"} 2"#,
         r#"steer_llm_calls_total{endpoint="127.0.0.1:9",model="demo-model",status="timeout"} 1"#,
-        r#"steer_llm_retries_total{endpoint="127.0.0.1:9",model="demo-model"} 2"#,
-        r#"steer_llm_seconds_count{endpoint="127.0.0.1:9",model="demo-model"} 2"#,
-        r#"steer_llm_tokens_total{agent="agent-a",model="demo-model",kind="output"} 20"#,
-        r#"steer_llm_cost_usd_total{agent="agent-a",model="demo-model"} 1.0"#,
+        r#"steer_llm_retries_total{endpoint="127.0.0.1:9",model="demo-model"} 3"#,
+        r#"steer_llm_seconds_count{endpoint="127.0.0.1:9",model="demo-model"} 3"#,
+        r#"steer_llm_tokens_total{agent="agent-a",model="demo-model",kind="output"} 30"#,
+        r#"steer_llm_cost_usd_total{agent="agent-a",model="demo-model"} 1.5"#,
     ] {
         assert!(metrics.lines().any(|l| l == line), "missing `{line}` in /metrics:\n{metrics}");
     }

@@ -127,9 +127,16 @@ pub async fn upload_steps(
     Path(run_id): Path<i64>,
     Json(req): Json<UploadSteps>,
 ) -> ApiResult<axum::http::StatusCode> {
-    let target = fenced(&state, state.queue.upload_steps(run_id, registrar(caller), &req).await)?;
-    let source = CallSource::new(&target.agent, &target.base_url);
-    state.metrics.observe_upload(&source, &req.steps, &req.llm_calls, &req.critic_calls);
+    let stored = fenced(&state, state.queue.upload_steps(run_id, registrar(caller), &req).await)?;
+    let source = CallSource::new(&stored.target.agent, &stored.target.base_url);
+    // Only what is new: a re-sent upload must not count its steps and calls again.
+    let fresh = &stored.fresh;
+    state.metrics.observe_upload(
+        &source,
+        only_fresh(&req.steps, &fresh.steps),
+        only_fresh(&req.llm_calls, &fresh.llm_calls),
+        only_fresh(&req.critic_calls, &fresh.critic_calls),
+    );
     Ok(axum::http::StatusCode::NO_CONTENT)
 }
 
@@ -193,6 +200,11 @@ pub async fn release_held(
         state.metrics.runs_released.inc_by(run_ids.len() as u64);
     }
     Ok(Json(ReleasedRuns { run_ids }))
+}
+
+/// The records whose `fresh` flag is set.
+fn only_fresh<'a, T>(records: &'a [T], fresh: &'a [bool]) -> impl Iterator<Item = &'a T> {
+    records.iter().zip(fresh).filter(|(_, new)| **new).map(|(r, _)| r)
 }
 
 /// The caller's token, as the registrar the queue checks a worker's requests against.

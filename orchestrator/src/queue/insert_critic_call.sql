@@ -8,7 +8,10 @@ WITH ins AS (
     FROM runs r WHERE r.id = $1
     ON CONFLICT (run_id, attempt, call_index) DO NOTHING
     RETURNING run_id, cost_usd
+), charged AS (
+    UPDATE sweeps s SET spent_usd = s.spent_usd + ins.cost_usd
+    FROM ins JOIN runs r ON r.id = ins.run_id
+    WHERE s.id = r.sweep_id AND ins.cost_usd <> 0
 )
-UPDATE sweeps s SET spent_usd = s.spent_usd + ins.cost_usd
-FROM ins JOIN runs r ON r.id = ins.run_id
-WHERE s.id = r.sweep_id AND ins.cost_usd <> 0
+-- 1 when this call is new, 0 for a re-sent one: the caller counts only new calls in its metrics.
+SELECT count(*) AS inserted FROM ins

@@ -7,3 +7,5 @@ SET action = EXCLUDED.action, observation = EXCLUDED.observation, exit_code = EX
     output_tokens = EXCLUDED.output_tokens, cached_tokens = EXCLUDED.cached_tokens,
     cost_usd = EXCLUDED.cost_usd, messages = EXCLUDED.messages, llm_ms = EXCLUDED.llm_ms,
     command_ms = EXCLUDED.command_ms, replayed = EXCLUDED.replayed
+-- Whether the row is new (no earlier version): a re-sent step is replaced, but counted once.
+RETURNING (xmax = 0) AS inserted

@@ -62,6 +62,23 @@ pub struct Lease {
     pub critic_id: i64,
 }
 
+/// What [`Queue::upload_steps`] stored.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Uploaded {
+    /// The run's agent and endpoint, for labelling metrics.
+    pub target: CallTarget,
+    pub fresh: Fresh,
+}
+
+/// For each uploaded step, model call and critic call (in upload order): whether it is new.
+/// A re-sent upload (its first answer lost) stores nothing twice; its records are not fresh.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Fresh {
+    pub steps: Vec<bool>,
+    pub llm_calls: Vec<bool>,
+    pub critic_calls: Vec<bool>,
+}
+
 /// The API token that registered a worker. Requests for a worker, or about a run a worker
 /// holds, must come through it: the queue's fenced statements match it against the holder's
 /// `workers.token_id`.
@@ -235,8 +252,9 @@ impl Queue {
     /// live lease and `by` registered its holder.
     ///
     /// Returns the run's agent and endpoint, read by the fencing query itself, so that the
-    /// caller can label the uploaded calls' metrics without another round trip.
-    pub async fn upload_steps(&self, run_id: i64, by: Registrar, upload: &UploadSteps) -> Result<CallTarget> {
+    /// caller can label the uploaded calls' metrics without another round trip, and which of
+    /// the uploaded records are new (a re-sent upload's are not), so that it counts them once.
+    pub async fn upload_steps(&self, run_id: i64, by: Registrar, upload: &UploadSteps) -> Result<Uploaded> {
         let mut tx = self.pool.begin().await?;
         // FOR SHARE: the lease cannot expire or change hands until these steps are written.
         let fenced = sqlx::query(
@@ -256,8 +274,9 @@ impl Queue {
         };
         let attempt: i32 = fenced.get("attempt");
         let target = CallTarget { agent: fenced.get("agent"), base_url: fenced.get("base_url") };
+        let mut fresh = Fresh::default();
         for step in &upload.steps {
-            sqlx::query(include_str!("insert_step.sql"))
+            let inserted: bool = sqlx::query_scalar(include_str!("insert_step.sql"))
                 .bind(run_id)
                 .bind(attempt)
                 .bind(step.index)
@@ -273,11 +292,12 @@ impl Queue {
                 .bind(step.llm_ms)
                 .bind(step.command_ms)
                 .bind(step.replayed)
-                .execute(&mut *tx)
+                .fetch_one(&mut *tx)
                 .await?;
+            fresh.steps.push(inserted);
         }
         for call in &upload.llm_calls {
-            sqlx::query(include_str!("insert_llm_call.sql"))
+            let inserted: i64 = sqlx::query_scalar(include_str!("insert_llm_call.sql"))
                 .bind(run_id)
                 .bind(attempt)
                 .bind(call.call_index)
@@ -295,11 +315,12 @@ impl Queue {
                 .bind(call.cost_usd)
                 .bind(&call.finish_reason)
                 .bind(&call.error)
-                .execute(&mut *tx)
+                .fetch_one(&mut *tx)
                 .await?;
+            fresh.llm_calls.push(inserted > 0);
         }
         for call in &upload.critic_calls {
-            sqlx::query(include_str!("insert_critic_call.sql"))
+            let inserted: i64 = sqlx::query_scalar(include_str!("insert_critic_call.sql"))
                 .bind(run_id)
                 .bind(attempt)
                 .bind(call.call_index)
@@ -319,11 +340,12 @@ impl Queue {
                 .bind(&call.device)
                 .bind(call.batch_size)
                 .bind(&call.prompt)
-                .execute(&mut *tx)
+                .fetch_one(&mut *tx)
                 .await?;
+            fresh.critic_calls.push(inserted > 0);
         }
         tx.commit().await?;
-        Ok(target)
+        Ok(Uploaded { target, fresh })
     }
 
     /// Records a run's outcome and closes its attempt as `completed`. Idempotent for the lease
