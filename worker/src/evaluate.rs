@@ -165,7 +165,7 @@ impl EvaluateExecutor {
     ) -> Result<RunResult, ExecError> {
         let applied = apply_recording(sandbox, profile, patch, ctx, steps).await?;
         if !applied {
-            let attempt = Attempt { patch: Some(patch), applied, eval: None, script: None };
+            let attempt = Attempt { patch: Some(patch.to_string()), applied, eval: None, script: None };
             return Ok(finish(run, profile, attempt, std::mem::take(steps)));
         }
 
@@ -189,8 +189,14 @@ impl EvaluateExecutor {
                 run.sandbox.memory_mb.map_or("none".to_string(), |m| m.to_string())
             )));
         }
-        let attempt = Attempt { patch: Some(patch), applied, eval: Some(out), script: Some(script) };
-        Ok(finish(run, profile, attempt, std::mem::take(steps)))
+        let attempt =
+            Attempt { patch: Some(patch.to_string()), applied, eval: Some(out), script: Some(script) };
+        // Off the async threads: parsing and checking a maximum-size log takes about 0.1 s (release
+        // build), which would stall the heartbeats and uploads of every other run on this worker.
+        let (run, steps) = (run.clone(), std::mem::take(steps));
+        tokio::task::spawn_blocking(move || finish(&run, profile, attempt, steps))
+            .await
+            .map_err(|e| ExecError::Infra(format!("grading stopped unexpectedly: {e}")))
     }
 
     fn sandbox_spec(&self, run: &ClaimedRun, image: &str) -> SandboxSpec {
@@ -242,8 +248,8 @@ async fn apply_recording(
 }
 
 /// What grading saw of one patch.
-struct Attempt<'a> {
-    patch: Option<&'a str>,
+struct Attempt {
+    patch: Option<String>,
     applied: bool,
     /// The eval script's run, if the patch applied.
     eval: Option<ExecOutput>,
@@ -252,8 +258,9 @@ struct Attempt<'a> {
 }
 
 /// Grades what happened and builds the run's result.
-fn finish(run: &ClaimedRun, profile: Profile, attempt: Attempt<'_>, steps: Steps) -> RunResult {
+fn finish(run: &ClaimedRun, profile: Profile, attempt: Attempt, steps: Steps) -> RunResult {
     let Attempt { patch, applied, eval, script } = attempt;
+    let patch = patch.as_deref();
     let graded = grading::grade(&GradeInput {
         instance: &run.instance,
         profile,
