@@ -113,6 +113,7 @@ async fn run_fleet(scratch: &ScratchDb, args: &FleetBenchArgs) -> anyhow::Result
         bind: "127.0.0.1:0".parse().expect("static address"),
         lease_ttl: args.lease_ttl,
         maintenance_interval: Duration::from_millis(200),
+        ..Default::default()
     };
     let addr = server::spawn(pool.clone(), config, stop.clone(), &tracker).await?;
     let url = format!("http://{addr}");

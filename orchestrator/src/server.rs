@@ -15,6 +15,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::api::{self, AppState};
 use crate::metrics::Metrics;
+pub use crate::queue::EndpointCooldown;
 use crate::queue::Queue;
 
 /// What a coordinator needs beyond its database.
@@ -25,6 +26,8 @@ pub struct CoordinatorConfig {
     pub lease_ttl: Duration,
     /// How often expired leases are taken back and finished sweeps closed.
     pub maintenance_interval: Duration,
+    /// The model endpoints' circuit breaker: how long an endpoint rests after an outage.
+    pub endpoint_cooldown: EndpointCooldown,
 }
 
 impl Default for CoordinatorConfig {
@@ -33,6 +36,7 @@ impl Default for CoordinatorConfig {
             bind: SocketAddr::from(([127, 0, 0, 1], 8420)),
             lease_ttl: Duration::from_secs(30),
             maintenance_interval: Duration::from_secs(1),
+            endpoint_cooldown: EndpointCooldown::default(),
         }
     }
 }
@@ -46,7 +50,7 @@ pub async fn spawn(
     tracker: &TaskTracker,
 ) -> anyhow::Result<SocketAddr> {
     let state = AppState {
-        queue: Queue::new(pool.clone(), config.lease_ttl),
+        queue: Queue::new(pool.clone(), config.lease_ttl).with_endpoint_cooldown(config.endpoint_cooldown),
         pool: pool.clone(),
         metrics: Arc::new(Metrics::new()),
         wake: Arc::new(Notify::new()),

@@ -400,6 +400,7 @@ async fn a_killed_workers_container_is_reaped_when_it_restarts(pool: PgPool) {
         bind: "127.0.0.1:0".parse().unwrap(),
         lease_ttl: Duration::from_secs(2),
         maintenance_interval: Duration::from_millis(100),
+        ..Default::default()
     };
     let addr = server::spawn(pool.clone(), config, stop.clone(), &tracker).await.unwrap();
     let url = format!("http://{addr}");

@@ -28,6 +28,7 @@ impl Coordinator {
             bind: "127.0.0.1:0".parse().unwrap(),
             lease_ttl,
             maintenance_interval: Duration::from_millis(100),
+            ..Default::default()
         };
         let addr = server::spawn(pool.clone(), config, stop.clone(), &tracker).await.unwrap();
         Coordinator { url: format!("http://{addr}"), stop, tracker }

@@ -487,6 +487,20 @@ fn llm_storms_slow_runs_then_requeue_them_as_infra_errors_never_agent_failures()
           WHERE r.sweep_id = {sweep} AND a.ending = 'failed'"
     ));
     assert!(failed >= 1, "some attempts should have ended as infrastructure failures");
+    // Those failures opened the endpoint's breaker, which rested it instead of letting every
+    // worker burn attempts on it (59 attempts failed here before there was one), and a call
+    // that succeeded after the storms closed it.
+    let outages = bed.count(&format!(
+        "SELECT count(*) FROM run_attempts a JOIN runs r ON r.id = a.run_id
+          WHERE r.sweep_id = {sweep} AND a.ending = 'failed' AND a.reason LIKE 'model endpoint unavailable: %'"
+    ));
+    assert_eq!(outages, failed, "every failed attempt was the endpoint's outage, reported as such");
+    assert!(failed <= 20, "the breaker should bound the attempts spent on a storm; {failed} failed");
+    let closed = bed.count(
+        "SELECT count(*) FROM endpoints WHERE base_url = 'http://replay:18080/v1'
+            AND outage_failures = 0 AND cooldown_until IS NULL",
+    );
+    assert_eq!(closed, 1, "the breaker closed again once calls succeeded");
     for status in [429, 500] {
         let seen = bed.count(&format!(
             "SELECT count(*) FROM llm_calls c JOIN runs r ON r.id = c.run_id

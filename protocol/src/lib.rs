@@ -478,6 +478,10 @@ pub struct CompleteRun {
 pub struct FailRun {
     pub lease_token: Uuid,
     pub reason: String,
+    /// The run's model endpoint stayed unavailable through every retry (429s, 5xx, timeouts):
+    /// the coordinator also rests the endpoint before handing out more of its runs.
+    #[serde(default)]
+    pub endpoint_unavailable: bool,
 }
 
 /// Hand a run back without counting a failed attempt (graceful drain).

@@ -168,8 +168,16 @@ impl CoordinatorClient {
         self.call::<_, ()>(Method::POST, &format!("{API_PREFIX}/runs/{run_id}/complete"), Some(req)).await
     }
 
-    pub async fn fail(&self, run_id: i64, lease_token: Uuid, reason: &str) -> Result<(), Error> {
-        let req = FailRun { lease_token, reason: reason.to_string() };
+    /// Reports an infrastructure failure; `endpoint_unavailable` when it was the run's model
+    /// endpoint staying unavailable through every retry.
+    pub async fn fail(
+        &self,
+        run_id: i64,
+        lease_token: Uuid,
+        reason: &str,
+        endpoint_unavailable: bool,
+    ) -> Result<(), Error> {
+        let req = FailRun { lease_token, reason: reason.to_string(), endpoint_unavailable };
         self.call::<_, ()>(Method::POST, &format!("{API_PREFIX}/runs/{run_id}/fail"), Some(&req)).await
     }
 

@@ -266,7 +266,12 @@ async fn execute_one(
         (None, Err(ExecError::Infra(reason))) => {
             tracing::warn!(run_id = run.run_id, %reason, "run failed on infrastructure");
             metrics.run_ended(kind, "failed");
-            client.fail(run.run_id, run.lease_token, &reason).await
+            client.fail(run.run_id, run.lease_token, &reason, false).await
+        }
+        (None, Err(ExecError::EndpointUnavailable(reason))) => {
+            tracing::warn!(run_id = run.run_id, %reason, "run failed: its model endpoint is unavailable");
+            metrics.run_ended(kind, "failed");
+            client.fail(run.run_id, run.lease_token, &reason, true).await
         }
     };
     match reported {

@@ -23,6 +23,11 @@ pub enum ExecError {
     /// Infrastructure failed (sandbox, endpoint, coordinator): the run is re-queued.
     #[error("infrastructure failure: {0}")]
     Infra(String),
+    /// The run's model endpoint stayed unavailable through every retry: the run is re-queued,
+    /// and the coordinator rests the endpoint (its circuit breaker) before handing out more of
+    /// its runs.
+    #[error("model endpoint unavailable: {0}")]
+    EndpointUnavailable(String),
     /// The run was stopped from outside (lease lost, sweep cancelled, worker draining).
     #[error("stopped")]
     Stopped,

@@ -162,7 +162,12 @@ pub async fn fail(
     Path(run_id): Path<i64>,
     Json(req): Json<FailRun>,
 ) -> ApiResult<axum::http::StatusCode> {
-    let res = state.queue.fail(run_id, registrar(caller), req.lease_token, &req.reason).await;
+    let by = registrar(caller);
+    let res = if req.endpoint_unavailable {
+        state.queue.fail_on_endpoint_outage(run_id, by, req.lease_token, &req.reason).await
+    } else {
+        state.queue.fail(run_id, by, req.lease_token, &req.reason).await
+    };
     let went = fenced(&state, res)?;
     state.metrics.runs_failed.inc();
     tracing::warn!(run_id, reason = %req.reason, went = ?went, "run failed on infrastructure");

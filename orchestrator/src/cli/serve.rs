@@ -9,7 +9,7 @@ use clap::Args;
 
 use super::{parse_duration, shutdown_on_signals, DatabaseArgs};
 use crate::db;
-use crate::server::{self, CoordinatorConfig};
+use crate::server::{self, CoordinatorConfig, EndpointCooldown};
 
 #[derive(Args, Debug)]
 pub struct ServeArgs {
@@ -34,11 +34,26 @@ pub struct CoordinatorFlags {
     /// Database connections of this coordinator.
     #[arg(long, env = "STEER_DB_CONNECTIONS", default_value_t = 16)]
     pub db_connections: u32,
+    /// How long a model endpoint takes no new runs after a run failed on its outage (every
+    /// retry answered 429, 5xx or timed out); doubles with each consecutive outage.
+    #[arg(long, env = "STEER_ENDPOINT_COOLDOWN", default_value = "5s", value_parser = parse_duration)]
+    pub endpoint_cooldown: Duration,
+    /// The longest an endpoint's cooldown grows to.
+    #[arg(long, env = "STEER_ENDPOINT_COOLDOWN_MAX", default_value = "5m", value_parser = parse_duration)]
+    pub endpoint_cooldown_max: Duration,
 }
 
 impl CoordinatorFlags {
     pub fn config(&self, bind: SocketAddr) -> CoordinatorConfig {
-        CoordinatorConfig { bind, lease_ttl: self.lease_ttl, maintenance_interval: self.maintenance_interval }
+        CoordinatorConfig {
+            bind,
+            lease_ttl: self.lease_ttl,
+            maintenance_interval: self.maintenance_interval,
+            endpoint_cooldown: EndpointCooldown {
+                base: self.endpoint_cooldown,
+                max: self.endpoint_cooldown_max,
+            },
+        }
     }
 }
 

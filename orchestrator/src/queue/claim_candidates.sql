@@ -4,7 +4,7 @@
 -- Runs without caps are leased right here; runs under a cap are only returned (as `capped`)
 -- and leased by the capped path in queue::claim, which re-counts under an advisory lock.
 candidates AS (
-    SELECT r.id, (e.max_concurrency IS NOT NULL OR s.max_running IS NOT NULL) AS capped
+    SELECT r.id, (e.max_concurrency IS NOT NULL OR e.outage_failures > 0 OR s.max_running IS NOT NULL) AS capped
     FROM runs r
     JOIN endpoints e ON e.id = r.endpoint_id
     JOIN sweeps s ON s.id = r.sweep_id

@@ -1,5 +1,6 @@
 -- The capped path: re-locks runs the fast path saw under a cap (if still queued and free).
-SELECT r.id, r.endpoint_id, r.sweep_id, e.max_concurrency AS endpoint_cap, s.max_running AS sweep_cap
+-- A half-open endpoint (after an outage) counts as capped at one run.
+SELECT r.id, r.endpoint_id, r.sweep_id, LEAST(e.max_concurrency, CASE WHEN e.outage_failures > 0 THEN 1 END) AS endpoint_cap, s.max_running AS sweep_cap
 FROM runs r
 JOIN endpoints e ON e.id = r.endpoint_id
 JOIN sweeps s ON s.id = r.sweep_id

@@ -4,7 +4,7 @@
 -- SKIP LOCKED, so a run another claimer took meanwhile is simply passed over.
 window_runs AS (
     SELECT r.id, r.fair_seq, (r.image = ANY($5::text[])) AS local,
-           (e.max_concurrency IS NOT NULL OR s.max_running IS NOT NULL) AS capped
+           (e.max_concurrency IS NOT NULL OR e.outage_failures > 0 OR s.max_running IS NOT NULL) AS capped
     FROM runs r
     JOIN endpoints e ON e.id = r.endpoint_id
     JOIN sweeps s ON s.id = r.sweep_id

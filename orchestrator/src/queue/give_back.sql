@@ -4,6 +4,7 @@
 -- Fencing: the run's lease token ($2), and the API token that registered the holder ($5; NULL:
 -- a worker registered without one). The attempt is closed in the ledger: `failed`, or
 -- `released`, or `cancelled` for a hand-back that ends the run because its sweep was cancelled.
+-- A failure caused by the model endpoint's outage ($6) also opens the endpoint's breaker.
 WITH back AS (
     UPDATE runs r
     SET failed_attempts  = r.failed_attempts + (CASE WHEN $4 THEN 1 ELSE 0 END),
@@ -21,7 +22,18 @@ WITH back AS (
     FROM sweeps s
     WHERE r.id = $1 AND r.lease_token = $2 AND r.state = 'running' AND s.id = r.sweep_id
       AND EXISTS (SELECT 1 FROM workers w WHERE w.id = r.lease_owner AND w.token_id IS NOT DISTINCT FROM $5)
-    RETURNING r.id, r.attempt, r.state
+    RETURNING r.id, r.attempt, r.state, r.endpoint_id
+), cooled AS (
+    -- $6: the failure was the run's model endpoint staying unavailable through every retry.
+    -- Opens the endpoint's circuit breaker, unless it is already cooling down (the other runs
+    -- in flight during the same outage must not stretch it): the cooldown doubles with each
+    -- consecutive outage, from $7 ms up to $8 ms.
+    UPDATE endpoints e
+    SET outage_failures = e.outage_failures + 1,
+        cooldown_until  = now() + make_interval(
+            secs => LEAST($8::double precision, $7::double precision * power(2, LEAST(e.outage_failures, 20))) / 1000.0)
+    FROM back
+    WHERE $6 AND e.id = back.endpoint_id AND (e.cooldown_until IS NULL OR e.cooldown_until <= now())
 ), closed AS (
     UPDATE run_attempts a
     SET ended_at = now(),

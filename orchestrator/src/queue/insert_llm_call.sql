@@ -10,6 +10,12 @@ WITH ins AS (
     FROM runs r WHERE r.id = $1
     ON CONFLICT (run_id, attempt, call_index) DO NOTHING
     RETURNING run_id, cost_usd
+), healed AS (
+    -- A call that succeeded closes its endpoint's breaker (migration 0009); a no-op, and only a
+    -- primary-key probe, while the endpoint has had no outage.
+    UPDATE endpoints e SET outage_failures = 0, cooldown_until = NULL
+    FROM runs r
+    WHERE $6 = 'ok' AND r.id = $1 AND e.id = r.endpoint_id AND e.outage_failures > 0
 ), charged AS (
     UPDATE sweeps s SET spent_usd = s.spent_usd + ins.cost_usd
     FROM ins JOIN runs r ON r.id = ins.run_id

@@ -62,6 +62,17 @@ pub struct Lease {
     pub critic_id: i64,
 }
 
+/// How a lease ends early.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Ending {
+    /// Handed back (drain, cancel): not a failed attempt.
+    Released,
+    /// An infrastructure failure: a failed attempt.
+    Failed,
+    /// A failed attempt caused by the model endpoint's outage: also opens its breaker.
+    EndpointOutage,
+}
+
 /// What [`Queue::upload_steps`] stored.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Uploaded {
@@ -109,6 +120,24 @@ pub enum Requeued {
 pub struct Queue {
     pool: PgPool,
     lease_ttl: Duration,
+    cooldown: EndpointCooldown,
+}
+
+/// The model endpoints' circuit breaker. A run that fails because its endpoint stayed
+/// unavailable through every retry opens the endpoint's breaker: none of its runs is claimed
+/// for `base`, doubling with each consecutive outage up to `max`; then one run at a time probes
+/// it until a model call succeeds. Without it, every worker burns run attempts against an
+/// endpoint that is down (a storm of 429s spent 59 attempts in 36 s on the test bed).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EndpointCooldown {
+    pub base: Duration,
+    pub max: Duration,
+}
+
+impl Default for EndpointCooldown {
+    fn default() -> Self {
+        EndpointCooldown { base: Duration::from_secs(5), max: Duration::from_secs(300) }
+    }
 }
 
 struct Candidate {
@@ -121,7 +150,12 @@ struct Candidate {
 
 impl Queue {
     pub fn new(pool: PgPool, lease_ttl: Duration) -> Self {
-        Queue { pool, lease_ttl }
+        Queue { pool, lease_ttl, cooldown: EndpointCooldown::default() }
+    }
+
+    pub fn with_endpoint_cooldown(mut self, cooldown: EndpointCooldown) -> Self {
+        self.cooldown = cooldown;
+        self
     }
 
     pub fn pool(&self) -> &PgPool {
@@ -420,12 +454,25 @@ impl Queue {
     /// An infrastructure failure: counts a failed attempt and re-queues the run (or ends it as
     /// `error` when its attempts are used up).
     pub async fn fail(&self, run_id: i64, by: Registrar, token: Uuid, reason: &str) -> Result<Requeued> {
-        self.give_back(run_id, by, token, &format!("infrastructure failure: {reason}"), true).await
+        self.give_back(run_id, by, token, &format!("infrastructure failure: {reason}"), Ending::Failed).await
+    }
+
+    /// [`Queue::fail`] for a run whose model endpoint stayed unavailable through every retry:
+    /// also opens the endpoint's breaker (see [`EndpointCooldown`]).
+    pub async fn fail_on_endpoint_outage(
+        &self,
+        run_id: i64,
+        by: Registrar,
+        token: Uuid,
+        reason: &str,
+    ) -> Result<Requeued> {
+        let reason = format!("model endpoint unavailable: {reason}");
+        self.give_back(run_id, by, token, &reason, Ending::EndpointOutage).await
     }
 
     /// Hands a run back without counting a failed attempt (graceful drain, cancelled sweep).
     pub async fn release(&self, run_id: i64, by: Registrar, token: Uuid, reason: &str) -> Result<Requeued> {
-        self.give_back(run_id, by, token, &format!("handed back: {reason}"), false).await
+        self.give_back(run_id, by, token, &format!("handed back: {reason}"), Ending::Released).await
     }
 
     /// Hands back every run still leased to `worker`, which must have been registered by
@@ -475,14 +522,17 @@ impl Queue {
         by: Registrar,
         token: Uuid,
         reason: &str,
-        failed: bool,
+        ending: Ending,
     ) -> Result<Requeued> {
         let state: Option<String> = sqlx::query_scalar(include_str!("give_back.sql"))
             .bind(run_id)
             .bind(token)
             .bind(reason)
-            .bind(failed)
+            .bind(ending != Ending::Released)
             .bind(by.0)
+            .bind(ending == Ending::EndpointOutage)
+            .bind(self.cooldown.base.as_millis() as f64)
+            .bind(self.cooldown.max.as_millis() as f64)
             .fetch_optional(&self.pool)
             .await?;
         let requeued = match state.as_deref() {

@@ -683,3 +683,99 @@ async fn a_stopping_worker_hands_back_runs_it_never_received_and_is_leased_no_mo
     assert_eq!(queue.release_held(w, Registrar::NONE, "again").await.unwrap(), Vec::<i64>::new());
     assert_ledger_true(&pool).await;
 }
+
+/// The endpoint's breaker: (outage_failures, seconds of cooldown left; None when closed).
+async fn breaker(pool: &PgPool, base_url: &str) -> (i32, Option<f64>) {
+    sqlx::query_as(
+        "SELECT outage_failures, extract(epoch FROM cooldown_until - now())::float8 FROM endpoints WHERE base_url = $1",
+    )
+    .bind(base_url)
+    .fetch_one(pool)
+    .await
+    .unwrap()
+}
+
+async fn end_cooldowns(pool: &PgPool) {
+    sqlx::query(
+        "UPDATE endpoints SET cooldown_until = now() - interval '1 second' WHERE cooldown_until IS NOT NULL",
+    )
+    .execute(pool)
+    .await
+    .unwrap();
+}
+
+#[sqlx::test(migrator = "crate::db::MIGRATOR")]
+async fn an_endpoint_outage_rests_the_endpoint_then_one_run_probes_it_until_a_call_succeeds(pool: PgPool) {
+    const DOWN: &str = "http://127.0.0.1:9/v1";
+    import_demo(&pool, "demo").await;
+    let a = submit(&pool, &sweep_toml("down", "max_attempts = 9", "")).await.sweep_id;
+    let cooldown = super::EndpointCooldown { base: Duration::from_secs(60), max: Duration::from_secs(200) };
+    let queue = Queue::new(pool.clone(), Duration::from_secs(60)).with_endpoint_cooldown(cooldown);
+    let w = worker(&pool).await;
+    let held = queue.claim(w, 3, &kinds()).await.unwrap();
+    // Another sweep, on another endpoint, submitted after the claim.
+    let other = sweep_toml("up", "", "").replace("127.0.0.1:9/v1", "127.0.0.1:10/v1");
+    let b = submit(&pool, &other).await.sweep_id;
+
+    // A plain infrastructure failure does not touch the breaker.
+    queue.fail(held[2].run_id, Registrar::NONE, held[2].lease_token, "disk full").await.unwrap();
+    assert_eq!(breaker(&pool, DOWN).await, (0, None));
+    // Two runs fail in the same outage: the breaker opens once, for `base`.
+    for lease in &held[..2] {
+        let went =
+            queue.fail_on_endpoint_outage(lease.run_id, Registrar::NONE, lease.lease_token, "429 x4").await;
+        assert_eq!(went.unwrap(), Requeued::Queued);
+    }
+    let (failures, left) = breaker(&pool, DOWN).await;
+    assert_eq!(failures, 1);
+    assert!(left.is_some_and(|s| s > 55.0 && s <= 60.0), "{left:?}");
+    let (state, _, _, last_error) = state_of(&pool, held[0].run_id).await;
+    assert_eq!(state, "queued");
+    assert_eq!(last_error.as_deref(), Some("model endpoint unavailable: 429 x4"));
+    let failed: i64 =
+        sqlx::query_scalar("SELECT sum(failed_attempts) FROM runs").fetch_one(&pool).await.unwrap();
+    assert_eq!(failed, 3, "an outage still counts a failed attempt (max_attempts bounds a dead endpoint)");
+
+    // While it rests, only the other endpoint's runs are handed out.
+    let got = queue.claim(w, 20, &kinds()).await.unwrap();
+    assert_eq!(got.len(), 6);
+    assert!(got.iter().all(|l| l.sweep_id == b), "{got:?}");
+
+    // Half-open: one run at a time probes it.
+    end_cooldowns(&pool).await;
+    let probe = queue.claim(w, 20, &kinds()).await.unwrap();
+    assert_eq!(probe.len(), 1, "{probe:?}");
+    assert_eq!(probe[0].sweep_id, a);
+    assert!(queue.claim(w, 20, &kinds()).await.unwrap().is_empty(), "a second probe while one is out");
+    // The probe fails too: the cooldown doubles.
+    queue
+        .fail_on_endpoint_outage(probe[0].run_id, Registrar::NONE, probe[0].lease_token, "503")
+        .await
+        .unwrap();
+    let (failures, left) = breaker(&pool, DOWN).await;
+    assert_eq!(failures, 2);
+    assert!(left.is_some_and(|s| s > 115.0 && s <= 120.0), "{left:?}");
+    assert!(queue.claim(w, 20, &kinds()).await.unwrap().is_empty());
+    // ... up to `max`.
+    sqlx::query("UPDATE endpoints SET outage_failures = 10").execute(&pool).await.unwrap();
+    end_cooldowns(&pool).await;
+    let probe = queue.claim(w, 20, &kinds()).await.unwrap().remove(0);
+    queue.fail_on_endpoint_outage(probe.run_id, Registrar::NONE, probe.lease_token, "timeout").await.unwrap();
+    let (_, left) = breaker(&pool, DOWN).await;
+    assert!(left.is_some_and(|s| s > 195.0 && s <= 200.0), "{left:?}");
+
+    // A probe whose model call succeeds closes it: the endpoint's runs flow again.
+    end_cooldowns(&pool).await;
+    let probe = queue.claim(w, 20, &kinds()).await.unwrap().remove(0);
+    let mut ok = upload(&probe, &[]);
+    ok.llm_calls = vec![protocol::LlmCallRecord {
+        model: "demo-model".into(),
+        status: "ok".into(),
+        ..Default::default()
+    }];
+    queue.upload_steps(probe.run_id, Registrar::NONE, &ok).await.unwrap();
+    assert_eq!(breaker(&pool, DOWN).await, (0, None));
+    let rest = queue.claim(w, 20, &kinds()).await.unwrap();
+    assert_eq!(rest.len(), 5, "every other run of the endpoint: {rest:?}");
+    assert_ledger_true(&pool).await;
+}

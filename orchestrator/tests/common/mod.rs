@@ -57,6 +57,7 @@ pub async fn start_coordinator(pool: &PgPool, lease_ttl: Duration) -> Coordinato
         bind: "127.0.0.1:0".parse().unwrap(),
         lease_ttl,
         maintenance_interval: Duration::from_millis(100),
+        ..Default::default()
     };
     let addr = server::spawn(pool.clone(), config, stop.clone(), &tracker).await.unwrap();
     Coordinator { url: format!("http://{addr}"), stop, tracker, pool: pool.clone() }

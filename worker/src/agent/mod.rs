@@ -294,10 +294,13 @@ impl AgentRun<'_> {
                     };
                     let call = self.failed_call(step, status, http, call_started, &e.to_string());
                     self.upload(Vec::new(), vec![call], Vec::new()).await?;
-                    return Err(ExecError::Infra(format!(
-                        "model endpoint of agent `{}`: {e}",
-                        self.run.agent.name
-                    )));
+                    let reason = format!("model endpoint of agent `{}`: {e}", self.run.agent.name);
+                    // Only an outage (every retry failed) rests the endpoint; a refusal or a
+                    // malformed answer is this request's problem, not the endpoint's.
+                    return Err(match e {
+                        llm::Error::Unavailable { .. } => ExecError::EndpointUnavailable(reason),
+                        _ => ExecError::Infra(reason),
+                    });
                 }
                 Ok(Ok(c)) => c,
             };
