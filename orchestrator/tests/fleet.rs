@@ -277,31 +277,51 @@ async fn two_coordinator_replicas_serve_one_database(pool: PgPool) {
     b.shutdown().await;
 }
 
+/// A worker whose `slots` runs (of a sweep of the demo's 6) last far longer than its 200 ms
+/// drain timeout, started and busy.
+struct BusyWorker {
+    sweep: i64,
+    drain: CancellationToken,
+    handle: tokio::task::JoinHandle<anyhow::Result<()>>,
+}
+
+impl BusyWorker {
+    async fn start(pool: &PgPool, name: &str, slots: u32) -> (Coordinator, BusyWorker) {
+        import_demo(pool, "demo").await;
+        let coordinator = Coordinator::start(pool, Duration::from_secs(30)).await;
+        let token = tokens::create(pool, "w", Role::Worker).await.unwrap().token;
+        let toml =
+            sweep_toml(name, "", "").replace("duration_ms = 0\nsteps = 1", "duration_ms = 600000\nsteps = 2");
+        let sweep = submit(pool, &toml).await.sweep_id;
+        let drain = CancellationToken::new();
+        let config = worker::WorkerConfig {
+            drain_timeout: Duration::from_millis(200),
+            ..worker_config(&coordinator.url, &token, name, slots)
+        };
+        let handle = tokio::spawn(worker::run(config, Arc::new(worker::PlaceholderExecutor), drain.clone()));
+        wait_until(Duration::from_secs(30), "every slot's run to start", || async {
+            sweeps::status(pool, sweep).await.unwrap().states["running"] == i64::from(slots)
+        })
+        .await;
+        (coordinator, BusyWorker { sweep, drain, handle })
+    }
+
+    /// Drains the worker and waits for it to exit cleanly.
+    async fn drain(self) {
+        self.drain.cancel();
+        tokio::time::timeout(Duration::from_secs(20), self.handle)
+            .await
+            .expect("worker exits after draining")
+            .unwrap()
+            .unwrap();
+    }
+}
+
 #[sqlx::test(migrator = "orchestrator::db::MIGRATOR")]
 async fn draining_worker_hands_back_unfinished_runs(pool: PgPool) {
-    import_demo(&pool, "demo").await;
-    let coordinator = Coordinator::start(&pool, Duration::from_secs(30)).await;
-    let token = tokens::create(&pool, "w", Role::Worker).await.unwrap().token;
-    // Runs far longer than the drain timeout.
-    let toml =
-        sweep_toml("drain", "", "").replace("duration_ms = 0\nsteps = 1", "duration_ms = 600000\nsteps = 2");
-    let sweep = submit(&pool, &toml).await.sweep_id;
-    let drain = CancellationToken::new();
-    let config = worker::WorkerConfig {
-        drain_timeout: Duration::from_millis(200),
-        ..worker_config(&coordinator.url, &token, "drainer", 2)
-    };
-    let w = tokio::spawn(worker::run(config, Arc::new(worker::PlaceholderExecutor), drain.clone()));
-    wait_until(Duration::from_secs(30), "two runs to start", || async {
-        sweeps::status(&pool, sweep).await.unwrap().states["running"] == 2
-    })
-    .await;
-    drain.cancel();
-    tokio::time::timeout(Duration::from_secs(20), w)
-        .await
-        .expect("worker exits after draining")
-        .unwrap()
-        .unwrap();
+    let (coordinator, busy) = BusyWorker::start(&pool, "drain", 2).await;
+    let sweep = busy.sweep;
+    busy.drain().await;
     let status = sweeps::status(&pool, sweep).await.unwrap();
     assert_eq!(
         (status.states["running"], status.states["queued"]),
@@ -331,32 +351,13 @@ async fn draining_worker_hands_back_unfinished_runs(pool: PgPool) {
 /// Here the unread claim is made deterministic: the test leases a run to the worker itself.
 #[sqlx::test(migrator = "orchestrator::db::MIGRATOR")]
 async fn a_run_leased_to_a_draining_worker_but_never_received_is_handed_back(pool: PgPool) {
-    import_demo(&pool, "demo").await;
-    let coordinator = Coordinator::start(&pool, Duration::from_secs(30)).await;
-    let token = tokens::create(&pool, "w", Role::Worker).await.unwrap().token;
-    let toml =
-        sweep_toml("unread", "", "").replace("duration_ms = 0\nsteps = 1", "duration_ms = 600000\nsteps = 2");
-    let sweep = submit(&pool, &toml).await.sweep_id;
-    let drain = CancellationToken::new();
-    let config = worker::WorkerConfig {
-        drain_timeout: Duration::from_millis(200),
-        ..worker_config(&coordinator.url, &token, "unread", 1)
-    };
-    let w = tokio::spawn(worker::run(config, Arc::new(worker::PlaceholderExecutor), drain.clone()));
-    wait_until(Duration::from_secs(30), "the worker's one run to start", || async {
-        sweeps::status(&pool, sweep).await.unwrap().states["running"] == 1
-    })
-    .await;
+    let (coordinator, busy) = BusyWorker::start(&pool, "unread", 1).await;
+    let sweep = busy.sweep;
     let worker_id: uuid::Uuid = sqlx::query_scalar("SELECT id FROM workers").fetch_one(&pool).await.unwrap();
     let queue = orchestrator::queue::Queue::new(pool.clone(), Duration::from_secs(30));
     let unread = queue.claim(worker_id, 1, &["placeholder".to_string()]).await.unwrap();
     assert_eq!(unread.len(), 1);
-    drain.cancel();
-    tokio::time::timeout(Duration::from_secs(20), w)
-        .await
-        .expect("worker exits after draining")
-        .unwrap()
-        .unwrap();
+    busy.drain().await;
     let status = sweeps::status(&pool, sweep).await.unwrap();
     assert_eq!((status.states["running"], status.states["queued"]), (0, 6), "nothing left to expire");
     let endings: Vec<(String, String)> = sqlx::query_as(
