@@ -99,6 +99,12 @@ pub struct KindLabel {
     pub kind: String,
 }
 
+/// A model endpoint alone (`host:port`, see [`endpoint_label`]).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct HostLabel {
+    pub endpoint: String,
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct SweepLabel {
     pub sweep: String,
@@ -133,6 +139,8 @@ pub struct Metrics {
     pub critic_seconds: Family<KindLabel, Histogram, fn() -> Histogram>,
     pub critic_batch_size: Histogram,
     pub sweep_spent_usd: Family<SweepLabel, Gauge<f64, AtomicU64>>,
+    pub endpoint_outages: Family<HostLabel, Gauge>,
+    pub endpoint_cooldown_seconds: Family<HostLabel, Gauge<f64, AtomicU64>>,
 }
 
 impl Metrics {
@@ -161,6 +169,8 @@ impl Metrics {
             critic_seconds: Family::new_with_constructor(latency_histogram),
             critic_batch_size: Histogram::new([1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0].into_iter()),
             sweep_spent_usd: Family::default(),
+            endpoint_outages: Family::default(),
+            endpoint_cooldown_seconds: Family::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -256,6 +266,16 @@ impl Metrics {
             "sweep_spent_usd",
             "Dollars spent by each running sweep (read at scrape time)",
             m.sweep_spent_usd.clone(),
+        );
+        registry.register(
+            "endpoint_outages",
+            "Consecutive outages of each model endpoint whose circuit breaker is open or half-open (read at scrape time)",
+            m.endpoint_outages.clone(),
+        );
+        registry.register(
+            "endpoint_cooldown_seconds",
+            "Seconds until each resting model endpoint takes runs again (read at scrape time)",
+            m.endpoint_cooldown_seconds.clone(),
         );
         Metrics { registry, ..m }
     }

@@ -701,6 +701,38 @@ async fn uploaded_model_calls_are_counted_by_endpoint_and_agent(pool: PgPool) {
     c.stop().await;
 }
 
+/// The endpoints' circuit breakers are on `/metrics`, read from the database at scrape time, and
+/// only while not closed.
+#[sqlx::test(migrator = "orchestrator::db::MIGRATOR")]
+async fn resting_endpoints_are_on_metrics_until_their_breaker_closes(pool: PgPool) {
+    testkit::import_demo(&pool, "demo").await;
+    testkit::submit(&pool, &testkit::sweep_toml("rest", "", "")).await;
+    let c = Coordinator::start(&pool).await;
+    let scrape =
+        || async { c.req(Method::GET, "/metrics", None).send().await.unwrap().text().await.unwrap() };
+    sqlx::query("UPDATE endpoints SET outage_failures = 2, cooldown_until = now() + interval '30 seconds'")
+        .execute(&pool)
+        .await
+        .unwrap();
+    let metrics = scrape().await;
+    assert!(metrics.lines().any(|l| l == r#"steer_endpoint_outages{endpoint="127.0.0.1:9"} 2"#), "{metrics}");
+    let left: f64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(r#"steer_endpoint_cooldown_seconds{endpoint="127.0.0.1:9"} "#))
+        .unwrap_or_else(|| panic!("no cooldown gauge:\n{metrics}"))
+        .parse()
+        .unwrap();
+    assert!(left > 20.0 && left <= 30.0, "{left}");
+    sqlx::query("UPDATE endpoints SET outage_failures = 0, cooldown_until = NULL")
+        .execute(&pool)
+        .await
+        .unwrap();
+    let metrics = scrape().await;
+    assert!(!metrics.lines().any(|l| l.starts_with("steer_endpoint_outages{")), "{metrics}");
+    assert!(!metrics.lines().any(|l| l.starts_with("steer_endpoint_cooldown_seconds{")), "{metrics}");
+    c.stop().await;
+}
+
 // ---------------------------------------------------------------- 6. workers bound to their token
 
 /// Everything a worker route can change, as text: runs and their leases, the attempt ledger,

@@ -6,7 +6,9 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 
-use orchestrator::metrics::{CallSource, Metrics, OutcomeLabel, StateLabel, StatusLabel, SweepLabel};
+use orchestrator::metrics::{
+    CallSource, HostLabel, Metrics, OutcomeLabel, StateLabel, StatusLabel, SweepLabel,
+};
 use protocol::{CriticCallRecord, LlmCallRecord};
 use serde_json::Value;
 use sqlx::PgPool;
@@ -46,6 +48,9 @@ fn exported() -> BTreeMap<String, BTreeSet<String>> {
     m.http_responses.get_or_create(&StatusLabel { status: "200".into() }).inc();
     m.runs_by_state.get_or_create(&StateLabel { state: "queued".into() }).set(1);
     m.sweep_spent_usd.get_or_create(&SweepLabel { sweep: "s".into() }).set(1.0);
+    let host = HostLabel { endpoint: "127.0.0.1:8000".into() };
+    m.endpoint_outages.get_or_create(&host).set(1);
+    m.endpoint_cooldown_seconds.get_or_create(&host).set(5.0);
     worker::metrics::METRICS.run_ended("placeholder", "completed");
     worker::metrics::METRICS.image("hit");
 

@@ -14,7 +14,7 @@ use sqlx::PgPool;
 use tokio::sync::Notify;
 use utoipa::OpenApi;
 
-use crate::metrics::{Metrics, StateLabel, StatusLabel, SweepLabel};
+use crate::metrics::{HostLabel, Metrics, StateLabel, StatusLabel, SweepLabel};
 use crate::queue::Queue;
 
 pub mod auth;
@@ -197,6 +197,23 @@ async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
                 .sweep_spent_usd
                 .get_or_create(&SweepLabel { sweep })
                 .set(spent.to_f64().unwrap_or(0.0));
+        }
+    }
+    if let Ok(rows) = sqlx::query_as::<_, (String, i32, f64)>(
+        "SELECT base_url, outage_failures,
+                GREATEST(COALESCE(extract(epoch FROM cooldown_until - now()), 0), 0)::float8
+         FROM endpoints WHERE outage_failures > 0",
+    )
+    .fetch_all(&state.pool)
+    .await
+    {
+        // Only endpoints whose breaker is not closed: a closed one drops out of the series.
+        state.metrics.endpoint_outages.clear();
+        state.metrics.endpoint_cooldown_seconds.clear();
+        for (base_url, outages, left) in rows {
+            let label = HostLabel { endpoint: crate::metrics::endpoint_label(&base_url) };
+            state.metrics.endpoint_outages.get_or_create(&label).set(i64::from(outages));
+            state.metrics.endpoint_cooldown_seconds.get_or_create(&label).set(left);
         }
     }
     ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], state.metrics.render())
