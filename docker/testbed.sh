@@ -21,6 +21,7 @@
 #   --drain-timeout D  workers' drain on SIGTERM (default 60s)
 #   --llm-delay-ms MS  the replay server waits this long before every answer (default 0)
 #   --llm-attempts N / --llm-timeout D / --llm-max-backoff D   workers' model-call retries
+#   --pull-attempts N                   workers' attempts at pulling a missing image (default 5)
 #   --scenarios DIR    replay scenarios (default examples/replay)
 #
 # The env file ($STEER_TESTBED_DIR or /tmp/steerbench-testbed, NAME.env, mode 600) holds
@@ -74,7 +75,7 @@ cmd_up() {
   local name=$1
   shift
   local workers=3 slots=2 port="" replay_port="" lease_ttl=30s drain_timeout=60s delay_ms=0
-  local llm_attempts=6 llm_timeout=600s llm_max_backoff=60s scenarios=$workspace/examples/replay
+  local llm_attempts=6 llm_timeout=600s llm_max_backoff=60s pull_attempts=5 scenarios=$workspace/examples/replay
   while (($#)); do
     case "$1" in
       --workers) workers=$2 ;;
@@ -87,6 +88,7 @@ cmd_up() {
       --llm-attempts) llm_attempts=$2 ;;
       --llm-timeout) llm_timeout=$2 ;;
       --llm-max-backoff) llm_max_backoff=$2 ;;
+      --pull-attempts) pull_attempts=$2 ;;
       --scenarios) scenarios=$(cd "$2" && pwd) ;;
       *) die "unknown option of up: $1 (try --help)" ;;
     esac
@@ -141,7 +143,7 @@ cmd_up() {
       -e STEER_WORKER_NAME="$name-worker-$i" -e STEER_SLOTS="$slots" \
       -e STEER_DRAIN_TIMEOUT="$drain_timeout" -e STEER_CLAIM_WAIT=2s \
       -e STEER_LLM_ATTEMPTS="$llm_attempts" -e STEER_LLM_TIMEOUT="$llm_timeout" \
-      -e STEER_LLM_MAX_BACKOFF="$llm_max_backoff" \
+      -e STEER_LLM_MAX_BACKOFF="$llm_max_backoff" -e STEER_PULL_ATTEMPTS="$pull_attempts" \
       -e STEER_REPLAY_KEY="$replay_key" \
       -e STEER_REGISTRY_USERNAME=testbed -e STEER_REGISTRY_PASSWORD="$registry_password" \
       -e RUST_LOG=info \

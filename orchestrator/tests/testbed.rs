@@ -519,7 +519,8 @@ fn llm_storms_slow_runs_then_requeue_them_as_infra_errors_never_agent_failures()
 
 #[test]
 fn engine_errors_end_runs_as_infrastructure_errors() {
-    let Some(bed) = Bed::up("engine", &["--lease-ttl", "10s"]) else { return };
+    // No registry is reachable here: one pull attempt per run attempt, not five with backoff.
+    let Some(bed) = Bed::up("engine", &["--lease-ttl", "10s", "--pull-attempts", "1"]) else { return };
     // A sandbox too small for the test run (OOM-killed while grading), and an image no
     // registry has.
     // In so small a sandbox the agent's own test commands are killed too and wait out their

@@ -135,6 +135,10 @@ pub struct WorkerFlags {
     /// not in use are removed. Unset: images are kept without limit.
     #[arg(long, env = "STEER_IMAGE_BUDGET_GB")]
     pub image_budget_gb: Option<u64>,
+    /// Attempts at pulling a missing instance image, 2 s apart doubling to 60 s. 1 fails at
+    /// once: for machines whose images are loaded ahead and that reach no registry.
+    #[arg(long, env = "STEER_PULL_ATTEMPTS", default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..=20))]
+    pub pull_attempts: u32,
     #[command(flatten)]
     pub registry: RegistryArgs,
     #[command(flatten)]
@@ -240,6 +244,10 @@ impl WorkerFlags {
         let name = self.worker_name();
         match worker::sandbox::Docker::connect_to(&self.docker_host).await {
             Ok(docker) => {
+                let docker = docker.with_pull_policy(worker::sandbox::PullPolicy {
+                    attempts: self.pull_attempts as usize,
+                    ..Default::default()
+                });
                 match docker.reap(("steerbench.worker", &name)).await {
                     Ok(0) => {}
                     Ok(n) => {
