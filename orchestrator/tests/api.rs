@@ -701,12 +701,12 @@ async fn uploaded_model_calls_are_counted_by_endpoint_and_agent(pool: PgPool) {
     c.stop().await;
 }
 
-/// The endpoints' circuit breakers are on `/metrics`, read from the database at scrape time, and
-/// only while not closed.
+/// The endpoints' circuit breakers are on `/metrics` (read from the database at scrape time) and
+/// in the status of sweeps that use them, only while not closed.
 #[sqlx::test(migrator = "orchestrator::db::MIGRATOR")]
-async fn resting_endpoints_are_on_metrics_until_their_breaker_closes(pool: PgPool) {
+async fn resting_endpoints_are_on_metrics_and_sweep_status_until_their_breaker_closes(pool: PgPool) {
     testkit::import_demo(&pool, "demo").await;
-    testkit::submit(&pool, &testkit::sweep_toml("rest", "", "")).await;
+    let sweep = testkit::submit(&pool, &testkit::sweep_toml("rest", "", "")).await.sweep_id;
     let c = Coordinator::start(&pool).await;
     let scrape =
         || async { c.req(Method::GET, "/metrics", None).send().await.unwrap().text().await.unwrap() };
@@ -723,10 +723,18 @@ async fn resting_endpoints_are_on_metrics_until_their_breaker_closes(pool: PgPoo
         .parse()
         .unwrap();
     assert!(left > 20.0 && left <= 30.0, "{left}");
+    let status_path = format!("/api/v1/sweeps/{sweep}");
+    let status: protocol::SweepStatus = expect_ok(call(c.get(&status_path, &c.user)).await, StatusCode::OK);
+    let resting = &status.resting_endpoints;
+    assert_eq!(resting.len(), 1, "{resting:?}");
+    assert_eq!((resting[0].endpoint.as_str(), resting[0].outages), ("127.0.0.1:9", 2));
+    assert!(resting[0].resting_s > 20.0 && resting[0].resting_s <= 30.0, "{resting:?}");
     sqlx::query("UPDATE endpoints SET outage_failures = 0, cooldown_until = NULL")
         .execute(&pool)
         .await
         .unwrap();
+    let status: protocol::SweepStatus = expect_ok(call(c.get(&status_path, &c.user)).await, StatusCode::OK);
+    assert!(status.resting_endpoints.is_empty());
     let metrics = scrape().await;
     assert!(!metrics.lines().any(|l| l.starts_with("steer_endpoint_outages{")), "{metrics}");
     assert!(!metrics.lines().any(|l| l.starts_with("steer_endpoint_cooldown_seconds{")), "{metrics}");

@@ -88,7 +88,11 @@ async function follow(id, onStatus) {
 async function sweepPage(id, query) {
   const [status, report] = await Promise.all([api(`/sweeps/${id}`), api(`/report?sweeps=${id}`)]);
   const head = el("p", { id: "status" });
-  const show = (s) => head.replaceChildren(`${s.name}: ${s.state} `, progress(s), ` — spent $${s.spent_usd}`);
+  // An endpoint resting after outages is why queued runs may not be starting: say so.
+  const resting = (s) => (s.resting_endpoints || []).map((e) => el("span", { class: "resting" },
+    e.resting_s > 0 ? ` — endpoint ${e.endpoint} resting ${Math.ceil(e.resting_s)} s more after ${e.outages} outage(s)`
+      : ` — endpoint ${e.endpoint} half-open after ${e.outages} outage(s)`));
+  const show = (s) => head.replaceChildren(`${s.name}: ${s.state} `, progress(s), ` — spent $${s.spent_usd}`, resting(s));
   show(status);
   if (status.state === "running" || status.state === "paused") follow(id, show).catch(() => {});
   const cond = report.conditions.map((c) => el("tr", {},

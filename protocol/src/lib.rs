@@ -563,6 +563,21 @@ pub struct SweepStatus {
     pub spent_usd: Decimal,
     #[schema(value_type = Option<String>)]
     pub budget_usd: Option<Decimal>,
+    /// The sweep's model endpoints whose circuit breaker is open or half-open: why queued runs
+    /// may not be starting.
+    #[serde(default)]
+    pub resting_endpoints: Vec<RestingEndpoint>,
+}
+
+/// A model endpoint resting after outages (its circuit breaker is open or half-open).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct RestingEndpoint {
+    /// `host:port` of its base URL (never credentials or a path).
+    pub endpoint: String,
+    /// Consecutive outages so far.
+    pub outages: i32,
+    /// Seconds until it takes runs again; 0 when half-open (one probe run at a time).
+    pub resting_s: f64,
 }
 
 impl SweepStatus {

@@ -236,7 +236,8 @@ pub async fn wait_for(client: &CoordinatorClient, sweep_id: i64) -> anyhow::Resu
         bar.set_length(s.total_runs as u64);
         bar.set_position(s.finished_runs() as u64);
         let running = s.states.get("running").copied().unwrap_or(0);
-        bar.set_message(format!("{running} running, ${} spent", s.spent_usd));
+        let resting: String = s.resting_endpoints.iter().map(|e| format!(", {}", resting_line(e))).collect();
+        bar.set_message(format!("{running} running, ${} spent{resting}", s.spent_usd));
         if !matches!(s.state, SweepState::Running | SweepState::Paused) {
             bar.finish_and_clear();
             return Ok(s);
@@ -260,5 +261,22 @@ pub fn print_status(s: &SweepStatus) {
         Some(b) => println!("  spent: ${} of ${} budget", s.spent_usd, b),
         None => println!("  spent: ${}", s.spent_usd),
     }
+    for e in &s.resting_endpoints {
+        println!("  {}", resting_line(e));
+    }
     println!("  config hash: {}", &s.config_hash[..s.config_hash.len().min(16)]);
+}
+
+/// One resting endpoint, for people.
+fn resting_line(e: &protocol::RestingEndpoint) -> String {
+    if e.resting_s > 0.0 {
+        format!(
+            "endpoint {} resting {:.0} s more after {} outage(s)",
+            e.endpoint,
+            e.resting_s.ceil(),
+            e.outages
+        )
+    } else {
+        format!("endpoint {} half-open after {} outage(s): one probe run at a time", e.endpoint, e.outages)
+    }
 }

@@ -405,6 +405,16 @@ pub async fn status(pool: &PgPool, sweep_id: i64) -> Result<SweepStatus> {
             *outcomes.entry(outcome).or_insert(0) += n;
         }
     }
+    let resting: Vec<(String, i32, f64)> = sqlx::query_as(
+        "SELECT DISTINCT e.base_url, e.outage_failures,
+                GREATEST(COALESCE(extract(epoch FROM e.cooldown_until - now()), 0), 0)::float8
+         FROM endpoints e JOIN agents a ON a.endpoint_id = e.id
+         WHERE a.sweep_id = $1 AND e.outage_failures > 0
+         ORDER BY 1",
+    )
+    .bind(sweep_id)
+    .fetch_all(pool)
+    .await?;
     let state: String = row.get("state");
     Ok(SweepStatus {
         id: row.get("id"),
@@ -419,6 +429,14 @@ pub async fn status(pool: &PgPool, sweep_id: i64) -> Result<SweepStatus> {
         outcomes,
         spent_usd: row.get("spent_usd"),
         budget_usd: row.get("budget_usd"),
+        resting_endpoints: resting
+            .into_iter()
+            .map(|(base_url, outages, resting_s)| protocol::RestingEndpoint {
+                endpoint: crate::metrics::endpoint_label(&base_url),
+                outages,
+                resting_s,
+            })
+            .collect(),
     })
 }
 
