@@ -68,7 +68,7 @@ async fn the_ui_shows_sweeps_runs_and_a_trajectory_with_the_critics_intervention
     .await
     .unwrap();
     // A finished run whose second step carries the critic's feedback.
-    sqlx::query("UPDATE runs SET state = 'done', outcome = 'step_limit', steps = 2, finished_at = now() WHERE id = $1")
+    sqlx::query("UPDATE runs SET state = 'done', attempt = 1, outcome = 'step_limit', steps = 2, finished_at = now() WHERE id = $1")
         .bind(run)
         .execute(&pool)
         .await

@@ -111,7 +111,10 @@ fn cost_vs_accuracy(out: &mut String, report: &Report) {
     let points: Vec<(&ConditionSummary, f64, f64)> =
         report.conditions.iter().filter_map(|c| Some((c, c.cost_mean_usd?, c.resolve_rate?))).collect();
     svg_open(out, "plot cost-vs-accuracy", "Cost per run against resolve rate, with the Pareto frontier");
-    let x = Axis::around(points.iter().map(|p| p.1), true);
+    let x = Axis::around(
+        points.iter().flat_map(|p| [Some(p.1), p.0.cost_mean_bootstrap.map(|i| i.hi)]).flatten(),
+        true,
+    );
     // Rates are shown on their whole range, so plots of different reports compare at a glance.
     let y = Axis { lo: 0.0, hi: 1.0 };
     axes(out, "mean cost per run (USD)", "resolve rate", Some(&x), &y, true);
@@ -128,7 +131,12 @@ fn cost_vs_accuracy(out: &mut String, report: &Report) {
             path.join(" ")
         );
     }
-    for (c, cost, rate) in &points {
+    // Conditions at one spot share a label.
+    let mut labels: Vec<(f64, f64, Vec<&str>)> = Vec::new();
+    // Frontier points are drawn last, so a condition at the same spot does not hide them.
+    let mut ordered: Vec<&(&ConditionSummary, f64, f64)> = points.iter().collect();
+    ordered.sort_by_key(|p| report.frontier.contains(&p.0.label));
+    for (c, cost, rate) in ordered {
         let (px, py) = (x.x(*cost), y.y(*rate));
         if let Some(w) = c.wilson {
             let _ = write!(
@@ -138,19 +146,55 @@ fn cost_vs_accuracy(out: &mut String, report: &Report) {
                 y.y(w.hi)
             );
         }
+        if let Some(ci) = c.cost_mean_bootstrap {
+            let _ = write!(
+                out,
+                r##"<line class="cost-interval" x1="{:.1}" y1="{py:.1}" x2="{:.1}" y2="{py:.1}" stroke="#888"/>"##,
+                x.x(ci.lo),
+                x.x(ci.hi)
+            );
+        }
         let on = report.frontier.contains(&c.label);
         let _ = write!(
             out,
-            r##"<circle class="point" cx="{px:.1}" cy="{py:.1}" r="5" fill="{}"><title>{}: {} at ${cost:.4}/run</title></circle><text x="{:.1}" y="{:.1}" font-size="11">{}</text>"##,
+            r##"<circle class="point" cx="{px:.1}" cy="{py:.1}" r="5" fill="{}"><title>{}: {} at ${cost:.4}/run</title></circle>"##,
             if on { "#c33" } else { "#36c" },
             esc(&c.label),
             pct(Some(*rate)),
-            px + 7.0,
-            py - 6.0,
-            esc(&c.label)
+        );
+        match labels.iter_mut().find(|l| (l.0 - px).abs() < 3.0 && (l.1 - py).abs() < 3.0) {
+            Some(l) => l.2.push(&c.label),
+            None => labels.push((px, py, vec![&c.label])),
+        }
+    }
+    for (px, text_y, mut names) in spread_labels(labels) {
+        names.sort_unstable();
+        // Labels right of the middle sit left of their point, so none runs off the plot.
+        let (lx, anchor) =
+            if px > (LEFT + W - RIGHT) / 2.0 { (px - 7.0, "end") } else { (px + 7.0, "start") };
+        let _ = write!(
+            out,
+            r#"<text class="label" x="{lx:.1}" y="{text_y:.1}" font-size="11" text-anchor="{anchor}">{}</text>"#,
+            esc(&names.join(", "))
         );
     }
     out.push_str("</svg>");
+}
+
+/// Places each label just above its point, moving down those that would overlap a label
+/// placed before them in the same part of the plot. Returns (x, text baseline, names).
+fn spread_labels(mut labels: Vec<(f64, f64, Vec<&str>)>) -> Vec<(f64, f64, Vec<&str>)> {
+    const LINE: f64 = 12.0;
+    labels.sort_by(|a, b| a.1.total_cmp(&b.1).then(a.0.total_cmp(&b.0)));
+    let mut placed: Vec<(f64, f64, Vec<&str>)> = Vec::with_capacity(labels.len());
+    for (px, py, names) in labels {
+        let mut text_y = (py - 6.0).max(11.0);
+        while placed.iter().any(|(qx, qy, _)| (qx - px).abs() < 110.0 && (qy - text_y).abs() < LINE) {
+            text_y += LINE;
+        }
+        placed.push((px, text_y, names));
+    }
+    placed
 }
 
 /// Resolve rate per condition with its Wilson (thick) and bootstrap (thin) intervals.
@@ -314,9 +358,9 @@ pub fn render(report: &Report) -> String {
     let mut out = String::from(
         "<!DOCTYPE html>\n<html xmlns=\"http://www.w3.org/1999/xhtml\" lang=\"en\"><head><meta charset=\"utf-8\"/>\
          <title>steerbench report</title><style>\
-         body{font-family:system-ui,sans-serif;margin:2em;color:#222}table{border-collapse:collapse;margin:1em 0}\
+         body{font-family:system-ui,sans-serif;margin:2em;color:#222}table{border-collapse:collapse;margin:1em 0;font-size:90%}\
          td,th{border:1px solid #ccc;padding:4px 8px;text-align:right}th{background:#f4f4f4}td.l,th.l{text-align:left}\
-         svg{display:block;margin:1em 0;background:#fff}.note{color:#555;font-size:90%}\
+         svg{display:block;margin:1em 0;background:#fff}.note{color:#555;font-size:90%}.iv{color:#666;font-size:85%;white-space:nowrap}.nw{white-space:nowrap}\
          </style></head><body>",
     );
     let denominator = match report.options.denominator {
@@ -332,24 +376,29 @@ pub fn render(report: &Report) -> String {
         esc(&report.sweeps.join(", ")),
         esc(&denominator)
     );
-    out.push_str("<h2>Conditions</h2><table><tr><th class=\"l\">condition</th><th>resolved</th><th>rate</th><th>Wilson</th><th>bootstrap</th><th>with base fallback</th><th>cost/run</th><th>critic $</th><th>$/resolved</th><th>steps</th><th>critic calls</th><th>interventions</th></tr>");
+    out.push_str("<h2>Conditions</h2><table><tr><th class=\"l\">condition</th><th>resolved</th><th>rate</th><th>Wilson</th><th>bootstrap</th><th>with base fallback</th><th>cost/run (95%)</th><th>critic $ total</th><th>$/resolved</th><th>steps</th><th>critic calls</th><th>interventions</th></tr>");
     for c in &report.conditions {
         let iv = |i: Option<Interval>| {
-            i.map_or("-".into(), |i| format!("{:.1}-{:.1}%", i.lo * 100.0, i.hi * 100.0))
+            i.map_or("-".into(), |i| {
+                format!("<span class=\"nw\">{:.1}–{:.1}%</span>", i.lo * 100.0, i.hi * 100.0)
+            })
         };
         let fb = c.with_fallback.as_ref().map_or("-".into(), |f| {
             format!("{} ({}, {} from {})", pct(f.resolve_rate), f.resolved, f.fell_back, esc(&f.base))
         });
         let _ = write!(
             out,
-            "<tr><td class=\"l\">{}</td><td>{}/{}</td><td>{}</td><td>{}</td><td>{}</td><td>{fb}</td><td>{}</td><td>${}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            "<tr><td class=\"l\">{}</td><td>{}/{}</td><td>{}</td><td>{}</td><td>{}</td><td>{fb}</td><td>{}</td><td>${:.4}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
             esc(&c.label),
             c.resolved,
             c.denominator,
             pct(c.resolve_rate),
             iv(c.wilson),
             iv(c.bootstrap),
-            c.cost_mean_usd.map_or("-".into(), |v| format!("${v:.4}")),
+            c.cost_mean_usd.map_or("-".into(), |v| match c.cost_mean_bootstrap {
+                Some(i) => format!("${v:.4} <span class=\"iv\">[{:.4}, {:.4}]</span>", i.lo, i.hi),
+                None => format!("${v:.4}"),
+            }),
             c.critic_cost_total_usd,
             c.cost_per_resolved_usd.map_or("-".into(), |v| format!("${v:.4}")),
             c.steps_mean.map_or("-".into(), |v| format!("{v:.1}")),
@@ -383,4 +432,19 @@ pub fn render(report: &Report) -> String {
     }
     out.push_str("</body></html>\n");
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::spread_labels;
+
+    #[test]
+    fn labels_near_each_other_are_moved_apart() {
+        let placed =
+            spread_labels(vec![(100.0, 50.0, vec!["a"]), (110.0, 52.0, vec!["b"]), (400.0, 50.0, vec!["c"])]);
+        let y = |name: &str| placed.iter().find(|p| p.2 == [name]).unwrap().1;
+        assert_eq!(y("a"), 44.0, "just above its point");
+        assert!(y("b") - y("a") >= 12.0, "a line below the label it would overlap: {placed:?}");
+        assert_eq!(y("c"), 44.0, "a label far away stays where it is");
+    }
 }

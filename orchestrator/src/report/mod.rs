@@ -78,6 +78,8 @@ pub struct ConditionSummary {
     pub critic_cost_total_usd: Decimal,
     /// Per run of the denominator's runs that finished.
     pub cost_mean_usd: Option<f64>,
+    /// 95% bootstrap interval of `cost_mean_usd`, resampling instances (repeats together).
+    pub cost_mean_bootstrap: Option<Interval>,
     pub cost_per_resolved_usd: Option<f64>,
     pub input_tokens_mean: Option<f64>,
     pub output_tokens_mean: Option<f64>,
@@ -243,6 +245,7 @@ fn summarize(
         agent_cost_total_usd: runs.iter().map(|r| r.agent_cost).sum(),
         critic_cost_total_usd: runs.iter().map(|r| r.critic_cost).sum(),
         cost_mean_usd: mean_of(&|r| f(r.cost())),
+        cost_mean_bootstrap: cost_bootstrap(&instances),
         cost_per_resolved_usd: (resolved > 0).then(|| f(cost_total) / resolved as f64),
         input_tokens_mean: mean_of(&|r| r.input_tokens as f64),
         output_tokens_mean: mean_of(&|r| r.output_tokens as f64),
@@ -293,6 +296,22 @@ fn rate_bootstrap(
     stats::bootstrap(&clusters, LEVEL, |sample| {
         let (k, n) = sample.iter().fold((0.0, 0.0), |(k, n), c| (k + c.0, n + c.1));
         (n > 0.0).then(|| k / n)
+    })
+}
+
+/// Bootstrap of the mean cost per finished run over instances: each cluster is an instance's
+/// (cost, count) of finished runs, so repeats of an instance are resampled together.
+fn cost_bootstrap(instances: &BTreeMap<&str, Vec<&RunRow>>) -> Option<Interval> {
+    let clusters: Vec<(f64, f64)> = instances
+        .values()
+        .map(|runs| {
+            runs.iter().filter(|r| r.finished()).fold((0.0, 0.0), |(c, n), r| (c + f(r.cost()), n + 1.0))
+        })
+        .filter(|(_, n)| *n > 0.0)
+        .collect();
+    stats::bootstrap(&clusters, LEVEL, |sample| {
+        let (c, n) = sample.iter().fold((0.0, 0.0), |(c, n), s| (c + s.0, n + s.1));
+        (n > 0.0).then(|| c / n)
     })
 }
 

@@ -41,7 +41,7 @@ pub fn table(report: &Report) -> String {
         "Wilson",
         "bootstrap",
         "cost/run",
-        "critic $",
+        "critic tot",
         "$/solved",
         "steps",
         "calls",
@@ -107,7 +107,8 @@ pub fn csv(report: &Report) -> String {
         "sweep,agent,critic,runs,finished,instances,repeats,resolved,denominator,resolve_rate,wilson_lo,wilson_hi,\
          bootstrap_lo,bootstrap_hi,fallback_resolved,fallback_rate,cost_total_usd,agent_cost_total_usd,\
          critic_cost_total_usd,cost_mean_usd,cost_per_resolved_usd,input_tokens_mean,output_tokens_mean,\
-         cached_tokens_mean,steps_mean,wall_s_mean,critic_calls,interventions,critic_stops\n",
+         cached_tokens_mean,steps_mean,wall_s_mean,critic_calls,interventions,critic_stops,cost_mean_lo_usd,\
+         cost_mean_hi_usd\n",
     );
     let o = |x: Option<f64>| x.map_or(String::new(), |v| v.to_string());
     for c in &report.conditions {
@@ -141,6 +142,8 @@ pub fn csv(report: &Report) -> String {
             c.critic_calls.to_string(),
             c.interventions.to_string(),
             c.critic_stops.to_string(),
+            o(c.cost_mean_bootstrap.map(|i| i.lo)),
+            o(c.cost_mean_bootstrap.map(|i| i.hi)),
         ];
         out.push_str(&fields.join(","));
         out.push('\n');

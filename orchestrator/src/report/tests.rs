@@ -145,7 +145,7 @@ fn the_html_report_is_well_formed_and_holds_its_plots() {
     let html = html::render(&report);
     let body = html.trim_start_matches("<!DOCTYPE html>\n");
     let mut reader = quick_xml::Reader::from_str(body);
-    let (mut svgs, mut points, mut cells, mut boxes) = (Vec::new(), 0, 0, 0);
+    let (mut svgs, mut points, mut cells, mut boxes, mut cost_bars) = (Vec::new(), 0, 0, 0, 0);
     loop {
         match reader.read_event() {
             Ok(Event::Eof) => break,
@@ -160,6 +160,7 @@ fn the_html_report_is_well_formed_and_holds_its_plots() {
                     b"circle" if class == "point" => points += 1,
                     b"g" if class == "cell" => cells += 1,
                     b"g" if class == "box" => boxes += 1,
+                    b"line" if class == "cost-interval" => cost_bars += 1,
                     _ => {}
                 }
             }
@@ -180,9 +181,34 @@ fn the_html_report_is_well_formed_and_holds_its_plots() {
     assert_eq!(points, 4, "two conditions in each of two point plots");
     assert_eq!(boxes, 4, "two conditions in each of two box plots");
     assert_eq!(cells, 1, "one critic x one agent");
+    assert_eq!(cost_bars, 2, "each point of the cost plot has its cost interval");
     assert!(html.contains("+11.1 pt"), "the transfer cell says the change");
     assert!(
         !html.contains("<script") && !html.contains("src=") && !html.contains("href="),
         "nothing fetched"
     );
+}
+
+#[test]
+fn the_mean_cost_has_a_bootstrap_interval_over_instances() {
+    // Two repeats of 20 instances; an instance's cost is the same in both repeats, so the
+    // interval comes from the spread between instances only.
+    let rows: Vec<RunRow> = (0..20)
+        .flat_map(|i| {
+            (0..2)
+                .map(move |rep| run("qwen", "none", i, rep, "unresolved", false, &format!("0.{:02}", i + 1)))
+        })
+        .collect();
+    let report = build(&rows, &ReportOptions::default());
+    let c = &report.conditions[0];
+    let mean = c.cost_mean_usd.unwrap();
+    assert!((mean - 0.105).abs() < 1e-12, "{mean}");
+    let i = c.cost_mean_bootstrap.unwrap();
+    // Standard error of the mean of 0.01..0.20 over 20 instances is about 0.013.
+    assert!(i.lo < mean && mean < i.hi && i.lo > 0.07 && i.hi < 0.14, "{i:?}");
+    // All runs costing the same give a point interval.
+    let same = build(&sweep(), &ReportOptions::default());
+    let base = same.conditions.iter().find(|c| c.critic == "none").unwrap().cost_mean_bootstrap.unwrap();
+    assert!((base.lo - 0.10).abs() < 1e-12 && (base.hi - 0.10).abs() < 1e-12, "{base:?}");
+    assert!(render::csv(&report).lines().next().unwrap().ends_with(",cost_mean_lo_usd,cost_mean_hi_usd"));
 }
