@@ -12,12 +12,13 @@ use protocol::Role;
 use sqlx::PgPool;
 
 /// 6 demo instances x 1 agent x 2 critics. Base (`none`) resolves instances 0-2; the critic
-/// resolves 0-1 and 3-4, and ends instance 5 at the step limit.
+/// (`learned`, trained on the agent) resolves 0-1 and 3-4, and ends instance 5 at the step limit.
 async fn fixture_sweep(pool: &PgPool) -> i64 {
     import_demo(pool, "demo").await;
     let toml = sweep_toml("report", "", "").replace(
         "[[critics]]\nname = \"none\"\nkind = \"none\"\n",
-        "[[critics]]\nname = \"none\"\nkind = \"none\"\n\n[[critics]]\nname = \"rules\"\nkind = \"heuristic\"\n",
+        "[[critics]]\nname = \"none\"\nkind = \"none\"\n\n[[critics]]\nname = \"learned\"\nkind = \"remote\"\n\
+         every_k = 5\nbase_url = \"http://127.0.0.1:9/v1\"\nmodel = \"critic\"\ntrained_on = \"agent-a\"\n",
     );
     let sweep = submit(pool, &toml).await.sweep_id;
     let runs: Vec<(i64, String, String)> = sqlx::query_as(
@@ -70,7 +71,7 @@ async fn a_report_over_a_sweep_has_the_right_numbers(pool: PgPool) {
     assert_eq!(rows.len(), 12);
     let report = report::build(&rows, &ReportOptions::default());
     let base = report.conditions.iter().find(|c| c.critic == "none").unwrap();
-    let rules = report.conditions.iter().find(|c| c.critic == "rules").unwrap();
+    let rules = report.conditions.iter().find(|c| c.critic == "learned").unwrap();
     assert_eq!((base.resolved, base.denominator, rules.resolved, rules.denominator), (3, 6, 4, 6));
     assert_eq!(rules.outcomes["step_limit"], 1);
     assert_eq!(rules.cost_total_usd.to_string(), "0.55", "5 x $0.05 + $0.30");
@@ -81,9 +82,13 @@ async fn a_report_over_a_sweep_has_the_right_numbers(pool: PgPool) {
     // 500 selected instances: the same resolved count over 500.
     let of_500 =
         report::build(&rows, &ReportOptions { denominator: Denominator::Selected, total: Some(500) });
-    assert_eq!(of_500.conditions[1].denominator, 500);
+    assert!(of_500.conditions.iter().all(|c| c.denominator == 500));
     let t = &report.transfer[0];
     assert!((t.delta.unwrap() - 1.0 / 6.0).abs() < 1e-12, "{t:?}");
+    // The critic's training agent comes from the sweep file through Postgres.
+    assert_eq!((t.trained_on.as_deref(), t.seen), (Some("agent-a"), Some(true)), "{t:?}");
+    let by_critic = &report.transfer_by_critic[0];
+    assert_eq!((by_critic.agents, by_critic.unseen_agents, by_critic.unseen_delta), (1, 0, None));
 
     // The same through the API, and a paired comparison.
     let coordinator = common::start_coordinator(&pool, Duration::from_secs(30)).await;
@@ -92,9 +97,10 @@ async fn a_report_over_a_sweep_has_the_right_numbers(pool: PgPool) {
     let get = |path: String| http.get(format!("{}{path}", coordinator.url)).bearer_auth(&token).send();
     let api: report::Report = get("/api/v1/report?sweeps=report".into()).await.unwrap().json().await.unwrap();
     assert_eq!(api.conditions.len(), 2);
-    assert_eq!(api.conditions[1].resolved, 4);
+    let learned = api.conditions.iter().find(|c| c.critic == "learned").unwrap();
+    assert_eq!(learned.resolved, 4);
     let cmp: report::Comparison =
-        get("/api/v1/compare?a=report:rules&b=report:none".into()).await.unwrap().json().await.unwrap();
+        get("/api/v1/compare?a=report:learned&b=report:none".into()).await.unwrap().json().await.unwrap();
     assert_eq!((cmp.instances, cmp.only_a, cmp.only_b), (6, 2, 1));
     assert_eq!(cmp.flipped_to_b.len(), 1);
     assert!((cmp.mcnemar_p - 1.0).abs() < 1e-12);

@@ -93,6 +93,11 @@ pub struct CriticParams {
     /// How many of the base run's steps are replayed (the paper: k = 5).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub prefix_steps: Option<u32>,
+    /// The agent whose trajectories trained this critic (an agent's `name` in sweep files), so
+    /// that transfer reports tell the agents it has seen from the ones it has not. Read by
+    /// reports only; it changes nothing in a run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trained_on: Option<String>,
     #[serde(default)]
     pub remote: Option<RemoteCritic>,
     #[serde(default)]
@@ -170,6 +175,7 @@ impl Default for CriticParams {
             system_prompt: default_critic_prompt(),
             prefix_from: None,
             prefix_steps: None,
+            trained_on: None,
             remote: None,
             heuristic: None,
             onnx: None,

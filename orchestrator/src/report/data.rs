@@ -15,6 +15,8 @@ pub struct RunRow {
     pub critic: String,
     /// The critic condition's base (`prefix_from`), if it names one.
     pub prefix_from: Option<String>,
+    /// The agent whose trajectories trained the critic (`trained_on`), if the sweep says.
+    pub trained_on: Option<String>,
     pub instance_id: String,
     pub repeat: i32,
     pub state: String,
@@ -56,7 +58,8 @@ impl RunRow {
 pub async fn load(pool: &PgPool, sweep_ids: &[i64]) -> Result<Vec<RunRow>> {
     let rows = sqlx::query(
         "SELECT r.id, r.sweep_id, s.name AS sweep, a.name AS agent, c.name AS critic,
-                c.params ->> 'prefix_from' AS prefix_from, r.instance_id, r.repeat_index, r.state,
+                c.params ->> 'prefix_from' AS prefix_from,
+                c.params ->> 'trained_on' AS trained_on, r.instance_id, r.repeat_index, r.state,
                 r.outcome, e.resolved, r.agent_cost_usd, r.critic_cost_usd, r.input_tokens,
                 r.output_tokens, r.cached_tokens, r.steps, r.patch,
                 EXTRACT(EPOCH FROM (r.finished_at - r.started_at))::float8 AS wall_s,
@@ -83,6 +86,7 @@ pub async fn load(pool: &PgPool, sweep_ids: &[i64]) -> Result<Vec<RunRow>> {
             agent: r.get("agent"),
             critic: r.get("critic"),
             prefix_from: r.get("prefix_from"),
+            trained_on: r.get("trained_on"),
             instance_id: r.get("instance_id"),
             repeat: r.get("repeat_index"),
             state: r.get("state"),

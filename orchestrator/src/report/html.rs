@@ -296,7 +296,7 @@ fn transfer(out: &mut String, report: &Report) {
     let mut agents: Vec<&str> = report.transfer.iter().map(|t| t.agent.as_str()).collect();
     agents.sort();
     agents.dedup();
-    let (cw, ch, left, top) = (120.0, 34.0, 160.0, 30.0);
+    let (cw, ch, left, top) = (120.0, 34.0, 240.0, 30.0);
     let (w, h) = (left + cw * agents.len() as f64 + 10.0, top + ch * critics.len() as f64 + 10.0);
     let _ = write!(
         out,
@@ -312,12 +312,19 @@ fn transfer(out: &mut String, report: &Report) {
     }
     for (i, c) in critics.iter().enumerate() {
         let ty = top + ch * i as f64;
+        // A critic row says which agent trained it, when the sweep file does.
+        let trained_on =
+            report.transfer.iter().find(|t| t.critic == *c).and_then(|t| t.trained_on.as_deref());
+        let row = match trained_on {
+            Some(a) => format!("{c} (trained on {a})"),
+            None => c.to_string(),
+        };
         let _ = write!(
             out,
             r#"<text x="{:.1}" y="{:.1}" font-size="11" text-anchor="end">{}</text>"#,
             left - 6.0,
             ty + ch / 2.0 + 4.0,
-            esc(c)
+            esc(&row)
         );
         for (j, a) in agents.iter().enumerate() {
             let cell = report.transfer.iter().find(|t| t.critic == *c && t.agent == *a);
@@ -339,9 +346,16 @@ fn transfer(out: &mut String, report: &Report) {
             let tip = cell
                 .and_then(|t| t.interval)
                 .map_or(String::new(), |iv| format!(" [{:+.1}, {:+.1}]", iv.lo * 100.0, iv.hi * 100.0));
+            // The agent a critic was trained on is outlined: the other cells are transfer.
+            let seen = cell.and_then(|t| t.seen) == Some(true);
+            let (stroke, note) = if seen {
+                (r##"stroke="#222" stroke-width="2""##, " (its training agent)")
+            } else {
+                (r##"stroke="#fff""##, "")
+            };
             let _ = write!(
                 out,
-                r##"<g class="cell"><title>{} x {}: {text}{tip}</title><rect x="{:.1}" y="{ty:.1}" width="{cw}" height="{ch}" fill="{fill}" stroke="#fff"/><text x="{:.1}" y="{:.1}" font-size="12" text-anchor="middle">{text}</text></g>"##,
+                r##"<g class="cell"><title>{} x {}{note}: {text}{tip}</title><rect x="{:.1}" y="{ty:.1}" width="{cw}" height="{ch}" fill="{fill}" {stroke}/><text x="{:.1}" y="{:.1}" font-size="12" text-anchor="middle">{text}</text></g>"##,
                 esc(c),
                 esc(a),
                 left + cw * j as f64,
@@ -351,6 +365,34 @@ fn transfer(out: &mut String, report: &Report) {
         }
     }
     out.push_str("</svg>");
+}
+
+/// Each critic's change pooled over agents, and over the agents it was not trained on.
+fn transfer_by_critic(out: &mut String, report: &Report) {
+    let pt = |d: Option<f64>, i: Option<Interval>| match (d, i) {
+        (Some(d), Some(i)) => format!(
+            "{:+.1} pt <span class=\"iv\">[{:+.1}, {:+.1}]</span>",
+            d * 100.0,
+            i.lo * 100.0,
+            i.hi * 100.0
+        ),
+        (Some(d), None) => format!("{:+.1} pt", d * 100.0),
+        _ => "-".into(),
+    };
+    out.push_str("<table class=\"transfer-by-critic\"><tr><th class=\"l\">critic</th><th class=\"l\">trained on</th><th>all agents</th><th>change (95%)</th><th>unseen agents</th><th>change (95%)</th></tr>");
+    for s in &report.transfer_by_critic {
+        let _ = write!(
+            out,
+            "<tr><td class=\"l\">{}</td><td class=\"l\">{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            esc(&s.critic),
+            s.trained_on.as_deref().map_or("-".into(), esc),
+            s.agents,
+            pt(s.delta, s.interval),
+            if s.trained_on.is_some() { s.unseen_agents.to_string() } else { "-".into() },
+            pt(s.unseen_delta, s.unseen_interval),
+        );
+    }
+    out.push_str("</table>");
 }
 
 /// The report as one HTML document.
@@ -427,8 +469,9 @@ pub fn render(report: &Report) -> String {
     out.push_str("<h2>Steps per run</h2>");
     boxes(&mut out, report, "steps-distribution", "Steps per finished run", "steps", |c| c.steps_quartiles);
     if !report.transfer.is_empty() {
-        out.push_str("<h2>Transfer</h2><p class=\"note\">Change in resolve rate each critic (row) brings to each agent (column), against the same agent with no critic on the same instances; hover for the 95% paired bootstrap interval.</p>");
+        out.push_str("<h2>Transfer</h2><p class=\"note\">Change in resolve rate each critic (row) brings to each agent (column), against the same agent with no critic on the same instances; hover for the 95% paired bootstrap interval. A critic's own training agent (<code>trained_on</code> in the sweep file) is outlined; the table below pools each critic's change over agents, and over the agents it was not trained on.</p>");
         transfer(&mut out, report);
+        transfer_by_critic(&mut out, report);
     }
     out.push_str("</body></html>\n");
     out

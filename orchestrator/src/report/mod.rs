@@ -146,9 +146,30 @@ pub struct TransferCell {
     pub sweep: String,
     pub critic: String,
     pub agent: String,
+    /// The agent whose trajectories trained the critic, when the sweep file says (`trained_on`).
+    pub trained_on: Option<String>,
+    /// Whether this agent is the one the critic was trained on (None when that is not known).
+    pub seen: Option<bool>,
     pub delta: Option<f64>,
     pub interval: Option<Interval>,
     pub instances: u64,
+}
+
+/// A critic's transfer pooled over agents: the mean change in resolve rate over every
+/// (agent, instance) pair of its transfer cells, and over those of the agents it was not
+/// trained on; intervals by bootstrap over instances (an instance's pairs stay together).
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct TransferSummary {
+    pub sweep: String,
+    pub critic: String,
+    pub trained_on: Option<String>,
+    pub agents: u64,
+    pub delta: Option<f64>,
+    pub interval: Option<Interval>,
+    /// Agents other than `trained_on` (0 when `trained_on` is not known).
+    pub unseen_agents: u64,
+    pub unseen_delta: Option<f64>,
+    pub unseen_interval: Option<Interval>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
@@ -159,6 +180,8 @@ pub struct Report {
     /// Labels of the conditions on the cost-vs-accuracy Pareto frontier (cheapest first).
     pub frontier: Vec<String>,
     pub transfer: Vec<TransferCell>,
+    /// One line per critic of the transfer matrix: its change pooled over agents.
+    pub transfer_by_critic: Vec<TransferSummary>,
 }
 
 /// Builds the report of `rows` (from `data::load`).
@@ -170,8 +193,8 @@ pub fn build(rows: &[RunRow], options: &ReportOptions) -> Report {
     let conditions: Vec<ConditionSummary> =
         groups.iter().map(|(key, runs)| summarize(key, runs, rows, options, several)).collect();
     let frontier = frontier(&conditions);
-    let transfer = transfer(&groups);
-    Report { sweeps, options: options.clone(), conditions, frontier, transfer }
+    let (transfer, transfer_by_critic) = transfer(&groups);
+    Report { sweeps, options: options.clone(), conditions, frontier, transfer, transfer_by_critic }
 }
 
 /// (sweep, agent, critic).
@@ -388,36 +411,83 @@ fn frontier(conditions: &[ConditionSummary]) -> Vec<String> {
     out
 }
 
-fn transfer(groups: &BTreeMap<Key, Vec<&RunRow>>) -> Vec<TransferCell> {
+fn transfer(groups: &BTreeMap<Key, Vec<&RunRow>>) -> (Vec<TransferCell>, Vec<TransferSummary>) {
     let mut cells = Vec::new();
+    // Per (sweep, critic): every cell's per-instance differences, and whether its agent was seen.
+    type Pooled<'a> = Vec<(bool, BTreeMap<&'a str, f64>)>;
+    let mut pooled: BTreeMap<(&str, &str), (Option<String>, Pooled)> = BTreeMap::new();
     for ((sweep, agent, critic), runs) in groups {
         if critic == "none" {
             continue;
         }
         let Some(base) = groups.get(&(sweep.clone(), agent.clone(), "none".to_string())) else { continue };
         let paired = pair_by_instance(runs, base);
-        let diff = |sample: &[&(f64, f64)]| stats::mean(sample.iter().map(|(a, b)| a - b));
-        let all: Vec<&(f64, f64)> = paired.iter().collect();
+        let diffs: Vec<f64> = paired.values().map(|(a, b)| a - b).collect();
+        let trained_on = runs.first().and_then(|r| r.trained_on.clone());
+        let seen = trained_on.as_ref().map(|t| t == agent);
         cells.push(TransferCell {
             sweep: sweep.clone(),
             critic: critic.clone(),
             agent: agent.clone(),
-            delta: diff(&all),
-            interval: stats::bootstrap(&paired, LEVEL, diff),
+            trained_on: trained_on.clone(),
+            seen,
+            delta: stats::mean(diffs.iter().copied()),
+            interval: stats::bootstrap(&diffs, LEVEL, |s| stats::mean(s.iter().map(|d| **d))),
             instances: paired.len() as u64,
         });
+        let entry =
+            pooled.entry((sweep.as_str(), critic.as_str())).or_insert_with(|| (trained_on, Vec::new()));
+        entry.1.push((seen == Some(true), paired.into_iter().map(|(id, (a, b))| (id, a - b)).collect()));
     }
-    cells
+    let summaries = pooled
+        .into_iter()
+        .map(|((sweep, critic), (trained_on, per_agent))| {
+            let (delta, interval) = pooled_delta(per_agent.iter().map(|(_, d)| d));
+            let unseen: Vec<&BTreeMap<&str, f64>> =
+                per_agent.iter().filter(|(seen, _)| !seen).map(|(_, d)| d).collect();
+            let (unseen_delta, unseen_interval) =
+                if trained_on.is_some() { pooled_delta(unseen.iter().copied()) } else { (None, None) };
+            TransferSummary {
+                sweep: sweep.to_string(),
+                critic: critic.to_string(),
+                unseen_agents: if trained_on.is_some() { unseen.len() as u64 } else { 0 },
+                trained_on,
+                agents: per_agent.len() as u64,
+                delta,
+                interval,
+                unseen_delta,
+                unseen_interval,
+            }
+        })
+        .collect();
+    (cells, summaries)
+}
+
+/// The mean of every agent's per-instance differences, and its bootstrap interval resampling
+/// instances (each instance carries its differences for all the agents at once).
+fn pooled_delta<'a, 'b: 'a>(
+    per_agent: impl Iterator<Item = &'a BTreeMap<&'b str, f64>>,
+) -> (Option<f64>, Option<Interval>) {
+    let mut by_instance: BTreeMap<&str, Vec<f64>> = BTreeMap::new();
+    for diffs in per_agent {
+        for (id, d) in diffs {
+            by_instance.entry(id).or_default().push(*d);
+        }
+    }
+    let clusters: Vec<Vec<f64>> = by_instance.into_values().collect();
+    let mean = |sample: &[&Vec<f64>]| stats::mean(sample.iter().flat_map(|c| c.iter().copied()));
+    let all: Vec<&Vec<f64>> = clusters.iter().collect();
+    (mean(&all), stats::bootstrap(&clusters, LEVEL, mean))
 }
 
 /// Per instance both conditions ran: (A's resolve rate, B's) over their finished runs.
-fn pair_by_instance(a: &[&RunRow], b: &[&RunRow]) -> Vec<(f64, f64)> {
+fn pair_by_instance<'a>(a: &[&'a RunRow], b: &[&RunRow]) -> BTreeMap<&'a str, (f64, f64)> {
     let rate = |runs: &[&RunRow]| {
         let fin: Vec<&&RunRow> = runs.iter().filter(|r| r.finished()).collect();
         (!fin.is_empty()).then(|| fin.iter().filter(|r| r.is_resolved()).count() as f64 / fin.len() as f64)
     };
     let (ia, ib) = (by_instance(a), by_instance(b));
-    ia.iter().filter_map(|(id, runs)| Some((rate(runs)?, rate(ib.get(id)?)?))).collect()
+    ia.iter().filter_map(|(id, runs)| Some((*id, (rate(runs)?, rate(ib.get(id)?)?)))).collect()
 }
 
 /// A paired comparison of two conditions on the instances both ran.

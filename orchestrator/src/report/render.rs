@@ -11,6 +11,15 @@ fn pct_interval(i: Option<Interval>) -> String {
     i.map_or("-".into(), |i| format!("[{:.1}, {:.1}]", i.lo * 100.0, i.hi * 100.0))
 }
 
+/// A change in resolve rate, in percentage points.
+fn pt(x: Option<f64>) -> String {
+    x.map_or("-".into(), |d| format!("{:+.1} pt", d * 100.0))
+}
+
+fn pt_interval(i: Option<Interval>) -> String {
+    i.map_or("-".into(), |i| format!("[{:+.1}, {:+.1}]", i.lo * 100.0, i.hi * 100.0))
+}
+
 fn usd(x: Option<f64>) -> String {
     x.map_or("-".into(), |v| format!("${v:.4}"))
 }
@@ -88,14 +97,38 @@ pub fn table(report: &Report) -> String {
     if !report.transfer.is_empty() {
         out.push_str("\ntransfer (resolve rate change against the same agent without a critic):\n");
         for t in &report.transfer {
+            let seen = match t.seen {
+                Some(true) => "  (its training agent)",
+                Some(false) => "  (unseen agent)",
+                None => "",
+            };
             out.push_str(&format!(
-                "  {:<20} x {:<20} {:>8} {:>18} over {} instances\n",
+                "  {:<20} x {:<20} {:>8} {:>18} over {} instances{seen}\n",
                 t.critic,
                 t.agent,
-                t.delta.map_or("-".into(), |d| format!("{:+.1} pt", d * 100.0)),
-                t.interval.map_or("-".into(), |i| format!("[{:+.1}, {:+.1}]", i.lo * 100.0, i.hi * 100.0)),
+                pt(t.delta),
+                pt_interval(t.interval),
                 t.instances
             ));
+        }
+        out.push_str("\ntransfer by critic (pooled over agents and their instances):\n");
+        for s in &report.transfer_by_critic {
+            out.push_str(&format!(
+                "  {:<20} all {} agent(s) {:>8} {:>18}",
+                s.critic,
+                s.agents,
+                pt(s.delta),
+                pt_interval(s.interval)
+            ));
+            match &s.trained_on {
+                Some(agent) => out.push_str(&format!(
+                    "; trained on {agent}, {} unseen agent(s) {} {}\n",
+                    s.unseen_agents,
+                    pt(s.unseen_delta),
+                    pt_interval(s.unseen_interval)
+                )),
+                None => out.push_str("; training agent not given (`trained_on`)\n"),
+            }
         }
     }
     out
@@ -161,8 +194,11 @@ fn quote(s: &str) -> String {
 
 /// A comparison for the terminal.
 pub fn comparison(c: &Comparison) -> String {
-    let interval = |i: Option<Interval>, scale: f64, unit: &str| {
-        i.map_or("-".into(), |i| format!("[{:+.3}{unit}, {:+.3}{unit}]", i.lo * scale, i.hi * scale))
+    // Each interval with the precision of the figure it brackets.
+    let interval = |i: Option<Interval>, scale: f64, digits: usize, unit: &str| {
+        i.map_or("-".into(), |i| {
+            format!("[{:+.digits$}{unit}, {:+.digits$}{unit}]", i.lo * scale, i.hi * scale)
+        })
     };
     format!(
         "{a}  vs  {b}   ({n} paired instances)\n\
@@ -177,14 +213,14 @@ pub fn comparison(c: &Comparison) -> String {
         ra = pct(c.rate_a),
         rb = pct(c.rate_b),
         d = c.rate_diff.map_or("-".into(), |d| format!("{:+.1}", d * 100.0)),
-        di = interval(c.rate_diff_interval, 100.0, ""),
+        di = interval(c.rate_diff_interval, 100.0, 1, ""),
         oa = c.only_a,
         ob = c.only_b,
         p = c.mcnemar_p,
         cd = c.cost_diff_usd.map_or("-".into(), |d| format!("{d:+.4} $")),
-        ci = interval(c.cost_diff_interval, 1.0, " $"),
+        ci = interval(c.cost_diff_interval, 1.0, 4, " $"),
         sd = c.steps_diff.map_or("-".into(), |d| format!("{d:+.1}")),
-        si = interval(c.steps_diff_interval, 1.0, ""),
+        si = interval(c.steps_diff_interval, 1.0, 1, ""),
         fa = if c.flipped_to_a.is_empty() { "-".into() } else { c.flipped_to_a.join(", ") },
         fb = if c.flipped_to_b.is_empty() { "-".into() } else { c.flipped_to_b.join(", ") },
     )

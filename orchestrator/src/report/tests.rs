@@ -19,6 +19,7 @@ fn run(
         agent: agent.into(),
         critic: critic.into(),
         prefix_from: None,
+        trained_on: None,
         instance_id: format!("repo__{instance}"),
         repeat,
         state: if outcome == "error" { "error".into() } else { "done".into() },
@@ -211,4 +212,57 @@ fn the_mean_cost_has_a_bootstrap_interval_over_instances() {
     let base = same.conditions.iter().find(|c| c.critic == "none").unwrap().cost_mean_bootstrap.unwrap();
     assert!((base.lo - 0.10).abs() < 1e-12 && (base.hi - 0.10).abs() < 1e-12, "{base:?}");
     assert!(render::csv(&report).lines().next().unwrap().ends_with(",cost_mean_lo_usd,cost_mean_hi_usd"));
+}
+
+#[test]
+fn transfer_tells_the_training_agent_from_unseen_ones() {
+    // Agents `qwen` (the critic's training agent) and `glm`, 4 instances each. On qwen the
+    // critic turns 1 of 4 failures into a pass (+25 pt); on glm, 2 of 4 (+50 pt).
+    let mut rows = Vec::new();
+    for (agent, fixed) in [("qwen", 1), ("glm", 2)] {
+        for i in 0..4 {
+            rows.push(run(agent, "none", i, 0, "unresolved", false, "0.10"));
+            let mut r = run(
+                agent,
+                "critic",
+                i,
+                0,
+                if i < fixed { "resolved" } else { "unresolved" },
+                i < fixed,
+                "0.10",
+            );
+            r.trained_on = Some("qwen".into());
+            rows.push(r);
+        }
+    }
+    let report = build(&rows, &ReportOptions::default());
+    let cell = |agent: &str| report.transfer.iter().find(|t| t.agent == agent).unwrap();
+    assert_eq!((cell("qwen").seen, cell("glm").seen), (Some(true), Some(false)));
+    assert!(
+        (cell("qwen").delta.unwrap() - 0.25).abs() < 1e-12
+            && (cell("glm").delta.unwrap() - 0.5).abs() < 1e-12
+    );
+    let s = &report.transfer_by_critic[0];
+    assert_eq!(
+        (s.critic.as_str(), s.trained_on.as_deref(), s.agents, s.unseen_agents),
+        ("critic", Some("qwen"), 2, 1)
+    );
+    assert!((s.delta.unwrap() - 0.375).abs() < 1e-12, "pooled over 8 (agent, instance) pairs: {s:?}");
+    assert!((s.unseen_delta.unwrap() - 0.5).abs() < 1e-12, "glm alone: {s:?}");
+    let (all, unseen) = (s.interval.unwrap(), s.unseen_interval.unwrap());
+    assert!(all.lo <= 0.375 && 0.375 <= all.hi && unseen.lo <= 0.5 && 0.5 <= unseen.hi, "{s:?}");
+    let table = render::table(&report);
+    assert!(table.contains("(its training agent)") && table.contains("(unseen agent)"), "{table}");
+    assert!(table.contains("trained on qwen, 1 unseen agent(s) +50.0 pt"), "{table}");
+    let html = html::render(&report);
+    assert!(html.contains("critic (trained on qwen)") && html.contains("class=\"transfer-by-critic\""));
+
+    // Without `trained_on` nothing is called seen or unseen.
+    for r in &mut rows {
+        r.trained_on = None;
+    }
+    let report = build(&rows, &ReportOptions::default());
+    assert!(report.transfer.iter().all(|t| t.seen.is_none()));
+    let s = &report.transfer_by_critic[0];
+    assert_eq!((s.unseen_agents, s.unseen_delta), (0, None));
 }

@@ -198,6 +198,7 @@ const CRITIC_POLICY_KEYS: &[&str] = &[
     "system_prompt",
     "prefix_from",
     "prefix_steps",
+    "trained_on",
 ];
 const HEURISTIC_KEYS: &[&str] =
     &["repeated_command", "repeated_error", "test_file_edited", "submit_without_tests"];
@@ -757,6 +758,15 @@ fn critic_params(t: &Table, defaults: CriticParams) -> Result<CriticParams, Erro
     p.system_prompt = t.string("system_prompt")?.unwrap_or(p.system_prompt);
     p.prefix_from = t.string("prefix_from")?;
     p.prefix_steps = t.integer("prefix_steps", 1)?;
+    p.trained_on = t.string("trained_on")?;
+    if p.trained_on.as_deref().is_some_and(|a| a.trim().is_empty()) {
+        return Err(t.err("trained_on", "names the agent whose trajectories trained the critic; it is empty"));
+    }
+    if p.trained_on.is_some() && t.string("kind")?.as_deref() == Some("heuristic") {
+        return Err(
+            t.err("trained_on", "a rule-based critic (kind `heuristic`) is not trained on trajectories")
+        );
+    }
     if p.prefix_steps.is_some() && p.prefix_from.is_none() {
         return Err(
             t.err("prefix_steps", "needs `prefix_from` (the base condition whose steps are replayed)")

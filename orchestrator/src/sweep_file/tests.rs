@@ -603,3 +603,22 @@ fn every_example_sweep_parses() {
     }
     assert!(seen >= 5, "{seen} example sweeps");
 }
+
+#[test]
+fn a_critic_names_the_agent_that_trained_it() {
+    let remote =
+        "kind = \"remote\"\npreset = \"paper\"\nbase_url = \"http://127.0.0.1:9000/v1\"\nmodel = \"critic\"";
+    let (_, p) = critic_params(&format!("{remote}\ntrained_on = \"qwen3-next-80b\""));
+    assert_eq!(p.trained_on.as_deref(), Some("qwen3-next-80b"));
+    assert_eq!(critic_params(remote).1.trained_on, None, "unknown unless said");
+    let cases = [
+        (format!("{remote}\ntrained_on = \" \""), "critics[0].trained_on: names the agent"),
+        (format!("{remote}\ntrained_on = 3"), "critics[0].trained_on"),
+        ("kind = \"heuristic\"\ntrained_on = \"a\"".to_string(), "a rule-based critic"),
+        ("kind = \"none\"\ntrained_on = \"a\"".to_string(), "critic kind `none` takes no parameters"),
+    ];
+    for (lines, expected) in cases {
+        let e = error(&with_critic(&lines));
+        assert!(e.contains(expected), "{lines}: {e}");
+    }
+}
