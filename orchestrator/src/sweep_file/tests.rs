@@ -93,9 +93,14 @@ fn full_example_sets_every_key() {
         Price { input_per_mtok: dec("0.1"), output_per_mtok: dec("0.3"), cached_input_per_mtok: dec("0.1") }
     );
     assert_eq!(
-        full.critics,
-        vec![CriticSpec { name: "none".into(), kind: CriticKind::None, params: serde_json::json!({}) }]
+        full.critics[0],
+        CriticSpec { name: "none".into(), kind: CriticKind::None, params: serde_json::json!({}) }
     );
+    let scorer = &full.critics[1];
+    assert_eq!((scorer.name.as_str(), scorer.kind, full.critics.len()), ("scorer", CriticKind::Onnx, 2));
+    let p: CriticParams = serde_json::from_value(scorer.params.clone()).unwrap();
+    assert_eq!((p.every_k, p.trained_on.as_deref()), (Some(5), Some("qwen3-next-80b")));
+    assert_eq!(p.onnx.unwrap().model, "/opt/steerbench/models/scorer");
 }
 
 #[test]
