@@ -50,3 +50,23 @@ fn grade_log_names_a_bad_instance_file() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("bad.json") && err.contains("base_commit"), "{err}");
 }
+
+/// `steer grade-log ... | head -1`: a reader that quits early ends the command quietly, as
+/// a Unix tool (status 141), not with a panic. The reader is closed before the command starts,
+/// so its first write fails every time.
+#[test]
+fn a_closed_stdout_ends_a_client_command_quietly() {
+    let (reader, writer) = std::io::pipe().unwrap();
+    drop(reader);
+    let out = Command::new(env!("CARGO_BIN_EXE_steer"))
+        .args(["grade-log", "--instance"])
+        .arg(logs().join("scripts/e2e-flask.instance.json"))
+        .arg("--log")
+        .arg(logs().join("e2e-flask.eval.log"))
+        .stdout(writer)
+        .output()
+        .expect("running steer grade-log");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert_eq!(out.status.code(), Some(141), "{stderr}");
+}

@@ -104,6 +104,27 @@ pub struct CoordinatorArgs {
     pub token: Option<String>,
 }
 
+/// A client command whose output is piped into `head` or a pager that quits ends quietly with
+/// status 141 (as a Unix tool killed by SIGPIPE), instead of panicking on the write to the
+/// closed pipe. Only commands that print and exit: the Rust runtime ignores SIGPIPE, and
+/// servers and commands feeding child processes keep seeing a write error instead.
+fn quiet_on_closed_stdout() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let message = info
+            .payload()
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| info.payload().downcast_ref::<&str>().copied())
+            .unwrap_or("");
+        // std's `print!` panics with this message when stdout's reader has gone.
+        if message.starts_with("failed printing to stdout") && message.contains("Broken pipe") {
+            std::process::exit(141);
+        }
+        default(info)
+    }));
+}
+
 /// Where a command finds the database.
 #[derive(Args, Debug, Clone)]
 pub struct DatabaseArgs {
@@ -118,6 +139,9 @@ pub fn main() -> ExitCode {
     // and summary) log only problems. RUST_LOG overrides either.
     let daemon = matches!(cli.command, Command::Serve(_) | Command::Worker(_) | Command::MockLlm(_));
     init_tracing(if daemon { "info" } else { "warn" });
+    if !daemon && !matches!(cli.command, Command::Up(_) | Command::Bench(_) | Command::Eval(_)) {
+        quiet_on_closed_stdout();
+    }
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {
