@@ -367,6 +367,28 @@ fn transfer(out: &mut String, report: &Report) {
     out.push_str("</svg>");
 }
 
+/// Tokens, time and money per condition: means per finished run, totals over all its runs.
+fn usage(out: &mut String, report: &Report) {
+    let num = |x: Option<f64>, digits: usize| x.map_or("-".into(), |v| format!("{v:.digits$}"));
+    out.push_str("<h2>Tokens, time and money</h2><table class=\"usage\"><tr><th class=\"l\">condition</th><th>input tokens</th><th>output tokens</th><th>cached tokens</th><th>wall time (s)</th><th>critic stops</th><th>agent $ total</th><th>critic $ total</th><th>$ total</th></tr>");
+    for c in &report.conditions {
+        let _ = write!(
+            out,
+            "<tr><td class=\"l\">{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>${:.4}</td><td>${:.4}</td><td>${:.4}</td></tr>",
+            esc(&c.label),
+            num(c.input_tokens_mean, 0),
+            num(c.output_tokens_mean, 0),
+            num(c.cached_tokens_mean, 0),
+            num(c.wall_s_mean, 1),
+            c.critic_stops,
+            c.agent_cost_total_usd,
+            c.critic_cost_total_usd,
+            c.cost_total_usd,
+        );
+    }
+    out.push_str("</table><p class=\"note\">Tokens and wall time are means per finished run; dollars are totals over every run of the condition.</p>");
+}
+
 /// Each critic's change pooled over agents, and over the agents it was not trained on.
 fn transfer_by_critic(out: &mut String, report: &Report) {
     let pt = |d: Option<f64>, i: Option<Interval>| match (d, i) {
@@ -418,7 +440,7 @@ pub fn render(report: &Report) -> String {
         esc(&report.sweeps.join(", ")),
         esc(&denominator)
     );
-    out.push_str("<h2>Conditions</h2><table><tr><th class=\"l\">condition</th><th>resolved</th><th>rate</th><th>Wilson</th><th>bootstrap</th><th>with base fallback</th><th>cost/run (95%)</th><th>critic $ total</th><th>$/resolved</th><th>steps</th><th>critic calls</th><th>interventions</th></tr>");
+    out.push_str("<h2>Conditions</h2><table><tr><th class=\"l\">condition</th><th>resolved</th><th>rate</th><th>Wilson</th><th>bootstrap</th><th>with base fallback</th><th>cost/run (95%)</th><th>$/resolved</th><th>steps</th><th>critic calls</th><th>interventions</th></tr>");
     for c in &report.conditions {
         let iv = |i: Option<Interval>| {
             i.map_or("-".into(), |i| {
@@ -426,11 +448,17 @@ pub fn render(report: &Report) -> String {
             })
         };
         let fb = c.with_fallback.as_ref().map_or("-".into(), |f| {
-            format!("{} ({}, {} from {})", pct(f.resolve_rate), f.resolved, f.fell_back, esc(&f.base))
+            format!(
+                "<span class=\"nw\">{} ({})</span> <span class=\"iv\">{} run(s) from {}</span>",
+                pct(f.resolve_rate),
+                f.resolved,
+                f.fell_back,
+                esc(&f.base)
+            )
         });
         let _ = write!(
             out,
-            "<tr><td class=\"l\">{}</td><td>{}/{}</td><td>{}</td><td>{}</td><td>{}</td><td>{fb}</td><td>{}</td><td>${:.4}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            "<tr><td class=\"l\">{}</td><td>{}/{}</td><td>{}</td><td>{}</td><td>{}</td><td>{fb}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
             esc(&c.label),
             c.resolved,
             c.denominator,
@@ -441,14 +469,17 @@ pub fn render(report: &Report) -> String {
                 Some(i) => format!("${v:.4} <span class=\"iv\">[{:.4}, {:.4}]</span>", i.lo, i.hi),
                 None => format!("${v:.4}"),
             }),
-            c.critic_cost_total_usd,
             c.cost_per_resolved_usd.map_or("-".into(), |v| format!("${v:.4}")),
             c.steps_mean.map_or("-".into(), |v| format!("{v:.1}")),
             c.critic_calls,
             c.interventions
         );
     }
-    out.push_str("</table><h2>Outcomes</h2><table><tr><th class=\"l\">condition</th><th class=\"l\">outcomes</th></tr>");
+    out.push_str("</table>");
+    usage(&mut out, report);
+    out.push_str(
+        "<h2>Outcomes</h2><table><tr><th class=\"l\">condition</th><th class=\"l\">outcomes</th></tr>",
+    );
     for c in &report.conditions {
         let list: Vec<String> = c.outcomes.iter().map(|(k, v)| format!("{k} {v}")).collect();
         let _ = write!(

@@ -184,6 +184,7 @@ fn the_html_report_is_well_formed_and_holds_its_plots() {
     assert_eq!(cells, 1, "one critic x one agent");
     assert_eq!(cost_bars, 2, "each point of the cost plot has its cost interval");
     assert!(html.contains("+11.1 pt"), "the transfer cell says the change");
+    assert!(html.contains("class=\"usage\"") && html.contains("<td>1000</td>"), "mean input tokens per run");
     assert!(
         !html.contains("<script") && !html.contains("src=") && !html.contains("href="),
         "nothing fetched"
