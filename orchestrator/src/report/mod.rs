@@ -316,7 +316,12 @@ fn rate_bootstrap(
         .collect();
     let per_instance = instances.values().map(|r| r.len()).max().unwrap_or(1) as f64;
     clusters.extend((0..missing).map(|_| (0.0, per_instance)));
-    stats::bootstrap(&clusters, LEVEL, |sample| {
+    ratio_bootstrap(&clusters)
+}
+
+/// Bootstrap of Σ numerator / Σ denominator over clusters of (numerator, denominator).
+fn ratio_bootstrap(clusters: &[(f64, f64)]) -> Option<Interval> {
+    stats::bootstrap(clusters, LEVEL, |sample| {
         let (k, n) = sample.iter().fold((0.0, 0.0), |(k, n), c| (k + c.0, n + c.1));
         (n > 0.0).then(|| k / n)
     })
@@ -332,10 +337,7 @@ fn cost_bootstrap(instances: &BTreeMap<&str, Vec<&RunRow>>) -> Option<Interval> 
         })
         .filter(|(_, n)| *n > 0.0)
         .collect();
-    stats::bootstrap(&clusters, LEVEL, |sample| {
-        let (c, n) = sample.iter().fold((0.0, 0.0), |(c, n), s| (c + s.0, n + s.1));
-        (n > 0.0).then(|| c / n)
-    })
+    ratio_bootstrap(&clusters)
 }
 
 /// The base condition of a critic condition: its `prefix_from`, else `none` (never itself).
@@ -421,36 +423,39 @@ fn transfer(groups: &BTreeMap<Key, Vec<&RunRow>>) -> (Vec<TransferCell>, Vec<Tra
             continue;
         }
         let Some(base) = groups.get(&(sweep.clone(), agent.clone(), "none".to_string())) else { continue };
-        let paired = pair_by_instance(runs, base);
-        let diffs: Vec<f64> = paired.values().map(|(a, b)| a - b).collect();
+        let diffs: BTreeMap<&str, f64> =
+            pair_by_instance(runs, base).into_iter().map(|(id, (a, b))| (id, a - b)).collect();
         let trained_on = runs.first().and_then(|r| r.trained_on.clone());
         let seen = trained_on.as_ref().map(|t| t == agent);
+        let (delta, interval) = pooled_delta(std::iter::once(&diffs));
         cells.push(TransferCell {
             sweep: sweep.clone(),
             critic: critic.clone(),
             agent: agent.clone(),
             trained_on: trained_on.clone(),
             seen,
-            delta: stats::mean(diffs.iter().copied()),
-            interval: stats::bootstrap(&diffs, LEVEL, |s| stats::mean(s.iter().map(|d| **d))),
-            instances: paired.len() as u64,
+            delta,
+            interval,
+            instances: diffs.len() as u64,
         });
         let entry =
             pooled.entry((sweep.as_str(), critic.as_str())).or_insert_with(|| (trained_on, Vec::new()));
-        entry.1.push((seen == Some(true), paired.into_iter().map(|(id, (a, b))| (id, a - b)).collect()));
+        entry.1.push((seen == Some(true), diffs));
     }
     let summaries = pooled
         .into_iter()
         .map(|((sweep, critic), (trained_on, per_agent))| {
             let (delta, interval) = pooled_delta(per_agent.iter().map(|(_, d)| d));
-            let unseen: Vec<&BTreeMap<&str, f64>> =
-                per_agent.iter().filter(|(seen, _)| !seen).map(|(_, d)| d).collect();
-            let (unseen_delta, unseen_interval) =
-                if trained_on.is_some() { pooled_delta(unseen.iter().copied()) } else { (None, None) };
+            // Unseen agents are known only when the training agent is.
+            let unseen = per_agent.iter().filter(|(seen, _)| !seen).map(|(_, d)| d);
+            let (unseen_agents, (unseen_delta, unseen_interval)) = match trained_on {
+                Some(_) => (unseen.clone().count() as u64, pooled_delta(unseen)),
+                None => (0, (None, None)),
+            };
             TransferSummary {
                 sweep: sweep.to_string(),
                 critic: critic.to_string(),
-                unseen_agents: if trained_on.is_some() { unseen.len() as u64 } else { 0 },
+                unseen_agents,
                 trained_on,
                 agents: per_agent.len() as u64,
                 delta,
