@@ -18,11 +18,20 @@ pub struct RunResult {
     pub detail: Option<String>,
 }
 
+/// An error that caused an infrastructure failure.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
 #[derive(Debug, thiserror::Error)]
 pub enum ExecError {
-    /// Infrastructure failed (sandbox, endpoint, coordinator): the run is re-queued.
-    #[error("infrastructure failure: {0}")]
-    Infra(String),
+    /// Infrastructure failed (sandbox, endpoint, coordinator): the run is re-queued. `reason`
+    /// is what the attempt records; `source` is the error behind it, when there is one (its
+    /// text is already part of `reason`, so print this error alone, not with its chain).
+    #[error("infrastructure failure: {reason}")]
+    Infra {
+        reason: String,
+        #[source]
+        source: Option<BoxError>,
+    },
     /// The run's model endpoint stayed unavailable through every retry: the run is re-queued,
     /// and the coordinator rests the endpoint (its circuit breaker) before handing out more of
     /// its runs.
@@ -31,6 +40,26 @@ pub enum ExecError {
     /// The run was stopped from outside (lease lost, sweep cancelled, worker draining).
     #[error("stopped")]
     Stopped,
+}
+
+impl ExecError {
+    /// An infrastructure failure caused by `source`, said in its own words.
+    pub fn infra(source: impl Into<BoxError>) -> Self {
+        let source = source.into();
+        ExecError::Infra { reason: source.to_string(), source: Some(source) }
+    }
+
+    /// An infrastructure failure caused by `source` while doing `context`:
+    /// "{context}: {source}".
+    pub fn infra_in(context: &str, source: impl Into<BoxError>) -> Self {
+        let source = source.into();
+        ExecError::Infra { reason: format!("{context}: {source}"), source: Some(source) }
+    }
+
+    /// An infrastructure failure no other error caused.
+    pub fn infra_reason(reason: impl Into<String>) -> Self {
+        ExecError::Infra { reason: reason.into(), source: None }
+    }
 }
 
 /// What an executor gets besides the run: where to send its steps, and when to stop.
@@ -66,7 +95,7 @@ impl RunContext {
                 self.cancel.cancel();
                 Err(ExecError::Stopped)
             }
-            Err(e) => Err(ExecError::Infra(format!("uploading a step: {e}"))),
+            Err(e) => Err(ExecError::infra_in("uploading a step", e)),
         }
     }
 }

@@ -15,6 +15,8 @@ pub mod llm;
 pub mod metrics;
 pub mod placeholder;
 pub mod sandbox;
+pub mod sandboxes;
+pub mod text;
 
 pub use client::CoordinatorClient;
 pub use daemon::{run, WorkerConfig};
