@@ -120,3 +120,33 @@ pub trait Executor: Send + Sync + 'static {
         None
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::error::Error as _;
+
+    use super::*;
+
+    #[test]
+    fn an_infrastructure_failure_keeps_its_source_and_its_words() {
+        let cause = std::io::Error::new(std::io::ErrorKind::ConnectionReset, "connection reset");
+        let e = ExecError::infra_in("uploading a step", cause);
+        // The words stored with the attempt are the ones a message-only error had.
+        assert_eq!(e.to_string(), "infrastructure failure: uploading a step: connection reset");
+        let ExecError::Infra { reason, .. } = &e else { panic!("not an infrastructure failure: {e:?}") };
+        assert_eq!(reason, "uploading a step: connection reset");
+        let source = e.source().expect("the cause is kept");
+        let io = source.downcast_ref::<std::io::Error>().expect("as the error it was");
+        assert_eq!(io.kind(), std::io::ErrorKind::ConnectionReset);
+    }
+
+    #[test]
+    fn an_infrastructure_failure_without_a_cause_has_no_source() {
+        let e = ExecError::infra_reason("this worker has no Docker engine and cannot evaluate");
+        assert_eq!(
+            e.to_string(),
+            "infrastructure failure: this worker has no Docker engine and cannot evaluate"
+        );
+        assert!(e.source().is_none());
+    }
+}
