@@ -678,9 +678,6 @@ impl AgentRun<'_> {
 
     /// Prefix replay: the base run's steps, each command re-executed in this run's sandbox and
     /// each message copied, recorded as replayed steps (their model answers were not asked
-
-    /// Prefix replay: the base run's steps, each command re-executed in this run's sandbox and
-    /// each message copied, recorded as replayed steps (their model answers were not asked
     /// again: no model call, the base step's tokens and cost carried over so the step and cost
     /// counters match the base run's). Some(ending) when the base run submitted within them.
     async fn replay_prefix(
