@@ -211,3 +211,48 @@ async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     }
     ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], m.render())
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use axum::body::to_bytes;
+    use sqlx::postgres::PgPoolOptions;
+
+    use super::*;
+
+    /// A coordinator whose database cannot be reached (nothing listens on port 1).
+    fn unreachable() -> AppState {
+        let pool = PgPoolOptions::new()
+            .acquire_timeout(Duration::from_millis(500))
+            .connect_lazy("postgres://steer@127.0.0.1:1/steer")
+            .unwrap();
+        AppState {
+            queue: Queue::new(pool.clone(), Duration::from_secs(30)),
+            pool,
+            metrics: Arc::new(Metrics::new()),
+            wake: Arc::new(Notify::new()),
+        }
+    }
+
+    async fn body(resp: axum::response::Response) -> String {
+        String::from_utf8(to_bytes(resp.into_body(), usize::MAX).await.unwrap().to_vec()).unwrap()
+    }
+
+    #[tokio::test]
+    async fn failed_store_queries_are_counted_and_metrics_serves_the_rest() {
+        let state = unreachable();
+        state.metrics.runs_claimed.inc();
+        let health = healthz(State(state.clone())).await.into_response();
+        assert_eq!(health.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert!(body(health).await.starts_with("database unreachable: "));
+        let page = metrics(State(state.clone())).await.into_response();
+        assert_eq!(page.status(), StatusCode::OK);
+        let page = body(page).await;
+        assert!(page.contains("steer_runs_claimed_total 1"), "{page}");
+        for query in ["ping", "runs_by_state", "workers_alive", "sweep_spend", "breakers"] {
+            let line = format!("steer_store_errors_total{{query=\"{query}\"}} 1");
+            assert!(page.contains(&line), "{line} in:\n{page}");
+        }
+    }
+}

@@ -33,11 +33,11 @@ use uuid::Uuid;
 use crate::db::{Error, Result};
 use crate::store::runs::CallTarget;
 
+/// How an attempt ended (`run_attempts.ending`; `NULL` while it is open).
+pub use protocol::AttemptEnding;
 /// A run's state, as the queue moves it (the wire's type: one enum from the database to the
 /// API's JSON). The `runs.state` CHECK constraint allows exactly these.
 pub use protocol::RunState;
-/// How an attempt ended (`run_attempts.ending`; `NULL` while it is open).
-pub use protocol::AttemptEnding;
 
 /// Reads a run state the database returned.
 fn run_state(text: &str) -> Result<RunState> {
@@ -310,11 +310,11 @@ impl Queue {
         let mut tx = self.pool.begin().await?;
         // FOR SHARE: the lease cannot expire or change hands until these steps are written.
         let fenced = sqlx::query(include_str!("fence_upload.sql"))
-        .bind(run_id)
-        .bind(upload.lease_token)
-        .bind(by.0)
-        .fetch_optional(&mut *tx)
-        .await?;
+            .bind(run_id)
+            .bind(upload.lease_token)
+            .bind(by.0)
+            .fetch_optional(&mut *tx)
+            .await?;
         let Some(fenced) = fenced else {
             return Err(self.refusal(run_id, upload.lease_token, by).await?.into_error(run_id));
         };
@@ -444,11 +444,11 @@ impl Queue {
     /// (rare) path, so the fenced statements stay single round trips.
     async fn refusal(&self, run_id: i64, token: Uuid, by: Registrar) -> Result<Refusal> {
         let row: Option<(bool, bool, bool)> = sqlx::query_as(include_str!("refusal.sql"))
-        .bind(run_id)
-        .bind(token)
-        .bind(by.0)
-        .fetch_optional(&self.pool)
-        .await?;
+            .bind(run_id)
+            .bind(token)
+            .bind(by.0)
+            .fetch_optional(&self.pool)
+            .await?;
         Ok(match row {
             None => Refusal::NoSuchRun,
             // The right lease token from the wrong API token: someone else's run.
@@ -491,10 +491,10 @@ impl Queue {
         // Marked draining first, so that a claim arriving later (one the worker gave up on, still
         // running in the coordinator) leases it nothing.
         let bound: Option<bool> = sqlx::query_scalar(include_str!("mark_draining.sql"))
-        .bind(worker)
-        .bind(by.0)
-        .fetch_optional(&self.pool)
-        .await?;
+            .bind(worker)
+            .bind(by.0)
+            .fetch_optional(&self.pool)
+            .await?;
         match bound {
             None => return Err(Error::NotFound(format!("worker {worker} is not registered"))),
             Some(false) => return Err(worker_forbidden(worker)),
@@ -569,10 +569,8 @@ impl Queue {
     }
 
     async fn finish_sweeps_of_run(&self, run_id: i64) -> Result<()> {
-        let sweep: i64 = sqlx::query_scalar(include_str!("sweep_of_run.sql"))
-            .bind(run_id)
-            .fetch_one(&self.pool)
-            .await?;
+        let sweep: i64 =
+            sqlx::query_scalar(include_str!("sweep_of_run.sql")).bind(run_id).fetch_one(&self.pool).await?;
         self.finish_sweeps(Some(sweep)).await?;
         Ok(())
     }

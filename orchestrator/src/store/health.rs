@@ -31,10 +31,12 @@ pub async fn runs_by_state(pool: &PgPool) -> Result<Vec<(RunState, i64)>> {
 
 /// Workers that heartbeated within `within`.
 pub async fn workers_alive(pool: &PgPool, within: Duration) -> Result<i64> {
-    Ok(sqlx::query_scalar("SELECT count(*) FROM workers WHERE last_heartbeat > now() - make_interval(secs => $1)")
-        .bind(within.as_secs_f64())
-        .fetch_one(pool)
-        .await?)
+    Ok(sqlx::query_scalar(
+        "SELECT count(*) FROM workers WHERE last_heartbeat > now() - make_interval(secs => $1)",
+    )
+    .bind(within.as_secs_f64())
+    .fetch_one(pool)
+    .await?)
 }
 
 /// What each sweep in progress (running or paused) has spent, by sweep name. Finished sweeps
@@ -64,5 +66,8 @@ pub async fn breakers(pool: &PgPool) -> Result<Vec<Breaker>> {
     )
     .fetch_all(pool)
     .await?;
-    Ok(rows.into_iter().map(|(base_url, outages, cooldown_s)| Breaker { base_url, outages, cooldown_s }).collect())
+    Ok(rows
+        .into_iter()
+        .map(|(base_url, outages, cooldown_s)| Breaker { base_url, outages, cooldown_s })
+        .collect())
 }

@@ -107,7 +107,8 @@ fn declared() -> Lifecycle {
 /// is the store's (allowed only from `[*]`).
 fn drawn() -> Lifecycle {
     let text = std::fs::read_to_string(crate_dir().join("../ARCHITECTURE.md")).unwrap();
-    let start = text.find("\n## Run and attempt lifecycle\n").expect("ARCHITECTURE.md has the lifecycle section");
+    let start =
+        text.find("\n## Run and attempt lifecycle\n").expect("ARCHITECTURE.md has the lifecycle section");
     let section = &text[start + 1..];
     let section = &section[..section[3..].find("\n## ").map_or(section.len(), |i| i + 3)];
     let blocks: Vec<&str> =
@@ -119,11 +120,8 @@ fn drawn() -> Lifecycle {
             let (arrow, label) = line.split_once(':').unwrap_or((line, ""));
             let (from, to) = arrow.split_once("-->").unwrap();
             let (from, to) = (from.trim().to_string(), to.trim().to_string());
-            let files: Vec<&str> = label
-                .split([',', ' ', '(', ')'])
-                .map(str::trim)
-                .filter(|w| w.ends_with(".sql"))
-                .collect();
+            let files: Vec<&str> =
+                label.split([',', ' ', '(', ')']).map(str::trim).filter(|w| w.ends_with(".sql")).collect();
             if files.is_empty() {
                 assert_eq!(from, "[*]", "`{line}`: an edge names the statements that make it");
                 out.insert((STORE.to_string(), from.clone(), to.clone()));
@@ -153,7 +151,11 @@ fn assert_same(what: &str, (left, a): (&str, &BTreeSet<Edge>), (right, b): (&str
 fn the_statements_declare_exactly_the_transitions_the_diagram_draws() {
     let (declared, drawn) = (declared(), drawn());
     assert_same("runs", ("the statements' headers", &declared.runs), ("the diagram", &drawn.runs));
-    assert_same("attempts", ("the statements' headers", &declared.attempts), ("the diagram", &drawn.attempts));
+    assert_same(
+        "attempts",
+        ("the statements' headers", &declared.attempts),
+        ("the diagram", &drawn.attempts),
+    );
 }
 
 /// Files under `dir` with extension `rs`, recursively.
@@ -235,15 +237,21 @@ CREATE TRIGGER lifecycle_attempts AFTER INSERT OR UPDATE ON run_attempts
 /// declaring transitions whose text the client's query holds), or `store`.
 async fn recorded(pool: &PgPool) -> Lifecycle {
     let rows: Vec<(String, String, String, String)> =
-        sqlx::query_as("SELECT tbl, from_state, to_state, query FROM lifecycle_log").fetch_all(pool).await.unwrap();
+        sqlx::query_as("SELECT tbl, from_state, to_state, query FROM lifecycle_log")
+            .fetch_all(pool)
+            .await
+            .unwrap();
     let statements: Vec<(String, String)> = statements()
         .into_iter()
         .filter(|(_, sql)| header(sql, "transitions").is_some() || header(sql, "attempt").is_some())
         .collect();
     let mut out = Lifecycle::default();
     for (table, from, to, query) in rows {
-        let made_by: Vec<&str> =
-            statements.iter().filter(|(_, sql)| query.contains(sql.trim())).map(|(n, _)| n.as_str()).collect();
+        let made_by: Vec<&str> = statements
+            .iter()
+            .filter(|(_, sql)| query.contains(sql.trim()))
+            .map(|(n, _)| n.as_str())
+            .collect();
         let made_by = match made_by[..] {
             [one] => one.to_string(),
             [] => STORE.to_string(),
