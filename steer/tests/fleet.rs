@@ -3,6 +3,7 @@
 //! Every wait has a deadline and checks the store rather than sleeping for a fixed time.
 
 use std::future::Future;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -279,6 +280,23 @@ async fn two_coordinator_replicas_serve_one_database(pool: PgPool) {
 
 /// A worker whose `slots` runs (of a sweep of the demo's 6) last far longer than its 200 ms
 /// drain timeout, started and busy.
+/// The placeholder executor, counting the runs it began.
+#[derive(Default)]
+struct Started {
+    started: AtomicU32,
+}
+
+impl worker::Executor for Started {
+    fn execute<'a>(
+        &'a self,
+        run: &'a protocol::ClaimedRun,
+        ctx: worker::RunContext,
+    ) -> worker::executor::ExecFuture<'a> {
+        self.started.fetch_add(1, Ordering::SeqCst);
+        worker::PlaceholderExecutor.execute(run, ctx)
+    }
+}
+
 struct BusyWorker {
     sweep: i64,
     drain: CancellationToken,
@@ -298,9 +316,13 @@ impl BusyWorker {
             drain_timeout: Duration::from_millis(200),
             ..worker_config(&coordinator.url, &token, name, slots)
         };
-        let handle = tokio::spawn(worker::run(config, Arc::new(worker::PlaceholderExecutor), drain.clone()));
-        wait_until(Duration::from_secs(30), "every slot's run to start", || async {
-            sweeps::status(pool, sweep).await.unwrap().states["running"] == i64::from(slots)
+        let executor = Arc::new(Started::default());
+        let handle = tokio::spawn(worker::run(config, executor.clone(), drain.clone()));
+        // Running in the store is not enough: the worker must have read its claims, or a drain
+        // hands them back as unread instead of as drained runs.
+        wait_until(Duration::from_secs(30), "every slot's run to start on the worker", || async {
+            executor.started.load(Ordering::SeqCst) == slots
+                && sweeps::status(pool, sweep).await.unwrap().states["running"] == i64::from(slots)
         })
         .await;
         (coordinator, BusyWorker { sweep, drain, handle })

@@ -348,7 +348,9 @@ async fn python_reference(args: &CriticBenchArgs, texts: &BTreeMap<usize, &Strin
             .into_iter()
             .find(|p| p.is_file())
             .ok_or_else(|| {
-                anyhow::anyhow!("models/bench_reference.py not found (run from the repository, or pass --python-script)")
+                anyhow::anyhow!(
+                    "models/bench_reference.py not found (run from the repository, or pass --python-script)"
+                )
             })?,
     };
     let python = args.python.clone().unwrap_or_else(|| venv_python(args.cache_dir.as_deref()));
@@ -382,13 +384,18 @@ async fn python_reference(args: &CriticBenchArgs, texts: &BTreeMap<usize, &Strin
         .spawn()
         .map_err(|e| anyhow::anyhow!("cannot run {}: {e}", python.display()))?;
     let mut stdin = child.stdin.take().ok_or_else(|| anyhow::anyhow!("no stdin"))?;
-    stdin.write_all(request.to_string().as_bytes()).await.map_err(|e| anyhow::anyhow!("writing to Python: {e}"))?;
+    stdin
+        .write_all(request.to_string().as_bytes())
+        .await
+        .map_err(|e| anyhow::anyhow!("writing to Python: {e}"))?;
     drop(stdin);
-    let out = child.wait_with_output().await.map_err(|e| anyhow::anyhow!("running {}: {e}", script.display()))?;
+    let out =
+        child.wait_with_output().await.map_err(|e| anyhow::anyhow!("running {}: {e}", script.display()))?;
     if !out.status.success() {
         anyhow::bail!("{} failed: {}", script.display(), String::from_utf8_lossy(&out.stderr).trim());
     }
-    serde_json::from_slice(&out.stdout).map_err(|e| anyhow::anyhow!("{} printed no JSON: {e}", script.display()))
+    serde_json::from_slice(&out.stdout)
+        .map_err(|e| anyhow::anyhow!("{} printed no JSON: {e}", script.display()))
 }
 
 /// The newest venv of scripts/ensure-python-ref, else `python3`.
