@@ -206,7 +206,7 @@ impl CriticHook {
             &self.history,
             self.params.fold_chars,
         )
-        .map_err(ExecError::Infra)?;
+        .map_err(ExecError::infra)?;
         record.decision = "inject".into();
         record.feedback = Some(text.clone());
         self.history.push((done_steps, text));
