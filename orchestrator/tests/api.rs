@@ -912,3 +912,186 @@ async fn revoking_a_worker_token_stops_its_worker(pool: PgPool) {
     assert_eq!(queue_snapshot(&pool).await, before, "nothing was claimed, extended or released");
     c.stop().await;
 }
+
+// ---------------------------------------------------------------- 7. ownership and API edges
+
+/// Regression: any user could pause, resume with a larger budget, or cancel any other user's
+/// sweep. A sweep belongs to the owner (the name) of the token that submitted it: other users
+/// read it, only its owner and admins change it, and a refused change changes nothing.
+#[sqlx::test(migrator = "orchestrator::db::MIGRATOR")]
+async fn other_users_may_read_a_sweep_but_not_change_it(pool: PgPool) {
+    testkit::import_demo(&pool, "demo").await;
+    let c = Coordinator::start(&pool).await;
+    let alice = &c.user;
+    let bob = tokens::create(&pool, "bob", Role::User).await.unwrap().token;
+
+    let submit = json!({"config_toml": testkit::sweep_toml("alices", "budget_usd = 5", "")});
+    let sweep: SweepSubmitted =
+        expect_ok(call(c.post("/api/v1/sweeps", alice, &submit)).await, StatusCode::CREATED);
+    let before: SweepStatus = expect_ok(call(c.get("/api/v1/sweeps/alices", alice)).await, StatusCode::OK);
+
+    // Bob reads everything of it...
+    for path in ["/api/v1/sweeps/alices", "/api/v1/sweeps/alices/runs", "/api/v1/report?sweeps=alices"] {
+        let (status, body) = call(c.get(path, &bob)).await;
+        assert_eq!(status, StatusCode::OK, "{path}: {body}");
+    }
+    // ...but changes nothing, by name or by id, with or without a budget.
+    let refused = |action: &str, key: String, body: Value| {
+        let path = format!("/api/v1/sweeps/{key}/{action}");
+        let rb = c.post(&path, &bob, &body);
+        async move {
+            let message = expect_error(&call(rb).await, StatusCode::FORBIDDEN, "forbidden");
+            assert!(message.contains("alices") && message.contains("`user`"), "{path}: {message}");
+        }
+    };
+    for key in ["alices".to_string(), sweep.sweep_id.to_string()] {
+        refused("pause", key.clone(), json!({})).await;
+        refused("cancel", key.clone(), json!({})).await;
+        refused("resume", key.clone(), json!({"budget_usd": "1000"})).await;
+    }
+    let after: SweepStatus = expect_ok(call(c.get("/api/v1/sweeps/alices", alice)).await, StatusCode::OK);
+    assert_eq!(
+        (after.state, after.budget_usd, &after.states),
+        (before.state, before.budget_usd, &before.states)
+    );
+
+    // Paused by its owner, it stays paused when Bob tries to resume it with a larger budget.
+    let action =
+        |token: &str, what: &str, body: Value| c.post(&format!("/api/v1/sweeps/alices/{what}"), token, &body);
+    let st: SweepStatus = expect_ok(call(action(alice, "pause", json!({}))).await, StatusCode::OK);
+    assert_eq!(st.state, SweepState::Paused);
+    refused("resume", "alices".into(), json!({"budget_usd": "1000"})).await;
+    let st: SweepStatus = expect_ok(call(c.get("/api/v1/sweeps/alices", alice)).await, StatusCode::OK);
+    assert_eq!((st.state, st.budget_usd), (SweepState::Paused, Some("5".parse().unwrap())));
+
+    // Another token under the owner's name is the same owner (a rotated token keeps its sweeps).
+    let alice_again = tokens::create(&pool, "user", Role::User).await.unwrap().token;
+    let st: SweepStatus = expect_ok(call(action(&alice_again, "resume", json!({}))).await, StatusCode::OK);
+    assert_eq!(st.state, SweepState::Running);
+    // Admins may do all.
+    let st: SweepStatus = expect_ok(call(action(&c.admin, "pause", json!({}))).await, StatusCode::OK);
+    assert_eq!(st.state, SweepState::Paused);
+    let st: SweepStatus =
+        expect_ok(call(action(&c.admin, "resume", json!({"budget_usd": "7"}))).await, StatusCode::OK);
+    assert_eq!((st.state, st.budget_usd), (SweepState::Running, Some("7".parse().unwrap())));
+    let st: SweepStatus = expect_ok(call(action(&c.admin, "cancel", json!({}))).await, StatusCode::OK);
+    assert_eq!(st.state, SweepState::Cancelled);
+
+    // Evaluations are sweeps too: Bob's belongs to Bob.
+    let eval = json!({"dataset": "demo", "run_id": "bobs-eval", "gold": true});
+    expect_ok::<SweepSubmitted>(call(c.post("/api/v1/evals", &bob, &eval)).await, StatusCode::CREATED);
+    let message = expect_error(
+        &call(c.post("/api/v1/sweeps/bobs-eval/cancel", alice, &json!({}))).await,
+        StatusCode::FORBIDDEN,
+        "forbidden",
+    );
+    assert!(message.contains("`bob`"), "{message}");
+    let st: SweepStatus =
+        expect_ok(call(c.post("/api/v1/sweeps/bobs-eval/cancel", &bob, &json!({}))).await, StatusCode::OK);
+    assert_eq!(st.state, SweepState::Cancelled);
+
+    // A sweep with no recorded owner (submitted before owners were recorded, or through the
+    // store) is changed by admins only.
+    testkit::submit(&pool, &testkit::sweep_toml("ownerless", "", "")).await;
+    expect_error(
+        &call(c.post("/api/v1/sweeps/ownerless/pause", alice, &json!({}))).await,
+        StatusCode::FORBIDDEN,
+        "forbidden",
+    );
+    let st: SweepStatus =
+        expect_ok(call(c.post("/api/v1/sweeps/ownerless/pause", &c.admin, &json!({}))).await, StatusCode::OK);
+    assert_eq!(st.state, SweepState::Paused);
+    c.stop().await;
+}
+
+/// Regression: `alive_within_s=NaN` was a 500 (Postgres refused the interval), and a malformed
+/// number on `/report` a plain-text 400. Every malformed number in a query string is a JSON
+/// `bad_request` that names its parameter.
+#[sqlx::test(migrator = "orchestrator::db::MIGRATOR")]
+async fn malformed_numbers_in_query_strings_are_400s_naming_the_parameter(pool: PgPool) {
+    testkit::import_demo(&pool, "demo").await;
+    testkit::submit(&pool, &testkit::sweep_toml("s1", "", "")).await;
+    let c = Coordinator::start(&pool).await;
+    let cases = [
+        ("/api/v1/workers?alive_within_s=NaN", "alive_within_s"),
+        ("/api/v1/workers?alive_within_s=inf", "alive_within_s"),
+        ("/api/v1/workers?alive_within_s=-1", "alive_within_s"),
+        ("/api/v1/workers?alive_within_s=1e400", "alive_within_s"),
+        ("/api/v1/workers?alive_within_s=soon", "alive_within_s"),
+        ("/api/v1/sweeps/s1/runs?limit=lots", "limit"),
+        ("/api/v1/sweeps/s1/runs?after=1.5", "after"),
+        ("/api/v1/report?sweeps=s1&total=-3", "total"),
+        ("/api/v1/report?sweeps=s1&total=many", "total"),
+    ];
+    for (path, param) in cases {
+        let message = expect_error(&call(c.get(path, &c.user)).await, StatusCode::BAD_REQUEST, "bad_request");
+        assert!(message.contains(param), "{path}: {message}");
+    }
+    // Well-formed numbers still pass.
+    for path in ["/api/v1/workers?alive_within_s=30", "/api/v1/workers?alive_within_s=0.5"] {
+        let (status, body) = call(c.get(path, &c.user)).await;
+        assert_eq!(status, StatusCode::OK, "{path}: {body}");
+    }
+    c.stop().await;
+}
+
+/// Regression: a missing sweep was a 404 on `/sweeps/{sweep}` but `200 []` on its sub-routes
+/// (runs, evaluations, images) and a 200 event stream of errors on `events`. Every route about
+/// a sweep answers 404 `not_found` for one that does not exist, by id or by name.
+#[sqlx::test(migrator = "orchestrator::db::MIGRATOR")]
+async fn every_route_of_a_missing_sweep_is_a_404(pool: PgPool) {
+    testkit::import_demo(&pool, "demo").await;
+    testkit::submit(&pool, &testkit::sweep_toml("s1", "", "")).await;
+    let c = Coordinator::start(&pool).await;
+    let sweep_routes: Vec<&Route> = ROUTES.iter().filter(|r| r.template.contains("{sweep}")).collect();
+    assert!(sweep_routes.len() >= 8, "{} routes about a sweep", sweep_routes.len());
+    for key in ["424242", "no-such-sweep"] {
+        let mut paths: Vec<(Method, String)> = sweep_routes
+            .iter()
+            .map(|r| (Method::from_bytes(r.method.as_bytes()).unwrap(), r.template.replace("{sweep}", key)))
+            .collect();
+        paths.push((Method::GET, format!("/api/v1/report?sweeps=s1,{key}")));
+        paths.push((Method::GET, format!("/api/v1/compare?a=s1:none&b={key}:none")));
+        for (method, path) in paths {
+            let rb = c.req(method.clone(), &path, Some(&c.user));
+            let rb = if method == Method::POST { rb.json(&json!({})) } else { rb };
+            let message = expect_error(&call(rb).await, StatusCode::NOT_FOUND, "not_found");
+            assert!(message.contains(key), "{method} {path}: {message}");
+        }
+    }
+    // The sweep that exists still answers.
+    let (status, body) = call(c.get("/api/v1/sweeps/s1/runs", &c.user)).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    c.stop().await;
+}
+
+/// Regression: with the database down, `/healthz` waited out the pool's acquire timeout
+/// (10 s and more) before answering 503. It answers within a second, whatever the pool's
+/// settings; other requests keep the pool's own timeout.
+#[tokio::test]
+async fn healthz_answers_503_within_a_second_when_the_database_is_down() {
+    // Nothing listens on port 1 of the loopback. The pool waits 2 s for a connection: longer
+    // than /healthz may take, short enough for the maintenance pass (which waits out the pool
+    // on each of its queries) to end within STOP_DEADLINE.
+    let pool = sqlx::postgres::PgPoolOptions::new()
+        .acquire_timeout(Duration::from_secs(2))
+        .connect_lazy("postgres://steer@127.0.0.1:1/steer")
+        .expect("a lazy pool");
+    let shutdown = CancellationToken::new();
+    let tracker = TaskTracker::new();
+    let config = CoordinatorConfig { bind: "127.0.0.1:0".parse().unwrap(), ..Default::default() };
+    let addr = server::spawn(pool, config, shutdown.clone(), &tracker).await.expect("coordinator starts");
+    let http = reqwest::Client::builder().timeout(REQUEST_DEADLINE).build().unwrap();
+    for _ in 0..2 {
+        let started = std::time::Instant::now();
+        let resp = http.get(format!("http://{addr}/healthz")).send().await.expect("the coordinator answers");
+        let took = started.elapsed();
+        assert_eq!(resp.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert!(took < Duration::from_secs(1), "/healthz took {took:?}");
+        let text = resp.text().await.unwrap();
+        assert!(text.starts_with("database unreachable: "), "{text}");
+    }
+    shutdown.cancel();
+    tracker.close();
+    tokio::time::timeout(STOP_DEADLINE, tracker.wait()).await.expect("the coordinator's tasks end");
+}

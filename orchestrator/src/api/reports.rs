@@ -1,11 +1,11 @@
 //! Report routes: a report over sweeps, and a paired comparison of two conditions.
 
-use axum::extract::{Query, State};
+use axum::extract::State;
 use axum::Json;
 use serde::Deserialize;
 use utoipa::IntoParams;
 
-use super::error::{ApiErr, ApiResult};
+use super::error::{ApiErr, ApiResult, Query};
 use super::AppState;
 use crate::report::{self, data, Comparison, Denominator, Report, ReportOptions};
 use crate::store::sweeps;
@@ -23,7 +23,7 @@ pub struct ReportQuery {
 }
 
 #[utoipa::path(get, path = "/api/v1/report", params(ReportQuery),
-    responses((status = 200, body = Report), (status = 404, body = protocol::ApiError)), tag = "reports")]
+    responses((status = 200, body = Report), (status = 400, body = protocol::ApiError), (status = 404, body = protocol::ApiError)), tag = "reports")]
 pub async fn report(State(state): State<AppState>, Query(q): Query<ReportQuery>) -> ApiResult<Json<Report>> {
     let mut ids = Vec::new();
     for key in q.sweeps.split(',').map(str::trim).filter(|k| !k.is_empty()) {
@@ -45,7 +45,7 @@ pub struct CompareQuery {
 }
 
 #[utoipa::path(get, path = "/api/v1/compare", params(CompareQuery),
-    responses((status = 200, body = Comparison), (status = 400, body = protocol::ApiError)), tag = "reports")]
+    responses((status = 200, body = Comparison), (status = 400, body = protocol::ApiError), (status = 404, body = protocol::ApiError)), tag = "reports")]
 pub async fn compare(
     State(state): State<AppState>,
     Query(q): Query<CompareQuery>,

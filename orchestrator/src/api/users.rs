@@ -2,12 +2,14 @@
 
 use axum::extract::State;
 use axum::http::StatusCode;
+use axum::Extension;
 use protocol::{
-    CreateToken, CreatedToken, DatasetInfo, DatasetUpload, RunInfo, SubmitSweep, SweepStatus, SweepSubmitted,
-    Trajectory,
+    CreateToken, CreatedToken, DatasetInfo, DatasetUpload, Role, RunInfo, SubmitSweep, SweepStatus,
+    SweepSubmitted, Trajectory,
 };
 use rust_decimal::Decimal;
 
+use super::auth::Caller;
 use super::error::{ApiErr, ApiResult, Json, Path, Query};
 use super::AppState;
 use crate::store::{datasets, evals, runs, sweeps, tokens};
@@ -45,12 +47,13 @@ pub async fn get_dataset(
               (status = 400, body = protocol::ApiError)), tag = "sweeps")]
 pub async fn submit_sweep(
     State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
     Json(req): Json<SubmitSweep>,
 ) -> ApiResult<(StatusCode, Json<SweepSubmitted>)> {
     let file_name = req.file_name.as_deref().unwrap_or("sweep.toml");
     let file =
         sweep_file::parse(&req.config_toml, file_name).map_err(|e| ApiErr::bad_request(e.to_string()))?;
-    let submitted = sweeps::submit(&state.pool, &file, &req.config_toml).await?;
+    let submitted = sweeps::submit_as(&state.pool, &file, &req.config_toml, Some(caller.token_id)).await?;
     let status = if submitted.created { StatusCode::CREATED } else { StatusCode::OK };
     tracing::info!(sweep_id = submitted.sweep_id, name = %submitted.name, runs = submitted.runs, created = submitted.created, "sweep submitted");
     Ok((status, Json(submitted)))
@@ -72,22 +75,26 @@ pub async fn sweep_status(
 }
 
 #[utoipa::path(post, path = "/api/v1/sweeps/{sweep}/cancel", params(("sweep" = String, Path)),
-    responses((status = 200, body = SweepStatus), (status = 409, body = protocol::ApiError)), tag = "sweeps")]
+    responses((status = 200, body = SweepStatus), (status = 403, body = protocol::ApiError, description = "another user's sweep"),
+              (status = 404, body = protocol::ApiError), (status = 409, body = protocol::ApiError)), tag = "sweeps")]
 pub async fn cancel_sweep(
     State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
     Path(key): Path<String>,
 ) -> ApiResult<Json<SweepStatus>> {
-    let id = sweeps::resolve(&state.pool, &key).await?;
+    let id = changeable(&state, caller, &key, "cancel").await?;
     Ok(Json(sweeps::cancel(&state.pool, id).await?))
 }
 
 #[utoipa::path(post, path = "/api/v1/sweeps/{sweep}/pause", params(("sweep" = String, Path)),
-    responses((status = 200, body = SweepStatus), (status = 409, body = protocol::ApiError)), tag = "sweeps")]
+    responses((status = 200, body = SweepStatus), (status = 403, body = protocol::ApiError, description = "another user's sweep"),
+              (status = 404, body = protocol::ApiError), (status = 409, body = protocol::ApiError)), tag = "sweeps")]
 pub async fn pause_sweep(
     State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
     Path(key): Path<String>,
 ) -> ApiResult<Json<SweepStatus>> {
-    let id = sweeps::resolve(&state.pool, &key).await?;
+    let id = changeable(&state, caller, &key, "pause").await?;
     Ok(Json(sweeps::pause(&state.pool, id).await?))
 }
 
@@ -100,18 +107,20 @@ pub struct ResumeSweep {
 }
 
 #[utoipa::path(post, path = "/api/v1/sweeps/{sweep}/resume", params(("sweep" = String, Path)), request_body = ResumeSweep,
-    responses((status = 200, body = SweepStatus), (status = 409, body = protocol::ApiError)), tag = "sweeps")]
+    responses((status = 200, body = SweepStatus), (status = 403, body = protocol::ApiError, description = "another user's sweep"),
+              (status = 404, body = protocol::ApiError), (status = 409, body = protocol::ApiError)), tag = "sweeps")]
 pub async fn resume_sweep(
     State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
     Path(key): Path<String>,
     Json(req): Json<ResumeSweep>,
 ) -> ApiResult<Json<SweepStatus>> {
-    let id = sweeps::resolve(&state.pool, &key).await?;
+    let id = changeable(&state, caller, &key, "resume").await?;
     Ok(Json(sweeps::resume(&state.pool, id, req.budget_usd).await?))
 }
 
 #[utoipa::path(get, path = "/api/v1/sweeps/{sweep}/runs", params(("sweep" = String, Path), runs::RunFilter),
-    responses((status = 200, body = Vec<RunInfo>)), tag = "runs")]
+    responses((status = 200, body = Vec<RunInfo>), (status = 400, body = protocol::ApiError), (status = 404, body = protocol::ApiError)), tag = "runs")]
 pub async fn sweep_runs(
     State(state): State<AppState>,
     Path(key): Path<String>,
@@ -187,16 +196,17 @@ pub async fn dataset_instances(
               (status = 400, body = protocol::ApiError)), tag = "evals")]
 pub async fn submit_eval(
     State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
     Json(req): Json<evals::EvalRequest>,
 ) -> ApiResult<(StatusCode, Json<SweepSubmitted>)> {
-    let submitted = evals::submit(&state.pool, &req).await?;
+    let submitted = evals::submit_as(&state.pool, &req, Some(caller.token_id)).await?;
     let status = if submitted.created { StatusCode::CREATED } else { StatusCode::OK };
     tracing::info!(sweep_id = submitted.sweep_id, run_id = %submitted.name, runs = submitted.runs, "evaluation submitted");
     Ok((status, Json(submitted)))
 }
 
 #[utoipa::path(get, path = "/api/v1/sweeps/{sweep}/evaluations", params(("sweep" = String, Path)),
-    responses((status = 200, body = Vec<evals::EvalResult>)), tag = "evals")]
+    responses((status = 200, body = Vec<evals::EvalResult>), (status = 404, body = protocol::ApiError)), tag = "evals")]
 pub async fn sweep_evaluations(
     State(state): State<AppState>,
     Path(key): Path<String>,
@@ -206,7 +216,8 @@ pub async fn sweep_evaluations(
 }
 
 #[utoipa::path(get, path = "/api/v1/sweeps/{sweep}/images", params(("sweep" = String, Path)),
-    responses((status = 200, body = Vec<String>, description = "the images of the sweep's unfinished runs, sorted")), tag = "sweeps")]
+    responses((status = 200, body = Vec<String>, description = "the images of the sweep's unfinished runs, sorted"),
+              (status = 404, body = protocol::ApiError)), tag = "sweeps")]
 pub async fn sweep_images(
     State(state): State<AppState>,
     Path(key): Path<String>,
@@ -217,15 +228,44 @@ pub async fn sweep_images(
 
 #[derive(Debug, Default, serde::Deserialize, utoipa::IntoParams)]
 pub struct WorkerFilter {
-    /// Only workers heard from within this many seconds.
+    /// Only workers heard from within this many seconds (a finite number, 0 or more).
     pub alive_within_s: Option<f64>,
 }
 
 #[utoipa::path(get, path = "/api/v1/workers", params(WorkerFilter),
-    responses((status = 200, body = Vec<protocol::WorkerInfo>)), tag = "workers")]
+    responses((status = 200, body = Vec<protocol::WorkerInfo>), (status = 400, body = protocol::ApiError)), tag = "workers")]
 pub async fn list_workers(
     State(state): State<AppState>,
     Query(filter): Query<WorkerFilter>,
 ) -> ApiResult<Json<Vec<protocol::WorkerInfo>>> {
+    // `NaN`, `inf` and `1e400` parse as floats; Postgres refuses them as an interval.
+    if let Some(s) = filter.alive_within_s.filter(|s| !(s.is_finite() && *s >= 0.0)) {
+        return Err(ApiErr::bad_request(format!(
+            "alive_within_s: expected a finite number of seconds, 0 or more, got {s}"
+        )));
+    }
     Ok(Json(crate::store::workers::list(&state.pool, filter.alive_within_s).await?))
+}
+
+/// The sweep `key` names, if `caller` may change it (pause, resume, cancel, re-budget): its
+/// owner (any token under the name of the token that submitted it) and admins may. Anyone else
+/// gets 403 `forbidden`, before anything is changed. A missing sweep is 404 for everyone.
+async fn changeable(state: &AppState, caller: Caller, key: &str, action: &str) -> ApiResult<i64> {
+    let id = sweeps::resolve(&state.pool, key).await?;
+    if caller.role == Role::Admin {
+        return Ok(id);
+    }
+    let own = sweeps::ownership(&state.pool, id, caller.token_id).await?;
+    if own.asker_owns {
+        return Ok(id);
+    }
+    let sweep = &own.sweep;
+    Err(ApiErr::forbidden(match own.owner {
+        Some(owner) => {
+            format!(
+                "sweep `{sweep}` (id {id}) belongs to `{owner}`: only its owner or an admin may {action} it"
+            )
+        }
+        None => format!("sweep `{sweep}` (id {id}) has no recorded owner: only an admin may {action} it"),
+    }))
 }

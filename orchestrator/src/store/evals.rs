@@ -18,7 +18,7 @@ use sha2::{Digest, Sha256};
 use sqlx::{PgPool, Row};
 
 use super::datasets;
-use super::sweeps::{find, images_of, insert_sweep, next_fair_seq, notify_runs};
+use super::sweeps::{find, images_of, insert_sweep, next_fair_seq, notify_runs, NewSweep};
 use crate::db::{Error, Result};
 use crate::predictions::{model_slug, Prediction};
 use crate::sweep_file::{validate_name, DatasetRef, Selection, SweepFile};
@@ -53,7 +53,14 @@ fn default_attempts() -> u32 {
 /// The pseudo-endpoint of evaluation agents: they call no model.
 const PREDICTIONS_ENDPOINT: &str = "predictions:";
 
+/// Creates the evaluation's sweep (with no owner: over the API, only admins may change it), or
+/// returns the existing one when the same predictions were submitted under the same run id.
 pub async fn submit(pool: &PgPool, req: &EvalRequest) -> Result<SweepSubmitted> {
+    submit_as(pool, req, None).await
+}
+
+/// [`submit`], recording `owner` (the id of the submitting token) as the new sweep's owner.
+pub async fn submit_as(pool: &PgPool, req: &EvalRequest, owner: Option<i64>) -> Result<SweepSubmitted> {
     validate_name(&req.run_id).map_err(|e| Error::Invalid(format!("run id: {e}")))?;
     let dataset = datasets::get(pool, &req.dataset).await?;
     let keys = datasets::instance_keys(pool, dataset.id).await?;
@@ -156,7 +163,8 @@ pub async fn submit(pool: &PgPool, req: &EvalRequest) -> Result<SweepSubmitted> 
 
     let mut tx = pool.begin().await?;
     let config = serde_json::to_string_pretty(req).map_err(|e| Error::Internal(e.to_string()))?;
-    let Some(created) = insert_sweep(&mut tx, &file, &hash, &config, dataset.id, "eval").await? else {
+    let new = NewSweep { hash: &hash, config_toml: &config, dataset_id: dataset.id, kind: "eval", owner };
+    let Some(created) = insert_sweep(&mut tx, &file, &new).await? else {
         tx.rollback().await?;
         return find(pool, &file.name, &hash)
             .await?

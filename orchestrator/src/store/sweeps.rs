@@ -59,8 +59,20 @@ pub fn select_instances(
 }
 
 /// Creates a sweep and its runs, or returns the existing one when the same name and config
-/// hash were submitted before (resubmitting is idempotent).
+/// hash were submitted before (resubmitting is idempotent). The sweep has no owner: over the
+/// API, only admins may change it (the API submits with [`submit_as`]).
 pub async fn submit(pool: &PgPool, file: &SweepFile, config_toml: &str) -> Result<SweepSubmitted> {
+    submit_as(pool, file, config_toml, None).await
+}
+
+/// [`submit`], recording `owner` (the id of the submitting token) as the sweep's owner when
+/// it creates the sweep. A resubmission returns the existing sweep with its owner unchanged.
+pub async fn submit_as(
+    pool: &PgPool,
+    file: &SweepFile,
+    config_toml: &str,
+    owner: Option<i64>,
+) -> Result<SweepSubmitted> {
     let hash = file.config_hash();
     if let Some(existing) = find(pool, &file.name, &hash).await? {
         return Ok(existing);
@@ -87,7 +99,8 @@ pub async fn submit(pool: &PgPool, file: &SweepFile, config_toml: &str) -> Resul
     let images = images_of(&keys, &instance_ids, &file.sandbox);
 
     let mut tx = pool.begin().await?;
-    let Some(created) = insert_sweep(&mut tx, file, &hash, config_toml, dataset.id, "sweep").await? else {
+    let new = NewSweep { hash: &hash, config_toml, dataset_id: dataset.id, kind: "sweep", owner };
+    let Some(created) = insert_sweep(&mut tx, file, &new).await? else {
         // Someone submitted the same sweep concurrently and won.
         tx.rollback().await?;
         return find(pool, &file.name, &hash)
@@ -134,31 +147,42 @@ pub(crate) struct Created {
     pub critic_ids: Vec<i64>,
 }
 
+/// What a new sweep row holds besides its file.
+pub(crate) struct NewSweep<'a> {
+    pub hash: &'a str,
+    /// As submitted.
+    pub config_toml: &'a str,
+    pub dataset_id: i64,
+    /// `sweep` or `eval`.
+    pub kind: &'a str,
+    /// The submitting token's id (None: no owner, changed by admins only).
+    pub owner: Option<i64>,
+}
+
 /// Inserts a sweep with its agents and critics, or returns None when the same name and config
 /// hash exist already (a concurrent submission won).
 pub(crate) async fn insert_sweep(
     tx: &mut Transaction<'_, Postgres>,
     file: &SweepFile,
-    hash: &str,
-    config_toml: &str,
-    dataset_id: i64,
-    kind: &str,
+    new: &NewSweep<'_>,
 ) -> Result<Option<Created>> {
     let spec = serde_json::to_value(file).map_err(|e| Error::Internal(e.to_string()))?;
     let sweep_id: Option<i64> = sqlx::query_scalar(
-        "INSERT INTO sweeps (name, config_hash, config_toml, spec, dataset_id, max_attempts, max_running, budget_usd, kind)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+        "INSERT INTO sweeps (name, config_hash, config_toml, spec, dataset_id, max_attempts, max_running, budget_usd,
+                             kind, owner_token_id)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
          ON CONFLICT (name, config_hash) DO NOTHING RETURNING id",
     )
     .bind(&file.name)
-    .bind(hash)
-    .bind(config_toml)
+    .bind(new.hash)
+    .bind(new.config_toml)
     .bind(&spec)
-    .bind(dataset_id)
+    .bind(new.dataset_id)
     .bind(file.max_attempts as i32)
     .bind(file.max_running.map(|m| m as i32))
     .bind(file.budget_usd)
-    .bind(kind)
+    .bind(new.kind)
+    .bind(new.owner)
     .fetch_optional(&mut **tx)
     .await?;
     let Some(sweep_id) = sweep_id else { return Ok(None) };
@@ -367,16 +391,50 @@ pub async fn images(pool: &PgPool, sweep_id: i64) -> Result<Vec<String>> {
     .await?)
 }
 
-/// Finds a sweep by id, or by name when `key` is not a number (newest first).
+/// Finds a sweep by id, or by name when `key` is not a number (newest first); `NotFound` when
+/// there is no such sweep, so that every route about a sweep answers 404 for a missing one.
 pub async fn resolve(pool: &PgPool, key: &str) -> Result<i64> {
     if let Ok(id) = key.parse::<i64>() {
-        return Ok(id);
+        return sqlx::query_scalar("SELECT id FROM sweeps WHERE id = $1")
+            .bind(id)
+            .fetch_optional(pool)
+            .await?
+            .ok_or_else(|| Error::NotFound(format!("no sweep with id {id}")));
     }
     sqlx::query_scalar("SELECT id FROM sweeps WHERE name = $1 ORDER BY id DESC LIMIT 1")
         .bind(key)
         .fetch_optional(pool)
         .await?
         .ok_or_else(|| Error::NotFound(format!("no sweep named `{key}`")))
+}
+
+/// Whom a sweep belongs to, as seen by one token.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Ownership {
+    /// The sweep's name.
+    pub sweep: String,
+    /// The name of the token that submitted it (None: no recorded owner).
+    pub owner: Option<String>,
+    /// Whether the asking token is under the owner's name.
+    pub asker_owns: bool,
+}
+
+/// The owner of sweep `sweep_id`, and whether token `asker` (an `api_tokens` id) owns it.
+pub async fn ownership(pool: &PgPool, sweep_id: i64, asker: i64) -> Result<Ownership> {
+    let row: Option<(String, Option<String>, bool)> = sqlx::query_as(
+        "SELECT s.name, o.name, COALESCE(o.name = me.name, false)
+         FROM sweeps s
+         LEFT JOIN api_tokens o ON o.id = s.owner_token_id
+         LEFT JOIN api_tokens me ON me.id = $2
+         WHERE s.id = $1",
+    )
+    .bind(sweep_id)
+    .bind(asker)
+    .fetch_optional(pool)
+    .await?;
+    let (sweep, owner, asker_owns) =
+        row.ok_or_else(|| Error::NotFound(format!("no sweep with id {sweep_id}")))?;
+    Ok(Ownership { sweep, owner, asker_owns })
 }
 
 pub async fn status(pool: &PgPool, sweep_id: i64) -> Result<SweepStatus> {
