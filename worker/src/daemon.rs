@@ -27,8 +27,8 @@ pub struct WorkerConfig {
     pub claim_wait: Duration,
     /// How long a draining worker lets its runs finish before handing them back.
     pub drain_timeout: Duration,
-    /// Free-form capabilities reported at registration.
-    pub capabilities: serde_json::Value,
+    /// What it reports it can do at registration.
+    pub capabilities: protocol::Capabilities,
 }
 
 impl Default for WorkerConfig {
@@ -40,7 +40,7 @@ impl Default for WorkerConfig {
             slots: 2,
             claim_wait: Duration::from_secs(10),
             drain_timeout: Duration::from_secs(60),
-            capabilities: serde_json::json!({ "executors": ["placeholder"] }),
+            capabilities: protocol::Capabilities::executors(vec![protocol::ExecutorKind::Placeholder]),
         }
     }
 }
@@ -86,7 +86,7 @@ pub async fn run(
         name: config.name.clone(),
         host: gethostname::gethostname().to_string_lossy().into_owned(),
         slots: config.slots,
-        capabilities: config.capabilities.clone(),
+        capabilities: Some(config.capabilities.clone()),
         version: env!("CARGO_PKG_VERSION").to_string(),
     };
     let registered = tokio::select! {
@@ -233,7 +233,7 @@ async fn execute_one(
     metrics.runs_active.inc();
     let result = executor.execute(&run, ctx).await;
     metrics.runs_active.dec();
-    let kind = run.executor.kind();
+    let kind = run.executor.kind().as_str();
     let reason = table.lock().expect("in-flight table lock").get(&run.run_id).and_then(|f| f.reason);
     let reported = match (reason, result) {
         (Some(StopReason::LeaseLost), _) => {

@@ -206,7 +206,7 @@ impl RegistryArgs {
 }
 
 impl WorkerFlags {
-    pub fn config(&self, coordinator_url: &str, token: &str, kinds: &[String]) -> worker::WorkerConfig {
+    pub fn config(&self, coordinator_url: &str, token: &str, kinds: &[protocol::ExecutorKind]) -> worker::WorkerConfig {
         worker::WorkerConfig {
             coordinator_url: coordinator_url.to_string(),
             token: token.to_string(),
@@ -214,7 +214,7 @@ impl WorkerFlags {
             slots: self.slots,
             claim_wait: self.claim_wait,
             drain_timeout: self.drain_timeout,
-            capabilities: serde_json::json!({ "executors": kinds }),
+            capabilities: protocol::Capabilities::executors(kinds.to_vec()),
         }
     }
 

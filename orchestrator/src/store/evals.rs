@@ -10,7 +10,7 @@
 use std::collections::{BTreeMap, HashSet};
 
 use protocol::{
-    AgentSpec, CriticKind, CriticSpec, EvaluateSpec, ExecutorSpec, GradingProfile, PatchSource,
+    AgentSpec, CriticSpec, EvaluateSpec, ExecutorSpec, GradingProfile, PatchSource,
     SandboxSettings, SweepSubmitted,
 };
 use serde::{Deserialize, Serialize};
@@ -143,11 +143,7 @@ pub async fn submit(pool: &PgPool, req: &EvalRequest) -> Result<SweepSubmitted> 
                 tokenizer: None,
             })
             .collect(),
-        critics: vec![CriticSpec {
-            name: "none".into(),
-            kind: CriticKind::None,
-            params: serde_json::json!({}),
-        }],
+        critics: vec![CriticSpec::none("none")],
     };
     let hash = eval_hash(&file, &predictions);
     if let Some(existing) = find(pool, &file.name, &hash).await? {

@@ -23,7 +23,7 @@ pub mod scaffold;
 
 use std::time::{Duration, Instant};
 
-use protocol::{AgentExecSpec, ClaimedRun, ExecutorSpec, LlmCallRecord, Outcome, RunTotals, StepRecord};
+use protocol::{AgentExecSpec, CallStatus, ClaimedRun, ExecutorSpec, LlmCallRecord, Outcome, RunTotals, StepRecord};
 use rust_decimal::Decimal;
 use serde_json::{json, Value};
 
@@ -135,7 +135,7 @@ impl AgentExecutor {
             ctx,
             prompts,
             client: &client,
-            hook: crate::critic::hook_for(run).map_err(ExecError::Infra)?,
+            hook: crate::critic::hook_for(run).map_err(|e| ExecError::Infra(e.to_string()))?,
             messages: Vec::new(),
             supervisor_at: None,
             facts: Vec::new(),
@@ -177,7 +177,7 @@ impl AgentExecutor {
     fn llm_config(&self, run: &ClaimedRun) -> Result<LlmConfig, ExecError> {
         let agent = &run.agent;
         let api_key = Secret::from_env(agent.api_key_env.as_deref(), &format!("agent `{}`", agent.name))
-            .map_err(ExecError::Infra)?;
+            .map_err(|e| ExecError::Infra(e.to_string()))?;
         let tokenizer = match &agent.tokenizer {
             Some(path) => Some(llm::tokens::TokenCounter::load(path).map_err(|e| {
                 ExecError::Infra(format!(
@@ -280,17 +280,17 @@ impl AgentRun<'_> {
                 Err(_) => {
                     // The wall-time limit fell during the call: nothing was billed.
                     let call =
-                        self.failed_call(step, "timeout", None, call_started, "the run's wall-time limit");
+                        self.failed_call(step, CallStatus::Timeout, None, call_started, "the run's wall-time limit");
                     self.upload(Vec::new(), vec![call], Vec::new()).await?;
                     return Ok(Ending::Limit(Outcome::TimeLimit));
                 }
                 Ok(Err(e)) => {
                     let (status, http) = match &e {
                         llm::Error::Unavailable { last_status, .. } => {
-                            ("unavailable", last_status.map(i32::from))
+                            (CallStatus::Unavailable, last_status.map(i32::from))
                         }
-                        llm::Error::Rejected { status, .. } => ("rejected", Some(i32::from(*status))),
-                        llm::Error::Malformed { .. } => ("malformed", None),
+                        llm::Error::Rejected { status, .. } => (CallStatus::Rejected, Some(i32::from(*status))),
+                        llm::Error::Malformed { .. } => (CallStatus::Malformed, None),
                     };
                     let call = self.failed_call(step, status, http, call_started, &e.to_string());
                     self.upload(Vec::new(), vec![call], Vec::new()).await?;
@@ -675,7 +675,7 @@ impl AgentRun<'_> {
             call_index: self.next_call_index(),
             step_index: Some(step as i32),
             model: self.run.agent.model.clone(),
-            status: "ok".into(),
+            status: CallStatus::Ok,
             http_status: Some(200),
             retries: c.retries as i32,
             latency_ms: c.latency.as_millis() as i64,
@@ -693,7 +693,7 @@ impl AgentRun<'_> {
     fn failed_call(
         &mut self,
         step: u32,
-        status: &str,
+        status: CallStatus,
         http_status: Option<i32>,
         started: Instant,
         error: &str,
@@ -702,7 +702,7 @@ impl AgentRun<'_> {
             call_index: self.next_call_index(),
             step_index: Some(step as i32),
             model: self.run.agent.model.clone(),
-            status: status.into(),
+            status,
             http_status,
             retries: self.client.attempts().saturating_sub(1) as i32,
             latency_ms: started.elapsed().as_millis() as i64,
