@@ -16,9 +16,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Args;
-use protocol::{
-    AgentExecSpec, AgentLimits, AgentSpec, ClaimedRun, CriticSpec, ExecutorSpec, Instance,
-};
+use protocol::{AgentExecSpec, AgentLimits, AgentSpec, ClaimedRun, CriticSpec, ExecutorSpec, Instance};
 use worker::agent::AgentExecutor;
 use worker::evaluate::EvaluateExecutor;
 use worker::sandbox::Docker;

@@ -8,8 +8,8 @@ use std::time::Instant;
 use anyhow::Context;
 use clap::Args;
 use protocol::{
-    AgentSpec, ClaimedRun, CriticSpec, EvaluateSpec, ExecutorSpec, Instance, Outcome,
-    PatchSource, SandboxSettings,
+    AgentSpec, ClaimedRun, CriticSpec, EvaluateSpec, ExecutorSpec, Instance, Outcome, PatchSource,
+    SandboxSettings,
 };
 use tokio::sync::Semaphore;
 use worker::evaluate::EvaluateExecutor;

@@ -220,7 +220,9 @@ async fn worker_slot(
                 name: format!("sim-{slot}-{incarnation}"),
                 host: "sim".into(),
                 slots: 1,
-                capabilities: Some(protocol::Capabilities::executors(vec![protocol::ExecutorKind::Placeholder])),
+                capabilities: Some(protocol::Capabilities::executors(vec![
+                    protocol::ExecutorKind::Placeholder,
+                ])),
                 version: "sim".into(),
             })
             .await?;

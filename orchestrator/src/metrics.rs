@@ -316,8 +316,11 @@ impl Metrics {
             self.llm_cost_usd.get_or_create(&agent).inc_by(c.cost_usd.to_f64().unwrap_or(0.0));
         }
         for c in critic {
-            let label =
-                CriticLabel { kind: c.kind.to_string(), decision: c.decision.to_string(), status: c.status.to_string() };
+            let label = CriticLabel {
+                kind: c.kind.to_string(),
+                decision: c.decision.to_string(),
+                status: c.status.to_string(),
+            };
             self.critic_calls.get_or_create(&label).inc();
             let kind = KindLabel { kind: c.kind.to_string() };
             self.critic_cost_usd.get_or_create(&kind).inc_by(c.cost_usd.to_f64().unwrap_or(0.0));

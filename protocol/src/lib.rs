@@ -18,14 +18,14 @@ pub mod critic;
 pub mod spec;
 
 pub use critic::{
-    CriticCallRecord, CriticCallStatus, CriticDecision, CriticEvent, CriticParams, HeuristicRules, OnnxCritic,
-    RemoteCritic,
+    CriticCallRecord, CriticCallStatus, CriticDecision, CriticEvent, CriticParams, HeuristicRules,
+    OnnxCritic, RemoteCritic,
 };
 pub use name::UnknownName;
 pub use spec::{
-    AgentExecSpec, AgentLimits, AgentSpec, CriticKind, CriticSettings, CriticSpec, EvaluateSpec, ExecutorKind,
-    ExecutorSpec, GradingProfile, PatchSource, PlaceholderSpec, Price, PromptTemplates, Sampling, SandboxSettings,
-    Scaffold, SUBMIT_SENTINEL,
+    AgentExecSpec, AgentLimits, AgentSpec, CriticKind, CriticSettings, CriticSpec, EvaluateSpec,
+    ExecutorKind, ExecutorSpec, GradingProfile, PatchSource, PlaceholderSpec, Price, PromptTemplates,
+    Sampling, SandboxSettings, Scaffold, SUBMIT_SENTINEL,
 };
 
 /// API version prefix of every route but `/healthz` and `/metrics`.

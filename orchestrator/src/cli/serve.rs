@@ -206,7 +206,12 @@ impl RegistryArgs {
 }
 
 impl WorkerFlags {
-    pub fn config(&self, coordinator_url: &str, token: &str, kinds: &[protocol::ExecutorKind]) -> worker::WorkerConfig {
+    pub fn config(
+        &self,
+        coordinator_url: &str,
+        token: &str,
+        kinds: &[protocol::ExecutorKind],
+    ) -> worker::WorkerConfig {
         worker::WorkerConfig {
             coordinator_url: coordinator_url.to_string(),
             token: token.to_string(),

@@ -91,7 +91,9 @@ enum InvalidId {
     #[error("is longer than {MAX_ID_LEN} characters")]
     TooLong,
     /// `shown` is the id, shortened for the message.
-    #[error("{shown:?} may only hold letters, digits, '.', '_' and '-', and must start with a letter or digit")]
+    #[error(
+        "{shown:?} may only hold letters, digits, '.', '_' and '-', and must start with a letter or digit"
+    )]
     Characters { shown: String },
 }
 

@@ -10,8 +10,8 @@
 use std::collections::{BTreeMap, HashSet};
 
 use protocol::{
-    AgentSpec, CriticSpec, EvaluateSpec, ExecutorSpec, GradingProfile, PatchSource,
-    SandboxSettings, SweepSubmitted,
+    AgentSpec, CriticSpec, EvaluateSpec, ExecutorSpec, GradingProfile, PatchSource, SandboxSettings,
+    SweepSubmitted,
 };
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};

@@ -188,24 +188,24 @@ async fn trajectory_rest(
     .iter()
     .map(|r| -> Result<TrajectoryCall> {
         Ok(TrajectoryCall {
-        attempt: r.get("attempt"),
-        call: LlmCallRecord {
-            call_index: r.get::<Option<i32>, _>("call_index").unwrap_or(-1),
-            step_index: r.get("step_index"),
-            model: r.get("model"),
-            status: stored(r, "status")?,
-            http_status: r.get("http_status"),
-            retries: r.get("retries"),
-            latency_ms: r.get("latency_ms"),
-            input_tokens: r.get("input_tokens"),
-            output_tokens: r.get("output_tokens"),
-            cached_tokens: r.get("cached_tokens"),
-            reasoning_tokens: r.get("reasoning_tokens"),
-            tokens_estimated: r.get("tokens_estimated"),
-            cost_usd: r.get("cost_usd"),
-            finish_reason: r.get("finish_reason"),
-            error: r.get("error"),
-        },
+            attempt: r.get("attempt"),
+            call: LlmCallRecord {
+                call_index: r.get::<Option<i32>, _>("call_index").unwrap_or(-1),
+                step_index: r.get("step_index"),
+                model: r.get("model"),
+                status: stored(r, "status")?,
+                http_status: r.get("http_status"),
+                retries: r.get("retries"),
+                latency_ms: r.get("latency_ms"),
+                input_tokens: r.get("input_tokens"),
+                output_tokens: r.get("output_tokens"),
+                cached_tokens: r.get("cached_tokens"),
+                reasoning_tokens: r.get("reasoning_tokens"),
+                tokens_estimated: r.get("tokens_estimated"),
+                cost_usd: r.get("cost_usd"),
+                finish_reason: r.get("finish_reason"),
+                error: r.get("error"),
+            },
         })
     })
     .collect::<Result<Vec<_>>>()?;
@@ -220,26 +220,26 @@ async fn trajectory_rest(
     .iter()
     .map(|r| -> Result<TrajectoryCriticCall> {
         Ok(TrajectoryCriticCall {
-        attempt: r.get("attempt"),
-        call: CriticCallRecord {
-            call_index: r.get::<Option<i32>, _>("call_index").unwrap_or(-1),
-            step_index: r.get("step_index"),
-            kind: stored(r, "kind")?,
-            model: r.get("model"),
-            trigger: r.get::<Option<String>, _>("trigger").unwrap_or_default(),
-            decision: stored(r, "decision")?,
-            feedback: r.get("feedback"),
-            score: r.get("score"),
-            status: stored(r, "status")?,
-            error: r.get("error"),
-            latency_ms: r.get("latency_ms"),
-            input_tokens: r.get("input_tokens"),
-            output_tokens: r.get("output_tokens"),
-            cost_usd: r.get("cost_usd"),
-            device: r.get("device"),
-            batch_size: r.get("batch_size"),
-            prompt: r.get("prompt"),
-        },
+            attempt: r.get("attempt"),
+            call: CriticCallRecord {
+                call_index: r.get::<Option<i32>, _>("call_index").unwrap_or(-1),
+                step_index: r.get("step_index"),
+                kind: stored(r, "kind")?,
+                model: r.get("model"),
+                trigger: r.get::<Option<String>, _>("trigger").unwrap_or_default(),
+                decision: stored(r, "decision")?,
+                feedback: r.get("feedback"),
+                score: r.get("score"),
+                status: stored(r, "status")?,
+                error: r.get("error"),
+                latency_ms: r.get("latency_ms"),
+                input_tokens: r.get("input_tokens"),
+                output_tokens: r.get("output_tokens"),
+                cost_usd: r.get("cost_usd"),
+                device: r.get("device"),
+                batch_size: r.get("batch_size"),
+                prompt: r.get("prompt"),
+            },
         })
     })
     .collect::<Result<Vec<_>>>()?;
@@ -272,8 +272,13 @@ pub async fn attempts(pool: &PgPool, run_id: i64) -> Result<Vec<RunAttempt>> {
 }
 
 /// A closed-set name (a call's status, a critic's decision) as stored.
-fn stored<T: std::str::FromStr<Err = protocol::UnknownName>>(row: &sqlx::postgres::PgRow, column: &str) -> Result<T> {
-    row.get::<String, _>(column).parse().map_err(|e: protocol::UnknownName| Error::Internal(format!("stored {e}")))
+fn stored<T: std::str::FromStr<Err = protocol::UnknownName>>(
+    row: &sqlx::postgres::PgRow,
+    column: &str,
+) -> Result<T> {
+    row.get::<String, _>(column)
+        .parse()
+        .map_err(|e: protocol::UnknownName| Error::Internal(format!("stored {e}")))
 }
 
 fn from_spec<T: DeserializeOwned>(what: &str, value: serde_json::Value) -> Result<T> {

@@ -16,8 +16,8 @@ pub use inline::inline_template_files;
 
 use protocol::{
     AgentExecSpec, AgentLimits, AgentSpec, CriticEvent, CriticKind, CriticParams, CriticSettings, CriticSpec,
-    EvaluateSpec, ExecutorKind, ExecutorSpec, GradingProfile, HeuristicRules, PatchSource, PlaceholderSpec, Price, PromptTemplates,
-    RemoteCritic, Sampling, SandboxSettings, Scaffold,
+    EvaluateSpec, ExecutorKind, ExecutorSpec, GradingProfile, HeuristicRules, PatchSource, PlaceholderSpec,
+    Price, PromptTemplates, RemoteCritic, Sampling, SandboxSettings, Scaffold,
 };
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};

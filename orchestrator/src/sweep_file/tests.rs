@@ -92,10 +92,7 @@ fn full_example_sets_every_key() {
         full.agents[1].price,
         Price { input_per_mtok: dec("0.1"), output_per_mtok: dec("0.3"), cached_input_per_mtok: dec("0.1") }
     );
-    assert_eq!(
-        full.critics[0],
-        CriticSpec::none("none")
-    );
+    assert_eq!(full.critics[0], CriticSpec::none("none"));
     let scorer = &full.critics[1];
     assert_eq!((scorer.name.as_str(), scorer.kind(), full.critics.len()), ("scorer", CriticKind::Onnx, 2));
     let p: CriticParams = scorer.params().cloned().unwrap();

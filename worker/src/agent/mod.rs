@@ -23,7 +23,9 @@ pub mod scaffold;
 
 use std::time::{Duration, Instant};
 
-use protocol::{AgentExecSpec, CallStatus, ClaimedRun, ExecutorSpec, LlmCallRecord, Outcome, RunTotals, StepRecord};
+use protocol::{
+    AgentExecSpec, CallStatus, ClaimedRun, ExecutorSpec, LlmCallRecord, Outcome, RunTotals, StepRecord,
+};
 use rust_decimal::Decimal;
 use serde_json::{json, Value};
 
@@ -279,8 +281,13 @@ impl AgentRun<'_> {
             let completion = match called {
                 Err(_) => {
                     // The wall-time limit fell during the call: nothing was billed.
-                    let call =
-                        self.failed_call(step, CallStatus::Timeout, None, call_started, "the run's wall-time limit");
+                    let call = self.failed_call(
+                        step,
+                        CallStatus::Timeout,
+                        None,
+                        call_started,
+                        "the run's wall-time limit",
+                    );
                     self.upload(Vec::new(), vec![call], Vec::new()).await?;
                     return Ok(Ending::Limit(Outcome::TimeLimit));
                 }
@@ -289,7 +296,9 @@ impl AgentRun<'_> {
                         llm::Error::Unavailable { last_status, .. } => {
                             (CallStatus::Unavailable, last_status.map(i32::from))
                         }
-                        llm::Error::Rejected { status, .. } => (CallStatus::Rejected, Some(i32::from(*status))),
+                        llm::Error::Rejected { status, .. } => {
+                            (CallStatus::Rejected, Some(i32::from(*status)))
+                        }
                         llm::Error::Malformed { .. } => (CallStatus::Malformed, None),
                     };
                     let call = self.failed_call(step, status, http, call_started, &e.to_string());

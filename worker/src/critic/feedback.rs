@@ -36,7 +36,9 @@ pub fn render(
         .enumerate()
         .map(|(i, (s, text))| Previous { n: i + 1, step: *s, text: fold(text, fold_chars) })
         .collect();
-    Ok(env.get_template("feedback").and_then(|t| t.render(minijinja::context! { current, step, previous }))?)
+    Ok(env
+        .get_template("feedback")
+        .and_then(|t| t.render(minijinja::context! { current, step, previous }))?)
 }
 
 fn fold(text: &str, max: usize) -> String {

@@ -24,7 +24,9 @@ pub mod remote;
 use std::sync::LazyLock;
 use std::time::Instant;
 
-use protocol::{ClaimedRun, CriticCallRecord, CriticCallStatus, CriticDecision, CriticKind, CriticParams, CriticSettings};
+use protocol::{
+    ClaimedRun, CriticCallRecord, CriticCallStatus, CriticDecision, CriticKind, CriticParams, CriticSettings,
+};
 use regex::Regex;
 
 use crate::agent::hook::{Guidance, Moment, NoCritic, Review, ReviewFuture, StepHook, StepView};
@@ -61,9 +63,10 @@ pub fn critic_hook(critic: &protocol::CriticSpec) -> Result<Option<CriticHook>, 
     let name = || critic.name.clone();
     let (params, backend) = match &critic.settings {
         CriticSettings::None => return Ok(None),
-        CriticSettings::Heuristic(params) => {
-            (params, Backend::Heuristic(heuristic::Heuristic::new(params.heuristic.clone().unwrap_or_default())))
-        }
+        CriticSettings::Heuristic(params) => (
+            params,
+            Backend::Heuristic(heuristic::Heuristic::new(params.heuristic.clone().unwrap_or_default())),
+        ),
         CriticSettings::Onnx(params) => {
             let spec = params.onnx.as_ref().ok_or_else(|| Error::NoModel { critic: name() })?;
             let local = local::Local::new(spec).map_err(|source| Error::Model { critic: name(), source })?;
@@ -279,7 +282,10 @@ mod note_tests {
     fn the_step_aware_note_starts_at_its_step() {
         let critic = protocol::CriticSpec {
             name: "rules".into(),
-            settings: CriticSettings::Heuristic(CriticParams { step_aware_after: Some(100), ..Default::default() }),
+            settings: CriticSettings::Heuristic(CriticParams {
+                step_aware_after: Some(100),
+                ..Default::default()
+            }),
         };
         let hook = critic_hook(&critic).unwrap().unwrap();
         assert_eq!(hook.observation_note(98, 150), None);

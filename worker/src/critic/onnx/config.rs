@@ -147,9 +147,8 @@ enum PriceError {
 
 impl Amount {
     fn decimal(&self, key: &str) -> Result<Decimal, PriceError> {
-        let not_a_decimal = |written: String| {
-            move |source| PriceError::NotADecimal { key: key.to_string(), written, source }
-        };
+        let not_a_decimal =
+            |written: String| move |source| PriceError::NotADecimal { key: key.to_string(), written, source };
         let parsed = match self {
             Amount::Text(s) => Decimal::from_str(s.trim()).map_err(not_a_decimal(format!("{s:?}"))),
             Amount::Integer(i) => Ok(Decimal::from(*i)),

@@ -322,14 +322,18 @@ fn cache<'a>(
             }
             let shape = outlet.dtype().tensor_shape().cloned().unwrap_or_default();
             if shape.len() != 4 {
-                return Err(err(format!("{name:?} has shape {shape}, not [batch, kv_heads, sequence, head_dim]")));
+                return Err(err(format!(
+                    "{name:?} has shape {shape}, not [batch, kv_heads, sequence, head_dim]"
+                )));
             }
             for (dim, value, key) in [(1, &mut kv_heads, "kv_heads"), (3, &mut head_dim, "head_dim")] {
                 if shape[dim] > 0 {
                     let d = shape[dim] as usize;
                     match value {
                         Some(v) if *v != d => {
-                            return Err(err(format!("critic.toml says cache.{key} = {v}, but {name:?} has {d}")));
+                            return Err(err(format!(
+                                "critic.toml says cache.{key} = {v}, but {name:?} has {d}"
+                            )));
                         }
                         _ => *value = Some(d),
                     }
@@ -337,8 +341,9 @@ fn cache<'a>(
             }
         }
     }
-    let missing =
-        |key: &str| err(format!("the model does not state its cache's {key}: set cache.{key} in critic.toml"));
+    let missing = |key: &str| {
+        err(format!("the model does not state its cache's {key}: set cache.{key} in critic.toml"))
+    };
     Ok(CacheIo {
         layers,
         kv_heads: kv_heads.ok_or_else(|| missing("kv_heads"))?,
