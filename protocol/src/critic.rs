@@ -341,6 +341,19 @@ mod tests {
     }
 
     #[test]
+    fn the_openapi_schema_of_a_critic_spec_is_its_wire_form() {
+        use utoipa::ToSchema;
+        let mut schemas = Vec::new();
+        crate::ClaimedRun::schemas(&mut schemas);
+        let (_, spec) = schemas.iter().find(|(name, _)| name == "CriticSpec").expect("CriticSpec is listed");
+        let json = serde_json::to_value(spec).unwrap();
+        for field in ["name", "kind", "params"] {
+            assert!(json["properties"].get(field).is_some(), "{field}: {json}");
+        }
+        assert!(schemas.iter().any(|(name, _)| name == "CriticKind"), "its kind's schema is listed too");
+    }
+
+    #[test]
     fn critic_specs_keep_their_stored_form() {
         use crate::{CriticSettings, CriticSpec};
         let none = serde_json::json!({"name": "none", "kind": "none", "params": {}});
