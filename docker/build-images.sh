@@ -3,7 +3,7 @@
 #
 # Usage: docker/build-images.sh [--cargo] [--tag TAG] [--force]
 #
-#   --cargo     run `cargo build --release -p orchestrator` first (otherwise target/release/steer
+#   --cargo     run `cargo build --release -p steer` first (otherwise target/release/steer
 #               must already exist)
 #   --tag TAG   tag the images TAG instead of `dev` (compose.yaml reads STEER_IMAGE_TAG)
 #   --force     rebuild an image even if it already holds this binary
@@ -39,11 +39,11 @@ while (($#)); do
 done
 
 if $cargo; then
-  log "cargo build --release -p orchestrator"
-  (cd "$workspace" && cargo build --release -p orchestrator)
+  log "cargo build --release -p steer"
+  (cd "$workspace" && cargo build --release -p steer)
 fi
 if [[ ! -x $bin ]]; then
-  echo "no steer binary at $bin: run \`cargo build --release -p orchestrator\` (or pass --cargo)" >&2
+  echo "no steer binary at $bin: run \`cargo build --release -p steer\` (or pass --cargo)" >&2
   exit 1
 fi
 if ! docker image inspect steerbench/debian-base:bookworm >/dev/null 2>&1; then

@@ -2,7 +2,7 @@
 # A multi-host test bed on this machine's Docker engine: Postgres, a coordinator, N workers and
 # the replay LLM server, each its own container with its own address on a private network.
 # Workers start their sandboxes on the host's engine (its socket is mounted). The fault tests
-# (orchestrator/tests/testbed.rs) cut, kill and restart these containers.
+# (steer/tests/testbed.rs) cut, kill and restart these containers.
 #
 # Usage:
 #   docker/testbed.sh images                 build steerbench/{postgres:15,coordinator:dev,worker:dev}
@@ -62,7 +62,7 @@ cmd_images() {
       [[ -x $candidate ]] && { bin=$candidate; break; }
     done
   fi
-  [[ -n $bin && -x $bin ]] || die "no steer binary: build one (cargo build -p orchestrator) or set STEER_BIN"
+  [[ -n $bin && -x $bin ]] || die "no steer binary: build one (cargo build -p steer) or set STEER_BIN"
   if ! docker image inspect steerbench/postgres:15 >/dev/null 2>&1; then
     local sudo_=""
     [[ $(id -u) == 0 ]] || sudo_=sudo

@@ -1,13 +1,8 @@
-//! The steerbench coordinator: HTTP API, durable queue, scheduler and store, and the `steer`
-//! command line. See ARCHITECTURE.md for the map.
+//! The steerbench coordinator: HTTP API, durable queue, scheduler and store, reports. It links
+//! no worker code (no Docker client, no ONNX Runtime, no tokenizer); the `steer` crate composes
+//! it with the worker into the binary. See ARCHITECTURE.md for the map.
 
 pub mod api;
-pub mod bench;
-pub mod bench_agent;
-pub mod bench_critic;
-pub mod bench_docker;
-pub mod bench_fleet;
-pub mod cli;
 pub mod dataset;
 pub mod db;
 pub mod embedded_pg;
@@ -15,9 +10,10 @@ pub mod export;
 pub mod metrics;
 pub mod predictions;
 pub mod queue;
-pub mod replay;
 pub mod report;
 pub mod server;
 pub mod store;
 pub mod sweep_file;
+/// Demo dataset and sweep files for tests: compiled only in tests and with the `testkit` feature.
+#[cfg(any(test, feature = "testkit"))]
 pub mod testkit;

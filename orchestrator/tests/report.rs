@@ -1,8 +1,6 @@
 //! Reports over a sweep whose results the test writes into Postgres, through the store and
 //! through a real coordinator's API.
 
-mod common;
-
 use std::time::Duration;
 
 use orchestrator::report::{self, data, Denominator, ReportOptions};
@@ -91,7 +89,7 @@ async fn a_report_over_a_sweep_has_the_right_numbers(pool: PgPool) {
     assert_eq!((by_critic.agents, by_critic.unseen_agents, by_critic.unseen_delta), (1, 0, None));
 
     // The same through the API, and a paired comparison.
-    let coordinator = common::start_coordinator(&pool, Duration::from_secs(30)).await;
+    let coordinator = orchestrator::testkit::start_coordinator(&pool, Duration::from_secs(30)).await;
     let token = tokens::create(&pool, "u", Role::User).await.unwrap().token;
     let http = reqwest::Client::new();
     let get = |path: String| http.get(format!("{}{path}", coordinator.url)).bearer_auth(&token).send();

@@ -2,8 +2,6 @@
 //! real coordinator and must show a run's trajectory with the critic's intervention inline.
 //! Skipped without Chromium unless CI is set.
 
-mod common;
-
 use std::process::Command;
 use std::time::Duration;
 
@@ -99,7 +97,7 @@ async fn the_ui_shows_sweeps_runs_and_a_trajectory_with_the_critics_intervention
     .await
     .unwrap();
 
-    let coordinator = common::start_coordinator(&pool, Duration::from_secs(30)).await;
+    let coordinator = orchestrator::testkit::start_coordinator(&pool, Duration::from_secs(30)).await;
     let token = tokens::create(&pool, "ui", Role::User).await.unwrap().token;
     let base = format!("{}/ui/", coordinator.url);
     let url = coordinator.url.clone();

@@ -1,8 +1,11 @@
 //! Wire types shared by the coordinator and its workers.
 //!
-//! Pure data: every type here is what crosses HTTP between a worker (or the CLI) and the
-//! coordinator, plus the normalised sweep specification that a worker needs to run a task.
-//! Nothing here talks to a database, a socket or the environment.
+//! Every type here is what crosses HTTP between a worker (or the CLI) and the coordinator, plus
+//! the normalised sweep specification that a worker needs to run a task, and what both sides
+//! must compute alike: an instance's image name ([`images`]) and the rendering of the prompt
+//! and feedback templates ([`prompts`], [`feedback`]), which the coordinator checks at submit
+//! and the worker renders on every step. Nothing here talks to a database, a socket or the
+//! environment.
 
 use std::collections::BTreeMap;
 
@@ -15,6 +18,9 @@ use uuid::Uuid;
 #[macro_use]
 mod name;
 pub mod critic;
+pub mod feedback;
+pub mod images;
+pub mod prompts;
 pub mod spec;
 
 pub use critic::{

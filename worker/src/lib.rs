@@ -3,21 +3,24 @@
 //! credentials; everything goes through the coordinator's HTTP API.
 
 pub mod agent;
-pub mod client;
 pub mod critic;
 pub mod daemon;
 pub mod dispatch;
 pub mod evaluate;
 pub mod executor;
 pub mod grading;
-pub mod images;
+pub use protocol::images;
 pub mod llm;
 pub mod metrics;
+pub mod node;
 pub mod placeholder;
 pub mod sandbox;
 
-pub use client::CoordinatorClient;
+/// The coordinator's HTTP client lives in its own crate, shared with the `steer` CLI.
+pub use api_client as client;
+pub use api_client::CoordinatorClient;
 pub use daemon::{run, WorkerConfig};
 pub use dispatch::Dispatcher;
 pub use executor::{ExecError, Executor, RunContext, RunResult};
+pub use node::Worker;
 pub use placeholder::PlaceholderExecutor;

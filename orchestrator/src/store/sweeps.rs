@@ -349,7 +349,7 @@ pub(crate) fn images_of(
         keys.iter().map(|k| (k.instance_id.as_str(), k)).collect();
     ids.iter()
         .map(|id| {
-            worker::images::image_name(id, by_id.get(id.as_str()).and_then(|k| k.image.as_deref()), sandbox)
+            protocol::images::image_name(id, by_id.get(id.as_str()).and_then(|k| k.image.as_deref()), sandbox)
         })
         .collect()
 }

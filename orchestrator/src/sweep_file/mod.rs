@@ -526,7 +526,7 @@ fn agent_executor(t: &Table) -> Result<AgentExecSpec, Error> {
         observation: t.string("observation_template")?.unwrap_or(defaults.observation),
         format_error: t.string("format_error_template")?.unwrap_or(defaults.format_error),
     };
-    worker::agent::prompts::check(&spec.templates)
+    protocol::prompts::check(&spec.templates)
         .map_err(|e| t.err(&format!("{}_template", e.name), format!("template error: {}", e.message)))?;
     Ok(spec)
 }
@@ -731,7 +731,7 @@ fn critic_params(t: &Table, defaults: CriticParams) -> Result<CriticParams, Erro
     p.context_tokens = t.integer("context_tokens", 256)?.unwrap_or(p.context_tokens);
     p.observation_max_chars = t.integer("observation_max_chars", 100)?.unwrap_or(p.observation_max_chars);
     if let Some(template) = t.string("feedback_template")? {
-        worker::critic::feedback::check(&template).map_err(|e| t.err("feedback_template", e))?;
+        protocol::feedback::check(&template).map_err(|e| t.err("feedback_template", e))?;
         p.feedback_template = template;
     }
     p.system_prompt = t.string("system_prompt")?.unwrap_or(p.system_prompt);

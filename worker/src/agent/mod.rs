@@ -18,7 +18,7 @@
 
 mod edits;
 pub mod hook;
-pub mod prompts;
+pub use protocol::prompts;
 pub mod scaffold;
 
 use std::time::{Duration, Instant};

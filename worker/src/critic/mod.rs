@@ -12,7 +12,7 @@
 //! Kinds: `none` ([`crate::agent::hook::NoCritic`]), `heuristic` (rules, no cost), `remote` (a
 //! model behind an OpenAI-compatible endpoint, the paper's teacher baseline).
 
-pub mod feedback;
+pub use protocol::feedback;
 pub mod heuristic;
 pub mod input;
 pub mod local;

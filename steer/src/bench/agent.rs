@@ -47,7 +47,7 @@ pub struct AgentBenchArgs {
 
 pub async fn agent(args: AgentBenchArgs) -> anyhow::Result<ExitCode> {
     anyhow::ensure!(!args.concurrency.is_empty(), "--concurrency needs at least one level");
-    let instances = crate::dataset::load_path(&args.dataset)
+    let instances = orchestrator::dataset::load_path(&args.dataset)
         .with_context(|| format!("reading {}", args.dataset.display()))?;
     let instance = instances.into_iter().next().context("the dataset is empty")?;
     let docker = Docker::connect_to(&args.docker_host).await?;

@@ -14,13 +14,15 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use clap::Args;
 use protocol::{CompleteRun, Heartbeat, LeaseRef, Outcome, RunTotals};
-use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
-use sqlx::{ConnectOptions, PgPool};
+use sqlx::postgres::PgPoolOptions;
+use sqlx::PgPool;
 use uuid::Uuid;
 
+use orchestrator::db;
+use orchestrator::queue::{Queue, Registrar};
+
+use crate::bench::{percentile, ScratchDb};
 use crate::cli::DatabaseArgs;
-use crate::db;
-use crate::queue::{Queue, Registrar};
 
 #[derive(Args, Debug)]
 pub struct QueueBenchArgs {
@@ -330,59 +332,14 @@ async fn seed(pool: &PgPool, name: &str, runs: usize) -> anyhow::Result<i64> {
     Ok(sweep)
 }
 
-/// `percentile` of values in any order (sorted in place first).
-pub(crate) fn percentile_of(values: &mut [f64], q: f64) -> f64 {
-    values.sort_by(f64::total_cmp);
-    percentile(values, q)
-}
-
-/// The value at rank round((n - 1) x q) of sorted values (0 for none).
-pub(crate) fn percentile(sorted: &[f64], q: f64) -> f64 {
-    if sorted.is_empty() {
-        return 0.0;
-    }
-    let idx = ((sorted.len() - 1) as f64 * q).round() as usize;
-    sorted[idx]
-}
-
 fn round(x: f64, digits: i32) -> f64 {
     let f = 10f64.powi(digits);
     (x * f).round() / f
 }
 
-/// A database created for one benchmark on the server of `database_url`, dropped afterwards.
-pub(crate) struct ScratchDb {
-    admin: PgConnectOptions,
-    pub(crate) options: PgConnectOptions,
-    name: String,
-}
-
-impl ScratchDb {
-    pub(crate) async fn create(database_url: &str) -> anyhow::Result<Self> {
-        let admin: PgConnectOptions =
-            database_url.parse().context("DATABASE_URL is not a valid postgres:// URL")?;
-        let name = format!("steer_bench_{}_{}", std::process::id(), rand::random::<u32>());
-        let mut conn = admin.connect().await.context("connecting to DATABASE_URL")?;
-        sqlx::query(&format!("CREATE DATABASE {name}"))
-            .execute(&mut conn)
-            .await
-            .context("creating the benchmark's scratch database (the role needs CREATEDB)")?;
-        let options = admin.clone().database(&name);
-        Ok(ScratchDb { admin, options, name })
-    }
-
-    pub(crate) async fn drop_db(self) -> anyhow::Result<()> {
-        let mut conn = self.admin.connect().await?;
-        sqlx::query(&format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name))
-            .execute(&mut conn)
-            .await?;
-        Ok(())
-    }
-}
-
 #[cfg(test)]
 mod tests {
-    use super::{percentile, run_queue_bench};
+    use super::run_queue_bench;
 
     // The benchmark's own bookkeeping must hold: every run claimed once, none lost.
     #[tokio::test]
@@ -391,13 +348,5 @@ mod tests {
         let r = run_queue_bench(&url, 3, 150, 1).await.unwrap();
         assert_eq!((r.duplicates, r.lost), (0, 0), "{r:?}");
         assert!(r.claims_per_s > 0.0 && r.raw_claims_per_s > 0.0, "{r:?}");
-    }
-
-    #[test]
-    fn percentile_picks_nearest_rank() {
-        let v: Vec<f64> = (1..=100).map(f64::from).collect();
-        assert_eq!(percentile(&v, 0.5), 51.0);
-        assert_eq!(percentile(&v, 0.99), 99.0);
-        assert_eq!(percentile(&[], 0.5), 0.0);
     }
 }

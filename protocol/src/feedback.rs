@@ -58,7 +58,7 @@ pub fn check(template: &str) -> Result<(), String> {
 mod tests {
     use super::*;
 
-    const TEMPLATE: &str = include_str!("../../../protocol/templates/critic_feedback.j2");
+    const TEMPLATE: &str = include_str!("../templates/critic_feedback.j2");
 
     #[test]
     fn earlier_feedback_is_folded_and_cut() {

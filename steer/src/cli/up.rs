@@ -4,7 +4,6 @@
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::sync::Arc;
 
 use anyhow::Context;
 use clap::Args;
@@ -15,9 +14,9 @@ use tokio_util::task::TaskTracker;
 use super::client::ADMIN_TOKEN_FILE;
 use super::serve::{CoordinatorFlags, WorkerFlags};
 use super::{shutdown_on_signals, sweep};
-use crate::embedded_pg::{self, EmbeddedPostgres};
-use crate::store::tokens;
-use crate::{db, server};
+use orchestrator::embedded_pg::{self, EmbeddedPostgres};
+use orchestrator::store::tokens;
+use orchestrator::{db, server};
 
 const WORKER_TOKEN_FILE: &str = "worker-token";
 
@@ -110,12 +109,10 @@ async fn run_with_database(args: &UpArgs, data_dir: &Path, database_url: &str) -
             args.replay_bind
         ));
     }
-    args.worker.preload_critic_models()?;
-    let executors = args.worker.executors().await;
-    let kinds = executors.kinds();
-    let worker_config = args.worker.config(&url, &worker_token, &kinds);
+    let local_worker = worker::node::Worker::build(args.worker.settings(&url, &worker_token)).await?;
+    let kinds = local_worker.executor_kinds();
     let drain = shutdown.child_token();
-    let worker_task = tracker.spawn(worker::run(worker_config, Arc::new(executors), drain.clone()));
+    let worker_task = tracker.spawn(local_worker.run(drain.clone()));
 
     println!("steerbench is up");
     println!("  coordinator: {url}   (health: {url}/healthz, metrics: {url}/metrics)");
@@ -132,7 +129,7 @@ async fn run_with_database(args: &UpArgs, data_dir: &Path, database_url: &str) -
 
     let mut code = ExitCode::SUCCESS;
     if let Some(file) = &args.sweep {
-        let client = worker::CoordinatorClient::new(&url, &admin);
+        let client = api_client::CoordinatorClient::new(&url, &admin);
         let outcome = async {
             let submitted = sweep::submit(&client, file).await?;
             println!(

@@ -63,7 +63,7 @@ pub struct GradeBenchArgs {
 /// Grades every fixture instance's gold patch at each concurrency and reports instances graded
 /// per minute (`graded_per_min_<c>`); every instance must resolve, or the figures mean nothing.
 pub async fn grade(args: GradeBenchArgs) -> anyhow::Result<ExitCode> {
-    let instances = crate::dataset::load_path(&args.dataset)
+    let instances = orchestrator::dataset::load_path(&args.dataset)
         .with_context(|| format!("reading {}", args.dataset.display()))?;
     let docker = Docker::connect_to(&args.docker_host).await?;
     let executor = Arc::new(EvaluateExecutor::new(docker.clone(), "bench-grade"));

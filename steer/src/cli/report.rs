@@ -1,4 +1,4 @@
-//! `steer report` and `steer compare`: the figures of `crate::report`, fetched from the
+//! `steer report` and `steer compare`: the figures of `orchestrator::report`, fetched from the
 //! coordinator and printed as a table, JSON or CSV.
 
 use std::path::PathBuf;
@@ -10,7 +10,7 @@ use protocol::API_PREFIX;
 use reqwest::Method;
 
 use super::{client, CoordinatorArgs};
-use crate::report::{render, Comparison, Denominator, Report};
+use orchestrator::report::{render, Comparison, Denominator, Report};
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
 pub enum Format {
@@ -70,7 +70,7 @@ pub async fn report(args: ReportArgs) -> anyhow::Result<ExitCode> {
         Format::Table => render::table(&report),
         Format::Json => serde_json::to_string_pretty(&report)?,
         Format::Csv => render::csv(&report),
-        Format::Html => crate::report::html::render(&report),
+        Format::Html => orchestrator::report::html::render(&report),
     };
     write_out(args.out.as_ref(), &text)?;
     Ok(ExitCode::SUCCESS)

@@ -27,9 +27,12 @@ use tokio_util::task::TaskTracker;
 
 use crate::bench::ScratchDb;
 use crate::cli::DatabaseArgs;
-use crate::server::{self, CoordinatorConfig};
-use crate::store::{datasets, sweeps, tokens};
-use crate::{dataset, db, sweep_file};
+use orchestrator::server::{self, CoordinatorConfig};
+use orchestrator::store::{datasets, sweeps, tokens};
+use orchestrator::{dataset, db, sweep_file};
+
+/// The bundled demo dataset (6 SWE-bench-shaped instances), repeated to the benchmark's size.
+const DEMO_DATASET: &str = include_str!("../../../examples/demo-dataset.jsonl");
 
 #[derive(Args, Debug)]
 pub struct FleetBenchArgs {
@@ -95,7 +98,7 @@ async fn run_fleet(scratch: &ScratchDb, args: &FleetBenchArgs) -> anyhow::Result
         .context("connecting to the scratch database")?;
     db::MIGRATOR.run(&pool).await?;
     // A placeholder sweep over the demo dataset with as many repeats as needed.
-    let instances = dataset::parse(dataset::Format::Jsonl, crate::testkit::DEMO_DATASET.as_bytes())?;
+    let instances = dataset::parse(dataset::Format::Jsonl, DEMO_DATASET.as_bytes())?;
     datasets::import(&pool, "demo", None, &instances).await?;
     let repeats = args.runs.div_ceil(instances.len());
     let toml = format!(
@@ -211,7 +214,7 @@ async fn worker_slot(
     tally: Arc<Mutex<Tally>>,
     done: CancellationToken,
 ) -> anyhow::Result<()> {
-    let client = worker::CoordinatorClient::new(url, token);
+    let client = api_client::CoordinatorClient::new(url, token);
     let mut incarnation = 0;
     'worker: while !done.is_cancelled() {
         incarnation += 1;

@@ -80,17 +80,17 @@ pub enum Command {
 #[derive(Subcommand, Debug)]
 pub enum BenchCommand {
     /// Claim + heartbeat + complete cycles against DATABASE_URL, and the bare-SQL ceiling.
-    Queue(crate::bench::QueueBenchArgs),
+    Queue(crate::bench::queue::QueueBenchArgs),
     /// Round trips of a trivial command through the persistent shell, an API exec and a `docker exec` subprocess.
-    Sandbox(crate::bench_docker::SandboxBenchArgs),
+    Sandbox(crate::bench::docker::SandboxBenchArgs),
     /// Fixture instances graded per minute at several concurrencies.
-    Grade(crate::bench_docker::GradeBenchArgs),
+    Grade(crate::bench::docker::GradeBenchArgs),
     /// Agent-loop overhead per step, and worker memory with 1, 16 and 64 runs in flight.
-    Agent(crate::bench_agent::AgentBenchArgs),
+    Agent(crate::bench::agent::AgentBenchArgs),
     /// Critic model latency at 512/2048/8192 tokens, throughput with and without micro-batching, against Python onnxruntime.
-    Critic(crate::bench_critic::CriticBenchArgs),
+    Critic(crate::bench::critic::CriticBenchArgs),
     /// A simulated fleet (no containers) with random worker deaths against a real coordinator and DATABASE_URL.
-    Fleet(crate::bench_fleet::FleetBenchArgs),
+    Fleet(crate::bench::fleet::FleetBenchArgs),
 }
 
 /// How a client command reaches the coordinator.
@@ -173,12 +173,12 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
         Command::Images(cmd) => images::run(cmd).await,
         Command::Workers(args) => workers::run(args).await,
         Command::Token(cmd) => token::run(cmd).await,
-        Command::Bench(BenchCommand::Queue(args)) => crate::bench::queue(args).await,
-        Command::Bench(BenchCommand::Sandbox(args)) => crate::bench_docker::sandbox(args).await,
-        Command::Bench(BenchCommand::Grade(args)) => crate::bench_docker::grade(args).await,
-        Command::Bench(BenchCommand::Agent(args)) => crate::bench_agent::agent(args).await,
-        Command::Bench(BenchCommand::Fleet(args)) => crate::bench_fleet::fleet(args).await,
-        Command::Bench(BenchCommand::Critic(args)) => crate::bench_critic::critic(args).await,
+        Command::Bench(BenchCommand::Queue(args)) => crate::bench::queue::queue(args).await,
+        Command::Bench(BenchCommand::Sandbox(args)) => crate::bench::docker::sandbox(args).await,
+        Command::Bench(BenchCommand::Grade(args)) => crate::bench::docker::grade(args).await,
+        Command::Bench(BenchCommand::Agent(args)) => crate::bench::agent::agent(args).await,
+        Command::Bench(BenchCommand::Fleet(args)) => crate::bench::fleet::fleet(args).await,
+        Command::Bench(BenchCommand::Critic(args)) => crate::bench::critic::critic(args).await,
         Command::MockLlm(args) => mock_llm::run(args).await,
         Command::Export(cmd) => export::run(cmd).await,
         Command::Critic(cmd) => critic::run(cmd).await,
@@ -236,7 +236,7 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
 
 /// The default data directory of `steer up` (embedded Postgres, token files).
 pub fn default_data_dir() -> PathBuf {
-    crate::embedded_pg::default_data_dir()
+    orchestrator::embedded_pg::default_data_dir()
 }
 
 #[cfg(test)]

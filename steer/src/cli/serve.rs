@@ -2,14 +2,13 @@
 
 use std::net::SocketAddr;
 use std::process::ExitCode;
-use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Args;
 
 use super::{parse_duration, shutdown_on_signals, DatabaseArgs};
-use crate::db;
-use crate::server::{self, CoordinatorConfig, EndpointCooldown};
+use orchestrator::db;
+use orchestrator::server::{self, CoordinatorConfig, EndpointCooldown};
 
 #[derive(Args, Debug)]
 pub struct ServeArgs {
@@ -77,29 +76,6 @@ pub struct WorkerArgs {
     pub metrics_bind: Option<std::net::SocketAddr>,
     #[command(flatten)]
     pub worker: WorkerFlags,
-}
-
-/// Serves the worker's `/metrics` until the process ends.
-async fn serve_worker_metrics(bind: std::net::SocketAddr) -> anyhow::Result<()> {
-    let listener = anyhow::Context::with_context(tokio::net::TcpListener::bind(bind).await, || {
-        format!("binding the metrics endpoint to {bind}")
-    })?;
-    let app = axum::Router::new().route(
-        "/metrics",
-        axum::routing::get(|| async {
-            (
-                [(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
-                worker::metrics::METRICS.render(),
-            )
-        }),
-    );
-    tracing::info!(%bind, "worker metrics at /metrics");
-    tokio::spawn(async move {
-        if let Err(e) = axum::serve(listener, app).await {
-            tracing::error!(error = %e, "the worker's metrics endpoint stopped");
-        }
-    });
-    Ok(())
 }
 
 /// Worker settings shared by `worker` and `up`.
@@ -206,90 +182,35 @@ impl RegistryArgs {
 }
 
 impl WorkerFlags {
-    pub fn config(
-        &self,
-        coordinator_url: &str,
-        token: &str,
-        kinds: &[protocol::ExecutorKind],
-    ) -> worker::WorkerConfig {
-        worker::WorkerConfig {
+    /// The worker's settings, for a coordinator at `coordinator_url` and a worker token.
+    pub fn settings(&self, coordinator_url: &str, token: &str) -> worker::node::Settings {
+        worker::node::Settings {
             coordinator_url: coordinator_url.to_string(),
             token: token.to_string(),
-            name: self.worker_name(),
+            name: self.name.clone(),
             slots: self.slots,
             claim_wait: self.claim_wait,
             drain_timeout: self.drain_timeout,
-            capabilities: protocol::Capabilities::executors(kinds.to_vec()),
-        }
-    }
-
-    /// Loads the `--critic-model` directories (each once per process, shared by all runs).
-    pub fn preload_critic_models(&self) -> anyhow::Result<()> {
-        worker::critic::local::set_options(worker::critic::onnx::OnnxOptions {
-            intra_threads: self.critic_threads,
-            ..Default::default()
-        });
-        for dir in &self.critic_models {
-            let model = worker::critic::local::model(dir).map_err(anyhow::Error::msg)?;
-            eprintln!("critic model {} loaded on {}", dir.display(), model.device());
-        }
-        Ok(())
-    }
-
-    fn worker_name(&self) -> String {
-        self.name.clone().unwrap_or_else(|| worker::WorkerConfig::default().name)
-    }
-
-    /// The worker's executors: `evaluate` too when the Docker engine answers. Removes the
-    /// containers an earlier incarnation of this worker (same name) left behind.
-    pub async fn executors(&self) -> worker::Dispatcher {
-        if self.no_docker {
-            return worker::Dispatcher::new(None);
-        }
-        let name = self.worker_name();
-        match worker::sandbox::Docker::connect_to(&self.docker_host).await {
-            Ok(docker) => {
-                let docker = docker.with_pull_policy(worker::sandbox::PullPolicy {
-                    attempts: self.pull_attempts as usize,
-                    ..Default::default()
-                });
-                match docker.reap(("steerbench.worker", &name)).await {
-                    Ok(0) => {}
-                    Ok(n) => {
-                        tracing::warn!(removed = n, worker = %name, "removed containers an earlier run of this worker left")
-                    }
-                    Err(e) => tracing::warn!(error = %e, "could not reap old containers"),
-                }
-                // Without a budget the cache never evicts; it still tells the coordinator which
-                // images this worker holds (image-locality scheduling).
-                let budget = self.image_budget_gb.map_or(u64::MAX, |gb| gb.saturating_mul(1 << 30));
-                let cache =
-                    worker::sandbox::ImageCache::new(docker.clone(), budget).with_auth(self.registry.auth());
-                let evaluate = worker::evaluate::EvaluateExecutor::new(docker, &name).with_image_cache(cache);
-                worker::Dispatcher::new(Some(evaluate)).with_llm_retry(self.llm.policy())
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "no Docker engine: this worker takes placeholder runs only");
-                worker::Dispatcher::new(None)
-            }
+            critic_models: self.critic_models.clone(),
+            critic_threads: self.critic_threads,
+            docker: (!self.no_docker).then(|| worker::node::DockerSettings {
+                host: self.docker_host.clone(),
+                image_budget_bytes: self.image_budget_gb.map(|gb| gb.saturating_mul(1 << 30)),
+                pull_attempts: self.pull_attempts,
+                registry: self.registry.auth(),
+            }),
+            llm_retry: self.llm.policy(),
+            metrics_bind: None,
         }
     }
 }
 
 pub async fn worker(args: WorkerArgs) -> anyhow::Result<ExitCode> {
-    if args.worker.slots == 0 {
-        anyhow::bail!("--slots must be at least 1");
-    }
-    if args.token.trim().is_empty() {
-        anyhow::bail!("STEER_TOKEN (or --token) is empty: create a worker token with `steer token create --role worker --name NAME`");
-    }
     let drain = shutdown_on_signals();
-    if let Some(bind) = args.metrics_bind {
-        serve_worker_metrics(bind).await?;
-    }
-    args.worker.preload_critic_models()?;
-    let executors = args.worker.executors().await;
-    let config = args.worker.config(&args.coordinator, &args.token, &executors.kinds());
-    worker::run(config, Arc::new(executors), drain).await?;
+    let settings = worker::node::Settings {
+        metrics_bind: args.metrics_bind,
+        ..args.worker.settings(&args.coordinator, &args.token)
+    };
+    worker::node::Worker::build(settings).await?.run(drain).await?;
     Ok(ExitCode::SUCCESS)
 }

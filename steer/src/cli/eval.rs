@@ -11,8 +11,8 @@ use reqwest::Method;
 use worker::grading::{self, InstanceResult, SummaryInput};
 
 use super::{client, sweep, CoordinatorArgs};
-use crate::predictions::{self, Prediction};
-use crate::store::evals::{EvalRequest, EvalResult};
+use orchestrator::predictions::{self, Prediction};
+use orchestrator::store::evals::{EvalRequest, EvalResult};
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
 pub enum ProfileArg {

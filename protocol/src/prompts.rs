@@ -2,8 +2,8 @@
 //! templates are written). Undefined variables are errors, so a typo in a sweep's template is
 //! caught when the sweep is submitted ([`check`]) rather than sent to a model.
 
+use crate::PromptTemplates;
 use minijinja::{Environment, UndefinedBehavior};
-use protocol::PromptTemplates;
 use serde::Serialize;
 
 /// The template names, as errors name them.
@@ -114,7 +114,7 @@ pub fn check(templates: &PromptTemplates) -> Result<(), TemplateError> {
             scaffold,
             max_steps: 150,
             command_timeout_s: 60,
-            submit_sentinel: protocol::SUBMIT_SENTINEL,
+            submit_sentinel: crate::SUBMIT_SENTINEL,
         };
         prompts.system(&task)?;
         prompts.instance(&task)?;

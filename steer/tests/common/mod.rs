@@ -7,12 +7,11 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use orchestrator::server::{self, CoordinatorConfig};
 use orchestrator::store::tokens;
+use orchestrator::testkit;
 use protocol::{Instance, Role};
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
 use worker::sandbox::Docker;
 
 pub fn fixtures() -> Vec<Instance> {
@@ -42,25 +41,16 @@ pub async fn docker_with_fixture_images(instances: &[Instance]) -> Option<Docker
     Some(docker)
 }
 
-/// A coordinator serving in process.
+/// A coordinator serving in process (the coordinator crate's own test harness), which can
+/// also start workers in process.
 pub struct Coordinator {
     pub url: String,
-    stop: CancellationToken,
-    tracker: TaskTracker,
-    pool: PgPool,
+    inner: testkit::Coordinator,
 }
 
 pub async fn start_coordinator(pool: &PgPool, lease_ttl: Duration) -> Coordinator {
-    let stop = CancellationToken::new();
-    let tracker = TaskTracker::new();
-    let config = CoordinatorConfig {
-        bind: "127.0.0.1:0".parse().unwrap(),
-        lease_ttl,
-        maintenance_interval: Duration::from_millis(100),
-        ..Default::default()
-    };
-    let addr = server::spawn(pool.clone(), config, stop.clone(), &tracker).await.unwrap();
-    Coordinator { url: format!("http://{addr}"), stop, tracker, pool: pool.clone() }
+    let inner = testkit::start_coordinator(pool, lease_ttl).await;
+    Coordinator { url: inner.url.clone(), inner }
 }
 
 /// A worker running in process (its own tokio task).
@@ -71,7 +61,7 @@ pub struct Worker {
 
 impl Coordinator {
     pub async fn start_worker(&self, name: &str, slots: u32, dispatcher: worker::Dispatcher) -> Worker {
-        let token = tokens::create(&self.pool, name, Role::Worker).await.unwrap().token;
+        let token = tokens::create(&self.inner.pool, name, Role::Worker).await.unwrap().token;
         let config = worker::WorkerConfig {
             coordinator_url: self.url.clone(),
             token,
@@ -87,9 +77,7 @@ impl Coordinator {
     }
 
     pub async fn shutdown(self) {
-        self.stop.cancel();
-        self.tracker.close();
-        tokio::time::timeout(Duration::from_secs(10), self.tracker.wait()).await.unwrap();
+        self.inner.shutdown().await;
     }
 }
 

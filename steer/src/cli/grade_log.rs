@@ -9,7 +9,7 @@ use clap::Args;
 use worker::grading::{self, GradeInput, END_TEST_OUTPUT, START_TEST_OUTPUT};
 
 use super::eval::{GradingArg, ProfileArg};
-use crate::dataset;
+use orchestrator::dataset;
 
 #[derive(Args, Debug)]
 pub struct GradeLogArgs {

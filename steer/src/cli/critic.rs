@@ -9,7 +9,7 @@ use clap::{Args, Subcommand};
 use serde_json::{json, Value};
 use worker::agent::hook::{Guidance, Moment, StepView};
 
-use crate::sweep_file;
+use orchestrator::sweep_file;
 
 #[derive(Subcommand, Debug)]
 pub enum CriticCommand {

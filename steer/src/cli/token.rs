@@ -7,7 +7,7 @@ use clap::Subcommand;
 use protocol::Role;
 
 use super::DatabaseArgs;
-use crate::{db, store::tokens};
+use orchestrator::{db, store::tokens};
 
 #[derive(Subcommand, Debug)]
 pub enum TokenCommand {

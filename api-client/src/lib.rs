@@ -1,4 +1,6 @@
-//! HTTP client for the coordinator's worker and user routes, with retries on transient faults.
+//! The HTTP client of the coordinator's API: the worker routes a worker daemon uses and the user
+//! routes the `steer` CLI uses, with retries on transient faults. Both sides share it, so the
+//! coordinator's error codes are read in one place.
 
 use std::time::Duration;
 

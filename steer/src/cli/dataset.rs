@@ -4,13 +4,13 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::Context;
+use api_client::CoordinatorClient;
 use clap::Subcommand;
 use protocol::{DatasetInfo, DatasetUpload, API_PREFIX};
 use reqwest::Method;
-use worker::CoordinatorClient;
 
 use super::{client, CoordinatorArgs};
-use crate::dataset;
+use orchestrator::dataset;
 
 #[derive(Subcommand, Debug)]
 pub enum DatasetCommand {

@@ -8,13 +8,13 @@ use std::io::Write;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
-use orchestrator::replay::{self, Scenarios, ServeOptions};
 use orchestrator::store::{datasets, runs, sweeps};
 use orchestrator::testkit;
 use protocol::{Outcome, RunInfo, RunState, SweepState};
 use rust_decimal::Decimal;
 use serde_json::Value;
 use sqlx::{PgPool, Row};
+use steer::replay::{self, Scenarios, ServeOptions};
 use worker::llm::RetryPolicy;
 use worker::sandbox::Docker;
 

@@ -1,5 +1,5 @@
 //! `steer export trajectories`: one mini-swe-agent trajectory file per run of a sweep, and a
-//! `preds.json` per condition (see `crate::export` for the layout and format); `steer export
+//! `preds.json` per condition (see `orchestrator::export` for the layout and format); `steer export
 //! preds`: one condition's predictions as JSONL for the official harness.
 
 use std::collections::BTreeMap;
@@ -12,7 +12,7 @@ use protocol::{RunInfo, API_PREFIX};
 use reqwest::Method;
 
 use super::{client, CoordinatorArgs};
-use crate::export;
+use orchestrator::export;
 
 #[derive(Subcommand, Debug)]
 pub enum ExportCommand {
@@ -61,7 +61,7 @@ const PAGE: usize = 1000;
 
 /// Every run of a sweep (with `filter`, e.g. `&critic=none`), a page at a time.
 async fn list_runs(
-    client: &worker::CoordinatorClient,
+    client: &api_client::CoordinatorClient,
     sweep: &str,
     filter: &str,
 ) -> anyhow::Result<Vec<RunInfo>> {

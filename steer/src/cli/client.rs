@@ -1,7 +1,7 @@
 //! The coordinator client used by the user-facing subcommands.
 
 use anyhow::Context;
-use worker::CoordinatorClient;
+use api_client::CoordinatorClient;
 
 use super::CoordinatorArgs;
 

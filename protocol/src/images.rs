@@ -5,7 +5,7 @@
 //! `[registry/]<namespace>/sweb.eval.x86_64.<id>:<tag>`, where `<id>` is the instance id with
 //! `__` replaced by `_1776_` (Docker names may not contain a double underscore there).
 
-use protocol::{Instance, SandboxSettings};
+use crate::{Instance, SandboxSettings};
 
 pub fn image_for(instance: &Instance, settings: &SandboxSettings) -> String {
     image_name(&instance.instance_id, instance.image.as_deref(), settings)

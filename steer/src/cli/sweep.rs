@@ -5,15 +5,15 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::Context;
+use api_client::CoordinatorClient;
+use api_client::Error as ClientError;
 use clap::Subcommand;
 use protocol::{RunInfo, SubmitSweep, SweepState, SweepStatus, SweepSubmitted, API_PREFIX};
 use reqwest::Method;
 use rust_decimal::Decimal;
-use worker::client::Error as ClientError;
-use worker::CoordinatorClient;
 
 use super::{client, CoordinatorArgs};
-use crate::sweep_file;
+use orchestrator::sweep_file;
 
 #[derive(Subcommand, Debug)]
 pub enum SweepCommand {

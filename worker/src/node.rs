@@ -1,0 +1,181 @@
+//! A worker assembled from its settings: the one place that turns a worker's configuration into
+//! a running daemon. It loads the critic models it was told to preload, connects to Docker
+//! (reaping what an earlier incarnation left), builds its executors, binds its metrics endpoint,
+//! then runs the lease loop until drained. `steer worker` and `steer up` only fill [`Settings`].
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::dispatch::Dispatcher;
+use crate::evaluate::EvaluateExecutor;
+use crate::llm::RetryPolicy;
+use crate::sandbox::{Docker, ImageCache, PullPolicy, RegistryAuth};
+use crate::{critic, daemon, metrics, WorkerConfig};
+
+/// Everything a worker is configured with (filled from flags and `STEER_*` variables by the
+/// binary; this crate reads no environment).
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub coordinator_url: String,
+    /// A `worker` token (never logged).
+    pub token: String,
+    /// Name shown for this worker; the host name when unset.
+    pub name: Option<String>,
+    /// Runs executed at once (at least 1).
+    pub slots: u32,
+    /// Long-poll length of each claim.
+    pub claim_wait: Duration,
+    /// On drain, how long runs may finish before they are handed back.
+    pub drain_timeout: Duration,
+    /// Critic model directories loaded at start, so a missing ONNX Runtime library or a bad
+    /// model stops the worker at once instead of failing its runs.
+    pub critic_models: Vec<PathBuf>,
+    /// Intra-op threads of each local critic model (0: ONNX Runtime's default).
+    pub critic_threads: usize,
+    /// The sandbox engine; `None`: placeholder runs only.
+    pub docker: Option<DockerSettings>,
+    /// How model calls are retried.
+    pub llm_retry: RetryPolicy,
+    /// Serve this worker's Prometheus metrics at `http://ADDR/metrics`.
+    pub metrics_bind: Option<SocketAddr>,
+}
+
+/// How the worker reaches Docker and keeps instance images.
+#[derive(Debug, Clone)]
+pub struct DockerSettings {
+    /// `unix:///path` or `tcp://host:port`.
+    pub host: String,
+    /// Disk budget for kept instance images, in bytes; `None`: kept without limit.
+    pub image_budget_bytes: Option<u64>,
+    /// Attempts at pulling a missing image (1 fails at once).
+    pub pull_attempts: u32,
+    /// Credentials for pulls from a private registry.
+    pub registry: Option<RegistryAuth>,
+}
+
+/// A worker ready to run: its executors built, its metrics endpoint bound.
+pub struct Worker {
+    config: WorkerConfig,
+    executors: Arc<Dispatcher>,
+    metrics: Option<TcpListener>,
+}
+
+impl Worker {
+    /// Checks the settings and builds the worker. Fails on settings that cannot work (no slots,
+    /// an empty token, a critic model that does not load, a metrics address already taken); a
+    /// Docker engine that does not answer only narrows the worker to placeholder runs.
+    pub async fn build(settings: Settings) -> anyhow::Result<Worker> {
+        if settings.slots == 0 {
+            anyhow::bail!("--slots must be at least 1");
+        }
+        if settings.token.trim().is_empty() {
+            anyhow::bail!("STEER_TOKEN (or --token) is empty: create a worker token with `steer token create --role worker --name NAME`");
+        }
+        preload_critic_models(&settings.critic_models, settings.critic_threads)?;
+        let name = settings.name.clone().unwrap_or_else(|| WorkerConfig::default().name);
+        let executors = match &settings.docker {
+            Some(docker) => executors(docker, &name).await,
+            None => Dispatcher::new(None),
+        }
+        .with_llm_retry(settings.llm_retry.clone());
+        let metrics = match settings.metrics_bind {
+            Some(bind) => Some(
+                TcpListener::bind(bind)
+                    .await
+                    .with_context(|| format!("binding the metrics endpoint to {bind}"))?,
+            ),
+            None => None,
+        };
+        let config = WorkerConfig {
+            coordinator_url: settings.coordinator_url,
+            token: settings.token,
+            name,
+            slots: settings.slots,
+            claim_wait: settings.claim_wait,
+            drain_timeout: settings.drain_timeout,
+            capabilities: protocol::Capabilities::executors(executors.kinds()),
+        };
+        Ok(Worker { config, executors: Arc::new(executors), metrics })
+    }
+
+    /// The executor kinds this worker registers (`evaluate` and `agent` need Docker).
+    pub fn executor_kinds(&self) -> Vec<protocol::ExecutorKind> {
+        self.executors.kinds()
+    }
+
+    /// Runs the lease loop until `drain` fires and every run is finished or handed back; the
+    /// metrics endpoint is served for as long.
+    pub async fn run(self, drain: CancellationToken) -> anyhow::Result<()> {
+        let stop_metrics = CancellationToken::new();
+        let metrics_task =
+            self.metrics.map(|listener| tokio::spawn(serve_metrics(listener, stop_metrics.clone())));
+        let result = daemon::run(self.config, self.executors, drain).await;
+        stop_metrics.cancel();
+        if let Some(task) = metrics_task {
+            let _ = task.await;
+        }
+        result
+    }
+}
+
+/// Loads each critic model directory once per process (shared by all runs).
+fn preload_critic_models(dirs: &[PathBuf], threads: usize) -> anyhow::Result<()> {
+    critic::local::set_options(critic::onnx::OnnxOptions { intra_threads: threads, ..Default::default() });
+    for dir in dirs {
+        let model = critic::local::model(dir).map_err(anyhow::Error::msg)?;
+        tracing::info!(model = %dir.display(), device = %model.device(), "critic model loaded");
+        eprintln!("critic model {} loaded on {}", dir.display(), model.device());
+    }
+    Ok(())
+}
+
+/// The worker's executors: `evaluate` and `agent` too when the Docker engine answers. Removes
+/// the containers an earlier incarnation of this worker (same name) left behind.
+async fn executors(settings: &DockerSettings, name: &str) -> Dispatcher {
+    let docker = match Docker::connect_to(&settings.host).await {
+        Ok(docker) => docker,
+        Err(e) => {
+            tracing::warn!(error = %e, "no Docker engine: this worker takes placeholder runs only");
+            return Dispatcher::new(None);
+        }
+    };
+    let docker = docker
+        .with_pull_policy(PullPolicy { attempts: settings.pull_attempts as usize, ..Default::default() });
+    match docker.reap(("steerbench.worker", name)).await {
+        Ok(0) => {}
+        Ok(n) => {
+            tracing::warn!(removed = n, worker = %name, "removed containers an earlier run of this worker left")
+        }
+        Err(e) => tracing::warn!(error = %e, "could not reap old containers"),
+    }
+    // Without a budget the cache never evicts; it still tells the coordinator which images this
+    // worker holds (image-locality scheduling).
+    let cache = ImageCache::new(docker.clone(), settings.image_budget_bytes.unwrap_or(u64::MAX))
+        .with_auth(settings.registry.clone());
+    Dispatcher::new(Some(EvaluateExecutor::new(docker, name).with_image_cache(cache)))
+}
+
+/// Serves `/metrics` on `listener` until `stop` fires.
+async fn serve_metrics(listener: TcpListener, stop: CancellationToken) {
+    let app = axum::Router::new().route(
+        "/metrics",
+        axum::routing::get(|| async {
+            (
+                [(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+                metrics::METRICS.render(),
+            )
+        }),
+    );
+    if let Ok(bind) = listener.local_addr() {
+        tracing::info!(%bind, "worker metrics at /metrics");
+    }
+    if let Err(e) = axum::serve(listener, app).with_graceful_shutdown(stop.cancelled_owned()).await {
+        tracing::error!(error = %e, "the worker's metrics endpoint stopped");
+    }
+}
