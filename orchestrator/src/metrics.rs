@@ -110,6 +110,12 @@ pub struct SweepLabel {
     pub sweep: String,
 }
 
+/// A store query, by the name of the function that runs it (`ping`, `runs_by_state`, ...).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct QueryLabel {
+    pub query: String,
+}
+
 fn latency_histogram() -> Histogram {
     // 10 ms to about 10 minutes.
     Histogram::new(exponential_buckets(0.01, 2.5, 13))
@@ -141,6 +147,7 @@ pub struct Metrics {
     pub sweep_spent_usd: Family<SweepLabel, Gauge<f64, AtomicU64>>,
     pub endpoint_outages: Family<HostLabel, Gauge>,
     pub endpoint_cooldown_seconds: Family<HostLabel, Gauge<f64, AtomicU64>>,
+    pub store_errors: Family<QueryLabel, Counter>,
 }
 
 impl Metrics {
@@ -171,6 +178,7 @@ impl Metrics {
             sweep_spent_usd: Family::default(),
             endpoint_outages: Family::default(),
             endpoint_cooldown_seconds: Family::default(),
+            store_errors: Family::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -213,6 +221,11 @@ impl Metrics {
             "runs",
             "Runs in the store, by state (read at scrape time)",
             m.runs_by_state.clone(),
+        );
+        registry.register(
+            "store_errors",
+            "Store queries of /healthz and /metrics that failed, by query (the gauges they feed keep their last value)",
+            m.store_errors.clone(),
         );
         registry.register(
             "workers_alive",
@@ -340,6 +353,18 @@ impl Metrics {
             .filter_map(|l| l.split_whitespace().next())
             .map(str::to_string)
             .collect()
+    }
+
+    /// Counts the runs one lease-expiry pass took back, by the state each went to.
+    pub fn lease_expired(&self, expired: &crate::queue::Expired) {
+        for (to, n) in expired.iter() {
+            self.lease_expiries.get_or_create(&StateLabel { state: to.as_str().into() }).inc_by(n);
+        }
+    }
+
+    /// Counts a failed store query of `/healthz` or `/metrics`.
+    pub fn store_failed(&self, query: &str) {
+        self.store_errors.get_or_create(&QueryLabel { query: query.into() }).inc();
     }
 
     pub fn render(&self) -> String {

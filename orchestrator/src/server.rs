@@ -16,7 +16,7 @@ use tokio_util::task::TaskTracker;
 use crate::api::{self, AppState};
 use crate::metrics::Metrics;
 pub use crate::queue::EndpointCooldown;
-use crate::queue::Queue;
+use crate::queue::{Queue, RunState};
 
 /// What a coordinator needs beyond its database.
 #[derive(Debug, Clone)]
@@ -127,10 +127,10 @@ async fn maintenance(state: AppState, interval: Duration, shutdown: Cancellation
             _ = tick.tick() => {}
         }
         match state.queue.expire_leases(1000).await {
-            Ok(by_state) if !by_state.is_empty() => {
-                tracing::warn!(?by_state, "took back runs whose lease expired");
-                api::workers::record_expiries(&state, &by_state);
-                if by_state.contains_key("queued") {
+            Ok(expired) if !expired.is_empty() => {
+                tracing::warn!(%expired, "took back runs whose lease expired");
+                state.metrics.lease_expired(&expired);
+                if expired.get(RunState::Queued) > 0 {
                     state.wake.notify_waiters();
                 }
             }

@@ -74,13 +74,19 @@ fn files_naming(dir: &str, needle: &str, allowed: &[&str]) -> Vec<String> {
                 continue;
             }
             let text = std::fs::read_to_string(&path).expect("source is UTF-8");
-            if text.lines().any(|l| !l.trim_start().starts_with("//") && l.contains(needle)) {
+            if text.lines().any(|l| !l.trim_start().starts_with("//") && names(l, needle)) {
                 found.push(relative);
             }
         }
     }
     found.sort();
     found
+}
+
+/// Whether `line` names `path` as a path of its own (`ort::x`, not `report::x`).
+fn names(line: &str, path: &str) -> bool {
+    line.match_indices(path)
+        .any(|(at, _)| line[..at].chars().next_back().is_none_or(|c| !(c.is_alphanumeric() || c == '_')))
 }
 
 #[test]

@@ -14,7 +14,7 @@ use tracing::Instrument;
 use uuid::Uuid;
 
 use crate::client::{self, CoordinatorClient};
-use crate::executor::{ExecError, Executor, RunContext};
+use crate::executor::{ExecError, Executor, RunContext, RunResult};
 
 #[derive(Debug, Clone)]
 pub struct WorkerConfig {
@@ -75,20 +75,15 @@ fn stop_run(table: &Table, run_id: i64, reason: StopReason) {
     }
 }
 
-/// Runs a worker until `drain` fires and its runs are finished or handed back.
+/// Runs a worker until `drain` fires and its runs are finished or handed back: register, claim
+/// until drain (or until the coordinator refuses this worker), drain, hand back.
 pub async fn run(
     config: WorkerConfig,
     executor: Arc<dyn Executor>,
     drain: CancellationToken,
 ) -> anyhow::Result<()> {
     let client = CoordinatorClient::new(&config.coordinator_url, &config.token);
-    let registration = RegisterWorker {
-        name: config.name.clone(),
-        host: gethostname::gethostname().to_string_lossy().into_owned(),
-        slots: config.slots,
-        capabilities: Some(config.capabilities.clone()),
-        version: env!("CARGO_PKG_VERSION").to_string(),
-    };
+    let registration = registration(&config);
     let registered = tokio::select! {
         _ = drain.cancelled() => return Ok(()),
         r = client.register(&registration) => r?,
@@ -96,114 +91,186 @@ pub async fn run(
     let worker_id = registered.worker_id;
     tracing::info!(%worker_id, slots = config.slots, coordinator = %client.base_url(), "worker registered");
 
-    let table: Table = Arc::new(Mutex::new(HashMap::new()));
-    let slot_freed = Arc::new(Notify::new());
-    let tracker = TaskTracker::new();
-    let heartbeat_stop = CancellationToken::new();
-    let heartbeat_every = Duration::from_millis(registered.heartbeat_interval_ms.max(50));
-    let hb = tracker.spawn(heartbeat_loop(
-        Beat {
-            client: client.clone(),
-            worker_id,
-            table: table.clone(),
-            every: heartbeat_every,
-            executor: executor.clone(),
+    let daemon = Daemon {
+        shared: Shared {
+            client,
+            executor,
+            table: Arc::new(Mutex::new(HashMap::new())),
+            slot_freed: Arc::new(Notify::new()),
         },
-        drain.clone(),
-        heartbeat_stop.clone(),
-    ));
+        worker_id,
+        slots: config.slots,
+        claim_wait: config.claim_wait,
+        tracker: TaskTracker::new(),
+        heartbeat_stop: CancellationToken::new(),
+    };
+    daemon.start_heartbeat(Duration::from_millis(registered.heartbeat_interval_ms.max(50)), &drain);
+    let refused = daemon.claim_loop(&drain).await;
+    daemon.drain(config.drain_timeout).await;
+    if refused.is_none() {
+        daemon.hand_back().await;
+    }
+    tracing::info!(%worker_id, "worker stopped");
+    if let Some(why) = refused {
+        anyhow::bail!(why);
+    }
+    Ok(())
+}
 
-    // Why the coordinator will not let this worker claim any more, if it will not.
-    let mut refused: Option<String> = None;
-    while !drain.is_cancelled() {
-        let free = config.slots.saturating_sub(table.lock().expect("in-flight table lock").len() as u32);
-        if free == 0 {
-            let freed = slot_freed.notified();
-            tokio::select! {
+fn registration(config: &WorkerConfig) -> RegisterWorker {
+    RegisterWorker {
+        name: config.name.clone(),
+        host: gethostname::gethostname().to_string_lossy().into_owned(),
+        slots: config.slots,
+        capabilities: Some(config.capabilities.clone()),
+        version: env!("CARGO_PKG_VERSION").to_string(),
+    }
+}
+
+/// What each run's task shares with the daemon.
+#[derive(Clone)]
+struct Shared {
+    client: CoordinatorClient,
+    executor: Arc<dyn Executor>,
+    table: Table,
+    /// Fires whenever a run leaves the table.
+    slot_freed: Arc<Notify>,
+}
+
+/// A registered worker's lease loop: the runs it holds and the tasks running them.
+struct Daemon {
+    shared: Shared,
+    worker_id: Uuid,
+    slots: u32,
+    claim_wait: Duration,
+    /// Every run's task and the heartbeat.
+    tracker: TaskTracker,
+    heartbeat_stop: CancellationToken,
+}
+
+impl Daemon {
+    fn start_heartbeat(&self, every: Duration, drain: &CancellationToken) {
+        let beat = Beat {
+            client: self.shared.client.clone(),
+            worker_id: self.worker_id,
+            table: self.shared.table.clone(),
+            every,
+            executor: self.shared.executor.clone(),
+        };
+        self.tracker.spawn(heartbeat_loop(beat, drain.clone(), self.heartbeat_stop.clone()));
+    }
+
+    fn held(&self) -> usize {
+        self.shared.table.lock().expect("in-flight table lock").len()
+    }
+
+    /// Phase one: claims runs into free slots until `drain` fires. Returns why the coordinator
+    /// will not let this worker claim any more, if it will not.
+    async fn claim_loop(&self, drain: &CancellationToken) -> Option<String> {
+        while !drain.is_cancelled() {
+            let free = self.slots.saturating_sub(self.held() as u32);
+            if free == 0 {
+                let freed = self.shared.slot_freed.notified();
+                tokio::select! {
+                    _ = drain.cancelled() => break,
+                    _ = freed => continue,
+                    // Belt and braces against a missed notification.
+                    _ = tokio::time::sleep(Duration::from_secs(1)) => continue,
+                }
+            }
+            let claimed = tokio::select! {
                 _ = drain.cancelled() => break,
-                _ = freed => continue,
-                // Belt and braces against a missed notification.
-                _ = tokio::time::sleep(Duration::from_secs(1)) => continue,
+                c = self.shared.client.claim(self.worker_id, free, self.claim_wait) => c,
+            };
+            match claimed {
+                Ok(claimed) => claimed.runs.into_iter().for_each(|run| self.start(run, drain)),
+                Err(e) => {
+                    if let Some(why) = self.refusal(&e) {
+                        return Some(why);
+                    }
+                    tracing::warn!(error = %e, "claim failed; backing off");
+                    tokio::select! {
+                        _ = drain.cancelled() => break,
+                        _ = tokio::time::sleep(Duration::from_secs(1)) => continue,
+                    }
+                }
             }
         }
-        let claimed = tokio::select! {
-            _ = drain.cancelled() => break,
-            c = client.claim(worker_id, free, config.claim_wait) => c,
-        };
-        let runs = match claimed {
-            Ok(c) => c.runs,
-            Err(client::Error::Rejected { status: 404, message, .. }) => {
+        None
+    }
+
+    /// Why a failed claim means this worker must stop claiming, if it does.
+    fn refusal(&self, e: &client::Error) -> Option<String> {
+        let worker_id = self.worker_id;
+        match e {
+            client::Error::Rejected { status: 404, message, .. } => {
                 // The coordinator's database no longer has this worker (reset or restored):
-                // stop claiming and let the drain below hand back what we hold; the operator
-                // (or a supervisor) restarts the worker, which registers anew.
+                // stop claiming and let the drain hand back what we hold; the operator (or a
+                // supervisor) restarts the worker, which registers anew.
                 tracing::error!(%message, "the coordinator does not know this worker any more; stopping");
-                refused = Some(format!(
+                Some(format!(
                     "the coordinator does not know worker {worker_id} (was its database reset?); restart the worker"
-                ));
-                break;
+                ))
             }
-            Err(client::Error::Rejected { status: 403, message, .. }) => {
+            client::Error::Rejected { status: 403, message, .. } => {
                 // This worker is bound to another API token (it registered under a token that
                 // was since replaced, or before the coordinator recorded tokens): registering
                 // anew under ours is the way back.
                 tracing::error!(%message, "the coordinator refuses this worker's token; stopping");
-                refused = Some(format!(
+                Some(format!(
                     "the coordinator refuses claims for worker {worker_id} with this token: {message}; restart the worker"
-                ));
-                break;
+                ))
             }
-            Err(e) => {
-                tracing::warn!(error = %e, "claim failed; backing off");
-                tokio::select! {
-                    _ = drain.cancelled() => break,
-                    _ = tokio::time::sleep(Duration::from_secs(1)) => continue,
-                }
-            }
-        };
-        for run in runs {
-            let cancel = CancellationToken::new();
-            table
-                .lock()
-                .expect("in-flight table lock")
-                .insert(run.run_id, InFlight { lease: run.lease(), cancel: cancel.clone(), reason: None });
-            // A claim that raced with drain: hand it back at once rather than start it.
-            if drain.is_cancelled() {
-                stop_run(&table, run.run_id, StopReason::Drain);
-            }
-            let span = tracing::info_span!("run", run_id = run.run_id, attempt = run.attempt, %worker_id);
-            let task =
-                execute_one(client.clone(), executor.clone(), run, cancel, table.clone(), slot_freed.clone());
-            tracker.spawn(task.instrument(span));
+            _ => None,
         }
     }
 
-    // Phase two: no more claims; let runs finish, then hand back the rest.
-    let in_flight = table.lock().expect("in-flight table lock").len();
-    tracing::info!(in_flight, timeout = ?config.drain_timeout, "draining");
-    let deadline = tokio::time::Instant::now() + config.drain_timeout;
-    loop {
-        let ids: Vec<i64> = table.lock().expect("in-flight table lock").keys().copied().collect();
-        if ids.is_empty() {
-            break;
+    /// Runs a claimed run in a task of its own.
+    fn start(&self, run: ClaimedRun, drain: &CancellationToken) {
+        let table = &self.shared.table;
+        let cancel = CancellationToken::new();
+        let in_flight = InFlight { lease: run.lease(), cancel: cancel.clone(), reason: None };
+        table.lock().expect("in-flight table lock").insert(run.run_id, in_flight);
+        // A claim that raced with drain: hand it back at once rather than start it.
+        if drain.is_cancelled() {
+            stop_run(table, run.run_id, StopReason::Drain);
         }
-        if tokio::time::Instant::now() >= deadline {
-            for id in ids {
-                stop_run(&table, id, StopReason::Drain);
-            }
-            break;
-        }
-        let freed = slot_freed.notified();
-        let _ = tokio::time::timeout_at(deadline, freed).await;
+        let span = tracing::info_span!("run", run_id = run.run_id, attempt = run.attempt, worker_id = %self.worker_id);
+        self.tracker.spawn(execute_one(self.shared.clone(), run, cancel).instrument(span));
     }
-    heartbeat_stop.cancel();
-    tracker.close();
-    tracker.wait().await;
-    drop(hb);
-    // Holding nothing now, hand back whatever the coordinator still has leased to us: a claim
-    // that was in flight when the drain began (its response dropped unread), or one whose
-    // response was lost. Without this such a run waits out its lease before anyone retries it.
-    if refused.is_none() {
-        match client.release_held(worker_id, "worker stopped before reading the claim").await {
+
+    /// Phase two: no more claims; lets runs finish for up to `timeout`, then stops the rest
+    /// (they hand themselves back), and waits for every task, the heartbeat last.
+    async fn drain(&self, timeout: Duration) {
+        tracing::info!(in_flight = self.held(), ?timeout, "draining");
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let ids: Vec<i64> =
+                self.shared.table.lock().expect("in-flight table lock").keys().copied().collect();
+            if ids.is_empty() {
+                break;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                for id in ids {
+                    stop_run(&self.shared.table, id, StopReason::Drain);
+                }
+                break;
+            }
+            let freed = self.shared.slot_freed.notified();
+            let _ = tokio::time::timeout_at(deadline, freed).await;
+        }
+        self.heartbeat_stop.cancel();
+        self.tracker.close();
+        self.tracker.wait().await;
+    }
+
+    /// Holding nothing now, hands back whatever the coordinator still has leased to us: a
+    /// claim that was in flight when the drain began (its response dropped unread), or one
+    /// whose response was lost. Without this such a run waits out its lease before anyone
+    /// retries it.
+    async fn hand_back(&self) {
+        match self.shared.client.release_held(self.worker_id, "worker stopped before reading the claim").await
+        {
             Ok(ids) if !ids.is_empty() => {
                 tracing::warn!(runs = ?ids, "handed back runs claimed for this worker that it never received")
             }
@@ -213,29 +280,41 @@ pub async fn run(
             }
         }
     }
-    tracing::info!(%worker_id, "worker stopped");
-    if let Some(why) = refused {
-        anyhow::bail!(why);
-    }
-    Ok(())
 }
 
-async fn execute_one(
-    client: CoordinatorClient,
-    executor: Arc<dyn Executor>,
-    run: ClaimedRun,
-    cancel: CancellationToken,
-    table: Table,
-    slot_freed: Arc<Notify>,
-) {
-    let ctx = RunContext::new(client.clone(), &run, cancel.clone());
+/// Executes one run and reports how it ended, then frees its slot.
+async fn execute_one(shared: Shared, run: ClaimedRun, cancel: CancellationToken) {
+    let ctx = RunContext::new(shared.client.clone(), &run, cancel);
     let metrics = &crate::metrics::METRICS;
     metrics.runs_active.inc();
-    let result = executor.execute(&run, ctx).await;
+    let result = shared.executor.execute(&run, ctx).await;
     metrics.runs_active.dec();
+    let reason = shared.table.lock().expect("in-flight table lock").get(&run.run_id).and_then(|f| f.reason);
+    match report(&shared.client, &run, reason, result).await {
+        Ok(()) => {}
+        Err(client::Error::LeaseLost(m)) => {
+            tracing::warn!(run_id = run.run_id, message = %m, "result rejected: lease lost")
+        }
+        // The lease will expire and the run will be re-queued: nothing is lost.
+        Err(e) => {
+            tracing::error!(run_id = run.run_id, error = %e, "could not report the run; its lease will expire")
+        }
+    }
+    shared.table.lock().expect("in-flight table lock").remove(&run.run_id);
+    shared.slot_freed.notify_waiters();
+}
+
+/// Tells the coordinator how a run ended: its result, a hand-back, or a failure; nothing once
+/// the lease is lost.
+async fn report(
+    client: &CoordinatorClient,
+    run: &ClaimedRun,
+    reason: Option<StopReason>,
+    result: Result<RunResult, ExecError>,
+) -> Result<(), client::Error> {
+    let metrics = &crate::metrics::METRICS;
     let kind = run.executor.kind().as_str();
-    let reason = table.lock().expect("in-flight table lock").get(&run.run_id).and_then(|f| f.reason);
-    let reported = match (reason, result) {
+    match (reason, result) {
         (Some(StopReason::LeaseLost), _) => {
             tracing::warn!(run_id = run.run_id, "lease lost; dropping the run's result");
             metrics.run_ended(kind, "lease_lost");
@@ -263,7 +342,7 @@ async fn execute_one(
             metrics.run_ended(kind, "released");
             client.release(run.run_id, run.lease_token, "worker draining").await
         }
-        (None, Err(ExecError::Infra(reason))) => {
+        (None, Err(ExecError::Infra { reason, .. })) => {
             tracing::warn!(run_id = run.run_id, %reason, "run failed on infrastructure");
             metrics.run_ended(kind, "failed");
             client.fail(run.run_id, run.lease_token, &reason, false).await
@@ -273,19 +352,7 @@ async fn execute_one(
             metrics.run_ended(kind, "failed");
             client.fail(run.run_id, run.lease_token, &reason, true).await
         }
-    };
-    match reported {
-        Ok(()) => {}
-        Err(client::Error::LeaseLost(m)) => {
-            tracing::warn!(run_id = run.run_id, message = %m, "result rejected: lease lost")
-        }
-        // The lease will expire and the run will be re-queued: nothing is lost.
-        Err(e) => {
-            tracing::error!(run_id = run.run_id, error = %e, "could not report the run; its lease will expire")
-        }
     }
-    table.lock().expect("in-flight table lock").remove(&run.run_id);
-    slot_freed.notify_waiters();
 }
 
 /// What the heartbeat task needs.

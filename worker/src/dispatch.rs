@@ -19,7 +19,7 @@ pub struct Dispatcher {
 
 impl Dispatcher {
     pub fn new(evaluate: Option<EvaluateExecutor>) -> Self {
-        let agent = evaluate.clone().map(AgentExecutor::new);
+        let agent = evaluate.as_ref().map(|e| AgentExecutor::new(e.grader().clone()));
         Dispatcher { placeholder: PlaceholderExecutor, evaluate, agent }
     }
 
@@ -49,12 +49,12 @@ impl Executor for Dispatcher {
             (ExecutorSpec::Evaluate(_), Some(evaluate)) => evaluate.execute(run, ctx),
             // Only reachable if the coordinator ignored our registered kinds.
             (ExecutorSpec::Evaluate(_), None) => Box::pin(async {
-                Err(ExecError::Infra("this worker has no Docker engine and cannot evaluate".into()))
+                Err(ExecError::infra_reason("this worker has no Docker engine and cannot evaluate"))
             }),
             (ExecutorSpec::Agent(_), _) => match &self.agent {
                 Some(agent) => agent.execute(run, ctx),
                 None => Box::pin(async {
-                    Err(ExecError::Infra("this worker has no Docker engine and cannot run agents".into()))
+                    Err(ExecError::infra_reason("this worker has no Docker engine and cannot run agents"))
                 }),
             },
         }

@@ -14,8 +14,9 @@ use protocol::{ClaimedRun, Evaluation, ExecutorSpec, Outcome, PatchSource, RunTo
 
 use crate::executor::{ExecError, ExecFuture, Executor, ImagesFuture, RunContext, RunResult};
 use crate::grading::{self, GradeInput, GradeOutcome, GradingMode, Profile};
-use crate::images::image_for;
-use crate::sandbox::{self, Docker, ExecLimits, ExecOutput, ImageCache, ImageGuard, Sandbox, SandboxSpec};
+use crate::sandbox::{Docker, ExecLimits, ExecOutput, ImageCache, Sandbox};
+use crate::sandboxes::SandboxFactory;
+use crate::text::cap_chars;
 
 /// Captured output budget of the eval script: test logs of large suites run to megabytes, and
 /// the markers and results must survive (head and tail are kept).
@@ -25,76 +26,21 @@ const APPLY_TIMEOUT: Duration = Duration::from_secs(120);
 /// How much of a command's output a recorded step keeps (head and tail).
 const STEP_OBSERVATION_CHARS: usize = 20_000;
 
+/// Grades a patch for a run's instance in a fresh sandbox: what the `evaluate` executor does
+/// with a given patch, and the agent executor with the patch its agent made.
 #[derive(Clone)]
-pub struct EvaluateExecutor {
-    docker: Docker,
-    /// Labels every container with the worker's name, so the reaper of a restarted worker
-    /// finds what its previous incarnation left.
-    worker_name: String,
-    /// Keeps instance images between runs up to a budget; without it, images are only pulled
-    /// when missing and never removed.
-    image_cache: Option<ImageCache>,
+pub struct Grader {
+    sandboxes: SandboxFactory,
 }
 
-impl EvaluateExecutor {
-    pub fn new(docker: Docker, worker_name: &str) -> Self {
-        EvaluateExecutor { docker, worker_name: worker_name.to_string(), image_cache: None }
+impl Grader {
+    pub fn new(sandboxes: SandboxFactory) -> Self {
+        Grader { sandboxes }
     }
 
-    /// The same executor taking its images through `cache` (shared with the worker's other
-    /// users of it), which holds each run's image until the run ends.
-    pub fn with_image_cache(mut self, cache: ImageCache) -> Self {
-        self.image_cache = Some(cache);
-        self
-    }
-}
-
-impl Executor for EvaluateExecutor {
-    fn status(&self) -> Option<String> {
-        let pulls = self.docker.pulls_in_progress();
-        (!pulls.is_empty()).then(|| pulls.join("; "))
-    }
-
-    fn held_images(&self) -> ImagesFuture<'_> {
-        Box::pin(async move {
-            match &self.image_cache {
-                Some(cache) => cache.held().await.unwrap_or_else(|e| {
-                    tracing::warn!(error = %e, "could not list the images this worker holds");
-                    Vec::new()
-                }),
-                None => Vec::new(),
-            }
-        })
-    }
-
-    fn execute<'a>(&'a self, run: &'a ClaimedRun, ctx: RunContext) -> ExecFuture<'a> {
-        Box::pin(async move {
-            let cancel = ctx.cancel.clone();
-            tokio::select! {
-                // Dropping the evaluation drops its sandbox, which removes the container.
-                _ = cancel.cancelled() => Err(ExecError::Stopped),
-                r = self.evaluate(run, Some(&ctx)) => r,
-            }
-        })
-    }
-}
-
-impl EvaluateExecutor {
-    /// Grades a run without a coordinator (its steps are not uploaded anywhere): for
-    /// benchmarks and offline use.
-    pub async fn grade_offline(&self, run: &ClaimedRun) -> Result<RunResult, ExecError> {
-        self.evaluate(run, None).await
-    }
-
-    async fn evaluate(&self, run: &ClaimedRun, ctx: Option<&RunContext>) -> Result<RunResult, ExecError> {
-        let ExecutorSpec::Evaluate(spec) = &run.executor else {
-            return Err(ExecError::Infra("the evaluate executor was handed another kind of run".into()));
-        };
-        let patch = match spec.patch {
-            PatchSource::Gold => Some(run.instance.patch.clone()),
-            PatchSource::Prediction => run.input_patch.clone(),
-        };
-        self.grade_recording(run, Profile::from(spec.profile), patch, ctx).await
+    /// Where its sandboxes come from.
+    pub fn sandboxes(&self) -> &SandboxFactory {
+        &self.sandboxes
     }
 
     /// Grades `patch` for the run's instance in a fresh sandbox, recording nothing as steps
@@ -108,6 +54,7 @@ impl EvaluateExecutor {
         self.grade_recording(run, profile, patch, None).await
     }
 
+    /// [`Grader::grade`], each command recorded as a step of the run when `ctx` is given.
     async fn grade_recording(
         &self,
         run: &ClaimedRun,
@@ -121,94 +68,121 @@ impl EvaluateExecutor {
             let attempt = Attempt { patch: None, applied: false, eval: None, script: None };
             return Ok(finish(run, profile, attempt, steps));
         };
-        let (sandbox, _image_guard) = self.open_sandbox(run, Vec::new(), "/testbed").await?;
-        let result = self.grade_in(&sandbox, run, ctx, profile, &patch, &mut steps).await;
+        let (sandbox, _image_guard) = self.sandboxes.open(run, Vec::new(), "/testbed").await?;
+        let result = grade_in(&sandbox, run, ctx, profile, &patch, &mut steps).await;
         // Removed on every path; a failure to remove is logged, the result still counts.
         if let Err(e) = sandbox.remove().await {
             tracing::warn!(run_id = run.run_id, error = %e, "could not remove the grading container");
         }
         result
     }
+}
 
-    /// A new container from the run's instance image (taken through the image cache, whose
-    /// guard keeps the image until dropped: drop it after the sandbox is removed), labelled
-    /// with the run, its attempt and this worker, limited as the sweep says.
-    pub async fn open_sandbox(
-        &self,
-        run: &ClaimedRun,
-        env: Vec<String>,
-        workdir: &str,
-    ) -> Result<(Sandbox, Option<ImageGuard>), ExecError> {
-        let image = image_for(&run.instance, &run.sandbox);
-        let guard = match &self.image_cache {
-            Some(cache) => Some(cache.acquire(&image).await.map_err(infra)?),
-            None => {
-                self.docker.ensure_image(&image, None).await.map_err(infra)?;
-                None
+async fn grade_in(
+    sandbox: &Sandbox,
+    run: &ClaimedRun,
+    ctx: Option<&RunContext>,
+    profile: Profile,
+    patch: &str,
+    steps: &mut Steps,
+) -> Result<RunResult, ExecError> {
+    let applied = apply_recording(sandbox, profile, patch, ctx, steps).await?;
+    if !applied {
+        let attempt = Attempt { patch: Some(patch.to_string()), applied, eval: None, script: None };
+        return Ok(finish(run, profile, attempt, std::mem::take(steps)));
+    }
+
+    let script = grading::eval_script_for(&run.instance, profile)
+        .map_err(|e| ExecError::infra_in(&format!("no eval script for {}", run.instance.instance_id), e))?;
+    sandbox
+        .write_file(grading::EVAL_SCRIPT_PATH, script.as_bytes(), 0o755)
+        .await
+        .map_err(ExecError::infra)?;
+    let limits = ExecLimits {
+        timeout: Duration::from_secs(run.sandbox.eval_timeout_s),
+        max_output_bytes: EVAL_OUTPUT_BYTES,
+    };
+    let command = format!("/bin/bash {}", grading::EVAL_SCRIPT_PATH);
+    let out = sandbox.exec(&command, &limits).await.map_err(ExecError::infra)?;
+    steps.record(ctx, &command, &out).await?;
+    // A test process killed by the memory limit says nothing about the patch: an
+    // infrastructure failure (re-queued; the reason is kept on the run). The script's own
+    // exit code cannot tell: it runs without `-e` and ends with the reset command, so a
+    // killed test run still exits 0. The container's OOM counter is asked every time.
+    if !out.timed_out && sandbox.oom_killed().await.map_err(ExecError::infra)? {
+        return Err(ExecError::infra_reason(format!(
+            "the test run was killed by the container's memory limit ({} MB)",
+            run.sandbox.memory_mb.map_or("none".to_string(), |m| m.to_string())
+        )));
+    }
+    let attempt = Attempt { patch: Some(patch.to_string()), applied, eval: Some(out), script: Some(script) };
+    // Off the async threads: parsing and checking a maximum-size log takes about 0.1 s (release
+    // build), which would stall the heartbeats and uploads of every other run on this worker.
+    let (run, steps) = (run.clone(), std::mem::take(steps));
+    tokio::task::spawn_blocking(move || finish(&run, profile, attempt, steps))
+        .await
+        .map_err(|e| ExecError::infra_in("grading stopped unexpectedly", e))
+}
+
+/// The `evaluate` executor: grades the gold patch or the run's prediction.
+#[derive(Clone)]
+pub struct EvaluateExecutor {
+    grader: Grader,
+}
+
+impl EvaluateExecutor {
+    pub fn new(docker: Docker, worker_name: &str) -> Self {
+        EvaluateExecutor { grader: Grader::new(SandboxFactory::new(docker, worker_name)) }
+    }
+
+    /// The same executor taking its images through `cache` (shared with the worker's other
+    /// users of it), which holds each run's image until the run ends.
+    pub fn with_image_cache(self, cache: ImageCache) -> Self {
+        let sandboxes = self.grader.sandboxes.with_image_cache(cache);
+        EvaluateExecutor { grader: Grader::new(sandboxes) }
+    }
+
+    /// How it grades (the agent executor of the same worker grades the same way).
+    pub fn grader(&self) -> &Grader {
+        &self.grader
+    }
+
+    /// Grades a run without a coordinator (its steps are not uploaded anywhere): for
+    /// benchmarks and offline use.
+    pub async fn grade_offline(&self, run: &ClaimedRun) -> Result<RunResult, ExecError> {
+        self.evaluate(run, None).await
+    }
+
+    async fn evaluate(&self, run: &ClaimedRun, ctx: Option<&RunContext>) -> Result<RunResult, ExecError> {
+        let ExecutorSpec::Evaluate(spec) = &run.executor else {
+            return Err(ExecError::infra_reason("the evaluate executor was handed another kind of run"));
+        };
+        let patch = match spec.patch {
+            PatchSource::Gold => Some(run.instance.patch.clone()),
+            PatchSource::Prediction => run.input_patch.clone(),
+        };
+        self.grader.grade_recording(run, Profile::from(spec.profile), patch, ctx).await
+    }
+}
+
+impl Executor for EvaluateExecutor {
+    fn status(&self) -> Option<String> {
+        self.grader.sandboxes.status()
+    }
+
+    fn held_images(&self) -> ImagesFuture<'_> {
+        Box::pin(self.grader.sandboxes.held_images())
+    }
+
+    fn execute<'a>(&'a self, run: &'a ClaimedRun, ctx: RunContext) -> ExecFuture<'a> {
+        Box::pin(async move {
+            let cancel = ctx.cancel.clone();
+            tokio::select! {
+                // Dropping the evaluation drops its sandbox, which removes the container.
+                _ = cancel.cancelled() => Err(ExecError::Stopped),
+                r = self.evaluate(run, Some(&ctx)) => r,
             }
-        };
-        let mut spec = self.sandbox_spec(run, &image);
-        spec.env = env;
-        spec.workdir = workdir.to_string();
-        let sandbox = self.docker.create(&spec).await.map_err(infra)?;
-        Ok((sandbox, guard))
-    }
-
-    async fn grade_in(
-        &self,
-        sandbox: &Sandbox,
-        run: &ClaimedRun,
-        ctx: Option<&RunContext>,
-        profile: Profile,
-        patch: &str,
-        steps: &mut Steps,
-    ) -> Result<RunResult, ExecError> {
-        let applied = apply_recording(sandbox, profile, patch, ctx, steps).await?;
-        if !applied {
-            let attempt = Attempt { patch: Some(patch.to_string()), applied, eval: None, script: None };
-            return Ok(finish(run, profile, attempt, std::mem::take(steps)));
-        }
-
-        let script = grading::eval_script_for(&run.instance, profile)
-            .map_err(|e| ExecError::Infra(format!("no eval script for {}: {e}", run.instance.instance_id)))?;
-        sandbox.write_file(grading::EVAL_SCRIPT_PATH, script.as_bytes(), 0o755).await.map_err(infra)?;
-        let limits = ExecLimits {
-            timeout: Duration::from_secs(run.sandbox.eval_timeout_s),
-            max_output_bytes: EVAL_OUTPUT_BYTES,
-        };
-        let command = format!("/bin/bash {}", grading::EVAL_SCRIPT_PATH);
-        let out = sandbox.exec(&command, &limits).await.map_err(infra)?;
-        steps.record(ctx, &command, &out).await?;
-        // A test process killed by the memory limit says nothing about the patch: an
-        // infrastructure failure (re-queued; the reason is kept on the run). The script's own
-        // exit code cannot tell: it runs without `-e` and ends with the reset command, so a
-        // killed test run still exits 0. The container's OOM counter is asked every time.
-        if !out.timed_out && sandbox.oom_killed().await.map_err(infra)? {
-            return Err(ExecError::Infra(format!(
-                "the test run was killed by the container's memory limit ({} MB)",
-                run.sandbox.memory_mb.map_or("none".to_string(), |m| m.to_string())
-            )));
-        }
-        let attempt =
-            Attempt { patch: Some(patch.to_string()), applied, eval: Some(out), script: Some(script) };
-        // Off the async threads: parsing and checking a maximum-size log takes about 0.1 s (release
-        // build), which would stall the heartbeats and uploads of every other run on this worker.
-        let (run, steps) = (run.clone(), std::mem::take(steps));
-        tokio::task::spawn_blocking(move || finish(&run, profile, attempt, steps))
-            .await
-            .map_err(|e| ExecError::Infra(format!("grading stopped unexpectedly: {e}")))
-    }
-
-    fn sandbox_spec(&self, run: &ClaimedRun, image: &str) -> SandboxSpec {
-        let mut spec = SandboxSpec::new(image);
-        spec.network = run.sandbox.network;
-        spec.cpus = run.sandbox.cpus;
-        spec.memory_bytes = run.sandbox.memory_mb.map(|mb| (mb * 1024 * 1024) as i64);
-        spec.pids_limit = run.sandbox.pids_limit;
-        spec.labels.insert("steerbench.run".into(), run.run_id.to_string());
-        spec.labels.insert("steerbench.attempt".into(), run.attempt.to_string());
-        spec.labels.insert("steerbench.worker".into(), self.worker_name.clone());
-        spec
+        })
     }
 }
 
@@ -226,14 +200,14 @@ async fn apply_recording(
     ctx: Option<&RunContext>,
     steps: &mut Steps,
 ) -> Result<bool, ExecError> {
-    sandbox.write_file(grading::PATCH_PATH, patch.as_bytes(), 0o644).await.map_err(infra)?;
+    sandbox.write_file(grading::PATCH_PATH, patch.as_bytes(), 0o644).await.map_err(ExecError::infra)?;
     let apply_limits = ExecLimits { timeout: APPLY_TIMEOUT, max_output_bytes: 200_000 };
     for step in grading::apply_commands(profile, grading::PATCH_PATH) {
         if let Some(reset) = &step.reset_before {
-            let out = sandbox.exec(reset, &apply_limits).await.map_err(infra)?;
+            let out = sandbox.exec(reset, &apply_limits).await.map_err(ExecError::infra)?;
             steps.record(ctx, reset, &out).await?;
         }
-        let out = sandbox.exec(&step.command, &apply_limits).await.map_err(infra)?;
+        let out = sandbox.exec(&step.command, &apply_limits).await.map_err(ExecError::infra)?;
         steps.record(ctx, &step.command, &out).await?;
         if out.exit_code == Some(0) {
             return Ok(true);
@@ -242,7 +216,7 @@ async fn apply_recording(
     let Some(check) = grading::already_applied_check(profile, grading::PATCH_PATH) else {
         return Ok(false);
     };
-    let out = sandbox.exec(&check, &apply_limits).await.map_err(infra)?;
+    let out = sandbox.exec(&check, &apply_limits).await.map_err(ExecError::infra)?;
     steps.record(ctx, &check, &out).await?;
     Ok(out.exit_code == Some(0))
 }
@@ -312,10 +286,6 @@ fn finish(run: &ClaimedRun, profile: Profile, attempt: Attempt, steps: Steps) ->
     }
 }
 
-fn infra(e: sandbox::Error) -> ExecError {
-    ExecError::Infra(e.to_string())
-}
-
 /// The commands run so far, uploaded as steps as they happen.
 #[derive(Default)]
 struct Steps {
@@ -350,28 +320,5 @@ impl Steps {
         self.count += 1;
         tracing::debug!(command, upload_ms = started.elapsed().as_millis() as u64, "step recorded");
         Ok(())
-    }
-}
-
-/// The first and last `max / 2` characters of `s`, with a line saying how many were cut (the
-/// agent's observations are cut the same way).
-pub(crate) fn cap_chars(s: &str, max: usize) -> String {
-    let n = s.chars().count();
-    if n <= max {
-        return s.to_string();
-    }
-    let head: String = s.chars().take(max / 2).collect();
-    let tail: String = s.chars().skip(n - max / 2).collect();
-    format!("{head}\n[... {} characters cut ...]\n{tail}", n - max)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::cap_chars;
-
-    #[test]
-    fn cap_keeps_head_and_tail() {
-        assert_eq!(cap_chars("abcdef", 10), "abcdef");
-        assert_eq!(cap_chars("abcdefghij", 4), "ab\n[... 6 characters cut ...]\nij");
     }
 }

@@ -18,11 +18,20 @@ pub struct RunResult {
     pub detail: Option<String>,
 }
 
+/// An error that caused an infrastructure failure.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
 #[derive(Debug, thiserror::Error)]
 pub enum ExecError {
-    /// Infrastructure failed (sandbox, endpoint, coordinator): the run is re-queued.
-    #[error("infrastructure failure: {0}")]
-    Infra(String),
+    /// Infrastructure failed (sandbox, endpoint, coordinator): the run is re-queued. `reason`
+    /// is what the attempt records; `source` is the error behind it, when there is one (its
+    /// text is already part of `reason`, so print this error alone, not with its chain).
+    #[error("infrastructure failure: {reason}")]
+    Infra {
+        reason: String,
+        #[source]
+        source: Option<BoxError>,
+    },
     /// The run's model endpoint stayed unavailable through every retry: the run is re-queued,
     /// and the coordinator rests the endpoint (its circuit breaker) before handing out more of
     /// its runs.
@@ -31,6 +40,26 @@ pub enum ExecError {
     /// The run was stopped from outside (lease lost, sweep cancelled, worker draining).
     #[error("stopped")]
     Stopped,
+}
+
+impl ExecError {
+    /// An infrastructure failure caused by `source`, said in its own words.
+    pub fn infra(source: impl Into<BoxError>) -> Self {
+        let source = source.into();
+        ExecError::Infra { reason: source.to_string(), source: Some(source) }
+    }
+
+    /// An infrastructure failure caused by `source` while doing `context`:
+    /// "{context}: {source}".
+    pub fn infra_in(context: &str, source: impl Into<BoxError>) -> Self {
+        let source = source.into();
+        ExecError::Infra { reason: format!("{context}: {source}"), source: Some(source) }
+    }
+
+    /// An infrastructure failure no other error caused.
+    pub fn infra_reason(reason: impl Into<String>) -> Self {
+        ExecError::Infra { reason: reason.into(), source: None }
+    }
 }
 
 /// What an executor gets besides the run: where to send its steps, and when to stop.
@@ -66,7 +95,7 @@ impl RunContext {
                 self.cancel.cancel();
                 Err(ExecError::Stopped)
             }
-            Err(e) => Err(ExecError::Infra(format!("uploading a step: {e}"))),
+            Err(e) => Err(ExecError::infra_in("uploading a step", e)),
         }
     }
 }
@@ -89,5 +118,35 @@ pub trait Executor: Send + Sync + 'static {
     /// coordinator's view of the fleet. None by default.
     fn status(&self) -> Option<String> {
         None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::error::Error as _;
+
+    use super::*;
+
+    #[test]
+    fn an_infrastructure_failure_keeps_its_source_and_its_words() {
+        let cause = std::io::Error::new(std::io::ErrorKind::ConnectionReset, "connection reset");
+        let e = ExecError::infra_in("uploading a step", cause);
+        // The words stored with the attempt are the ones a message-only error had.
+        assert_eq!(e.to_string(), "infrastructure failure: uploading a step: connection reset");
+        let ExecError::Infra { reason, .. } = &e else { panic!("not an infrastructure failure: {e:?}") };
+        assert_eq!(reason, "uploading a step: connection reset");
+        let source = e.source().expect("the cause is kept");
+        let io = source.downcast_ref::<std::io::Error>().expect("as the error it was");
+        assert_eq!(io.kind(), std::io::ErrorKind::ConnectionReset);
+    }
+
+    #[test]
+    fn an_infrastructure_failure_without_a_cause_has_no_source() {
+        let e = ExecError::infra_reason("this worker has no Docker engine and cannot evaluate");
+        assert_eq!(
+            e.to_string(),
+            "infrastructure failure: this worker has no Docker engine and cannot evaluate"
+        );
+        assert!(e.source().is_none());
     }
 }

@@ -15,6 +15,8 @@ pub mod metrics;
 pub mod node;
 pub mod placeholder;
 pub mod sandbox;
+pub mod sandboxes;
+pub mod text;
 
 /// The coordinator's HTTP client lives in its own crate, shared with the `steer` CLI.
 pub use api_client as client;

@@ -16,8 +16,8 @@ impl Executor for PlaceholderExecutor {
     fn execute<'a>(&'a self, run: &'a ClaimedRun, ctx: RunContext) -> ExecFuture<'a> {
         Box::pin(async move {
             let ExecutorSpec::Placeholder(spec) = &run.executor else {
-                return Err(ExecError::Infra(
-                    "the placeholder executor was handed another kind of run".into(),
+                return Err(ExecError::infra_reason(
+                    "the placeholder executor was handed another kind of run",
                 ));
             };
             let steps = spec.steps.max(1);

@@ -16,6 +16,7 @@ use utoipa::OpenApi;
 
 use crate::metrics::{HostLabel, Metrics, StateLabel, StatusLabel, SweepLabel};
 use crate::queue::Queue;
+use crate::store;
 
 pub mod auth;
 pub mod error;
@@ -155,66 +156,103 @@ async fn openapi() -> impl IntoResponse {
 }
 
 async fn healthz(State(state): State<AppState>) -> impl IntoResponse {
-    match sqlx::query("SELECT 1").execute(&state.pool).await {
-        Ok(_) => (StatusCode::OK, "ok").into_response(),
-        Err(e) => (StatusCode::SERVICE_UNAVAILABLE, format!("database unreachable: {e}")).into_response(),
+    match store::health::ping(&state.pool).await {
+        Ok(()) => (StatusCode::OK, "ok").into_response(),
+        Err(e) => {
+            store_failed(&state, "ping", &e);
+            (StatusCode::SERVICE_UNAVAILABLE, format!("database unreachable: {e}")).into_response()
+        }
     }
+}
+
+/// Logs and counts (`steer_store_errors_total{query}`) a failed store query of `/healthz` or
+/// `/metrics`.
+fn store_failed(state: &AppState, query: &'static str, error: &crate::db::Error) {
+    tracing::warn!(query, error = %error, "store query for /healthz or /metrics failed");
+    state.metrics.store_failed(query);
+}
+
+/// A store query's answer for `/metrics`; on failure, logged and counted, and the gauges it
+/// feeds keep their last value while the rest of the page is served.
+fn scraped<T>(state: &AppState, query: &'static str, res: crate::db::Result<T>) -> Option<T> {
+    res.inspect_err(|e| store_failed(state, query, e)).ok()
 }
 
 async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     // Queue gauges come from the database so that every replica reports the fleet's truth.
-    if let Ok(rows) = sqlx::query_as::<_, (String, i64)>("SELECT state, count(*) FROM runs GROUP BY state")
-        .fetch_all(&state.pool)
-        .await
-    {
-        for st in protocol::RunState::ALL {
-            let n = rows.iter().find(|(s, _)| s == st.as_str()).map_or(0, |(_, n)| *n);
-            state.metrics.runs_by_state.get_or_create(&StateLabel { state: st.as_str().into() }).set(n);
+    let pool = &state.pool;
+    let m = &state.metrics;
+    if let Some(counts) = scraped(&state, "runs_by_state", store::health::runs_by_state(pool).await) {
+        for (st, n) in counts {
+            m.runs_by_state.get_or_create(&StateLabel { state: st.as_str().into() }).set(n);
         }
     }
-    let ttl_s = state.queue.lease_ttl().as_secs_f64() * 2.0;
-    if let Ok(n) = sqlx::query_scalar::<_, i64>(
-        "SELECT count(*) FROM workers WHERE last_heartbeat > now() - make_interval(secs => $1)",
-    )
-    .bind(ttl_s)
-    .fetch_one(&state.pool)
-    .await
-    {
-        state.metrics.workers_alive.set(n);
+    let within = state.queue.lease_ttl() * 2;
+    if let Some(n) = scraped(&state, "workers_alive", store::health::workers_alive(pool, within).await) {
+        m.workers_alive.set(n);
     }
-    if let Ok(rows) = sqlx::query_as::<_, (String, rust_decimal::Decimal)>(
-        "SELECT name, spent_usd FROM sweeps WHERE state IN ('running', 'paused')",
-    )
-    .fetch_all(&state.pool)
-    .await
-    {
+    if let Some(rows) = scraped(&state, "sweep_spend", store::health::sweep_spend(pool).await) {
         // Only sweeps in progress: finished ones would pile up as label sets forever.
-        state.metrics.sweep_spent_usd.clear();
+        m.sweep_spent_usd.clear();
         for (sweep, spent) in rows {
             use rust_decimal::prelude::ToPrimitive;
-            state
-                .metrics
-                .sweep_spent_usd
-                .get_or_create(&SweepLabel { sweep })
-                .set(spent.to_f64().unwrap_or(0.0));
+            m.sweep_spent_usd.get_or_create(&SweepLabel { sweep }).set(spent.to_f64().unwrap_or(0.0));
         }
     }
-    if let Ok(rows) = sqlx::query_as::<_, (String, i32, f64)>(
-        "SELECT base_url, outage_failures,
-                GREATEST(COALESCE(extract(epoch FROM cooldown_until - now()), 0), 0)::float8
-         FROM endpoints WHERE outage_failures > 0",
-    )
-    .fetch_all(&state.pool)
-    .await
-    {
+    if let Some(breakers) = scraped(&state, "breakers", store::health::breakers(pool).await) {
         // Only endpoints whose breaker is not closed: a closed one drops out of the series.
-        state.metrics.endpoint_outages.clear();
-        state.metrics.endpoint_cooldown_seconds.clear();
-        for (base_url, outages, left) in rows {
-            let label = HostLabel { endpoint: crate::metrics::endpoint_label(&base_url) };
-            state.metrics.endpoint_outages.get_or_create(&label).set(i64::from(outages));
-            state.metrics.endpoint_cooldown_seconds.get_or_create(&label).set(left);
+        m.endpoint_outages.clear();
+        m.endpoint_cooldown_seconds.clear();
+        for b in breakers {
+            let label = HostLabel { endpoint: crate::metrics::endpoint_label(&b.base_url) };
+            m.endpoint_outages.get_or_create(&label).set(i64::from(b.outages));
+            m.endpoint_cooldown_seconds.get_or_create(&label).set(b.cooldown_s);
         }
     }
-    ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], state.metrics.render())
+    ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], m.render())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use axum::body::to_bytes;
+    use sqlx::postgres::PgPoolOptions;
+
+    use super::*;
+
+    /// A coordinator whose database cannot be reached (nothing listens on port 1).
+    fn unreachable() -> AppState {
+        let pool = PgPoolOptions::new()
+            .acquire_timeout(Duration::from_millis(500))
+            .connect_lazy("postgres://steer@127.0.0.1:1/steer")
+            .unwrap();
+        AppState {
+            queue: Queue::new(pool.clone(), Duration::from_secs(30)),
+            pool,
+            metrics: Arc::new(Metrics::new()),
+            wake: Arc::new(Notify::new()),
+        }
+    }
+
+    async fn body(resp: axum::response::Response) -> String {
+        String::from_utf8(to_bytes(resp.into_body(), usize::MAX).await.unwrap().to_vec()).unwrap()
+    }
+
+    #[tokio::test]
+    async fn failed_store_queries_are_counted_and_metrics_serves_the_rest() {
+        let state = unreachable();
+        state.metrics.runs_claimed.inc();
+        let health = healthz(State(state.clone())).await.into_response();
+        assert_eq!(health.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert!(body(health).await.starts_with("database unreachable: "));
+        let page = metrics(State(state.clone())).await.into_response();
+        assert_eq!(page.status(), StatusCode::OK);
+        let page = body(page).await;
+        assert!(page.contains("steer_runs_claimed_total 1"), "{page}");
+        for query in ["ping", "runs_by_state", "workers_alive", "sweep_spend", "breakers"] {
+            let line = format!("steer_store_errors_total{{query=\"{query}\"}} 1");
+            assert!(page.contains(&line), "{line} in:\n{page}");
+        }
+    }
 }

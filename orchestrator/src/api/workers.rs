@@ -20,7 +20,7 @@ use super::auth::Caller;
 use super::error::{ApiErr, ApiResult, Json, Path};
 use super::AppState;
 use crate::db;
-use crate::metrics::{CallSource, OutcomeLabel, StateLabel};
+use crate::metrics::{CallSource, OutcomeLabel};
 use crate::queue::{self, Registrar};
 use crate::store::{runs, workers};
 
@@ -223,11 +223,4 @@ fn fenced<T>(state: &AppState, res: db::Result<T>) -> ApiResult<T> {
         state.metrics.lease_rejections.inc();
     }
     Ok(res?)
-}
-
-/// Called by the maintenance loop; exposed for the metrics of expiries.
-pub fn record_expiries(state: &AppState, by_state: &std::collections::BTreeMap<String, u64>) {
-    for (to, n) in by_state {
-        state.metrics.lease_expiries.get_or_create(&StateLabel { state: to.clone() }).inc_by(*n);
-    }
 }

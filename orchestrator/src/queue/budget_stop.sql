@@ -1,3 +1,4 @@
+-- transitions: queued -> cancelled, paused -> cancelled
 -- Stops sweeps whose spend reached their budget (one sweep, or all when $1 is NULL) and cancels
 -- their runs that have not started; runs in flight finish.
 WITH stopped AS (

@@ -1,3 +1,5 @@
+-- transitions: queued -> running
+-- attempt: [*] -> open
 -- Claim, part 3 of 3: leases the uncapped candidates and opens their attempt in the ledger;
 -- capped ones are returned for the capped path.
 taken AS (

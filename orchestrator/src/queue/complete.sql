@@ -1,3 +1,5 @@
+-- transitions: running -> done
+-- attempt: open -> completed
 -- Records a finished run, its evaluation and its cost in one statement (data-modifying CTEs
 -- always run to completion, read or not), and closes its attempt in the ledger. Fencing: only
 -- the current lease holder can complete it, and only through the API token that registered

@@ -1,3 +1,5 @@
+-- transitions: running -> queued, running -> paused, running -> cancelled, running -> error
+-- attempt: open -> expired
 -- Takes back runs whose lease ran out (their worker died, hung or was cut off). Each counts as
 -- a failed attempt, closed as `expired` in the ledger. SKIP LOCKED lets every coordinator
 -- replica run this at once.

@@ -1,3 +1,5 @@
+-- transitions: running -> queued, running -> paused, running -> cancelled, running -> error
+-- attempt: open -> failed, open -> released, open -> cancelled
 -- Ends a lease early: an infrastructure failure ($4 = true: counts against max_attempts) or a
 -- hand-back on drain ($4 = false). The run goes back to the queue, to `paused` or `cancelled`
 -- if its sweep is, or to `error` once its failed attempts reach the sweep's max_attempts.

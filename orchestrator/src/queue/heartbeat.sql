@@ -1,3 +1,4 @@
+-- transitions: none (extends leases; a running run stays running)
 -- Extends every lease the worker still holds; the caller treats the rest as lost.
 -- Fencing: a lease is matched by run id AND token AND owner, and nothing happens unless the
 -- worker was registered by the calling API token ($8; NULL: a worker registered without one).

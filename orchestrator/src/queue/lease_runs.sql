@@ -1,3 +1,5 @@
+-- transitions: queued -> running
+-- attempt: [*] -> open
 -- Grants a fresh lease on runs the capped path chose (rows it holds locked) and opens their
 -- attempt in the ledger.
 WITH taken AS (

@@ -1,6 +1,12 @@
 //! The durable run queue: claims under leases, heartbeats, completion, failure, expiry.
 //!
-//! All of the queue's SQL lives in this module (the `.sql` files beside it). Invariants:
+//! All of the queue's SQL lives in this module, each statement a named `.sql` file beside it;
+//! every statement that changes a run's state or writes its attempt ledger is among them, and
+//! starts with a header naming the transitions it makes (`-- transitions: running -> done`,
+//! `-- attempt: open -> completed`). ARCHITECTURE.md ("Run and attempt lifecycle") draws them;
+//! a test holds the headers, the diagram and what the statements do to one another. The
+//! store calls [`cancel_runs`], [`pause_runs`] and [`resume_runs`] for a sweep's transitions and
+//! creates runs itself (`queued`, the diagram's entry edge). Invariants:
 //! - a run is `running` iff it has a lease (owner, token, expiry) — a CHECK constraint holds it;
 //! - every statement that changes a running run names its lease token (fencing), so a worker
 //!   whose lease expired and was re-granted cannot write over the new attempt, and the API token
@@ -16,6 +22,7 @@
 //!   so claimers cannot deadlock.
 
 use std::collections::{BTreeMap, HashSet};
+use std::fmt;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -25,6 +32,17 @@ use uuid::Uuid;
 
 use crate::db::{Error, Result};
 use crate::store::runs::CallTarget;
+
+/// How an attempt ended (`run_attempts.ending`; `NULL` while it is open).
+pub use protocol::AttemptEnding;
+/// A run's state, as the queue moves it (the wire's type: one enum from the database to the
+/// API's JSON). The `runs.state` CHECK constraint allows exactly these.
+pub use protocol::RunState;
+
+/// Reads a run state the database returned.
+fn run_state(text: &str) -> Result<RunState> {
+    text.parse().map_err(Error::Internal)
+}
 
 /// The claim statement, in fair-share order, and its image-locality variant: the same head
 /// (caps) and tail (leasing), with different candidate selection.
@@ -291,18 +309,12 @@ impl Queue {
     pub async fn upload_steps(&self, run_id: i64, by: Registrar, upload: &UploadSteps) -> Result<Uploaded> {
         let mut tx = self.pool.begin().await?;
         // FOR SHARE: the lease cannot expire or change hands until these steps are written.
-        let fenced = sqlx::query(
-            "SELECT r.attempt, a.name AS agent, e.base_url FROM runs r
-               JOIN agents a ON a.id = r.agent_id JOIN endpoints e ON e.id = r.endpoint_id
-             WHERE r.id = $1 AND r.lease_token = $2 AND r.state = 'running'
-               AND EXISTS (SELECT 1 FROM workers w WHERE w.id = r.lease_owner AND w.token_id IS NOT DISTINCT FROM $3)
-             FOR SHARE OF r",
-        )
-        .bind(run_id)
-        .bind(upload.lease_token)
-        .bind(by.0)
-        .fetch_optional(&mut *tx)
-        .await?;
+        let fenced = sqlx::query(include_str!("fence_upload.sql"))
+            .bind(run_id)
+            .bind(upload.lease_token)
+            .bind(by.0)
+            .fetch_optional(&mut *tx)
+            .await?;
         let Some(fenced) = fenced else {
             return Err(self.refusal(run_id, upload.lease_token, by).await?.into_error(run_id));
         };
@@ -431,17 +443,12 @@ impl Queue {
     /// Why a fenced write about `run_id` under `token` changed nothing. Read only on that
     /// (rare) path, so the fenced statements stay single round trips.
     async fn refusal(&self, run_id: i64, token: Uuid, by: Registrar) -> Result<Refusal> {
-        let row: Option<(bool, bool, bool)> = sqlx::query_as(
-            "SELECT r.state = 'done', COALESCE(r.lease_token = $2, false),
-                    EXISTS (SELECT 1 FROM workers w WHERE w.id = COALESCE(r.lease_owner, r.last_worker)
-                                                      AND w.token_id IS NOT DISTINCT FROM $3)
-             FROM runs r WHERE r.id = $1",
-        )
-        .bind(run_id)
-        .bind(token)
-        .bind(by.0)
-        .fetch_optional(&self.pool)
-        .await?;
+        let row: Option<(bool, bool, bool)> = sqlx::query_as(include_str!("refusal.sql"))
+            .bind(run_id)
+            .bind(token)
+            .bind(by.0)
+            .fetch_optional(&self.pool)
+            .await?;
         Ok(match row {
             None => Refusal::NoSuchRun,
             // The right lease token from the wrong API token: someone else's run.
@@ -483,26 +490,18 @@ impl Queue {
     pub async fn release_held(&self, worker: Uuid, by: Registrar, reason: &str) -> Result<Vec<i64>> {
         // Marked draining first, so that a claim arriving later (one the worker gave up on, still
         // running in the coordinator) leases it nothing.
-        let bound: Option<bool> = sqlx::query_scalar(
-            "WITH w AS (SELECT id, token_id IS NOT DISTINCT FROM $2 AS bound FROM workers WHERE id = $1),
-                  mark AS (UPDATE workers SET draining = true FROM w WHERE workers.id = w.id AND w.bound)
-             SELECT bound FROM w",
-        )
-        .bind(worker)
-        .bind(by.0)
-        .fetch_optional(&self.pool)
-        .await?;
+        let bound: Option<bool> = sqlx::query_scalar(include_str!("mark_draining.sql"))
+            .bind(worker)
+            .bind(by.0)
+            .fetch_optional(&self.pool)
+            .await?;
         match bound {
             None => return Err(Error::NotFound(format!("worker {worker} is not registered"))),
             Some(false) => return Err(worker_forbidden(worker)),
             Some(true) => {}
         }
-        let held: Vec<(i64, Uuid)> = sqlx::query_as(
-            "SELECT id, lease_token FROM runs WHERE lease_owner = $1 AND state = 'running' ORDER BY id",
-        )
-        .bind(worker)
-        .fetch_all(&self.pool)
-        .await?;
+        let held: Vec<(i64, Uuid)> =
+            sqlx::query_as(include_str!("held_runs.sql")).bind(worker).fetch_all(&self.pool).await?;
         let mut released = Vec::with_capacity(held.len());
         for (run_id, token) in held {
             // Each goes through the fenced hand-back, so one that expired or finished meanwhile
@@ -535,12 +534,15 @@ impl Queue {
             .bind(self.cooldown.max.as_millis() as f64)
             .fetch_optional(&self.pool)
             .await?;
-        let requeued = match state.as_deref() {
-            None => return Err(self.refusal(run_id, token, by).await?.into_error(run_id)),
-            Some("queued") => Requeued::Queued,
-            Some("paused") => Requeued::Paused,
-            Some("cancelled") => Requeued::Cancelled,
-            Some(_) => Requeued::Error,
+        let Some(state) = state else {
+            return Err(self.refusal(run_id, token, by).await?.into_error(run_id));
+        };
+        let requeued = match run_state(&state)? {
+            RunState::Queued => Requeued::Queued,
+            RunState::Paused => Requeued::Paused,
+            RunState::Cancelled => Requeued::Cancelled,
+            // give_back.sql sets no other state.
+            RunState::Error | RunState::Running | RunState::Done => Requeued::Error,
         };
         if matches!(requeued, Requeued::Cancelled | Requeued::Error) {
             self.finish_sweeps_of_run(run_id).await?;
@@ -549,16 +551,16 @@ impl Queue {
     }
 
     /// Takes back up to `limit` runs whose lease has run out. Returns how many went where.
-    pub async fn expire_leases(&self, limit: i64) -> Result<BTreeMap<String, u64>> {
+    pub async fn expire_leases(&self, limit: i64) -> Result<Expired> {
         let rows = sqlx::query(include_str!("expire_leases.sql")).bind(limit).fetch_all(&self.pool).await?;
-        let mut by_state = BTreeMap::new();
+        let mut expired = Expired::default();
         for row in &rows {
-            *by_state.entry(row.get::<String, _>("state")).or_insert(0) += 1;
+            *expired.0.entry(run_state(row.get("state"))?).or_insert(0) += 1;
         }
-        if by_state.keys().any(|s| s == "error" || s == "cancelled") {
+        if expired.get(RunState::Error) > 0 || expired.get(RunState::Cancelled) > 0 {
             self.finish_sweeps(None).await?;
         }
-        Ok(by_state)
+        Ok(expired)
     }
 
     /// Marks sweeps with no queued, running or paused run as completed (one sweep, or all).
@@ -567,13 +569,63 @@ impl Queue {
     }
 
     async fn finish_sweeps_of_run(&self, run_id: i64) -> Result<()> {
-        let sweep: i64 = sqlx::query_scalar("SELECT sweep_id FROM runs WHERE id = $1")
-            .bind(run_id)
-            .fetch_one(&self.pool)
-            .await?;
+        let sweep: i64 =
+            sqlx::query_scalar(include_str!("sweep_of_run.sql")).bind(run_id).fetch_one(&self.pool).await?;
         self.finish_sweeps(Some(sweep)).await?;
         Ok(())
     }
+}
+
+/// The runs whose lease ran out in one [`Queue::expire_leases`] pass, counted by the state each
+/// went to (`queued`, `paused`, `cancelled` or `error`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Expired(BTreeMap<RunState, u64>);
+
+impl Expired {
+    /// How many went to `state`.
+    pub fn get(&self, state: RunState) -> u64 {
+        self.0.get(&state).copied().unwrap_or(0)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// Each state some went to, with how many.
+    pub fn iter(&self) -> impl Iterator<Item = (RunState, u64)> + '_ {
+        self.0.iter().map(|(s, n)| (*s, *n))
+    }
+}
+
+impl fmt::Display for Expired {
+    /// `queued=2 error=1`, for logs.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut sep = "";
+        for (state, n) in self.iter() {
+            write!(f, "{sep}{}={n}", state.as_str())?;
+            sep = " ";
+        }
+        Ok(())
+    }
+}
+
+/// Cancels the runs of `sweep_id` that have not started (`cancel_runs.sql`), in the caller's
+/// transaction (which has locked the sweep's row and marked it cancelled).
+pub(crate) async fn cancel_runs(tx: &mut Transaction<'_, Postgres>, sweep_id: i64) -> Result<()> {
+    sqlx::query(include_str!("cancel_runs.sql")).bind(sweep_id).execute(&mut **tx).await?;
+    Ok(())
+}
+
+/// Pauses the queued runs of `sweep_id` (`pause_runs.sql`), in the caller's transaction.
+pub(crate) async fn pause_runs(tx: &mut Transaction<'_, Postgres>, sweep_id: i64) -> Result<()> {
+    sqlx::query(include_str!("pause_runs.sql")).bind(sweep_id).execute(&mut **tx).await?;
+    Ok(())
+}
+
+/// Re-queues the unfinished runs of `sweep_id` (`resume_runs.sql`), in the caller's transaction.
+pub(crate) async fn resume_runs(tx: &mut Transaction<'_, Postgres>, sweep_id: i64) -> Result<()> {
+    sqlx::query(include_str!("resume_runs.sql")).bind(sweep_id).execute(&mut **tx).await?;
+    Ok(())
 }
 
 /// Why a fenced write changed nothing.
@@ -629,10 +681,10 @@ async fn within_caps(tx: &mut Transaction<'_, Postgres>, candidates: Vec<Candida
     }
     // BTreeMap iteration is ascending: the fixed lock order.
     for (endpoint, room) in endpoint_room.iter_mut() {
-        *room -= locked_running_count(tx, LOCK_ENDPOINT, *endpoint, "endpoint_id").await?;
+        *room -= locked_running_count(tx, LOCK_ENDPOINT, *endpoint).await?;
     }
     for (sweep, room) in sweep_room.iter_mut() {
-        *room -= locked_running_count(tx, LOCK_SWEEP, *sweep, "sweep_id").await?;
+        *room -= locked_running_count(tx, LOCK_SWEEP, *sweep).await?;
     }
     let mut chosen = Vec::with_capacity(candidates.len());
     for c in candidates {
@@ -651,20 +703,20 @@ async fn within_caps(tx: &mut Transaction<'_, Postgres>, candidates: Vec<Candida
     Ok(chosen)
 }
 
-async fn locked_running_count(
-    tx: &mut Transaction<'_, Postgres>,
-    class: i32,
-    id: i64,
-    column: &'static str,
-) -> Result<i64> {
-    sqlx::query("SELECT pg_advisory_xact_lock($1, $2)")
+/// Locks the capped key `id` of `class` and counts its running runs.
+async fn locked_running_count(tx: &mut Transaction<'_, Postgres>, class: i32, id: i64) -> Result<i64> {
+    sqlx::query(include_str!("advisory_lock.sql"))
         .bind(class)
         // Ids beyond i32 share a lock with another id: harmless (a little extra waiting).
         .bind(id as i32)
         .execute(&mut **tx)
         .await?;
-    let sql = format!("SELECT count(*) FROM runs WHERE state = 'running' AND {column} = $1");
-    Ok(sqlx::query_scalar(&sql).bind(id).fetch_one(&mut **tx).await?)
+    let count = if class == LOCK_ENDPOINT {
+        include_str!("running_in_endpoint.sql")
+    } else {
+        include_str!("running_in_sweep.sql")
+    };
+    Ok(sqlx::query_scalar(count).bind(id).fetch_one(&mut **tx).await?)
 }
 
 fn lease_from_row(row: &sqlx::postgres::PgRow) -> Lease {

@@ -8,7 +8,7 @@ use rust_decimal::Decimal;
 use sqlx::PgPool;
 use uuid::Uuid;
 
-use super::{Lease, Queue, Registrar, Requeued};
+use super::{Lease, Queue, Registrar, Requeued, RunState};
 use crate::db::Error;
 use crate::store::sweeps;
 use crate::testkit::{import_demo, submit, sweep_toml};
@@ -118,7 +118,7 @@ async fn expired_lease_requeues_then_errors_after_max_attempts(pool: PgPool) {
     let first = queue.claim(w, 1, &kinds()).await.unwrap().remove(0);
     age_leases(&pool).await;
     let moved = queue.expire_leases(100).await.unwrap();
-    assert_eq!(moved.get("queued"), Some(&1));
+    assert_eq!(moved.get(RunState::Queued), 1);
     let (state, attempt, failed, _) = state_of(&pool, first.run_id).await;
     assert_eq!((state.as_str(), attempt, failed), ("queued", 1, 1));
 
@@ -226,7 +226,7 @@ async fn heartbeat_extends_only_held_leases(pool: PgPool) {
     let ack = queue.heartbeat(a, Registrar::NONE, &beat(refs)).await.unwrap();
     assert_eq!(ack.lost, vec![theirs[0].run_id]);
     let moved = queue.expire_leases(100).await.unwrap();
-    assert_eq!(moved.get("queued"), Some(&1), "only the unextended lease expired");
+    assert_eq!(moved.get(RunState::Queued), 1, "only the unextended lease expired");
 }
 
 #[sqlx::test(migrator = "crate::db::MIGRATOR")]
@@ -592,7 +592,7 @@ async fn cancelling_a_sweep_closes_its_held_attempts_as_their_leases_end(pool: P
     assert_eq!(attempts_of(&pool, held[1].run_id).await[0].2.as_deref(), Some("completed"));
     // One worker is gone: its lease runs out and the run ends cancelled, its attempt expired.
     age_leases(&pool).await;
-    assert_eq!(queue.expire_leases(100).await.unwrap().get("cancelled"), Some(&1));
+    assert_eq!(queue.expire_leases(100).await.unwrap().get(RunState::Cancelled), 1);
     assert_eq!(attempts_of(&pool, held[2].run_id).await[0].2.as_deref(), Some("expired"));
     assert_eq!(state_of(&pool, held[2].run_id).await.0, "cancelled");
     assert_ledger_true(&pool).await;
@@ -779,3 +779,5 @@ async fn an_endpoint_outage_rests_the_endpoint_then_one_run_probes_it_until_a_ca
     assert_eq!(rest.len(), 5, "every other run of the endpoint: {rest:?}");
     assert_ledger_true(&pool).await;
 }
+
+mod lifecycle;

@@ -10,6 +10,7 @@ use sqlx::{PgPool, Postgres, Row, Transaction};
 
 use super::datasets::{self, InstanceKey};
 use crate::db::{Error, Result};
+use crate::queue;
 use crate::sweep_file::{Selection, SweepFile};
 
 /// Applies a sweep's selection to a dataset's instances. Returns the chosen ids, sorted.
@@ -461,13 +462,7 @@ pub async fn cancel(pool: &PgPool, sweep_id: i64) -> Result<SweepStatus> {
         .bind(sweep_id)
         .execute(&mut *tx)
         .await?;
-    sqlx::query(
-        "UPDATE runs SET state = 'cancelled', last_error = 'sweep cancelled', finished_at = now()
-         WHERE sweep_id = $1 AND state IN ('queued', 'paused')",
-    )
-    .bind(sweep_id)
-    .execute(&mut *tx)
-    .await?;
+    queue::cancel_runs(&mut tx, sweep_id).await?;
     tx.commit().await?;
     status(pool, sweep_id).await
 }
@@ -480,10 +475,7 @@ pub async fn pause(pool: &PgPool, sweep_id: i64) -> Result<SweepStatus> {
         return Err(Error::Conflict(format!("sweep {sweep_id} is {}, not running", state.as_str())));
     }
     sqlx::query("UPDATE sweeps SET state = 'paused' WHERE id = $1").bind(sweep_id).execute(&mut *tx).await?;
-    sqlx::query("UPDATE runs SET state = 'paused' WHERE sweep_id = $1 AND state = 'queued'")
-        .bind(sweep_id)
-        .execute(&mut *tx)
-        .await?;
+    queue::pause_runs(&mut tx, sweep_id).await?;
     tx.commit().await?;
     status(pool, sweep_id).await
 }
@@ -520,13 +512,7 @@ pub async fn resume(pool: &PgPool, sweep_id: i64, budget_usd: Option<Decimal>) -
         .bind(sweep_id)
         .execute(&mut *tx)
         .await?;
-    sqlx::query(
-        "UPDATE runs SET state = 'queued', failed_attempts = 0, finished_at = NULL
-         WHERE sweep_id = $1 AND state IN ('paused', 'cancelled', 'error')",
-    )
-    .bind(sweep_id)
-    .execute(&mut *tx)
-    .await?;
+    queue::resume_runs(&mut tx, sweep_id).await?;
     tx.commit().await?;
     notify_runs(pool, sweep_id).await?;
     status(pool, sweep_id).await

@@ -18,8 +18,9 @@ use anyhow::Context;
 use clap::Args;
 use protocol::{AgentExecSpec, AgentLimits, AgentSpec, ClaimedRun, CriticSpec, ExecutorSpec, Instance};
 use worker::agent::AgentExecutor;
-use worker::evaluate::EvaluateExecutor;
+use worker::evaluate::Grader;
 use worker::sandbox::Docker;
+use worker::sandboxes::SandboxFactory;
 
 use crate::bench::percentile_of;
 use crate::replay::{self, Scenario, Scenarios, ServeOptions, Turn};
@@ -58,7 +59,8 @@ pub async fn agent(args: AgentBenchArgs) -> anyhow::Result<ExitCode> {
         scenario("hold", 200),
     ])?;
     let (url, _server) = replay::spawn_local(scenarios, ServeOptions::default()).await?;
-    let executor = Arc::new(AgentExecutor::new(EvaluateExecutor::new(docker.clone(), WORKER_NAME)));
+    let executor =
+        Arc::new(AgentExecutor::new(Grader::new(SandboxFactory::new(docker.clone(), WORKER_NAME))));
 
     // Overhead: one long run of instant answers and `true` commands.
     let run = bench_run(0, &instance, &url, "replay/instant", args.steps);

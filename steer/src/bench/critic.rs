@@ -204,7 +204,7 @@ pub async fn critic(args: CriticBenchArgs) -> anyhow::Result<ExitCode> {
         "throughput_calls_per_s": throughput,
         "python": match &python {
             Ok(p) => json!({"available": true, "onnxruntime": p["onnxruntime"], "latency_ms": p["latency_ms"]}),
-            Err(reason) => json!({"available": false, "reason": reason, "latency_ms": null}),
+            Err(reason) => json!({"available": false, "reason": reason.to_string(), "latency_ms": null}),
         },
         "rust_over_python_latency": ratio(rust_2048, python_2048),
         "batched_over_unbatched_16": ratio(batched_16, unbatched_16),
@@ -341,30 +341,32 @@ fn conversation(turns: usize) -> Vec<Value> {
 }
 
 /// Latencies of Python onnxruntime on the same texts, or why there are none.
-async fn python_reference(args: &CriticBenchArgs, texts: &BTreeMap<usize, &String>) -> Result<Value, String> {
+async fn python_reference(args: &CriticBenchArgs, texts: &BTreeMap<usize, &String>) -> anyhow::Result<Value> {
     let script = match &args.python_script {
         Some(path) => path.clone(),
         None => [PathBuf::from("models/bench_reference.py"), args.model.join("../bench_reference.py")]
             .into_iter()
             .find(|p| p.is_file())
-            .ok_or(
-                "models/bench_reference.py not found (run from the repository, or pass --python-script)",
-            )?,
+            .ok_or_else(|| {
+                anyhow::anyhow!(
+                    "models/bench_reference.py not found (run from the repository, or pass --python-script)"
+                )
+            })?,
     };
     let python = args.python.clone().unwrap_or_else(|| venv_python(args.cache_dir.as_deref()));
     let check = tokio::process::Command::new(&python)
         .args(["-c", "import numpy, onnxruntime, tokenizers, jinja2"])
         .output()
         .await
-        .map_err(|e| format!("cannot run {}: {e}", python.display()))?;
+        .map_err(|e| anyhow::anyhow!("cannot run {}: {e}", python.display()))?;
     if !check.status.success() {
-        return Err(format!(
+        anyhow::bail!(
             "{} lacks numpy/onnxruntime/tokenizers/jinja2 (make a venv with scripts/ensure-python-ref): {}",
             python.display(),
             String::from_utf8_lossy(&check.stderr).lines().last().unwrap_or("")
-        ));
+        );
     }
-    let model = args.model.canonicalize().map_err(|e| format!("{}: {e}", args.model.display()))?;
+    let model = args.model.canonicalize().map_err(|e| anyhow::anyhow!("{}: {e}", args.model.display()))?;
     let request = json!({
         "model": model,
         "texts": texts.iter().map(|(n, t)| (n.to_string(), Value::from(t.as_str()))).collect::<serde_json::Map<_, _>>(),
@@ -380,15 +382,20 @@ async fn python_reference(args: &CriticBenchArgs, texts: &BTreeMap<usize, &Strin
         .stderr(Stdio::piped())
         .kill_on_drop(true)
         .spawn()
-        .map_err(|e| format!("cannot run {}: {e}", python.display()))?;
-    let mut stdin = child.stdin.take().ok_or("no stdin")?;
-    stdin.write_all(request.to_string().as_bytes()).await.map_err(|e| format!("writing to Python: {e}"))?;
+        .map_err(|e| anyhow::anyhow!("cannot run {}: {e}", python.display()))?;
+    let mut stdin = child.stdin.take().ok_or_else(|| anyhow::anyhow!("no stdin"))?;
+    stdin
+        .write_all(request.to_string().as_bytes())
+        .await
+        .map_err(|e| anyhow::anyhow!("writing to Python: {e}"))?;
     drop(stdin);
-    let out = child.wait_with_output().await.map_err(|e| format!("running {}: {e}", script.display()))?;
+    let out =
+        child.wait_with_output().await.map_err(|e| anyhow::anyhow!("running {}: {e}", script.display()))?;
     if !out.status.success() {
-        return Err(format!("{} failed: {}", script.display(), String::from_utf8_lossy(&out.stderr).trim()));
+        anyhow::bail!("{} failed: {}", script.display(), String::from_utf8_lossy(&out.stderr).trim());
     }
-    serde_json::from_slice(&out.stdout).map_err(|e| format!("{} printed no JSON: {e}", script.display()))
+    serde_json::from_slice(&out.stdout)
+        .map_err(|e| anyhow::anyhow!("{} printed no JSON: {e}", script.display()))
 }
 
 /// The newest venv of scripts/ensure-python-ref, else `python3`.

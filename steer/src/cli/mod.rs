@@ -217,20 +217,29 @@ async fn wait_for_signal() {
     }
 }
 
+/// Why a flag's duration did not parse.
+#[derive(Debug, thiserror::Error)]
+pub enum DurationError {
+    #[error("`{0}` is not a duration like 30s, 500ms or 2m")]
+    NotANumber(String),
+    #[error("`{text}`: unknown unit `{unit}` (ms, s, m or h)")]
+    UnknownUnit { text: String, unit: String },
+}
+
 /// Parses "30", "30s", "500ms", "2m" into a duration (for flags).
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
+pub fn parse_duration(s: &str) -> Result<Duration, DurationError> {
     let s = s.trim();
     let (num, unit) = match s.find(|c: char| !c.is_ascii_digit()) {
         Some(i) => s.split_at(i),
         None => (s, "s"),
     };
-    let n: u64 = num.parse().map_err(|_| format!("`{s}` is not a duration like 30s, 500ms or 2m"))?;
+    let n: u64 = num.parse().map_err(|_| DurationError::NotANumber(s.to_string()))?;
     match unit {
         "ms" => Ok(Duration::from_millis(n)),
         "s" => Ok(Duration::from_secs(n)),
         "m" => Ok(Duration::from_secs(n * 60)),
         "h" => Ok(Duration::from_secs(n * 3600)),
-        _ => Err(format!("`{s}`: unknown unit `{unit}` (ms, s, m or h)")),
+        _ => Err(DurationError::UnknownUnit { text: s.to_string(), unit: unit.to_string() }),
     }
 }
 

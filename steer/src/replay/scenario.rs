@@ -334,13 +334,22 @@ fn to_turn(raw: &RawTurn) -> Turn {
     }
 }
 
+/// What is wrong with a scenario's name.
+#[derive(Debug, thiserror::Error)]
+enum NameError {
+    #[error("a scenario name must not be empty")]
+    Empty,
+    #[error("a scenario name may hold only letters, digits, `.`, `_` and `-`")]
+    BadCharacter,
+}
+
 /// Letters, digits, `.`, `_` and `-`: the name goes into a model id (`replay/<name>`).
-fn check_name(name: &str) -> Result<(), String> {
+fn check_name(name: &str) -> Result<(), NameError> {
     if name.is_empty() {
-        return Err("a scenario name must not be empty".into());
+        return Err(NameError::Empty);
     }
     if !name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')) {
-        return Err("a scenario name may hold only letters, digits, `.`, `_` and `-`".into());
+        return Err(NameError::BadCharacter);
     }
     Ok(())
 }

@@ -21,18 +21,22 @@ pub mod hook;
 pub use protocol::prompts;
 pub mod scaffold;
 
+use std::ops::ControlFlow;
 use std::time::{Duration, Instant};
 
 use protocol::{
-    AgentExecSpec, CallStatus, ClaimedRun, ExecutorSpec, LlmCallRecord, Outcome, RunTotals, StepRecord,
+    AgentExecSpec, CallStatus, ClaimedRun, ExecutorSpec, LlmCallRecord, Outcome, PrefixReplay, RunTotals,
+    StepRecord,
 };
 use rust_decimal::Decimal;
 use serde_json::{json, Value};
 
-use crate::evaluate::EvaluateExecutor;
+use crate::evaluate::Grader;
 use crate::executor::{ExecError, ExecFuture, Executor, ImagesFuture, RunContext, RunResult};
 use crate::llm::{self, LlmClient, LlmConfig, RetryPolicy, Secret};
 use crate::sandbox::{ExecLimits, Sandbox, Shell};
+use crate::sandboxes::SandboxFactory;
+use crate::text::cap_chars;
 use hook::{Guidance, Moment, StepFacts, StepHook, StepView};
 use prompts::{FormatErrorVars, ObservationVars, Prompts, TaskVars};
 use scaffold::Action;
@@ -44,14 +48,14 @@ const COMMAND_OUTPUT_BYTES: usize = 1 << 20;
 const EDIT_DIFF_TIMEOUT: Duration = Duration::from_secs(30);
 
 pub struct AgentExecutor {
-    /// Grades the final patch in a fresh sandbox; also owns the engine, the worker's name and
-    /// the image cache, which the agent's sandbox shares.
-    grader: EvaluateExecutor,
+    /// Grades the final patch in a fresh sandbox, and opens the agent's own sandbox (the same
+    /// engine, worker name and image cache).
+    grader: Grader,
     retry: RetryPolicy,
 }
 
 impl AgentExecutor {
-    pub fn new(grader: EvaluateExecutor) -> Self {
+    pub fn new(grader: Grader) -> Self {
         AgentExecutor { grader, retry: RetryPolicy::default() }
     }
 
@@ -59,6 +63,10 @@ impl AgentExecutor {
     pub fn with_retry_policy(mut self, retry: RetryPolicy) -> Self {
         self.retry = retry;
         self
+    }
+
+    fn sandboxes(&self) -> &SandboxFactory {
+        self.grader.sandboxes()
     }
 }
 
@@ -75,11 +83,11 @@ impl Executor for AgentExecutor {
     }
 
     fn held_images(&self) -> ImagesFuture<'_> {
-        self.grader.held_images()
+        Box::pin(self.sandboxes().held_images())
     }
 
     fn status(&self) -> Option<String> {
-        self.grader.status()
+        self.sandboxes().status()
     }
 }
 
@@ -105,6 +113,13 @@ pub struct RunReport {
     pub steps: Vec<StepTimings>,
 }
 
+/// What the agent left when its loop ended: how it ended, its patch, what it spent.
+struct Worked {
+    ending: Ending,
+    patch: String,
+    totals: RunTotals,
+}
+
 impl AgentExecutor {
     /// Runs without a coordinator (nothing uploaded): for benchmarks and offline use.
     pub async fn run_offline(&self, run: &ClaimedRun) -> Result<(RunResult, RunReport), ExecError> {
@@ -117,6 +132,8 @@ impl AgentExecutor {
         self.run_reporting(run, ctx, &mut RunReport::default()).await
     }
 
+    /// The agent works, then its patch is graded; the ending decides the outcome unless the
+    /// agent submitted (then grading does).
     async fn run_reporting(
         &self,
         run: &ClaimedRun,
@@ -124,48 +141,12 @@ impl AgentExecutor {
         report: &mut RunReport,
     ) -> Result<RunResult, ExecError> {
         let ExecutorSpec::Agent(spec) = &run.executor else {
-            return Err(ExecError::Infra("the agent executor was handed another kind of run".into()));
+            return Err(ExecError::infra_reason("the agent executor was handed another kind of run"));
         };
-        let prompts = Prompts::new(&spec.templates).map_err(|e| ExecError::Infra(e.to_string()))?;
-        let client = LlmClient::new(self.llm_config(run)?).map_err(|e| ExecError::Infra(e.to_string()))?;
-
-        let (sandbox, _image_guard) =
-            self.grader.open_sandbox(run, vec![SANDBOX_ENV.into()], &spec.workdir).await?;
-        let mut agent = AgentRun {
-            run,
-            spec,
-            ctx,
-            prompts,
-            client: &client,
-            hook: crate::critic::hook_for(run).map_err(|e| ExecError::Infra(e.to_string()))?,
-            messages: Vec::new(),
-            supervisor_at: None,
-            facts: Vec::new(),
-            last_status: String::new(),
-            critic_calls: 0,
-            pending: Vec::new(),
-            totals: RunTotals::default(),
-            call_index: 0,
-            format_errors: 0,
-            edits: edits::EditTracker::default(),
-            report,
-        };
-        let ended = agent.drive(&sandbox).await;
-        let totals = agent.totals.clone();
-        // The patch is taken whatever ended the run (a limit grades the work so far).
-        let patch = match &ended {
-            Ok(_) => Some(sandbox.diff().await.map_err(|e| ExecError::Infra(e.to_string()))),
-            Err(_) => None,
-        };
-        if let Err(e) = sandbox.remove().await {
-            tracing::warn!(run_id = run.run_id, error = %e, "could not remove the agent's container");
-        }
-        let ending = ended?;
-        let patch = patch.expect("taken when the loop ended well")?;
-
-        let mut result = self.grader.grade(run, spec.grading.into(), Some(patch)).await?;
-        result.totals = totals;
-        match ending {
+        let worked = self.work(run, spec, ctx, report).await?;
+        let mut result = self.grader.grade(run, spec.grading.into(), Some(worked.patch)).await?;
+        result.totals = worked.totals;
+        match worked.ending {
             Ending::Submitted => {}
             Ending::Limit(outcome) => result.outcome = outcome,
             Ending::CriticStop(reason) => {
@@ -176,16 +157,42 @@ impl AgentExecutor {
         Ok(result)
     }
 
+    /// The agent's loop in a sandbox of its own; the patch is taken whatever ended the loop (a
+    /// limit grades the work so far), and the sandbox removed.
+    async fn work(
+        &self,
+        run: &ClaimedRun,
+        spec: &AgentExecSpec,
+        ctx: Option<&RunContext>,
+        report: &mut RunReport,
+    ) -> Result<Worked, ExecError> {
+        let prompts = Prompts::new(&spec.templates).map_err(ExecError::infra)?;
+        let client = LlmClient::new(self.llm_config(run)?).map_err(ExecError::infra)?;
+        let (sandbox, _image_guard) =
+            self.sandboxes().open(run, vec![SANDBOX_ENV.into()], &spec.workdir).await?;
+        let hook = crate::critic::hook_for(run).map_err(ExecError::infra)?;
+        let mut agent = AgentRun::new(Parts { run, spec, ctx, prompts, client: &client, hook, report });
+        let ended = agent.drive(&sandbox).await;
+        let patch = match &ended {
+            Ok(_) => Some(sandbox.diff().await.map_err(ExecError::infra)),
+            Err(_) => None,
+        };
+        if let Err(e) = sandbox.remove().await {
+            tracing::warn!(run_id = run.run_id, error = %e, "could not remove the agent's container");
+        }
+        let ending = ended?;
+        let patch = patch.expect("taken when the loop ended well")?;
+        Ok(Worked { ending, patch, totals: agent.totals })
+    }
+
     fn llm_config(&self, run: &ClaimedRun) -> Result<LlmConfig, ExecError> {
         let agent = &run.agent;
         let api_key = Secret::from_env(agent.api_key_env.as_deref(), &format!("agent `{}`", agent.name))
-            .map_err(|e| ExecError::Infra(e.to_string()))?;
+            .map_err(ExecError::infra)?;
         let tokenizer = match &agent.tokenizer {
-            Some(path) => Some(llm::tokens::TokenCounter::load(path).map_err(|e| {
-                ExecError::Infra(format!(
-                    "agent `{}`: {e} (the `tokenizer` path is read on the workers)",
-                    agent.name
-                ))
+            Some(path) => Some(llm::tokens::TokenCounter::load(path).map_err(|e| ExecError::Infra {
+                reason: format!("agent `{}`: {e} (the `tokenizer` path is read on the workers)", agent.name),
+                source: Some(e.into()),
             })?),
             None => None,
         };
@@ -206,6 +213,17 @@ impl AgentExecutor {
 /// environment from /root/.bashrc, which non-interactive bash reads through `BASH_ENV`.
 const SANDBOX_ENV: &str = "BASH_ENV=/root/.bashrc";
 
+/// What an agent loop starts from.
+struct Parts<'a> {
+    run: &'a ClaimedRun,
+    spec: &'a AgentExecSpec,
+    ctx: Option<&'a RunContext>,
+    prompts: Prompts,
+    client: &'a LlmClient,
+    hook: Box<dyn StepHook>,
+    report: &'a mut RunReport,
+}
+
 /// The state of one run's agent loop.
 struct AgentRun<'a> {
     run: &'a ClaimedRun,
@@ -213,6 +231,8 @@ struct AgentRun<'a> {
     ctx: Option<&'a RunContext>,
     prompts: Prompts,
     client: &'a LlmClient,
+    /// The tools offered to the model (tool calling only).
+    tools: Option<Value>,
     hook: Box<dyn StepHook>,
     /// The conversation, exactly as the model sees it.
     messages: Vec<Value>,
@@ -241,190 +261,367 @@ struct CommandResult {
     duration: Duration,
 }
 
-impl AgentRun<'_> {
-    async fn drive(&mut self, sandbox: &Sandbox) -> Result<Ending, ExecError> {
-        let started = Instant::now();
-        let limits = &self.run.agent.limits;
-        let deadline = started + Duration::from_secs(limits.max_wall_time_s);
-        let mut shell = sandbox.shell().await.map_err(|e| ExecError::Infra(e.to_string()))?;
-        let tools = scaffold::tools(self.spec.scaffold);
-        let mut first_step = 0;
-        match &self.run.prefix {
-            Some(prefix) => {
-                if let Some(ending) = self.replay_prefix(&mut shell, prefix, deadline).await? {
-                    return Ok(ending);
-                }
-                first_step = prefix.steps.len() as u32;
-                // The critic is asked right after the prefix (the paper's first call after step k).
-                if let Some(ending) = self.steer(Moment::AfterStep, first_step.saturating_sub(1)).await? {
-                    return Ok(ending);
-                }
-            }
-            None => self.start_conversation()?,
+/// What a step did in the sandbox and the conversation, as its record shows it.
+struct Acted {
+    /// The command run, `submit` for the submit tool, None for a format error.
+    action: Option<String>,
+    observation: Option<String>,
+    exit_code: Option<i64>,
+    command_time: Duration,
+    facts: StepFacts,
+    ending: Option<Ending>,
+}
+
+impl Acted {
+    fn new(step: u32, action: Option<String>, observation: Option<String>) -> Self {
+        let facts = StepFacts { step, ..Default::default() };
+        Acted { action, observation, exit_code: None, command_time: Duration::ZERO, facts, ending: None }
+    }
+
+    /// The command's result, in the record and the critic's facts.
+    fn ran(&mut self, result: &CommandResult) {
+        self.observation = Some(result.output.clone());
+        self.exit_code = result.exit_code;
+        self.command_time = result.duration;
+    }
+}
+
+/// Where a step's reply came from: the model, asked now (with the record of that call), or
+/// the base run whose prefix is replayed (its tokens and cost carried over, no call made).
+enum Origin {
+    Live { call: LlmCallRecord, llm_time: Duration },
+    Replayed,
+}
+
+/// A finished step, ready to be recorded.
+struct StepDone {
+    index: u32,
+    started: Instant,
+    origin: Origin,
+    acted: Acted,
+    input_tokens: i64,
+    output_tokens: i64,
+    cached_tokens: i64,
+    cost_usd: Decimal,
+}
+
+impl<'a> AgentRun<'a> {
+    fn new(parts: Parts<'a>) -> Self {
+        let Parts { run, spec, ctx, prompts, client, hook, report } = parts;
+        AgentRun {
+            run,
+            spec,
+            ctx,
+            prompts,
+            client,
+            tools: scaffold::tools(spec.scaffold),
+            hook,
+            messages: Vec::new(),
+            supervisor_at: None,
+            facts: Vec::new(),
+            last_status: String::new(),
+            critic_calls: 0,
+            pending: Vec::new(),
+            totals: RunTotals::default(),
+            call_index: 0,
+            format_errors: 0,
+            edits: edits::EditTracker::default(),
+            report,
         }
+    }
+}
 
+impl AgentRun<'_> {
+    /// The loop: start (or resume after a replayed prefix), then one step at a time until one
+    /// ends the run. The limits on steps, cost and wall time are checked here, before each
+    /// step; a step itself ends the run at the wall-time limit (a model call or command cut
+    /// by it) or the format-error limit.
+    async fn drive(&mut self, sandbox: &Sandbox) -> Result<Ending, ExecError> {
+        let deadline = Instant::now() + Duration::from_secs(self.run.agent.limits.max_wall_time_s);
+        let mut shell = sandbox.shell().await.map_err(ExecError::infra)?;
+        let first_step = match self.begin(&mut shell, deadline).await? {
+            ControlFlow::Continue(step) => step,
+            ControlFlow::Break(ending) => return Ok(ending),
+        };
         for step in first_step.. {
-            if step >= limits.max_steps {
-                return Ok(Ending::Limit(Outcome::StepLimit));
+            if let Some(limit) = self.limit_reached(step, deadline) {
+                return Ok(Ending::Limit(limit));
             }
-            if limits.max_cost_usd.is_some_and(|max| self.totals.agent_cost_usd >= max) {
-                return Ok(Ending::Limit(Outcome::CostLimit));
-            }
-            if Instant::now() >= deadline {
-                return Ok(Ending::Limit(Outcome::TimeLimit));
-            }
-            let step_started = Instant::now();
-            let call_started = Instant::now();
-            let called =
-                tokio::time::timeout_at(deadline.into(), self.client.chat(&self.messages, tools.as_ref()))
-                    .await;
-            let completion = match called {
-                Err(_) => {
-                    // The wall-time limit fell during the call: nothing was billed.
-                    let call = self.failed_call(
-                        step,
-                        CallStatus::Timeout,
-                        None,
-                        call_started,
-                        "the run's wall-time limit",
-                    );
-                    self.upload(Vec::new(), vec![call], Vec::new()).await?;
-                    return Ok(Ending::Limit(Outcome::TimeLimit));
-                }
-                Ok(Err(e)) => {
-                    let (status, http) = match &e {
-                        llm::Error::Unavailable { last_status, .. } => {
-                            (CallStatus::Unavailable, last_status.map(i32::from))
-                        }
-                        llm::Error::Rejected { status, .. } => {
-                            (CallStatus::Rejected, Some(i32::from(*status)))
-                        }
-                        llm::Error::Malformed { .. } => (CallStatus::Malformed, None),
-                    };
-                    let call = self.failed_call(step, status, http, call_started, &e.to_string());
-                    self.upload(Vec::new(), vec![call], Vec::new()).await?;
-                    let reason = format!("model endpoint of agent `{}`: {e}", self.run.agent.name);
-                    // Only an outage (every retry failed) rests the endpoint; a refusal or a
-                    // malformed answer is this request's problem, not the endpoint's.
-                    return Err(match e {
-                        llm::Error::Unavailable { .. } => ExecError::EndpointUnavailable(reason),
-                        _ => ExecError::Infra(reason),
-                    });
-                }
-                Ok(Ok(c)) => c,
-            };
-            let call = self.call_record(step, &completion);
-            self.totals.input_tokens += completion.usage.prompt_tokens;
-            self.totals.output_tokens += completion.usage.completion_tokens;
-            self.totals.cached_tokens += completion.usage.cached_tokens;
-            self.totals.agent_cost_usd += completion.cost_usd;
-            self.push(scaffold::assistant_message(&completion.message));
-
-            let mut command: Option<CommandResult> = None;
-            let mut action_text = None;
-            let mut ending = None;
-            let mut facts = StepFacts { step, ..Default::default() };
-            let observation: String;
-            match scaffold::parse(self.spec.scaffold, &completion.message) {
-                Action::FormatError { actions, error, call_ids } => {
-                    self.format_errors += 1;
-                    facts.format_error = true;
-                    let scaffold = self.spec.scaffold.as_str();
-                    observation = self
-                        .prompts
-                        .format_error(&FormatErrorVars { actions, error: &error, scaffold })
-                        .map_err(template_error)?;
-                    for m in scaffold::answer(&observation, &call_ids) {
-                        self.push(m);
-                    }
-                    if self.format_errors > self.spec.max_format_errors {
-                        ending = Some(Ending::Limit(Outcome::FormatErrorLimit));
-                    }
-                }
-                Action::Submit { call_id } => {
-                    action_text = Some("submit".to_string());
-                    observation = "Submitted.".into();
-                    if let Some(id) = call_id {
-                        self.push(json!({"role": "tool", "tool_call_id": id, "content": observation}));
-                    }
-                    ending = Some(Ending::Submitted);
-                }
-                Action::Bash { command: text, call_id } => {
-                    let result = self.run_command(&mut shell, &text, deadline).await?;
-                    self.note_command(&mut facts, &text, &result);
-                    if scaffold::is_submission(&result.output, result.exit_code) {
-                        ending = Some(Ending::Submitted);
-                        observation = result.output.clone();
-                        if let Some(id) = call_id {
-                            self.push(json!({"role": "tool", "tool_call_id": id, "content": observation}));
-                        }
-                    } else {
-                        if self.hook.wants_changes() {
-                            self.note_changes(&mut shell, &mut facts).await?;
-                        }
-                        let edits = match self.spec.edit_context_lines {
-                            Some(n) => self.edited_lines(&mut shell, n).await?,
-                            None => String::new(),
-                        };
-                        observation = match self.hook.observation_note(step, self.run.agent.limits.max_steps)
-                        {
-                            Some(note) => {
-                                format!("{}\n\n{note}", self.render_observation(&result, &edits, step)?)
-                            }
-                            None => self.render_observation(&result, &edits, step)?,
-                        };
-                        let ids: Vec<String> = call_id.into_iter().collect();
-                        for m in scaffold::answer(&observation, &ids) {
-                            self.push(m);
-                        }
-                        if result.timed_out && Instant::now() >= deadline {
-                            ending = Some(Ending::Limit(Outcome::TimeLimit));
-                        }
-                    }
-                    action_text = Some(text);
-                    command = Some(result);
-                }
-            }
-            self.facts.push(facts);
-
-            let llm_time = completion.latency;
-            let command_time = command.as_ref().map_or(Duration::ZERO, |c| c.duration);
-            let record = StepRecord {
-                index: step as i32,
-                attempt: 0,
-                action: action_text,
-                observation: Some(command.as_ref().map_or(observation, |c| c.output.clone())),
-                exit_code: command.as_ref().and_then(|c| c.exit_code).map(|c| c as i32),
-                duration_ms: step_started.elapsed().as_millis() as i64,
-                llm_ms: llm_time.as_millis() as i64,
-                command_ms: command_time.as_millis() as i64,
-                input_tokens: completion.usage.prompt_tokens,
-                output_tokens: completion.usage.completion_tokens,
-                cached_tokens: completion.usage.cached_tokens,
-                cost_usd: completion.cost_usd,
-                messages: Value::Array(std::mem::take(&mut self.pending)),
-                replayed: false,
-            };
-            self.totals.steps += 1;
-            self.upload(vec![record], vec![call], Vec::new()).await?;
-            self.report.steps.push(StepTimings {
-                total: step_started.elapsed(),
-                llm: llm_time,
-                command: command_time,
-            });
-
-            // A submission is shown to the critic first, when it asks: its feedback refuses it
-            // (the agent reads the feedback and goes on).
-            let moment = match &ending {
-                Some(Ending::Submitted) if self.hook.reviews_submissions() => Moment::BeforeSubmit,
-                Some(ending) => return Ok(ending.clone()),
-                None => Moment::AfterStep,
-            };
-            if let Some(ending) = self.steer(moment, step).await? {
+            if let Some(ending) = self.step(&mut shell, step, deadline).await? {
                 return Ok(ending);
             }
         }
         unreachable!("the step counter is unbounded")
+    }
+
+    /// The limit that forbids taking step `step`, if any (cost as mini-swe-agent checks it:
+    /// before the call, which may overshoot by its own cost).
+    fn limit_reached(&self, step: u32, deadline: Instant) -> Option<Outcome> {
+        let limits = &self.run.agent.limits;
+        if step >= limits.max_steps {
+            Some(Outcome::StepLimit)
+        } else if limits.max_cost_usd.is_some_and(|max| self.totals.agent_cost_usd >= max) {
+            Some(Outcome::CostLimit)
+        } else if Instant::now() >= deadline {
+            Some(Outcome::TimeLimit)
+        } else {
+            None
+        }
+    }
+
+    /// A new conversation, or the base run's prefix replayed and then the critic asked (the
+    /// paper's first call after step k): the first step left to take, or how the run ended.
+    async fn begin(
+        &mut self,
+        shell: &mut Shell,
+        deadline: Instant,
+    ) -> Result<ControlFlow<Ending, u32>, ExecError> {
+        let Some(prefix) = &self.run.prefix else {
+            self.start_conversation()?;
+            return Ok(ControlFlow::Continue(0));
+        };
+        if let Some(ending) = self.replay_prefix(shell, prefix, deadline).await? {
+            return Ok(ControlFlow::Break(ending));
+        }
+        let first_step = prefix.steps.len() as u32;
+        match self.steer(Moment::AfterStep, first_step.saturating_sub(1)).await? {
+            Some(ending) => Ok(ControlFlow::Break(ending)),
+            None => Ok(ControlFlow::Continue(first_step)),
+        }
+    }
+
+    /// One step: ask the model, act on its reply, record the step, then let the critic steer.
+    async fn step(
+        &mut self,
+        shell: &mut Shell,
+        step: u32,
+        deadline: Instant,
+    ) -> Result<Option<Ending>, ExecError> {
+        let started = Instant::now();
+        let completion = match self.ask_model(step, deadline).await? {
+            ControlFlow::Continue(completion) => completion,
+            ControlFlow::Break(ending) => return Ok(Some(ending)),
+        };
+        let call = self.call_record(step, &completion);
+        self.push(scaffold::assistant_message(&completion.message));
+        let acted = self.act(shell, step, &completion.message, deadline).await?;
+        let command_time = acted.command_time;
+        let ending = self
+            .record(StepDone {
+                index: step,
+                started,
+                origin: Origin::Live { call, llm_time: completion.latency },
+                acted,
+                input_tokens: completion.usage.prompt_tokens,
+                output_tokens: completion.usage.completion_tokens,
+                cached_tokens: completion.usage.cached_tokens,
+                cost_usd: completion.cost_usd,
+            })
+            .await?;
+        let timings =
+            StepTimings { total: started.elapsed(), llm: completion.latency, command: command_time };
+        self.report.steps.push(timings);
+        self.after_step(step, ending).await
+    }
+
+    /// One model call on the conversation so far, cut at the run's wall-time limit (which
+    /// ends the run). A failed call is recorded, then is an infrastructure failure.
+    async fn ask_model(
+        &mut self,
+        step: u32,
+        deadline: Instant,
+    ) -> Result<ControlFlow<Ending, llm::Completion>, ExecError> {
+        let started = Instant::now();
+        let chat = self.client.chat(&self.messages, self.tools.as_ref());
+        match tokio::time::timeout_at(deadline.into(), chat).await {
+            Ok(Ok(completion)) => Ok(ControlFlow::Continue(completion)),
+            Err(_) => {
+                // The wall-time limit fell during the call: nothing was billed.
+                let call =
+                    self.failed_call(step, CallStatus::Timeout, None, started, "the run's wall-time limit");
+                self.upload(Vec::new(), vec![call], Vec::new()).await?;
+                Ok(ControlFlow::Break(Ending::Limit(Outcome::TimeLimit)))
+            }
+            Ok(Err(e)) => Err(self.model_failed(step, started, e).await),
+        }
+    }
+
+    /// Records a model call that failed and says what failed.
+    async fn model_failed(&mut self, step: u32, started: Instant, e: llm::Error) -> ExecError {
+        let (status, http) = match &e {
+            llm::Error::Unavailable { last_status, .. } => {
+                (CallStatus::Unavailable, last_status.map(i32::from))
+            }
+            llm::Error::Rejected { status, .. } => (CallStatus::Rejected, Some(i32::from(*status))),
+            llm::Error::Malformed { .. } => (CallStatus::Malformed, None),
+        };
+        let call = self.failed_call(step, status, http, started, &e.to_string());
+        if let Err(upload_failed) = self.upload(Vec::new(), vec![call], Vec::new()).await {
+            return upload_failed;
+        }
+        let context = format!("model endpoint of agent `{}`", self.run.agent.name);
+        // Only an outage (every retry failed) rests the endpoint; a refusal or a malformed
+        // answer is this request's problem, not the endpoint's.
+        match e {
+            llm::Error::Unavailable { .. } => ExecError::EndpointUnavailable(format!("{context}: {e}")),
+            _ => ExecError::infra_in(&context, e),
+        }
+    }
+
+    /// Acts on the model's reply: a format error is answered with the format reminder, a
+    /// submission taken, a command run and observed.
+    async fn act(
+        &mut self,
+        shell: &mut Shell,
+        step: u32,
+        reply: &Value,
+        deadline: Instant,
+    ) -> Result<Acted, ExecError> {
+        match scaffold::parse(self.spec.scaffold, reply) {
+            Action::FormatError { actions, error, call_ids } => {
+                self.format_error(step, actions, &error, &call_ids)
+            }
+            Action::Submit { call_id } => {
+                let observation = "Submitted.".to_string();
+                if let Some(id) = call_id {
+                    self.push(json!({"role": "tool", "tool_call_id": id, "content": observation}));
+                }
+                let mut acted = Acted::new(step, Some("submit".into()), Some(observation));
+                acted.ending = Some(Ending::Submitted);
+                Ok(acted)
+            }
+            Action::Bash { command, call_id } => {
+                self.run_action(shell, step, command, call_id, deadline).await
+            }
+        }
+    }
+
+    /// Answers a reply that broke the format with the format reminder; too many end the run.
+    fn format_error(
+        &mut self,
+        step: u32,
+        actions: usize,
+        error: &str,
+        call_ids: &[String],
+    ) -> Result<Acted, ExecError> {
+        self.format_errors += 1;
+        let scaffold = self.spec.scaffold.as_str();
+        let observation = self
+            .prompts
+            .format_error(&FormatErrorVars { actions, error, scaffold })
+            .map_err(template_error)?;
+        for m in scaffold::answer(&observation, call_ids) {
+            self.push(m);
+        }
+        let mut acted = Acted::new(step, None, Some(observation));
+        acted.facts.format_error = true;
+        if self.format_errors > self.spec.max_format_errors {
+            acted.ending = Some(Ending::Limit(Outcome::FormatErrorLimit));
+        }
+        Ok(acted)
+    }
+
+    /// Runs the model's command; a submission ends the run, anything else is observed.
+    async fn run_action(
+        &mut self,
+        shell: &mut Shell,
+        step: u32,
+        command: String,
+        call_id: Option<String>,
+        deadline: Instant,
+    ) -> Result<Acted, ExecError> {
+        let result = self.run_command(shell, &command, deadline).await?;
+        let mut acted = Acted::new(step, None, None);
+        self.note_command(&mut acted.facts, &command, &result);
+        if scaffold::is_submission(&result.output, result.exit_code) {
+            acted.ending = Some(Ending::Submitted);
+            if let Some(id) = call_id {
+                self.push(json!({"role": "tool", "tool_call_id": id, "content": result.output}));
+            }
+        } else {
+            self.observe(shell, step, &result, call_id, &mut acted.facts).await?;
+            if result.timed_out && Instant::now() >= deadline {
+                acted.ending = Some(Ending::Limit(Outcome::TimeLimit));
+            }
+        }
+        acted.action = Some(command);
+        acted.ran(&result);
+        Ok(acted)
+    }
+
+    /// Shows the agent what its command did: the rendered observation (with the edits it
+    /// made, and the hook's note) answers its reply.
+    async fn observe(
+        &mut self,
+        shell: &mut Shell,
+        step: u32,
+        result: &CommandResult,
+        call_id: Option<String>,
+        facts: &mut StepFacts,
+    ) -> Result<(), ExecError> {
+        if self.hook.wants_changes() {
+            self.note_changes(shell, facts).await?;
+        }
+        let edits = match self.spec.edit_context_lines {
+            Some(n) => self.edited_lines(shell, n).await?,
+            None => String::new(),
+        };
+        let mut observation = self.render_observation(result, &edits, step)?;
+        if let Some(note) = self.hook.observation_note(step, self.run.agent.limits.max_steps) {
+            observation = format!("{observation}\n\n{note}");
+        }
+        let ids: Vec<String> = call_id.into_iter().collect();
+        for m in scaffold::answer(&observation, &ids) {
+            self.push(m);
+        }
+        Ok(())
+    }
+
+    /// Records a finished step, live or replayed alike: its facts for the critic, the run's
+    /// totals, and its record (with its model call, if it made one) uploaded before the run
+    /// goes on. Returns how the step ended the run, if it did.
+    async fn record(&mut self, done: StepDone) -> Result<Option<Ending>, ExecError> {
+        let StepDone { index, started, origin, acted, input_tokens, output_tokens, cached_tokens, cost_usd } =
+            done;
+        self.facts.push(acted.facts);
+        self.totals.steps += 1;
+        self.totals.input_tokens += input_tokens;
+        self.totals.output_tokens += output_tokens;
+        self.totals.cached_tokens += cached_tokens;
+        self.totals.agent_cost_usd += cost_usd;
+        let (calls, llm_time, replayed) = match origin {
+            Origin::Live { call, llm_time } => (vec![call], llm_time, false),
+            Origin::Replayed => (Vec::new(), Duration::ZERO, true),
+        };
+        let record = StepRecord {
+            index: index as i32,
+            attempt: 0,
+            action: acted.action,
+            observation: acted.observation,
+            exit_code: acted.exit_code.map(|c| c as i32),
+            duration_ms: started.elapsed().as_millis() as i64,
+            llm_ms: llm_time.as_millis() as i64,
+            command_ms: acted.command_time.as_millis() as i64,
+            input_tokens,
+            output_tokens,
+            cached_tokens,
+            cost_usd,
+            messages: Value::Array(std::mem::take(&mut self.pending)),
+            replayed,
+        };
+        self.upload(vec![record], calls, Vec::new()).await?;
+        Ok(acted.ending)
+    }
+
+    /// After a recorded step: the critic's turn. A submission is shown to the critic first,
+    /// when it asks: its feedback refuses it (the agent reads the feedback and goes on).
+    async fn after_step(&mut self, step: u32, ending: Option<Ending>) -> Result<Option<Ending>, ExecError> {
+        let moment = match ending {
+            Some(Ending::Submitted) if self.hook.reviews_submissions() => Moment::BeforeSubmit,
+            Some(ending) => return Ok(Some(ending)),
+            None => Moment::AfterStep,
+        };
+        self.steer(moment, step).await
     }
 
     fn start_conversation(&mut self) -> Result<(), ExecError> {
@@ -490,68 +687,64 @@ impl AgentRun<'_> {
     async fn replay_prefix(
         &mut self,
         shell: &mut Shell,
-        prefix: &protocol::PrefixReplay,
+        prefix: &PrefixReplay,
         deadline: Instant,
     ) -> Result<Option<Ending>, ExecError> {
         for base in &prefix.steps {
             let started = Instant::now();
-            let step = base.index as u32;
             for m in base.messages.as_array().into_iter().flatten() {
                 // A base run's own supervisor messages are not part of what is replayed.
                 if m.get("supervisor").is_none() {
                     self.push(m.clone());
                 }
             }
-            let mut facts = StepFacts { step, ..Default::default() };
-            let mut ending = None;
-            let mut result = None;
-            match base.action.as_deref() {
-                None => {
-                    facts.format_error = true;
-                    self.format_errors += 1;
-                }
-                Some("submit") if self.spec.scaffold == protocol::Scaffold::ToolCalling => {
-                    ending = Some(Ending::Submitted)
-                }
-                Some(command) => {
-                    let out = self.run_command(shell, command, deadline).await?;
-                    self.note_command(&mut facts, command, &out);
-                    if scaffold::is_submission(&out.output, out.exit_code) {
-                        ending = Some(Ending::Submitted);
-                    } else if self.hook.wants_changes() {
-                        self.note_changes(shell, &mut facts).await?;
-                    }
-                    result = Some(out);
-                }
-            }
-            self.facts.push(facts);
-            self.totals.steps += 1;
-            self.totals.input_tokens += base.input_tokens;
-            self.totals.output_tokens += base.output_tokens;
-            self.totals.cached_tokens += base.cached_tokens;
-            self.totals.agent_cost_usd += base.cost_usd;
-            let record = StepRecord {
-                index: base.index,
-                attempt: 0,
-                action: base.action.clone(),
-                observation: result.as_ref().map(|r| r.output.clone()).or_else(|| base.observation.clone()),
-                exit_code: result.as_ref().and_then(|r| r.exit_code).map(|c| c as i32),
-                duration_ms: started.elapsed().as_millis() as i64,
-                replayed: true,
-                llm_ms: 0,
-                command_ms: result.as_ref().map_or(0, |r| r.duration.as_millis() as i64),
+            let acted = self.replay_act(shell, base, deadline).await?;
+            let done = StepDone {
+                index: base.index as u32,
+                started,
+                origin: Origin::Replayed,
+                acted,
                 input_tokens: base.input_tokens,
                 output_tokens: base.output_tokens,
                 cached_tokens: base.cached_tokens,
                 cost_usd: base.cost_usd,
-                messages: Value::Array(std::mem::take(&mut self.pending)),
             };
-            self.upload(vec![record], Vec::new(), Vec::new()).await?;
-            if ending.is_some() {
-                return Ok(ending);
+            if let Some(ending) = self.record(done).await? {
+                return Ok(Some(ending));
             }
         }
         Ok(None)
+    }
+
+    /// A base step done again: its command re-run in this sandbox (its record shows this
+    /// run's output); a format error or the submit tool as the base run had them.
+    async fn replay_act(
+        &mut self,
+        shell: &mut Shell,
+        base: &StepRecord,
+        deadline: Instant,
+    ) -> Result<Acted, ExecError> {
+        let mut acted = Acted::new(base.index as u32, base.action.clone(), base.observation.clone());
+        match base.action.as_deref() {
+            None => {
+                acted.facts.format_error = true;
+                self.format_errors += 1;
+            }
+            Some("submit") if self.spec.scaffold == protocol::Scaffold::ToolCalling => {
+                acted.ending = Some(Ending::Submitted)
+            }
+            Some(command) => {
+                let result = self.run_command(shell, command, deadline).await?;
+                self.note_command(&mut acted.facts, command, &result);
+                if scaffold::is_submission(&result.output, result.exit_code) {
+                    acted.ending = Some(Ending::Submitted);
+                } else if self.hook.wants_changes() {
+                    self.note_changes(shell, &mut acted.facts).await?;
+                }
+                acted.ran(&result);
+            }
+        }
+        Ok(acted)
     }
 
     /// Asks the critic hook and records the calls it made.
@@ -588,7 +781,7 @@ impl AgentRun<'_> {
         facts.command = Some(command.to_string());
         facts.exit_code = result.exit_code;
         facts.timed_out = result.timed_out;
-        facts.output = crate::evaluate::cap_chars(&result.output, self.spec.observation_max_chars);
+        facts.output = cap_chars(&result.output, self.spec.observation_max_chars);
         facts.ran_tests = crate::critic::looks_like_tests(command);
     }
 
@@ -596,7 +789,7 @@ impl AgentRun<'_> {
     async fn note_changes(&mut self, shell: &mut Shell, facts: &mut StepFacts) -> Result<(), ExecError> {
         let limits = ExecLimits { timeout: EDIT_DIFF_TIMEOUT, max_output_bytes: COMMAND_OUTPUT_BYTES };
         let command = format!("git -C '{}' status --porcelain 2>/dev/null", self.spec.workdir);
-        let out = shell.run(&command, &limits).await.map_err(|e| ExecError::Infra(e.to_string()))?;
+        let out = shell.run(&command, &limits).await.map_err(ExecError::infra)?;
         if out.timed_out || out.exit_code != Some(0) {
             return Ok(());
         }
@@ -627,7 +820,7 @@ impl AgentRun<'_> {
             Duration::from_secs(self.spec.command_timeout_s).min(remaining.max(Duration::from_millis(1)));
         let wrapped = format!("cd '{}' && (\n{command}\n)", self.spec.workdir.replace('\'', r"'\''"));
         let limits = ExecLimits { timeout, max_output_bytes: COMMAND_OUTPUT_BYTES };
-        let out = shell.run(&wrapped, &limits).await.map_err(|e| ExecError::Infra(e.to_string()))?;
+        let out = shell.run(&wrapped, &limits).await.map_err(ExecError::infra)?;
         Ok(CommandResult {
             exit_code: out.exit_code,
             output: out.output,
@@ -641,7 +834,7 @@ impl AgentRun<'_> {
         let out = shell
             .run(&edits::diff_command(&self.spec.workdir, context), &limits)
             .await
-            .map_err(|e| ExecError::Infra(e.to_string()))?;
+            .map_err(ExecError::infra)?;
         if out.timed_out || out.exit_code != Some(0) {
             return Ok(String::new());
         }
@@ -657,7 +850,7 @@ impl AgentRun<'_> {
         let output_chars = result.output.chars().count();
         let max = self.spec.observation_max_chars;
         // The paper: observations over 10,000 characters keep the first and last 5,000.
-        let output = crate::evaluate::cap_chars(&result.output, max);
+        let output = cap_chars(&result.output, max);
         self.prompts
             .observation(&ObservationVars {
                 returncode: result.exit_code.unwrap_or(-1),
@@ -735,5 +928,5 @@ impl AgentRun<'_> {
 }
 
 fn template_error(e: prompts::TemplateError) -> ExecError {
-    ExecError::Infra(format!("rendering the prompt: {e}"))
+    ExecError::infra_in("rendering the prompt", e)
 }

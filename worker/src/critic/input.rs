@@ -11,7 +11,7 @@
 use protocol::CriticParams;
 use serde_json::{json, Value};
 
-use crate::evaluate::cap_chars;
+use crate::text::cap_chars;
 
 /// The critic's messages.
 pub fn build(

@@ -227,7 +227,7 @@ impl CriticHook {
             &self.history,
             self.params.fold_chars,
         )
-        .map_err(|e| ExecError::Infra(e.to_string()))?;
+        .map_err(ExecError::infra)?;
         record.decision = CriticDecision::Inject;
         record.feedback = Some(text.clone());
         self.history.push((done_steps, text));

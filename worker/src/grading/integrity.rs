@@ -318,11 +318,7 @@ fn final_summary(parser: ParserKind, text: &str) -> Option<Summary> {
 
 /// At most 200 characters of `s`, for a reason that stays readable.
 fn shorten(s: &str) -> String {
-    const MAX: usize = 200;
-    match s.char_indices().nth(MAX) {
-        Some((i, _)) => format!("{}...", &s[..i]),
-        None => s.to_string(),
-    }
+    crate::text::shorten(s, 200)
 }
 
 #[cfg(test)]

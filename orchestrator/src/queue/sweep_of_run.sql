@@ -1,0 +1,1 @@
+SELECT sweep_id FROM runs WHERE id = $1
