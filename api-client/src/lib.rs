@@ -105,13 +105,13 @@ impl CoordinatorClient {
         }
         let api: Option<ApiError> = serde_json::from_str(&text).ok();
         let (code, message) = match api {
-            Some(a) => (a.code, a.message),
+            Some(a) => (a.code.as_str().to_string(), a.message),
             None => ("unknown".to_string(), text.chars().take(500).collect()),
         };
         if status.is_server_error() || status == StatusCode::TOO_MANY_REQUESTS {
             return Err(Error::Unavailable(format!("{url}: {status} {code}: {message}")));
         }
-        if code == "lease_lost" {
+        if code == protocol::ErrorCode::LeaseLost.as_str() {
             return Err(Error::LeaseLost(message));
         }
         Err(Error::Rejected { status: status.as_u16(), code, message })

@@ -313,7 +313,7 @@ impl Metrics {
             let status = EndpointStatusLabel {
                 endpoint: source.endpoint.clone(),
                 model: c.model.clone(),
-                status: c.status.clone(),
+                status: c.status.to_string(),
             };
             self.llm_calls.get_or_create(&status).inc();
             self.llm_retries.get_or_create(&endpoint).inc_by(c.retries.max(0) as u64);
@@ -329,10 +329,13 @@ impl Metrics {
             self.llm_cost_usd.get_or_create(&agent).inc_by(c.cost_usd.to_f64().unwrap_or(0.0));
         }
         for c in critic {
-            let label =
-                CriticLabel { kind: c.kind.clone(), decision: c.decision.clone(), status: c.status.clone() };
+            let label = CriticLabel {
+                kind: c.kind.to_string(),
+                decision: c.decision.to_string(),
+                status: c.status.to_string(),
+            };
             self.critic_calls.get_or_create(&label).inc();
-            let kind = KindLabel { kind: c.kind.clone() };
+            let kind = KindLabel { kind: c.kind.to_string() };
             self.critic_cost_usd.get_or_create(&kind).inc_by(c.cost_usd.to_f64().unwrap_or(0.0));
             self.critic_seconds.get_or_create(&kind).observe(c.latency_ms as f64 / 1000.0);
             if let Some(b) = c.batch_size {
@@ -400,7 +403,7 @@ mod tests {
         let source = CallSource::new("bash-agent", "https://alice:s3cret@llm.example/v1?key=sk-hidden");
         let ok = LlmCallRecord {
             model: "m1".into(),
-            status: "ok".into(),
+            status: protocol::CallStatus::Ok,
             retries: 2,
             latency_ms: 1500,
             input_tokens: 100,
@@ -409,7 +412,7 @@ mod tests {
             ..Default::default()
         };
         let failed = LlmCallRecord {
-            status: "timeout".into(),
+            status: protocol::CallStatus::Timeout,
             retries: 0,
             cost_usd: Default::default(),
             ..ok.clone()

@@ -94,26 +94,42 @@ pub fn parse_json(text: &str, path: &str) -> Result<Vec<Located>, Error> {
     finish(out, problems, path)
 }
 
-fn prediction(v: &Value, key: Option<&str>) -> Result<Prediction, String> {
-    let obj = v.as_object().ok_or("expected an object")?;
-    let field = |name: &str| -> Result<Option<String>, String> {
+/// What is wrong with one entry of a predictions file.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum EntryError {
+    #[error("expected an object")]
+    NotAnObject,
+    #[error("field \"{0}\" must be a string")]
+    NotAString(&'static str),
+    #[error("missing field \"{0}\"")]
+    Missing(&'static str),
+    #[error("field \"{0}\" is empty")]
+    Empty(&'static str),
+    /// An entry of an object keyed by instance id names another instance.
+    #[error("instance_id \"{id}\" does not match its key \"{key}\"")]
+    KeyMismatch { id: String, key: String },
+}
+
+fn prediction(v: &Value, key: Option<&str>) -> Result<Prediction, EntryError> {
+    let obj = v.as_object().ok_or(EntryError::NotAnObject)?;
+    let field = |name: &'static str| -> Result<Option<String>, EntryError> {
         match obj.get(name) {
             None | Some(Value::Null) => Ok(None),
             Some(Value::String(s)) => Ok(Some(s.clone())),
-            Some(_) => Err(format!("field \"{name}\" must be a string")),
+            Some(_) => Err(EntryError::NotAString(name)),
         }
     };
     let instance_id = match (field("instance_id")?, key) {
         (Some(id), Some(k)) if id != k => {
-            return Err(format!("instance_id \"{id}\" does not match its key \"{k}\""));
+            return Err(EntryError::KeyMismatch { id, key: k.to_string() });
         }
         (Some(id), _) => id,
         (None, Some(k)) => k.to_string(),
-        (None, None) => return Err("missing field \"instance_id\"".into()),
+        (None, None) => return Err(EntryError::Missing("instance_id")),
     };
-    let model = field("model_name_or_path")?.ok_or("missing field \"model_name_or_path\"")?;
+    let model = field("model_name_or_path")?.ok_or(EntryError::Missing("model_name_or_path"))?;
     if model.trim().is_empty() {
-        return Err("field \"model_name_or_path\" is empty".into());
+        return Err(EntryError::Empty("model_name_or_path"));
     }
     Ok(Prediction { instance_id, model_name_or_path: model, model_patch: field("model_patch")? })
 }

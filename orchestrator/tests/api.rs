@@ -655,7 +655,7 @@ async fn uploaded_model_calls_are_counted_by_endpoint_and_agent(pool: PgPool) {
         call_index: index,
         step_index: Some(0),
         model: "demo-model".into(),
-        status: status.into(),
+        status: status.parse().unwrap(),
         retries: 1,
         latency_ms: 2000,
         input_tokens: 100,

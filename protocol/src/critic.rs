@@ -7,7 +7,7 @@ use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use crate::spec::{Price, Sampling};
+use crate::spec::{CriticKind, Price, Sampling};
 
 /// Events after which a critic may be asked (besides every k steps).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
@@ -242,20 +242,18 @@ pub struct CriticCallRecord {
     /// The agent step after which the critic was asked.
     pub step_index: i32,
     /// `heuristic`, `remote`, `onnx`.
-    pub kind: String,
+    pub kind: CriticKind,
     #[serde(default)]
     pub model: Option<String>,
     /// What fired it: `every_k`, `edit`, `test`, `failure`, `submit`.
     pub trigger: String,
-    /// `continue`, `inject`, `stop`.
-    pub decision: String,
+    pub decision: CriticDecision,
     #[serde(default)]
     pub feedback: Option<String>,
     /// A scorer's on-track probability.
     #[serde(default)]
     pub score: Option<f64>,
-    /// `ok`, or `failed` (the agent went on without feedback).
-    pub status: String,
+    pub status: CriticCallStatus,
     #[serde(default)]
     pub error: Option<String>,
     pub latency_ms: i64,
@@ -275,4 +273,109 @@ pub struct CriticCallRecord {
     /// Exactly what the critic was given (messages, or the prompt text).
     #[serde(default)]
     pub prompt: serde_json::Value,
+}
+
+/// What came of asking a critic.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum CriticDecision {
+    /// The agent goes on as it was.
+    #[default]
+    Continue,
+    /// The critic's feedback was given to the agent.
+    Inject,
+    /// The run was stopped (outcome `critic_stop`).
+    Stop,
+}
+
+wire_names!(CriticDecision, "critic decision", {
+    Continue => "continue",
+    Inject => "inject",
+    Stop => "stop",
+});
+
+/// Whether a critic call worked.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum CriticCallStatus {
+    #[default]
+    Ok,
+    /// It failed: the agent went on without feedback.
+    Failed,
+}
+
+wire_names!(CriticCallStatus, "critic call status", {
+    Ok => "ok",
+    Failed => "failed",
+});
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{CallStatus, ErrorCode, ExecutorKind};
+
+    /// Each enum's `as_str` is its serde name, and parses back.
+    fn names_agree<T>(all: &[T])
+    where
+        T: Copy + std::fmt::Debug + PartialEq + Serialize + std::fmt::Display + std::str::FromStr,
+        <T as std::str::FromStr>::Err: std::fmt::Debug,
+    {
+        for v in all {
+            let json = serde_json::to_value(v).unwrap();
+            assert_eq!(json, serde_json::Value::String(v.to_string()), "{v:?}");
+            assert_eq!(v.to_string().parse::<T>().unwrap(), *v);
+        }
+    }
+
+    #[test]
+    fn wire_names_are_the_serde_names() {
+        names_agree(CriticDecision::ALL);
+        names_agree(CriticCallStatus::ALL);
+        names_agree(CriticKind::ALL);
+        names_agree(CallStatus::ALL);
+        names_agree(ErrorCode::ALL);
+        names_agree(ExecutorKind::ALL);
+        let e = "maybe".parse::<CriticDecision>().unwrap_err();
+        assert_eq!(e.to_string(), "unknown critic decision `maybe`");
+        assert!(CriticDecision::Inject == "inject" && CallStatus::Timeout != "ok");
+    }
+
+    #[test]
+    fn the_openapi_schema_of_a_critic_spec_is_its_wire_form() {
+        use utoipa::ToSchema;
+        let mut schemas = Vec::new();
+        crate::ClaimedRun::schemas(&mut schemas);
+        let (_, spec) = schemas.iter().find(|(name, _)| name == "CriticSpec").expect("CriticSpec is listed");
+        let json = serde_json::to_value(spec).unwrap();
+        for field in ["name", "kind", "params"] {
+            assert!(json["properties"].get(field).is_some(), "{field}: {json}");
+        }
+        assert!(schemas.iter().any(|(name, _)| name == "CriticKind"), "its kind's schema is listed too");
+    }
+
+    #[test]
+    fn critic_specs_keep_their_stored_form() {
+        use crate::{CriticSettings, CriticSpec};
+        let none = serde_json::json!({"name": "none", "kind": "none", "params": {}});
+        let spec: CriticSpec = serde_json::from_value(none.clone()).unwrap();
+        assert_eq!(spec, CriticSpec::none("none"));
+        assert_eq!(serde_json::to_value(&spec).unwrap(), none);
+
+        let params = CriticParams {
+            every_k: Some(5),
+            heuristic: Some(HeuristicRules::default()),
+            ..Default::default()
+        };
+        let rules = CriticSpec { name: "rules".into(), settings: CriticSettings::Heuristic(params.clone()) };
+        let json = serde_json::to_value(&rules).unwrap();
+        assert_eq!(json["kind"], "heuristic");
+        assert_eq!(json["params"], serde_json::to_value(&params).unwrap());
+        assert_eq!(json["params"]["remote"], serde_json::Value::Null, "kind parts of other kinds stay null");
+        assert!(json["params"].get("onnx").is_none(), "an absent onnx part is left out");
+        assert_eq!(serde_json::from_value::<CriticSpec>(json).unwrap(), rules);
+
+        let bad = serde_json::json!({"name": "r", "kind": "remote", "params": {"every_kk": 1}});
+        let e = serde_json::from_value::<CriticSpec>(bad).unwrap_err();
+        assert!(e.to_string().contains("unknown field `every_kk`"), "{e}");
+    }
 }

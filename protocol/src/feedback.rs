@@ -5,6 +5,13 @@
 use minijinja::{Environment, UndefinedBehavior};
 use serde::Serialize;
 
+/// The condition's feedback template does not compile or render.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("feedback template: {0}")]
+    Template(#[from] minijinja::Error),
+}
+
 #[derive(Serialize)]
 struct Previous {
     n: usize,
@@ -20,18 +27,18 @@ pub fn render(
     step: u32,
     history: &[(u32, String)],
     fold_chars: usize,
-) -> Result<String, String> {
+) -> Result<String, Error> {
     let mut env = Environment::new();
     env.set_undefined_behavior(UndefinedBehavior::Strict);
-    env.add_template("feedback", template).map_err(|e| format!("feedback template: {e}"))?;
+    env.add_template("feedback", template)?;
     let previous: Vec<Previous> = history
         .iter()
         .enumerate()
         .map(|(i, (s, text))| Previous { n: i + 1, step: *s, text: fold(text, fold_chars) })
         .collect();
-    env.get_template("feedback")
-        .and_then(|t| t.render(minijinja::context! { current, step, previous }))
-        .map_err(|e| format!("feedback template: {e}"))
+    Ok(env
+        .get_template("feedback")
+        .and_then(|t| t.render(minijinja::context! { current, step, previous }))?)
 }
 
 fn fold(text: &str, max: usize) -> String {
@@ -44,7 +51,7 @@ fn fold(text: &str, max: usize) -> String {
 
 /// Compiles and renders the template once with sample values (at sweep submission).
 pub fn check(template: &str) -> Result<(), String> {
-    render(template, "guidance", 5, &[(5, "earlier".into())], 1500).map(|_| ())
+    render(template, "guidance", 5, &[(5, "earlier".into())], 1500).map(|_| ()).map_err(|e| e.to_string())
 }
 
 #[cfg(test)]

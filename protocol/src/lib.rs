@@ -15,17 +15,23 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use uuid::Uuid;
 
+#[macro_use]
+mod name;
 pub mod critic;
 pub mod feedback;
 pub mod images;
 pub mod prompts;
 pub mod spec;
 
-pub use critic::{CriticCallRecord, CriticEvent, CriticParams, HeuristicRules, OnnxCritic, RemoteCritic};
+pub use critic::{
+    CriticCallRecord, CriticCallStatus, CriticDecision, CriticEvent, CriticParams, HeuristicRules,
+    OnnxCritic, RemoteCritic,
+};
+pub use name::UnknownName;
 pub use spec::{
-    AgentExecSpec, AgentLimits, AgentSpec, CriticKind, CriticSpec, EvaluateSpec, ExecutorSpec,
-    GradingProfile, PatchSource, PlaceholderSpec, Price, PromptTemplates, Sampling, SandboxSettings,
-    Scaffold, SUBMIT_SENTINEL,
+    AgentExecSpec, AgentLimits, AgentSpec, CriticKind, CriticSettings, CriticSpec, EvaluateSpec,
+    ExecutorKind, ExecutorSpec, GradingProfile, PatchSource, PlaceholderSpec, Price, PromptTemplates,
+    Sampling, SandboxSettings, Scaffold, SUBMIT_SENTINEL,
 };
 
 /// API version prefix of every route but `/healthz` and `/metrics`.
@@ -208,10 +214,60 @@ impl std::str::FromStr for SweepState {
 /// Every error body of the API.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct ApiError {
-    /// One of: `bad_request`, `unauthorized`, `forbidden`, `not_found`, `conflict`,
-    /// `lease_lost`, `payload_too_large`, `unavailable`, `internal`.
-    pub code: String,
+    pub code: ErrorCode,
     pub message: String,
+}
+
+/// What went wrong with an API request: the closed set of codes the API answers with, each
+/// with its HTTP status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorCode {
+    /// The request is wrong (a bad body, path or query); resending it unchanged fails again.
+    BadRequest,
+    /// No valid bearer token.
+    Unauthorized,
+    /// The token may not do this.
+    Forbidden,
+    NotFound,
+    /// The request conflicts with the current state (a duplicate name, a wrong state).
+    Conflict,
+    /// A lease-fenced write carried a token that is no longer the run's lease: stop working on
+    /// that run and write nothing more for it.
+    LeaseLost,
+    PayloadTooLarge,
+    /// The database could not be reached or timed out: try again later.
+    Unavailable,
+    /// A bug or a broken invariant.
+    Internal,
+}
+
+wire_names!(ErrorCode, "error code", {
+    BadRequest => "bad_request",
+    Unauthorized => "unauthorized",
+    Forbidden => "forbidden",
+    NotFound => "not_found",
+    Conflict => "conflict",
+    LeaseLost => "lease_lost",
+    PayloadTooLarge => "payload_too_large",
+    Unavailable => "unavailable",
+    Internal => "internal",
+});
+
+impl ErrorCode {
+    /// The HTTP status the API answers with.
+    pub fn http_status(self) -> u16 {
+        match self {
+            ErrorCode::BadRequest => 400,
+            ErrorCode::Unauthorized => 401,
+            ErrorCode::Forbidden => 403,
+            ErrorCode::NotFound => 404,
+            ErrorCode::Conflict | ErrorCode::LeaseLost => 409,
+            ErrorCode::PayloadTooLarge => 413,
+            ErrorCode::Unavailable => 503,
+            ErrorCode::Internal => 500,
+        }
+    }
 }
 
 // ---------------------------------------------------------------- workers
@@ -223,10 +279,29 @@ pub struct RegisterWorker {
     pub host: String,
     /// How many runs it executes at once.
     pub slots: u32,
-    /// What it can do: executor kinds, GPU, cached images (free-form, kept as JSON).
+    /// What it can do (None: nothing said, the placeholder only).
     #[serde(default)]
-    pub capabilities: serde_json::Value,
+    pub capabilities: Option<Capabilities>,
     pub version: String,
+}
+
+/// What a worker says it can do when it registers.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct Capabilities {
+    /// The executor kinds it runs (None: the placeholder only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub executors: Option<Vec<ExecutorKind>>,
+    /// Anything else it reports (a GPU, ...), kept as given.
+    #[serde(flatten)]
+    #[schema(value_type = Object)]
+    pub other: serde_json::Map<String, serde_json::Value>,
+}
+
+impl Capabilities {
+    /// A worker that runs these executor kinds.
+    pub fn executors(kinds: Vec<ExecutorKind>) -> Capabilities {
+        Capabilities { executors: Some(kinds), other: Default::default() }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
@@ -391,8 +466,7 @@ pub struct LlmCallRecord {
     #[serde(default)]
     pub step_index: Option<i32>,
     pub model: String,
-    /// `ok`, or why the call failed: `unavailable`, `rejected`, `malformed`, `timeout`.
-    pub status: String,
+    pub status: CallStatus,
     /// HTTP status of the last answer, when there was one.
     #[serde(default)]
     pub http_status: Option<i32>,
@@ -420,6 +494,31 @@ pub struct LlmCallRecord {
     #[serde(default)]
     pub error: Option<String>,
 }
+
+/// How a call to a model endpoint ended.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum CallStatus {
+    /// It answered (maybe after retries).
+    #[default]
+    Ok,
+    /// Every attempt failed with a 429, a 5xx, a connection failure or a timeout.
+    Unavailable,
+    /// The endpoint refused the request (another 4xx).
+    Rejected,
+    /// Every answer was malformed (not the JSON of a completion).
+    Malformed,
+    /// The run's wall-time limit fell during the call.
+    Timeout,
+}
+
+wire_names!(CallStatus, "model call status", {
+    Ok => "ok",
+    Unavailable => "unavailable",
+    Rejected => "rejected",
+    Malformed => "malformed",
+    Timeout => "timeout",
+});
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct UploadSteps {

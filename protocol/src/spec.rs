@@ -8,6 +8,8 @@ use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
+use crate::critic::CriticParams;
+
 /// A frozen agent: a model behind an OpenAI-compatible endpoint.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct AgentSpec {
@@ -92,21 +94,137 @@ impl Default for AgentLimits {
     }
 }
 
-/// A critic condition.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+/// A critic condition. On the wire `{name, kind, params}`: `params` is `{}` for kind `none` and
+/// the condition's [`CriticParams`] (defaults filled in by the sweep parser) for the others.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(try_from = "WireCriticSpec", into = "WireCriticSpec")]
 pub struct CriticSpec {
     pub name: String,
-    pub kind: CriticKind,
-    /// The condition's settings: a [`crate::CriticParams`] as JSON, defaults filled in by the
-    /// sweep parser (`{}` for `none`).
-    #[serde(default)]
-    pub params: serde_json::Value,
+    pub settings: CriticSettings,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+/// A critic condition's settings, by kind (parsed once, when the sweep file is read).
+#[derive(Debug, Clone, PartialEq)]
+pub enum CriticSettings {
+    /// No critic: the agent runs alone.
+    None,
+    /// `params.heuristic` holds the rules (None: the default rules).
+    Heuristic(CriticParams),
+    /// `params.remote` names the endpoint (the sweep parser always sets it).
+    Remote(CriticParams),
+    /// `params.onnx` names the model (the sweep parser always sets it).
+    Onnx(CriticParams),
+}
+
+impl CriticSettings {
+    pub fn kind(&self) -> CriticKind {
+        match self {
+            CriticSettings::None => CriticKind::None,
+            CriticSettings::Heuristic(_) => CriticKind::Heuristic,
+            CriticSettings::Remote(_) => CriticKind::Remote,
+            CriticSettings::Onnx(_) => CriticKind::Onnx,
+        }
+    }
+
+    /// The settings of a critic that has some (None for kind `none`).
+    pub fn params(&self) -> Option<&CriticParams> {
+        match self {
+            CriticSettings::None => None,
+            CriticSettings::Heuristic(p) | CriticSettings::Remote(p) | CriticSettings::Onnx(p) => Some(p),
+        }
+    }
+
+    /// The settings of a critic of kind `kind`.
+    pub fn of_kind(kind: CriticKind, params: CriticParams) -> CriticSettings {
+        match kind {
+            CriticKind::None => CriticSettings::None,
+            CriticKind::Heuristic => CriticSettings::Heuristic(params),
+            CriticKind::Remote => CriticSettings::Remote(params),
+            CriticKind::Onnx => CriticSettings::Onnx(params),
+        }
+    }
+}
+
+impl CriticSpec {
+    /// The `none` condition named `name`.
+    pub fn none(name: impl Into<String>) -> CriticSpec {
+        CriticSpec { name: name.into(), settings: CriticSettings::None }
+    }
+
+    pub fn kind(&self) -> CriticKind {
+        self.settings.kind()
+    }
+
+    /// Its settings (None for kind `none`).
+    pub fn params(&self) -> Option<&CriticParams> {
+        self.settings.params()
+    }
+
+    /// `params` as stored and sent: `{}` for kind `none`.
+    pub fn params_json(&self) -> serde_json::Value {
+        match self.params() {
+            None => serde_json::Value::Object(Default::default()),
+            Some(p) => serde_json::to_value(p).expect("critic params serialize"),
+        }
+    }
+}
+
+/// How a [`CriticSpec`] is spelled in JSON.
+#[derive(Serialize, Deserialize, ToSchema)]
+#[schema(as = CriticSpec)]
+struct WireCriticSpec {
+    name: String,
+    kind: CriticKind,
+    /// The condition's settings: a [`CriticParams`] as JSON, defaults filled in by the sweep
+    /// parser (`{}` for `none`).
+    #[serde(default)]
+    params: serde_json::Value,
+}
+
+impl TryFrom<WireCriticSpec> for CriticSpec {
+    type Error = serde_json::Error;
+    fn try_from(wire: WireCriticSpec) -> Result<Self, Self::Error> {
+        let settings = match wire.kind {
+            // Whatever `none` carries, it has no settings (the parser gives it `{}`).
+            CriticKind::None => CriticSettings::None,
+            kind => {
+                let params = match wire.params {
+                    serde_json::Value::Null => CriticParams::default(),
+                    json => serde_json::from_value(json)?,
+                };
+                CriticSettings::of_kind(kind, params)
+            }
+        };
+        Ok(CriticSpec { name: wire.name, settings })
+    }
+}
+
+impl From<CriticSpec> for WireCriticSpec {
+    fn from(spec: CriticSpec) -> Self {
+        WireCriticSpec { params: spec.params_json(), kind: spec.kind(), name: spec.name }
+    }
+}
+
+impl utoipa::PartialSchema for CriticSpec {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        <WireCriticSpec as utoipa::PartialSchema>::schema()
+    }
+}
+
+impl ToSchema for CriticSpec {
+    fn name() -> std::borrow::Cow<'static, str> {
+        std::borrow::Cow::Borrowed("CriticSpec")
+    }
+    fn schemas(schemas: &mut Vec<(String, utoipa::openapi::RefOr<utoipa::openapi::schema::Schema>)>) {
+        <WireCriticSpec as ToSchema>::schemas(schemas)
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum CriticKind {
     /// No critic: the agent runs alone (the baseline condition).
+    #[default]
     None,
     /// Cheap rules with no model (a repeated command, a repeated error, a test file edited,
     /// submitting untested work): a baseline that costs nothing.
@@ -116,6 +234,13 @@ pub enum CriticKind {
     /// A small local model through ONNX Runtime: a scorer or a generative critic.
     Onnx,
 }
+
+wire_names!(CriticKind, "critic kind", {
+    None => "none",
+    Heuristic => "heuristic",
+    Remote => "remote",
+    Onnx => "onnx",
+});
 
 /// What executes a run on the worker.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
@@ -133,15 +258,30 @@ pub enum ExecutorSpec {
 }
 
 impl ExecutorSpec {
-    /// The kind's name, as sweep files, worker registrations and the claim query spell it.
-    pub fn kind(&self) -> &'static str {
+    pub fn kind(&self) -> ExecutorKind {
         match self {
-            ExecutorSpec::Placeholder(_) => "placeholder",
-            ExecutorSpec::Evaluate(_) => "evaluate",
-            ExecutorSpec::Agent(_) => "agent",
+            ExecutorSpec::Placeholder(_) => ExecutorKind::Placeholder,
+            ExecutorSpec::Evaluate(_) => ExecutorKind::Evaluate,
+            ExecutorSpec::Agent(_) => ExecutorKind::Agent,
         }
     }
 }
+
+/// The kinds of [`ExecutorSpec`], as sweep files, worker registrations and the claim query
+/// spell them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ExecutorKind {
+    Placeholder,
+    Evaluate,
+    Agent,
+}
+
+wire_names!(ExecutorKind, "executor kind", {
+    Placeholder => "placeholder",
+    Evaluate => "evaluate",
+    Agent => "agent",
+});
 
 /// Grading semantics to follow.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]

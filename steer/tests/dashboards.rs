@@ -34,11 +34,11 @@ fn dashboards() -> Vec<(String, Value)> {
 /// that its labels show in the rendered text.
 fn exported() -> BTreeMap<String, BTreeSet<String>> {
     let m = Metrics::new();
-    let call = LlmCallRecord { model: "m".into(), status: "ok".into(), ..Default::default() };
+    let call = LlmCallRecord { model: "m".into(), status: protocol::CallStatus::Ok, ..Default::default() };
     let critic = CriticCallRecord {
-        kind: "remote".into(),
-        decision: "inject".into(),
-        status: "ok".into(),
+        kind: protocol::CriticKind::Remote,
+        decision: protocol::CriticDecision::Inject,
+        status: protocol::CriticCallStatus::Ok,
         batch_size: Some(1),
         ..Default::default()
     };

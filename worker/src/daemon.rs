@@ -27,8 +27,8 @@ pub struct WorkerConfig {
     pub claim_wait: Duration,
     /// How long a draining worker lets its runs finish before handing them back.
     pub drain_timeout: Duration,
-    /// Free-form capabilities reported at registration.
-    pub capabilities: serde_json::Value,
+    /// What it reports it can do at registration.
+    pub capabilities: protocol::Capabilities,
 }
 
 impl Default for WorkerConfig {
@@ -40,7 +40,7 @@ impl Default for WorkerConfig {
             slots: 2,
             claim_wait: Duration::from_secs(10),
             drain_timeout: Duration::from_secs(60),
-            capabilities: serde_json::json!({ "executors": ["placeholder"] }),
+            capabilities: protocol::Capabilities::executors(vec![protocol::ExecutorKind::Placeholder]),
         }
     }
 }
@@ -122,7 +122,7 @@ fn registration(config: &WorkerConfig) -> RegisterWorker {
         name: config.name.clone(),
         host: gethostname::gethostname().to_string_lossy().into_owned(),
         slots: config.slots,
-        capabilities: config.capabilities.clone(),
+        capabilities: Some(config.capabilities.clone()),
         version: env!("CARGO_PKG_VERSION").to_string(),
     }
 }
@@ -313,7 +313,7 @@ async fn report(
     result: Result<RunResult, ExecError>,
 ) -> Result<(), client::Error> {
     let metrics = &crate::metrics::METRICS;
-    let kind = run.executor.kind();
+    let kind = run.executor.kind().as_str();
     match (reason, result) {
         (Some(StopReason::LeaseLost), _) => {
             tracing::warn!(run_id = run.run_id, "lease lost; dropping the run's result");

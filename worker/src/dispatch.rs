@@ -1,6 +1,6 @@
 //! Routes each claimed run to the executor of its kind.
 
-use protocol::{ClaimedRun, ExecutorSpec};
+use protocol::{ClaimedRun, ExecutorKind, ExecutorSpec};
 
 use crate::agent::AgentExecutor;
 use crate::evaluate::EvaluateExecutor;
@@ -30,13 +30,13 @@ impl Dispatcher {
     }
 
     /// The executor kinds this worker can run, as it registers them.
-    pub fn kinds(&self) -> Vec<String> {
-        let mut kinds = vec!["placeholder".to_string()];
+    pub fn kinds(&self) -> Vec<ExecutorKind> {
+        let mut kinds = vec![ExecutorKind::Placeholder];
         if self.evaluate.is_some() {
-            kinds.push("evaluate".to_string());
+            kinds.push(ExecutorKind::Evaluate);
         }
         if self.agent.is_some() {
-            kinds.push("agent".to_string());
+            kinds.push(ExecutorKind::Agent);
         }
         kinds
     }

@@ -23,39 +23,6 @@ use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-/// A secret (an API key) that never shows itself in `Debug` or `Display`.
-#[derive(Clone)]
-pub struct Secret(String);
-
-impl Secret {
-    pub fn new(value: impl Into<String>) -> Self {
-        Secret(value.into())
-    }
-    fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl std::fmt::Debug for Secret {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Secret(<redacted>)")
-    }
-}
-
-impl Secret {
-    /// The key in environment variable `var` (None when no variable is named). `who` (e.g.
-    /// "agent `qwen`") words the error when the variable is unset or empty on this worker.
-    pub fn from_env(var: Option<&str>, who: &str) -> Result<Option<Secret>, String> {
-        match var {
-            None => Ok(None),
-            Some(var) => match std::env::var(var) {
-                Ok(key) if !key.is_empty() => Ok(Some(Secret::new(key))),
-                _ => Err(format!("{who} reads its API key from ${var}, which is not set on this worker")),
-            },
-        }
-    }
-}
-
 /// How failed calls are retried.
 #[derive(Debug, Clone)]
 pub struct RetryPolicy {
@@ -377,7 +344,10 @@ fn estimate(messages: &[Value], reply: &Value, tokenizer: Option<&tokens::TokenC
     Usage { prompt_tokens, completion_tokens, cached_tokens: 0, reasoning_tokens: 0, estimated: true }
 }
 
+pub mod secret;
 pub mod tokens;
+
+pub use secret::Secret;
 
 #[cfg(test)]
 mod tests;

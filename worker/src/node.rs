@@ -99,13 +99,13 @@ impl Worker {
             slots: settings.slots,
             claim_wait: settings.claim_wait,
             drain_timeout: settings.drain_timeout,
-            capabilities: serde_json::json!({ "executors": executors.kinds() }),
+            capabilities: protocol::Capabilities::executors(executors.kinds()),
         };
         Ok(Worker { config, executors: Arc::new(executors), metrics })
     }
 
     /// The executor kinds this worker registers (`evaluate` and `agent` need Docker).
-    pub fn executor_kinds(&self) -> Vec<String> {
+    pub fn executor_kinds(&self) -> Vec<protocol::ExecutorKind> {
         self.executors.kinds()
     }
 

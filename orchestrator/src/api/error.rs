@@ -3,32 +3,36 @@
 use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use protocol::ApiError;
+use protocol::{ApiError, ErrorCode};
 
 use crate::db;
 
 #[derive(Debug)]
 pub struct ApiErr {
-    pub status: StatusCode,
-    pub code: &'static str,
+    pub code: ErrorCode,
     pub message: String,
 }
 
 impl ApiErr {
-    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
-        ApiErr { status, code, message: message.into() }
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        ApiErr { code, message: message.into() }
     }
     pub fn bad_request(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::BAD_REQUEST, "bad_request", message)
+        Self::new(ErrorCode::BadRequest, message)
     }
     pub fn unauthorized(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::UNAUTHORIZED, "unauthorized", message)
+        Self::new(ErrorCode::Unauthorized, message)
     }
     pub fn forbidden(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::FORBIDDEN, "forbidden", message)
+        Self::new(ErrorCode::Forbidden, message)
     }
     pub fn not_found(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::NOT_FOUND, "not_found", message)
+        Self::new(ErrorCode::NotFound, message)
+    }
+
+    /// The HTTP status of the answer: the code's.
+    pub fn status(&self) -> StatusCode {
+        StatusCode::from_u16(self.code.http_status()).expect("every error code has a valid HTTP status")
     }
 }
 
@@ -37,14 +41,14 @@ impl From<db::Error> for ApiErr {
         let message = e.to_string();
         match e {
             db::Error::NotFound(_) => ApiErr::not_found(message),
-            db::Error::Conflict(_) => ApiErr::new(StatusCode::CONFLICT, "conflict", message),
-            db::Error::LeaseLost(_) => ApiErr::new(StatusCode::CONFLICT, "lease_lost", message),
+            db::Error::Conflict(_) => ApiErr::new(ErrorCode::Conflict, message),
+            db::Error::LeaseLost(_) => ApiErr::new(ErrorCode::LeaseLost, message),
             db::Error::Forbidden(_) => ApiErr::forbidden(message),
             db::Error::Invalid(_) => ApiErr::bad_request(message),
-            db::Error::Unavailable(_) => ApiErr::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", message),
+            db::Error::Unavailable(_) => ApiErr::new(ErrorCode::Unavailable, message),
             db::Error::Internal(_) => {
                 tracing::error!(error = %message, "internal error");
-                ApiErr::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", message)
+                ApiErr::new(ErrorCode::Internal, message)
             }
         }
     }
@@ -55,12 +59,12 @@ impl From<JsonRejection> for ApiErr {
         // axum answers 415/422 for some bodies; our API promises 400 for every bad body (with
         // body_text() saying which field and where, e.g. "missing field `slots` at line 1
         // column 20"), and 413 for an oversized one.
-        let (status, code) = if r.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large")
+        let code = if r.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            ErrorCode::PayloadTooLarge
         } else {
-            (StatusCode::BAD_REQUEST, "bad_request")
+            ErrorCode::BadRequest
         };
-        ApiErr::new(status, code, r.body_text())
+        ApiErr::new(code, r.body_text())
     }
 }
 
@@ -78,8 +82,9 @@ impl From<QueryRejection> for ApiErr {
 
 impl IntoResponse for ApiErr {
     fn into_response(self) -> Response {
-        let body = ApiError { code: self.code.to_string(), message: self.message };
-        (self.status, axum::Json(body)).into_response()
+        let status = self.status();
+        let body = ApiError { code: self.code, message: self.message };
+        (status, axum::Json(body)).into_response()
     }
 }
 

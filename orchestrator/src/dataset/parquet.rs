@@ -39,7 +39,7 @@ fn read_rows(data: Vec<u8>, rows: &mut Rows) -> Result<(), Error> {
         let location = Location::Row { index, line: None };
         match record_to_json(&record, &timestamps) {
             Ok(value) => rows.push(location, value),
-            Err(message) => rows.problem(location, message),
+            Err(e) => rows.problem(location, e.to_string()),
         }
     }
     Ok(())
@@ -102,19 +102,38 @@ fn timestamp_columns(schema: &SchemaDescriptor) -> HashMap<String, Unit> {
         .collect()
 }
 
-fn record_to_json(record: &Row, timestamps: &HashMap<String, Unit>) -> Result<Value, String> {
+/// A value of a row that has no JSON form here.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+enum ValueError {
+    #[error("decimal columns are not supported")]
+    Decimal,
+    #[error("binary value that is not UTF-8 text")]
+    NotText,
+    #[error("timestamp {0} is outside the years 0000 to 9999")]
+    YearOutOfRange(i64),
+}
+
+/// A row with a value that has no JSON form, and the column that holds it.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("field {column:?}: {source}")]
+struct RowError {
+    column: String,
+    source: ValueError,
+}
+
+fn record_to_json(record: &Row, timestamps: &HashMap<String, Unit>) -> Result<Value, RowError> {
     let mut object = Map::new();
     for (name, field) in record.get_column_iter() {
         let value = match (field, timestamps.get(name)) {
             (Field::Long(count), Some(&unit)) => rfc3339(*count, unit).map(Value::String),
             _ => to_json(field),
         };
-        object.insert(name.clone(), value.map_err(|why| format!("field {name:?}: {why}"))?);
+        object.insert(name.clone(), value.map_err(|source| RowError { column: name.clone(), source })?);
     }
     Ok(Value::Object(object))
 }
 
-fn to_json(field: &Field) -> Result<Value, String> {
+fn to_json(field: &Field) -> Result<Value, ValueError> {
     let float = |x: f64| Number::from_f64(x).map_or(Value::Null, Value::Number);
     Ok(match field {
         Field::Null => Value::Null,
@@ -131,11 +150,11 @@ fn to_json(field: &Field) -> Result<Value, String> {
         Field::Float16(x) => float(f64::from(*x)),
         Field::Float(x) => float(f64::from(*x)),
         Field::Double(x) => float(*x),
-        Field::Decimal(_) => return Err("decimal columns are not supported".to_string()),
+        Field::Decimal(_) => return Err(ValueError::Decimal),
         Field::Str(text) => Value::String(text.clone()),
         Field::Bytes(bytes) => match std::str::from_utf8(bytes.data()) {
             Ok(text) => Value::String(text.to_string()),
-            Err(_) => return Err("binary value that is not UTF-8 text".to_string()),
+            Err(_) => return Err(ValueError::NotText),
         },
         Field::Date(days) => {
             let (year, month, day) = civil_from_days(i64::from(*days));
@@ -169,12 +188,12 @@ fn to_json(field: &Field) -> Result<Value, String> {
 
 /// A timestamp as RFC 3339 in UTC, the form of SWE-bench's `created_at` strings
 /// (`2019-03-20T03:46:18Z`), with a fraction only when there is one.
-fn rfc3339(count: i64, unit: Unit) -> Result<String, String> {
+fn rfc3339(count: i64, unit: Unit) -> Result<String, ValueError> {
     let (seconds, fraction) = (count.div_euclid(unit.per_second()), count.rem_euclid(unit.per_second()));
     let (days, second_of_day) = (seconds.div_euclid(86_400), seconds.rem_euclid(86_400));
     let (year, month, day) = civil_from_days(days);
     if !(0..=9999).contains(&year) {
-        return Err(format!("timestamp {count} is outside the years 0000 to 9999"));
+        return Err(ValueError::YearOutOfRange(count));
     }
     let (hour, minute, second) = (second_of_day / 3600, second_of_day % 3600 / 60, second_of_day % 60);
     let mut text = format!("{year:04}-{month:02}-{day:02}T{hour:02}:{minute:02}:{second:02}");
@@ -210,7 +229,7 @@ mod tests {
         assert_eq!(rfc3339(1_553_053_578_000_250, Unit::Micros).unwrap(), "2019-03-20T03:46:18.000250Z");
         assert_eq!(rfc3339(-1, Unit::Nanos).unwrap(), "1969-12-31T23:59:59.999999999Z");
         assert_eq!(rfc3339(951_782_400, Unit::Millis).unwrap(), "1970-01-12T00:23:02.400Z");
-        assert!(rfc3339(i64::MAX, Unit::Millis).unwrap_err().contains("outside the years"));
+        assert!(rfc3339(i64::MAX, Unit::Millis).unwrap_err().to_string().contains("outside the years"));
         assert!(rfc3339(i64::MIN, Unit::Millis).is_err());
     }
 

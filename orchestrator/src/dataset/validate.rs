@@ -70,20 +70,31 @@ fn instance_problems(instance: &Instance) -> Vec<String> {
 
 /// Letters, digits, `.`, `_` and `-`, starting with a letter or digit (so never `.`, `..` or
 /// an option like `-rf`): safe as a file name, a container name and a shell word.
-fn check_instance_id(id: &str) -> Result<(), String> {
+fn check_instance_id(id: &str) -> Result<(), InvalidId> {
     let first_ok = id.starts_with(|c: char| c.is_ascii_alphanumeric());
     if id.is_empty() {
-        Err("is empty".to_string())
+        Err(InvalidId::Empty)
     } else if id.len() > MAX_ID_LEN {
-        Err(format!("is longer than {MAX_ID_LEN} characters"))
+        Err(InvalidId::TooLong)
     } else if !first_ok || !id.chars().all(is_name_char) {
-        Err(format!(
-            "{:?} may only hold letters, digits, '.', '_' and '-', and must start with a letter or digit",
-            shorten(id)
-        ))
+        Err(InvalidId::Characters { shown: shorten(id) })
     } else {
         Ok(())
     }
+}
+
+/// Why an instance id is refused.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+enum InvalidId {
+    #[error("is empty")]
+    Empty,
+    #[error("is longer than {MAX_ID_LEN} characters")]
+    TooLong,
+    /// `shown` is the id, shortened for the message.
+    #[error(
+        "{shown:?} may only hold letters, digits, '.', '_' and '-', and must start with a letter or digit"
+    )]
+    Characters { shown: String },
 }
 
 /// `owner/name`, each part made of GitHub's name characters and neither `.` nor `..`.

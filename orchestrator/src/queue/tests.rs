@@ -770,7 +770,7 @@ async fn an_endpoint_outage_rests_the_endpoint_then_one_run_probes_it_until_a_ca
     let mut ok = upload(&probe, &[]);
     ok.llm_calls = vec![protocol::LlmCallRecord {
         model: "demo-model".into(),
-        status: "ok".into(),
+        status: protocol::CallStatus::Ok,
         ..Default::default()
     }];
     queue.upload_steps(probe.run_id, Registrar::NONE, &ok).await.unwrap();

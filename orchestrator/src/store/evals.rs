@@ -10,8 +10,8 @@
 use std::collections::{BTreeMap, HashSet};
 
 use protocol::{
-    AgentSpec, CriticKind, CriticSpec, EvaluateSpec, ExecutorSpec, GradingProfile, PatchSource,
-    SandboxSettings, SweepSubmitted,
+    AgentSpec, CriticSpec, EvaluateSpec, ExecutorSpec, GradingProfile, PatchSource, SandboxSettings,
+    SweepSubmitted,
 };
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -150,11 +150,7 @@ pub async fn submit_as(pool: &PgPool, req: &EvalRequest, owner: Option<i64>) -> 
                 tokenizer: None,
             })
             .collect(),
-        critics: vec![CriticSpec {
-            name: "none".into(),
-            kind: CriticKind::None,
-            params: serde_json::json!({}),
-        }],
+        critics: vec![CriticSpec::none("none")],
     };
     let hash = eval_hash(&file, &predictions);
     if let Some(existing) = find(pool, &file.name, &hash).await? {

@@ -186,27 +186,29 @@ async fn trajectory_rest(
     .fetch_all(pool)
     .await?
     .iter()
-    .map(|r| TrajectoryCall {
-        attempt: r.get("attempt"),
-        call: LlmCallRecord {
-            call_index: r.get::<Option<i32>, _>("call_index").unwrap_or(-1),
-            step_index: r.get("step_index"),
-            model: r.get("model"),
-            status: r.get("status"),
-            http_status: r.get("http_status"),
-            retries: r.get("retries"),
-            latency_ms: r.get("latency_ms"),
-            input_tokens: r.get("input_tokens"),
-            output_tokens: r.get("output_tokens"),
-            cached_tokens: r.get("cached_tokens"),
-            reasoning_tokens: r.get("reasoning_tokens"),
-            tokens_estimated: r.get("tokens_estimated"),
-            cost_usd: r.get("cost_usd"),
-            finish_reason: r.get("finish_reason"),
-            error: r.get("error"),
-        },
+    .map(|r| -> Result<TrajectoryCall> {
+        Ok(TrajectoryCall {
+            attempt: r.get("attempt"),
+            call: LlmCallRecord {
+                call_index: r.get::<Option<i32>, _>("call_index").unwrap_or(-1),
+                step_index: r.get("step_index"),
+                model: r.get("model"),
+                status: stored(r, "status")?,
+                http_status: r.get("http_status"),
+                retries: r.get("retries"),
+                latency_ms: r.get("latency_ms"),
+                input_tokens: r.get("input_tokens"),
+                output_tokens: r.get("output_tokens"),
+                cached_tokens: r.get("cached_tokens"),
+                reasoning_tokens: r.get("reasoning_tokens"),
+                tokens_estimated: r.get("tokens_estimated"),
+                cost_usd: r.get("cost_usd"),
+                finish_reason: r.get("finish_reason"),
+                error: r.get("error"),
+            },
+        })
     })
-    .collect();
+    .collect::<Result<Vec<_>>>()?;
     let critic_calls = sqlx::query(
         "SELECT attempt, call_index, step_index, kind, model, trigger, decision, feedback, score, status,
                 error, latency_ms, input_tokens, output_tokens, cost_usd, device, batch_size, prompt
@@ -216,29 +218,31 @@ async fn trajectory_rest(
     .fetch_all(pool)
     .await?
     .iter()
-    .map(|r| TrajectoryCriticCall {
-        attempt: r.get("attempt"),
-        call: CriticCallRecord {
-            call_index: r.get::<Option<i32>, _>("call_index").unwrap_or(-1),
-            step_index: r.get("step_index"),
-            kind: r.get("kind"),
-            model: r.get("model"),
-            trigger: r.get::<Option<String>, _>("trigger").unwrap_or_default(),
-            decision: r.get("decision"),
-            feedback: r.get("feedback"),
-            score: r.get("score"),
-            status: r.get("status"),
-            error: r.get("error"),
-            latency_ms: r.get("latency_ms"),
-            input_tokens: r.get("input_tokens"),
-            output_tokens: r.get("output_tokens"),
-            cost_usd: r.get("cost_usd"),
-            device: r.get("device"),
-            batch_size: r.get("batch_size"),
-            prompt: r.get("prompt"),
-        },
+    .map(|r| -> Result<TrajectoryCriticCall> {
+        Ok(TrajectoryCriticCall {
+            attempt: r.get("attempt"),
+            call: CriticCallRecord {
+                call_index: r.get::<Option<i32>, _>("call_index").unwrap_or(-1),
+                step_index: r.get("step_index"),
+                kind: stored(r, "kind")?,
+                model: r.get("model"),
+                trigger: r.get::<Option<String>, _>("trigger").unwrap_or_default(),
+                decision: stored(r, "decision")?,
+                feedback: r.get("feedback"),
+                score: r.get("score"),
+                status: stored(r, "status")?,
+                error: r.get("error"),
+                latency_ms: r.get("latency_ms"),
+                input_tokens: r.get("input_tokens"),
+                output_tokens: r.get("output_tokens"),
+                cost_usd: r.get("cost_usd"),
+                device: r.get("device"),
+                batch_size: r.get("batch_size"),
+                prompt: r.get("prompt"),
+            },
+        })
     })
-    .collect();
+    .collect::<Result<Vec<_>>>()?;
     let attempts = attempts(pool, run_id).await?;
     Ok(Trajectory { run, attempts, steps, llm_calls, critic_calls, patch, evaluation })
 }
@@ -265,6 +269,16 @@ pub async fn attempts(pool: &PgPool, run_id: i64) -> Result<Vec<RunAttempt>> {
             })
         })
         .collect()
+}
+
+/// A closed-set name (a call's status, a critic's decision) as stored.
+fn stored<T: std::str::FromStr<Err = protocol::UnknownName>>(
+    row: &sqlx::postgres::PgRow,
+    column: &str,
+) -> Result<T> {
+    row.get::<String, _>(column)
+        .parse()
+        .map_err(|e: protocol::UnknownName| Error::Internal(format!("stored {e}")))
 }
 
 fn from_spec<T: DeserializeOwned>(what: &str, value: serde_json::Value) -> Result<T> {
@@ -316,7 +330,7 @@ pub async fn claimed_run(pool: &PgPool, lease: &Lease) -> Result<ClaimedRun> {
 /// its final attempt. None when the base run did not finish (`error`, `cancelled`): the run
 /// then starts fresh.
 async fn prefix_replay(pool: &PgPool, base: i64, critic: &CriticSpec) -> Result<Option<PrefixReplay>> {
-    let params: protocol::CriticParams = from_spec("critic", critic.params.clone())?;
+    let params = critic.params().cloned().unwrap_or_default();
     let k = params.prefix_steps.or(params.every_k).unwrap_or(5) as i32;
     let steps: Vec<StepRecord> = sqlx::query(
         "SELECT s.attempt, s.step_index, s.action, s.observation, s.exit_code, s.duration_ms, s.llm_ms,

@@ -200,7 +200,7 @@ pub(crate) async fn insert_sweep(
         .bind(sweep_id)
         .bind(&critic.name)
         .bind(kind)
-        .bind(&critic.params)
+        .bind(critic.params_json())
         .bind(&spec)
         .fetch_one(&mut **tx)
         .await?;

@@ -18,7 +18,7 @@ pub async fn register(pool: &PgPool, token_id: i64, req: &RegisterWorker) -> Res
     .bind(&req.name)
     .bind(&req.host)
     .bind(req.slots as i32)
-    .bind(&req.capabilities)
+    .bind(sqlx::types::Json(&req.capabilities))
     .bind(&req.version)
     .bind(token_id)
     .execute(pool)

@@ -7,14 +7,17 @@
 //! toml_edit's spanned tree directly (see `reader`) rather than going through serde, so every
 //! error knows its path and line without mapping spans back to keys.
 
+mod inline;
 mod reader;
 #[cfg(test)]
 mod tests;
 
+pub use inline::inline_template_files;
+
 use protocol::{
-    AgentExecSpec, AgentLimits, AgentSpec, CriticEvent, CriticKind, CriticParams, CriticSpec, EvaluateSpec,
-    ExecutorSpec, GradingProfile, HeuristicRules, PatchSource, PlaceholderSpec, Price, PromptTemplates,
-    RemoteCritic, Sampling, SandboxSettings, Scaffold,
+    AgentExecSpec, AgentLimits, AgentSpec, CriticEvent, CriticKind, CriticParams, CriticSettings, CriticSpec,
+    EvaluateSpec, ExecutorKind, ExecutorSpec, GradingProfile, HeuristicRules, PatchSource, PlaceholderSpec,
+    Price, PromptTemplates, RemoteCritic, Sampling, SandboxSettings, Scaffold,
 };
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
@@ -221,7 +224,6 @@ const SANDBOX_KEYS: &[&str] = &[
     "image_overrides",
     "eval_timeout_s",
 ];
-const EXECUTOR_KINDS: &[&str] = &["placeholder", "evaluate", "agent"];
 const AGENT_EXECUTOR_KEYS: &[&str] = &[
     "kind",
     "preset",
@@ -238,7 +240,7 @@ const AGENT_EXECUTOR_KEYS: &[&str] = &[
     "format_error_template",
 ];
 /// The template keys, and the `*_file` keys `steer sweep submit` replaces by them.
-const TEMPLATE_KEYS: [&str; 4] =
+pub(crate) const TEMPLATE_KEYS: [&str; 4] =
     ["system_template", "instance_template", "observation_template", "format_error_template"];
 const PRESETS: &[&str] = &["paper"];
 
@@ -330,18 +332,25 @@ fn sandbox(t: &Table) -> Result<SandboxSettings, Error> {
 
 /// Checks a name of a sweep, agent, critic or dataset: it ends up in run listings, reports and
 /// paths, so it is kept to letters, digits, `.`, `_` and `-`.
-pub fn validate_name(name: &str) -> Result<(), String> {
+pub fn validate_name(name: &str) -> Result<(), InvalidName> {
     let allowed = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-');
     if name.is_empty() || !name.chars().all(allowed) {
-        return Err(format!("{name:?} is not a valid name (use letters, digits, `.`, `_` and `-`)"));
+        return Err(InvalidName { name: name.to_string() });
     }
     Ok(())
+}
+
+/// A name with characters other than letters, digits, `.`, `_` and `-` (or none at all).
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("{name:?} is not a valid name (use letters, digits, `.`, `_` and `-`)")]
+pub struct InvalidName {
+    pub name: String,
 }
 
 /// A required name of sweep, agent or critic.
 fn name(t: &Table, key: &str) -> Result<String, Error> {
     let name = t.required(key, t.string(key)?)?;
-    validate_name(&name).map_err(|m| t.err(key, m))?;
+    validate_name(&name).map_err(|e| t.err(key, e))?;
     Ok(name)
 }
 
@@ -385,9 +394,13 @@ fn selection(t: &Table) -> Result<Selection, Error> {
 }
 
 fn executor(t: &Table) -> Result<ExecutorSpec, Error> {
-    let kind = t.required("kind", t.string("kind")?)?;
-    match kind.as_str() {
-        "placeholder" => {
+    let kind_name = t.required("kind", t.string("kind")?)?;
+    let Ok(kind) = kind_name.parse::<ExecutorKind>() else {
+        let known: Vec<&str> = ExecutorKind::ALL.iter().map(|k| k.as_str()).collect();
+        return Err(t.err("kind", unknown_kind("executor", &kind_name, &known)));
+    };
+    match kind {
+        ExecutorKind::Placeholder => {
             t.only(PLACEHOLDER_KEYS)?;
             let default = PlaceholderSpec::default();
             let in_unit = |p: f64| (0.0..=1.0).contains(&p);
@@ -401,7 +414,7 @@ fn executor(t: &Table) -> Result<ExecutorSpec, Error> {
                 seed: t.integer("seed", 0)?.unwrap_or(default.seed),
             }))
         }
-        "evaluate" => {
+        ExecutorKind::Evaluate => {
             t.only(EVALUATE_KEYS)?;
             let profile = grading_profile(t, "profile")?;
             let patch = match t.string("patch")?.as_deref() {
@@ -415,8 +428,7 @@ fn executor(t: &Table) -> Result<ExecutorSpec, Error> {
             };
             Ok(ExecutorSpec::Evaluate(EvaluateSpec { profile, patch }))
         }
-        "agent" => agent_executor(t).map(ExecutorSpec::Agent),
-        other => Err(t.err("kind", unknown_kind("executor", other, EXECUTOR_KINDS))),
+        ExecutorKind::Agent => agent_executor(t).map(ExecutorSpec::Agent),
     }
 }
 
@@ -519,39 +531,6 @@ fn agent_executor(t: &Table) -> Result<AgentExecSpec, Error> {
     Ok(spec)
 }
 
-/// Inlines the `*_template_file` keys of an `agent` executor: each file (relative to
-/// `base_dir`) is read and its text put under the matching `*_template` key, so that the
-/// stored sweep holds exactly the prompts its agents saw. Returns the text unchanged when
-/// there is nothing to inline.
-pub fn inline_template_files(text: &str, base_dir: &std::path::Path) -> Result<String, String> {
-    let mut doc: toml_edit::DocumentMut = match text.parse() {
-        Ok(doc) => doc,
-        // The parser reports this with its line; nothing to inline here.
-        Err(_) => return Ok(text.to_string()),
-    };
-    let Some(executor) = doc.get_mut("executor").and_then(|e| e.as_table_like_mut()) else {
-        return Ok(text.to_string());
-    };
-    let mut changed = false;
-    for key in TEMPLATE_KEYS {
-        let file_key = format!("{key}_file");
-        let Some(item) = executor.get(&file_key) else { continue };
-        let Some(rel) = item.as_str() else {
-            return Err(format!("executor.{file_key}: expected a file path (a string)"));
-        };
-        let path = base_dir.join(rel);
-        let body = std::fs::read_to_string(&path)
-            .map_err(|e| format!("executor.{file_key}: cannot read {}: {e}", path.display()))?;
-        if executor.contains_key(key) {
-            return Err(format!("executor: give `{key}` or `{file_key}`, not both"));
-        }
-        executor.remove(&file_key);
-        executor.insert(key, toml_edit::value(body));
-        changed = true;
-    }
-    Ok(if changed { doc.to_string() } else { text.to_string() })
-}
-
 fn agent(t: &Table, preset: Option<&str>) -> Result<AgentSpec, Error> {
     t.only(AGENT_KEYS)?;
     let name = name(t, "name")?;
@@ -613,7 +592,7 @@ fn critic(t: &Table) -> Result<CriticSpec, Error> {
     let name = name(t, "name")?;
     let kind_name = t.required("kind", t.string("kind")?)?;
     // protocol decides which kinds exist; the lists here only word the error.
-    let Ok(kind) = serde_json::from_value::<CriticKind>(Json::String(kind_name.clone())) else {
+    let Ok(kind) = kind_name.parse::<CriticKind>() else {
         let message = if PLANNED_CRITIC_KINDS.contains(&kind_name.as_str()) {
             format!("critic kind `{kind_name}` is not available in this build yet")
         } else {
@@ -621,12 +600,12 @@ fn critic(t: &Table) -> Result<CriticSpec, Error> {
         };
         return Err(t.err("kind", message));
     };
-    let params = match kind {
+    let settings = match kind {
         CriticKind::None => {
             if let Some(key) = t.others_as_json(CRITIC_KEYS)?.keys().next() {
                 return Err(t.err(key, "critic kind `none` takes no parameters"));
             }
-            Json::Object(Default::default())
+            CriticSettings::None
         }
         CriticKind::Heuristic => {
             t.only(&[CRITIC_KEYS, CRITIC_POLICY_KEYS, HEURISTIC_KEYS].concat())?;
@@ -641,7 +620,7 @@ fn critic(t: &Table) -> Result<CriticSpec, Error> {
                 test_file_edited: t.boolean("test_file_edited")?.unwrap_or(d.test_file_edited),
                 submit_without_tests: t.boolean("submit_without_tests")?.unwrap_or(d.submit_without_tests),
             });
-            serde_json::to_value(params).expect("critic params serialize")
+            CriticSettings::Heuristic(params)
         }
         CriticKind::Onnx => {
             t.only(&[CRITIC_KEYS, CRITIC_POLICY_KEYS, ONNX_CRITIC_KEYS].concat())?;
@@ -669,7 +648,7 @@ fn critic(t: &Table) -> Result<CriticSpec, Error> {
                     "this critic would never be asked: set `every_k` or `events` (or `preset = \"paper\"`)",
                 ));
             }
-            serde_json::to_value(params).expect("critic params serialize")
+            CriticSettings::Onnx(params)
         }
         CriticKind::Remote => {
             t.only(&[CRITIC_KEYS, CRITIC_POLICY_KEYS, REMOTE_CRITIC_KEYS].concat())?;
@@ -695,10 +674,10 @@ fn critic(t: &Table) -> Result<CriticSpec, Error> {
                     "this critic would never be asked: set `every_k` or `events` (or `preset = \"paper\"`)",
                 ));
             }
-            serde_json::to_value(params).expect("critic params serialize")
+            CriticSettings::Remote(params)
         }
     };
-    Ok(CriticSpec { name, kind, params })
+    Ok(CriticSpec { name, settings })
 }
 
 /// The settings every critic kind has; `defaults` are the kind's.
@@ -777,7 +756,7 @@ fn critic_params(t: &Table, defaults: CriticParams) -> Result<CriticParams, Erro
 
 /// A critic's `prefix_from` names another condition of the sweep that replays nothing itself.
 fn check_prefixes(tables: &[Table], critics: &[CriticSpec]) -> Result<(), Error> {
-    let base_of = |c: &CriticSpec| c.params.get("prefix_from").and_then(Json::as_str).map(str::to_string);
+    let base_of = |c: &CriticSpec| c.params().and_then(|p| p.prefix_from.clone());
     for (table, critic) in tables.iter().zip(critics) {
         let Some(base) = base_of(critic) else { continue };
         let found = critics.iter().find(|c| c.name == base);

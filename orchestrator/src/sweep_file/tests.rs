@@ -92,13 +92,10 @@ fn full_example_sets_every_key() {
         full.agents[1].price,
         Price { input_per_mtok: dec("0.1"), output_per_mtok: dec("0.3"), cached_input_per_mtok: dec("0.1") }
     );
-    assert_eq!(
-        full.critics[0],
-        CriticSpec { name: "none".into(), kind: CriticKind::None, params: serde_json::json!({}) }
-    );
+    assert_eq!(full.critics[0], CriticSpec::none("none"));
     let scorer = &full.critics[1];
-    assert_eq!((scorer.name.as_str(), scorer.kind, full.critics.len()), ("scorer", CriticKind::Onnx, 2));
-    let p: CriticParams = serde_json::from_value(scorer.params.clone()).unwrap();
+    assert_eq!((scorer.name.as_str(), scorer.kind(), full.critics.len()), ("scorer", CriticKind::Onnx, 2));
+    let p: CriticParams = scorer.params().cloned().unwrap();
     assert_eq!((p.every_k, p.trained_on.as_deref()), (Some(5), Some("qwen3-next-80b")));
     assert_eq!(p.onnx.unwrap().model, "/opt/steerbench/models/scorer");
 }
@@ -492,6 +489,7 @@ fn template_files_are_inlined_relative_to_the_sweep_file() {
     assert_eq!(inline_template_files(MINIMAL, dir.path()).unwrap(), MINIMAL, "nothing to inline: unchanged");
     let missing = text.replace("sys.j2", "nope.j2");
     let e = inline_template_files(&missing, dir.path()).unwrap_err();
+    let e = e.to_string();
     assert!(e.contains("executor.system_template_file: cannot read") && e.contains("nope.j2"), "{e}");
 }
 
@@ -505,7 +503,7 @@ fn with_critic(lines: &str) -> String {
 fn critic_params(lines: &str) -> (CriticKind, CriticParams) {
     let sweep = parse(&with_critic(lines), "t.toml").unwrap_or_else(|e| panic!("{e}"));
     let c = &sweep.critics[0];
-    (c.kind, serde_json::from_value(c.params.clone()).unwrap())
+    (c.kind(), c.params().cloned().unwrap())
 }
 
 #[test]
@@ -571,8 +569,7 @@ fn prefix_replay_names_a_fresh_condition_of_the_sweep() {
     let sweep = |critics: String| MINIMAL.replace(base, &critics);
     let ok = parse(&sweep(format!("{base}{}", critic("prefix_from = \"none\"\nprefix_steps = 5"))), "t.toml")
         .unwrap();
-    let (_, p) =
-        (ok.critics[1].kind, serde_json::from_value::<CriticParams>(ok.critics[1].params.clone()).unwrap());
+    let (_, p) = (ok.critics[1].kind(), ok.critics[1].params().cloned().unwrap());
     assert_eq!((p.prefix_from.as_deref(), p.prefix_steps), (Some("none"), Some(5)));
     let cases = [
         (

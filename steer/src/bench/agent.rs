@@ -16,9 +16,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Args;
-use protocol::{
-    AgentExecSpec, AgentLimits, AgentSpec, ClaimedRun, CriticKind, CriticSpec, ExecutorSpec, Instance,
-};
+use protocol::{AgentExecSpec, AgentLimits, AgentSpec, ClaimedRun, CriticSpec, ExecutorSpec, Instance};
 use worker::agent::AgentExecutor;
 use worker::evaluate::Grader;
 use worker::sandbox::Docker;
@@ -205,7 +203,7 @@ fn bench_run(run_id: i64, instance: &Instance, url: &str, model: &str, max_steps
             extra_body: Default::default(),
             tokenizer: None,
         },
-        critic: CriticSpec { name: "none".into(), kind: CriticKind::None, params: serde_json::json!({}) },
+        critic: CriticSpec::none("none"),
         executor: ExecutorSpec::Agent(AgentExecSpec::default()),
         sandbox: Default::default(),
         input_patch: None,

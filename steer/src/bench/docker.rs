@@ -8,8 +8,8 @@ use std::time::Instant;
 use anyhow::Context;
 use clap::Args;
 use protocol::{
-    AgentSpec, ClaimedRun, CriticKind, CriticSpec, EvaluateSpec, ExecutorSpec, Instance, Outcome,
-    PatchSource, SandboxSettings,
+    AgentSpec, ClaimedRun, CriticSpec, EvaluateSpec, ExecutorSpec, Instance, Outcome, PatchSource,
+    SandboxSettings,
 };
 use tokio::sync::Semaphore;
 use worker::evaluate::EvaluateExecutor;
@@ -125,7 +125,7 @@ fn gold_run(run_id: i64, instance: Instance) -> ClaimedRun {
             extra_body: Default::default(),
             tokenizer: None,
         },
-        critic: CriticSpec { name: "none".into(), kind: CriticKind::None, params: serde_json::json!({}) },
+        critic: CriticSpec::none("none"),
         executor: ExecutorSpec::Evaluate(EvaluateSpec {
             profile: Default::default(),
             patch: PatchSource::Gold,

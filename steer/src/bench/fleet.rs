@@ -223,7 +223,9 @@ async fn worker_slot(
                 name: format!("sim-{slot}-{incarnation}"),
                 host: "sim".into(),
                 slots: 1,
-                capabilities: serde_json::json!({ "executors": ["placeholder"] }),
+                capabilities: Some(protocol::Capabilities::executors(vec![
+                    protocol::ExecutorKind::Placeholder,
+                ])),
                 version: "sim".into(),
             })
             .await?;

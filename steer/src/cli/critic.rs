@@ -70,7 +70,7 @@ pub async fn run(cmd: CriticCommand) -> anyhow::Result<ExitCode> {
     };
     let out = json!({
         "critic": critic.name,
-        "kind": critic.kind,
+        "kind": critic.kind(),
         "steps_read": facts.len(),
         "decision": decision,
         "message_to_agent": message,
@@ -94,7 +94,7 @@ fn from_sweep(path: &std::path::Path, name: Option<&str>) -> anyhow::Result<(pro
         None => sweep
             .critics
             .iter()
-            .find(|c| c.kind != protocol::CriticKind::None)
+            .find(|c| c.kind() != protocol::CriticKind::None)
             .with_context(|| format!("{file_name} has no critic condition besides `none`"))?,
     };
     Ok((critic.clone(), sweep.agents.first().map_or(150, |a| a.limits.max_steps)))

@@ -117,7 +117,11 @@ async fn run_with_database(args: &UpArgs, data_dir: &Path, database_url: &str) -
     println!("steerbench is up");
     println!("  coordinator: {url}   (health: {url}/healthz, metrics: {url}/metrics)");
     println!("  admin token: {admin}   (also in {})", data_dir.join(ADMIN_TOKEN_FILE).display());
-    println!("  local worker: {} slots, executors: {}", args.worker.slots, kinds.join(", "));
+    println!(
+        "  local worker: {} slots, executors: {}",
+        args.worker.slots,
+        kinds.iter().map(|k| k.as_str()).collect::<Vec<_>>().join(", ")
+    );
     if let Some(line) = replay_line {
         println!("{line}");
     }

@@ -69,7 +69,7 @@ impl Coordinator {
             slots,
             claim_wait: Duration::from_millis(500),
             drain_timeout: Duration::from_secs(10),
-            capabilities: serde_json::json!({ "executors": dispatcher.kinds() }),
+            capabilities: protocol::Capabilities::executors(dispatcher.kinds()),
         };
         let drain = CancellationToken::new();
         let task = tokio::spawn(worker::run(config, Arc::new(dispatcher), drain.clone()));

@@ -25,7 +25,8 @@ use std::ops::ControlFlow;
 use std::time::{Duration, Instant};
 
 use protocol::{
-    AgentExecSpec, ClaimedRun, ExecutorSpec, LlmCallRecord, Outcome, PrefixReplay, RunTotals, StepRecord,
+    AgentExecSpec, CallStatus, ClaimedRun, ExecutorSpec, LlmCallRecord, Outcome, PrefixReplay, RunTotals,
+    StepRecord,
 };
 use rust_decimal::Decimal;
 use serde_json::{json, Value};
@@ -436,7 +437,8 @@ impl AgentRun<'_> {
             Ok(Ok(completion)) => Ok(ControlFlow::Continue(completion)),
             Err(_) => {
                 // The wall-time limit fell during the call: nothing was billed.
-                let call = self.failed_call(step, "timeout", None, started, "the run's wall-time limit");
+                let call =
+                    self.failed_call(step, CallStatus::Timeout, None, started, "the run's wall-time limit");
                 self.upload(Vec::new(), vec![call], Vec::new()).await?;
                 Ok(ControlFlow::Break(Ending::Limit(Outcome::TimeLimit)))
             }
@@ -447,9 +449,11 @@ impl AgentRun<'_> {
     /// Records a model call that failed and says what failed.
     async fn model_failed(&mut self, step: u32, started: Instant, e: llm::Error) -> ExecError {
         let (status, http) = match &e {
-            llm::Error::Unavailable { last_status, .. } => ("unavailable", last_status.map(i32::from)),
-            llm::Error::Rejected { status, .. } => ("rejected", Some(i32::from(*status))),
-            llm::Error::Malformed { .. } => ("malformed", None),
+            llm::Error::Unavailable { last_status, .. } => {
+                (CallStatus::Unavailable, last_status.map(i32::from))
+            }
+            llm::Error::Rejected { status, .. } => (CallStatus::Rejected, Some(i32::from(*status))),
+            llm::Error::Malformed { .. } => (CallStatus::Malformed, None),
         };
         let call = self.failed_call(step, status, http, started, &e.to_string());
         if let Err(upload_failed) = self.upload(Vec::new(), vec![call], Vec::new()).await {
@@ -873,7 +877,7 @@ impl AgentRun<'_> {
             call_index: self.next_call_index(),
             step_index: Some(step as i32),
             model: self.run.agent.model.clone(),
-            status: "ok".into(),
+            status: CallStatus::Ok,
             http_status: Some(200),
             retries: c.retries as i32,
             latency_ms: c.latency.as_millis() as i64,
@@ -891,7 +895,7 @@ impl AgentRun<'_> {
     fn failed_call(
         &mut self,
         step: u32,
-        status: &str,
+        status: CallStatus,
         http_status: Option<i32>,
         started: Instant,
         error: &str,
@@ -900,7 +904,7 @@ impl AgentRun<'_> {
             call_index: self.next_call_index(),
             step_index: Some(step as i32),
             model: self.run.agent.model.clone(),
-            status: status.into(),
+            status,
             http_status,
             retries: self.client.attempts().saturating_sub(1) as i32,
             latency_ms: started.elapsed().as_millis() as i64,

@@ -16,11 +16,11 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Instant;
 
-use protocol::{CriticCallRecord, CriticParams, OnnxCritic};
+use protocol::{CriticCallRecord, CriticCallStatus, CriticKind, CriticParams, OnnxCritic};
 use rust_decimal::Decimal;
 use serde_json::Value;
 
-use super::onnx::{GenParams, ModelForm, OnnxModel, OnnxOptions, Pricing};
+use super::onnx::{GenParams, ModelForm, OnnxError, OnnxModel, OnnxOptions, Pricing};
 
 /// The models this process has loaded, by directory.
 fn models() -> &'static Mutex<HashMap<PathBuf, Arc<OnnxModel>>> {
@@ -38,12 +38,12 @@ pub fn set_options(options: OnnxOptions) {
 
 /// The model in `dir`, loaded once per process (a worker preloads its models at start with
 /// `steer worker --critic-model DIR`, so that a bad directory stops it there).
-pub fn model(dir: &Path) -> Result<Arc<OnnxModel>, String> {
+pub fn model(dir: &Path) -> Result<Arc<OnnxModel>, OnnxError> {
     let mut loaded = models().lock().unwrap_or_else(|p| p.into_inner());
     if let Some(m) = loaded.get(dir) {
         return Ok(m.clone());
     }
-    let model = OnnxModel::load(dir, OPTIONS.get_or_init(OnnxOptions::default)).map_err(|e| e.to_string())?;
+    let model = OnnxModel::load(dir, OPTIONS.get_or_init(OnnxOptions::default))?;
     tracing::info!(dir = %dir.display(), device = model.device(), "critic model loaded");
     loaded.insert(dir.to_path_buf(), model.clone());
     Ok(model)
@@ -62,7 +62,7 @@ pub struct Said {
 }
 
 impl Local {
-    pub fn new(spec: &OnnxCritic) -> Result<Local, String> {
+    pub fn new(spec: &OnnxCritic) -> Result<Local, OnnxError> {
         Ok(Local { model: model(Path::new(&spec.model))?, spec: spec.clone() })
     }
 
@@ -77,7 +77,7 @@ impl Local {
         record: &mut CriticCallRecord,
     ) -> Option<Said> {
         let started = Instant::now();
-        record.kind = "onnx".into();
+        record.kind = CriticKind::Onnx;
         record.model = Some(self.model.dir().display().to_string());
         record.device = Some(self.model.device().to_string());
         let said = match self.model.form() {
@@ -88,8 +88,8 @@ impl Local {
         match said {
             Ok(s) => Some(s),
             Err(e) => {
-                record.status = "failed".into();
-                record.error = Some(e);
+                record.status = CriticCallStatus::Failed;
+                record.error = Some(e.to_string());
                 None
             }
         }
@@ -100,9 +100,9 @@ impl Local {
         params: &CriticParams,
         agent: &[Value],
         record: &mut CriticCallRecord,
-    ) -> Result<Said, String> {
-        let prompt = self.model.render(agent).map_err(|e| e.to_string())?;
-        let out = self.model.score(&prompt).await.map_err(|e| e.to_string())?;
+    ) -> Result<Said, OnnxError> {
+        let prompt = self.model.render(agent)?;
+        let out = self.model.score(&prompt).await?;
         record.prompt = Value::String(prompt);
         record.input_tokens = out.input_tokens as i64;
         record.batch_size = Some(out.batch_size as i32);
@@ -133,11 +133,11 @@ impl Local {
         step: u32,
         max_steps: u32,
         record: &mut CriticCallRecord,
-    ) -> Result<Said, String> {
+    ) -> Result<Said, OnnxError> {
         let model = &self.model;
         let messages =
             super::input::build(params, agent, history, step, max_steps, &|s| model.count_tokens(s));
-        let prompt = model.render(&messages).map_err(|e| e.to_string())?;
+        let prompt = model.render(&messages)?;
         let gen = GenParams {
             max_new_tokens: self.spec.max_new_tokens as usize,
             temperature: self.spec.temperature as f32,
@@ -145,7 +145,7 @@ impl Local {
             seed: self.spec.seed,
             stop: self.spec.stop.clone(),
         };
-        let out = model.generate(&prompt, &gen).await.map_err(|e| e.to_string())?;
+        let out = model.generate(&prompt, &gen).await?;
         record.prompt = Value::Array(messages);
         record.input_tokens = out.input_tokens as i64;
         record.output_tokens = out.output_tokens as i64;

@@ -24,15 +24,34 @@ pub mod remote;
 use std::sync::LazyLock;
 use std::time::Instant;
 
-use protocol::{ClaimedRun, CriticCallRecord, CriticKind, CriticParams};
+use protocol::{
+    ClaimedRun, CriticCallRecord, CriticCallStatus, CriticDecision, CriticKind, CriticParams, CriticSettings,
+};
 use regex::Regex;
 
 use crate::agent::hook::{Guidance, Moment, NoCritic, Review, ReviewFuture, StepHook, StepView};
 use crate::executor::ExecError;
 use crate::llm::RetryPolicy;
 
+/// What is wrong with a critic condition's settings on this worker.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A `remote` condition without its endpoint.
+    #[error("critic `{critic}`: no endpoint")]
+    NoEndpoint { critic: String },
+    /// An `onnx` condition without its model.
+    #[error("critic `{critic}`: no model")]
+    NoModel { critic: String },
+    /// The condition's model cannot be loaded here.
+    #[error("critic `{critic}`: {source}")]
+    Model { critic: String, source: onnx::OnnxError },
+    /// The condition's endpoint cannot be called from here (its API key is not set, ...).
+    #[error("critic `{critic}`: {source}")]
+    Endpoint { critic: String, source: remote::Error },
+}
+
 /// The hook for a run's critic condition (an error names what is wrong with its settings).
-pub fn hook_for(run: &ClaimedRun) -> Result<Box<dyn StepHook>, String> {
+pub fn hook_for(run: &ClaimedRun) -> Result<Box<dyn StepHook>, Error> {
     Ok(match critic_hook(&run.critic)? {
         Some(hook) => Box::new(hook),
         None => Box::new(NoCritic),
@@ -40,31 +59,33 @@ pub fn hook_for(run: &ClaimedRun) -> Result<Box<dyn StepHook>, String> {
 }
 
 /// The critic of a condition (None for kind `none`).
-pub fn critic_hook(critic: &protocol::CriticSpec) -> Result<Option<CriticHook>, String> {
-    if critic.kind == CriticKind::None {
-        return Ok(None);
-    }
-    let params: CriticParams = serde_json::from_value(critic.params.clone())
-        .map_err(|e| format!("critic `{}`: its settings do not parse: {e}", critic.name))?;
-    let backend = match critic.kind {
-        CriticKind::None => unreachable!("handled above"),
-        CriticKind::Heuristic => {
-            Backend::Heuristic(heuristic::Heuristic::new(params.heuristic.clone().unwrap_or_default()))
+pub fn critic_hook(critic: &protocol::CriticSpec) -> Result<Option<CriticHook>, Error> {
+    let name = || critic.name.clone();
+    let (params, backend) = match &critic.settings {
+        CriticSettings::None => return Ok(None),
+        CriticSettings::Heuristic(params) => (
+            params,
+            Backend::Heuristic(heuristic::Heuristic::new(params.heuristic.clone().unwrap_or_default())),
+        ),
+        CriticSettings::Onnx(params) => {
+            let spec = params.onnx.as_ref().ok_or_else(|| Error::NoModel { critic: name() })?;
+            let local = local::Local::new(spec).map_err(|source| Error::Model { critic: name(), source })?;
+            (params, Backend::Local(Box::new(local)))
         }
-        CriticKind::Onnx => {
-            let spec = params.onnx.as_ref().ok_or_else(|| format!("critic `{}`: no model", critic.name))?;
-            let local = local::Local::new(spec).map_err(|e| format!("critic `{}`: {e}", critic.name))?;
-            Backend::Local(Box::new(local))
-        }
-        CriticKind::Remote => {
-            let spec =
-                params.remote.as_ref().ok_or_else(|| format!("critic `{}`: no endpoint", critic.name))?;
+        CriticSettings::Remote(params) => {
+            let spec = params.remote.as_ref().ok_or_else(|| Error::NoEndpoint { critic: name() })?;
             let remote = remote::Remote::new(spec, RetryPolicy::default())
-                .map_err(|e| format!("critic `{}`: {e}", critic.name))?;
-            Backend::Remote(Box::new(remote))
+                .map_err(|source| Error::Endpoint { critic: name(), source })?;
+            (params, Backend::Remote(Box::new(remote)))
         }
     };
-    Ok(Some(CriticHook { params, backend, history: Vec::new(), interventions: 0, refused_submission: false }))
+    Ok(Some(CriticHook {
+        params: params.clone(),
+        backend,
+        history: Vec::new(),
+        interventions: 0,
+        refused_submission: false,
+    }))
 }
 
 enum Backend {
@@ -124,14 +145,14 @@ impl CriticHook {
             let mut record = CriticCallRecord {
                 step_index: view.step as i32,
                 trigger: trigger.into(),
-                decision: "continue".into(),
-                status: "ok".into(),
+                decision: CriticDecision::Continue,
+                status: CriticCallStatus::Ok,
                 ..Default::default()
             };
             let started = Instant::now();
             let (feedback, status) = match &mut self.backend {
                 Backend::Heuristic(rules) => {
-                    record.kind = "heuristic".into();
+                    record.kind = CriticKind::Heuristic;
                     record.prompt = serde_json::json!({"facts_seen": view.facts.len(), "moment": format!("{:?}", view.moment)});
                     let said = rules.review(view.moment, view.facts);
                     record.latency_ms = started.elapsed().as_millis() as i64;
@@ -184,7 +205,7 @@ impl CriticHook {
         // A scorer's stop: its on-track probability (recorded by the backend) below the bar.
         if let (Some(stop_below), Some(score)) = (self.params.stop_below_score, record.score) {
             if score < stop_below {
-                record.decision = "stop".into();
+                record.decision = CriticDecision::Stop;
                 record.feedback = feedback;
                 return Ok(Guidance::Stop(format!(
                     "on-track score below {stop_below} after step {done_steps}"
@@ -193,7 +214,7 @@ impl CriticHook {
         }
         if let (Some(stop_on), Some(status)) = (&self.params.stop_on_status, status) {
             if status.eq_ignore_ascii_case(stop_on) {
-                record.decision = "stop".into();
+                record.decision = CriticDecision::Stop;
                 record.feedback = feedback;
                 return Ok(Guidance::Stop(format!("task status `{status}` after step {done_steps}")));
             }
@@ -207,7 +228,7 @@ impl CriticHook {
             self.params.fold_chars,
         )
         .map_err(ExecError::infra)?;
-        record.decision = "inject".into();
+        record.decision = CriticDecision::Inject;
         record.feedback = Some(text.clone());
         self.history.push((done_steps, text));
         self.interventions += 1;
@@ -261,9 +282,10 @@ mod note_tests {
     fn the_step_aware_note_starts_at_its_step() {
         let critic = protocol::CriticSpec {
             name: "rules".into(),
-            kind: CriticKind::Heuristic,
-            params: serde_json::to_value(CriticParams { step_aware_after: Some(100), ..Default::default() })
-                .unwrap(),
+            settings: CriticSettings::Heuristic(CriticParams {
+                step_aware_after: Some(100),
+                ..Default::default()
+            }),
         };
         let hook = critic_hook(&critic).unwrap().unwrap();
         assert_eq!(hook.observation_note(98, 150), None);
@@ -288,7 +310,8 @@ mod scorer_policy_tests {
         for (k, v) in extra.as_object().unwrap() {
             params[k] = v.clone();
         }
-        let spec = protocol::CriticSpec { name: "s".into(), kind: CriticKind::Onnx, params };
+        let spec: protocol::CriticSpec =
+            serde_json::from_value(json!({"name": "s", "kind": "onnx", "params": params})).unwrap();
         Some(critic_hook(&spec).unwrap().unwrap())
     }
 

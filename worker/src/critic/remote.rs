@@ -3,10 +3,21 @@
 
 use std::time::Instant;
 
-use protocol::{CriticCallRecord, CriticParams, RemoteCritic};
+use protocol::{CriticCallRecord, CriticCallStatus, CriticKind, CriticParams, RemoteCritic};
 use serde_json::Value;
 
-use crate::llm::{LlmClient, LlmConfig, RetryPolicy, Secret};
+use crate::llm::{self, secret, LlmClient, LlmConfig, RetryPolicy, Secret};
+
+/// Why a remote critic cannot be set up on this worker.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// Its API key is not set here.
+    #[error(transparent)]
+    ApiKey(#[from] secret::Error),
+    /// Its HTTP client cannot be built.
+    #[error(transparent)]
+    Client(#[from] llm::Error),
+}
 
 pub struct Remote {
     client: LlmClient,
@@ -20,7 +31,7 @@ pub struct Critique {
 }
 
 impl Remote {
-    pub fn new(spec: &RemoteCritic, retry: RetryPolicy) -> Result<Remote, String> {
+    pub fn new(spec: &RemoteCritic, retry: RetryPolicy) -> Result<Remote, Error> {
         let api_key = Secret::from_env(spec.api_key_env.as_deref(), "the remote critic")?;
         let client = LlmClient::new(LlmConfig {
             base_url: spec.base_url.clone(),
@@ -31,8 +42,7 @@ impl Remote {
             extra_body: Default::default(),
             retry,
             tokenizer: None,
-        })
-        .map_err(|e| e.to_string())?;
+        })?;
         Ok(Remote { client, model: spec.model.clone() })
     }
 
@@ -40,7 +50,7 @@ impl Remote {
     /// whatever happens (a failed call is recorded and the agent goes on without feedback).
     pub async fn critique(&self, messages: Vec<Value>, record: &mut CriticCallRecord) -> Option<Critique> {
         let started = Instant::now();
-        record.kind = "remote".into();
+        record.kind = CriticKind::Remote;
         record.model = Some(self.model.clone());
         record.device = Some("remote".into());
         record.batch_size = Some(1);
@@ -52,17 +62,17 @@ impl Remote {
                 record.input_tokens = done.usage.prompt_tokens;
                 record.output_tokens = done.usage.completion_tokens;
                 record.cost_usd = done.cost_usd;
-                record.status = "ok".into();
+                record.status = CriticCallStatus::Ok;
                 let (text, status) = super::input::parse_critique(&done.content);
                 if text.is_empty() {
-                    record.status = "failed".into();
+                    record.status = CriticCallStatus::Failed;
                     record.error = Some("the critic answered with no text".into());
                     return None;
                 }
                 Some(Critique { text, status })
             }
             Err(e) => {
-                record.status = "failed".into();
+                record.status = CriticCallStatus::Failed;
                 record.error = Some(e.to_string());
                 None
             }

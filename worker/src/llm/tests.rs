@@ -231,7 +231,7 @@ async fn without_usage_a_configured_tokenizer_counts_the_tokens() {
     let done = LlmClient::new(config).unwrap().chat(&user("please fix the bug now"), None).await.unwrap();
     assert!(done.usage.estimated, "still marked as not reported by the endpoint");
     assert_eq!((done.usage.prompt_tokens, done.usage.completion_tokens), (5, 2));
-    let err = super::tokens::TokenCounter::load("/nonexistent/tokenizer.json").unwrap_err();
+    let err = super::tokens::TokenCounter::load("/nonexistent/tokenizer.json").unwrap_err().to_string();
     assert!(err.contains("/nonexistent/tokenizer.json"), "{err}");
 }
 

@@ -6,6 +6,14 @@ use std::sync::{Arc, Mutex, OnceLock};
 
 use serde_json::Value;
 
+/// A tokenizer that cannot be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The file is missing or is not a Hugging Face `tokenizer.json`.
+    #[error("cannot load the tokenizer {path}: {source}")]
+    Load { path: String, source: tokenizers::Error },
+}
+
 /// A loaded tokenizer.
 pub struct TokenCounter {
     tokenizer: tokenizers::Tokenizer,
@@ -19,14 +27,14 @@ impl std::fmt::Debug for TokenCounter {
 
 impl TokenCounter {
     /// The tokenizer at `path` (a Hugging Face `tokenizer.json`), loaded on first use.
-    pub fn load(path: &str) -> Result<Arc<TokenCounter>, String> {
+    pub fn load(path: &str) -> Result<Arc<TokenCounter>, Error> {
         static LOADED: OnceLock<Mutex<HashMap<String, Arc<TokenCounter>>>> = OnceLock::new();
         let mut loaded = LOADED.get_or_init(Default::default).lock().unwrap_or_else(|p| p.into_inner());
         if let Some(counter) = loaded.get(path) {
             return Ok(counter.clone());
         }
         let tokenizer = tokenizers::Tokenizer::from_file(path)
-            .map_err(|e| format!("cannot load the tokenizer {path}: {e}"))?;
+            .map_err(|source| Error::Load { path: path.to_string(), source })?;
         let counter = Arc::new(TokenCounter { tokenizer });
         loaded.insert(path.to_string(), counter.clone());
         Ok(counter)

@@ -130,16 +130,33 @@ enum Amount {
     Float(f64),
 }
 
+/// What is wrong with `[price]` (it becomes the reason of an [`OnnxError::Model`]).
+#[derive(Debug, thiserror::Error)]
+enum PriceError {
+    /// `written` is the amount as the file spells it (a string quoted).
+    #[error("{key} = {written}: {source}")]
+    NotADecimal { key: String, written: String, source: rust_decimal::Error },
+    #[error("{key} is negative")]
+    Negative { key: String },
+    #[error(
+        "price must be exactly one of {{ input_per_mtok, output_per_mtok }} (both), {{ per_gpu_hour }} or \
+         {{ per_cpu_hour }}"
+    )]
+    NotOneForm,
+}
+
 impl Amount {
-    fn decimal(&self, key: &str) -> Result<Decimal, String> {
+    fn decimal(&self, key: &str) -> Result<Decimal, PriceError> {
+        let not_a_decimal =
+            |written: String| move |source| PriceError::NotADecimal { key: key.to_string(), written, source };
         let parsed = match self {
-            Amount::Text(s) => Decimal::from_str(s.trim()).map_err(|e| format!("{key} = {s:?}: {e}")),
+            Amount::Text(s) => Decimal::from_str(s.trim()).map_err(not_a_decimal(format!("{s:?}"))),
             Amount::Integer(i) => Ok(Decimal::from(*i)),
             // The shortest decimal that reads back as this float, so 0.05 is exactly 0.05.
-            Amount::Float(f) => Decimal::from_str(&f.to_string()).map_err(|e| format!("{key} = {f}: {e}")),
+            Amount::Float(f) => Decimal::from_str(&f.to_string()).map_err(not_a_decimal(f.to_string())),
         }?;
         if parsed.is_sign_negative() {
-            return Err(format!("{key} is negative"));
+            return Err(PriceError::Negative { key: key.to_string() });
         }
         Ok(parsed)
     }
@@ -255,7 +272,7 @@ fn check(dir: &Path, raw: Raw) -> Result<ModelConfig, OnnxError> {
         }
         (None, None) => default_template(dir)?,
     };
-    let price = price(raw.price).map_err(err)?;
+    let price = price(raw.price).map_err(|e| err(e.to_string()))?;
     let (scorer_head, labels) = match (form, raw.scorer) {
         (ModelForm::Scorer, None) => {
             return Err(
@@ -375,7 +392,7 @@ fn default_template(dir: &Path) -> Result<(String, String), OnnxError> {
     ))
 }
 
-fn price(raw: RawPrice) -> Result<Pricing, String> {
+fn price(raw: RawPrice) -> Result<Pricing, PriceError> {
     let d =
         |a: &Option<Amount>, key: &str| a.as_ref().map(|a| a.decimal(&format!("price.{key}"))).transpose();
     let input = d(&raw.input_per_mtok, "input_per_mtok")?;
@@ -386,9 +403,7 @@ fn price(raw: RawPrice) -> Result<Pricing, String> {
         (Some(input), Some(output), None, None) => Ok(Pricing::PerMtok { input, output }),
         (None, None, Some(hour), None) => Ok(Pricing::PerGpuHour(hour)),
         (None, None, None, Some(hour)) => Ok(Pricing::PerCpuHour(hour)),
-        _ => Err("price must be exactly one of { input_per_mtok, output_per_mtok } (both), \
-                  { per_gpu_hour } or { per_cpu_hour }"
-            .into()),
+        _ => Err(PriceError::NotOneForm),
     }
 }
 

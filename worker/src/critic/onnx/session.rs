@@ -228,7 +228,7 @@ pub(super) fn plan(dir: &Path, config: &ModelConfig, session: &Session) -> Resul
                     logits.dtype().tensor_type()
                 )));
             }
-            let cache = cache(config, inputs, outputs).map_err(err)?;
+            let cache = cache(dir, config, inputs, outputs)?;
             for layer in &cache.layers {
                 known.push(layer[0].clone());
                 known.push(layer[1].clone());
@@ -273,7 +273,13 @@ fn width(dtype: &ValueType) -> Option<usize> {
 
 /// The cache inputs and outputs, layer by layer, with their geometry from the model (or from
 /// critic.toml where the model leaves a dimension symbolic).
-fn cache<'a>(config: &ModelConfig, inputs: &'a [Outlet], outputs: &'a [Outlet]) -> Result<CacheIo, String> {
+fn cache<'a>(
+    dir: &Path,
+    config: &ModelConfig,
+    inputs: &'a [Outlet],
+    outputs: &'a [Outlet],
+) -> Result<CacheIo, OnnxError> {
+    let err = |reason: String| OnnxError::model(dir, &config.model_file, reason);
     let layer_name = |pattern: &str, i: usize| pattern.replace("{i}", &i.to_string());
     let find = |list: &'a [Outlet], name: &str| list.iter().find(|o| o.name() == name);
     let mut layers = Vec::new();
@@ -287,18 +293,18 @@ fn cache<'a>(config: &ModelConfig, inputs: &'a [Outlet], outputs: &'a [Outlet]) 
         ]);
     }
     if layers.is_empty() {
-        return Err(format!(
+        return Err(err(format!(
             "the model has no cache input {:?}: export it with its key/value cache \
              (optimum-cli export onnx --task text-generation-with-past), or set inputs.past_key",
             layer_name(&config.past_key, 0)
-        ));
+        )));
     }
     if let Some(n) = config.layers {
         if n != layers.len() {
-            return Err(format!(
+            return Err(err(format!(
                 "critic.toml says cache.layers = {n}, the model has {} cache layers",
                 layers.len()
-            ));
+            )));
         }
     }
     let mut kv_heads = config.kv_heads;
@@ -306,24 +312,28 @@ fn cache<'a>(config: &ModelConfig, inputs: &'a [Outlet], outputs: &'a [Outlet]) 
     for names in &layers {
         for (k, name) in names.iter().enumerate() {
             let outlet = if k < 2 { find(inputs, name) } else { find(outputs, name) }.ok_or_else(|| {
-                format!("the model has no {} {name:?}", if k < 2 { "input" } else { "output" })
+                err(format!("the model has no {} {name:?}", if k < 2 { "input" } else { "output" }))
             })?;
             if outlet.dtype().tensor_type() != Some(TensorElementType::Float32) {
-                return Err(format!(
+                return Err(err(format!(
                     "{name:?} is {:?}: only float32 caches are supported (export with --dtype fp32)",
                     outlet.dtype().tensor_type()
-                ));
+                )));
             }
             let shape = outlet.dtype().tensor_shape().cloned().unwrap_or_default();
             if shape.len() != 4 {
-                return Err(format!("{name:?} has shape {shape}, not [batch, kv_heads, sequence, head_dim]"));
+                return Err(err(format!(
+                    "{name:?} has shape {shape}, not [batch, kv_heads, sequence, head_dim]"
+                )));
             }
             for (dim, value, key) in [(1, &mut kv_heads, "kv_heads"), (3, &mut head_dim, "head_dim")] {
                 if shape[dim] > 0 {
                     let d = shape[dim] as usize;
                     match value {
                         Some(v) if *v != d => {
-                            return Err(format!("critic.toml says cache.{key} = {v}, but {name:?} has {d}"));
+                            return Err(err(format!(
+                                "critic.toml says cache.{key} = {v}, but {name:?} has {d}"
+                            )));
                         }
                         _ => *value = Some(d),
                     }
@@ -331,8 +341,9 @@ fn cache<'a>(config: &ModelConfig, inputs: &'a [Outlet], outputs: &'a [Outlet]) 
             }
         }
     }
-    let missing =
-        |key: &str| format!("the model does not state its cache's {key}: set cache.{key} in critic.toml");
+    let missing = |key: &str| {
+        err(format!("the model does not state its cache's {key}: set cache.{key} in critic.toml"))
+    };
     Ok(CacheIo {
         layers,
         kv_heads: kv_heads.ok_or_else(|| missing("kv_heads"))?,
