@@ -6,9 +6,9 @@ use std::time::Duration;
 
 use backon::{ExponentialBuilder, Retryable};
 use protocol::{
-    ApiError, ClaimRequest, ClaimResponse, CompleteRun, CriticCallRecord, FailRun, Heartbeat, HeartbeatAck,
-    LlmCallRecord, RegisterWorker, Registered, ReleaseHeld, ReleaseRun, ReleasedRuns, StepRecord,
-    UploadSteps, API_PREFIX,
+    ApiError, ClaimRequest, ClaimResponse, CompleteRun, CriticCallRecord, ErrorCode, FailRun, Heartbeat,
+    HeartbeatAck, LlmCallRecord, RegisterWorker, Registered, ReleaseHeld, ReleaseRun, ReleasedRuns,
+    StepRecord, UploadSteps, API_PREFIX,
 };
 use reqwest::{Method, StatusCode};
 use serde::de::DeserializeOwned;
@@ -24,8 +24,12 @@ pub enum Error {
     #[error("lease lost: {0}")]
     LeaseLost(String),
     /// The coordinator refused the request; retrying it unchanged will not help.
-    #[error("coordinator refused the request ({status} {code}): {message}")]
-    Rejected { status: u16, code: String, message: String },
+    /// `code` is None when the answer was not the API's error body (a proxy's page, say).
+    #[error("coordinator refused the request ({status} {}): {message}", .code.map_or("unknown", ErrorCode::as_str))]
+    Rejected { status: u16, code: Option<ErrorCode>, message: String },
+    /// A success whose body is not what the route returns (a different version, a proxy).
+    #[error("coordinator refused the request (200 bad_response): {0}")]
+    BadResponse(String),
 }
 
 impl Error {
@@ -79,11 +83,8 @@ impl CoordinatorClient {
     ) -> Result<T, Error> {
         let text = self.request_text(method, path, body).await?;
         let text = if text.is_empty() { "null".to_string() } else { text };
-        serde_json::from_str(&text).map_err(|e| Error::Rejected {
-            status: 200,
-            code: "bad_response".into(),
-            message: format!("unexpected response body from {path}: {e}"),
-        })
+        serde_json::from_str(&text)
+            .map_err(|e| Error::BadResponse(format!("unexpected response body from {path}: {e}")))
     }
 
     async fn request_text<B: Serialize>(
@@ -105,13 +106,14 @@ impl CoordinatorClient {
         }
         let api: Option<ApiError> = serde_json::from_str(&text).ok();
         let (code, message) = match api {
-            Some(a) => (a.code.as_str().to_string(), a.message),
-            None => ("unknown".to_string(), text.chars().take(500).collect()),
+            Some(a) => (Some(a.code), a.message),
+            None => (None, text.chars().take(500).collect()),
         };
         if status.is_server_error() || status == StatusCode::TOO_MANY_REQUESTS {
+            let code = code.map_or("unknown", ErrorCode::as_str);
             return Err(Error::Unavailable(format!("{url}: {status} {code}: {message}")));
         }
-        if code == protocol::ErrorCode::LeaseLost.as_str() {
+        if code == Some(ErrorCode::LeaseLost) {
             return Err(Error::LeaseLost(message));
         }
         Err(Error::Rejected { status: status.as_u16(), code, message })

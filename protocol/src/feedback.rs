@@ -50,8 +50,8 @@ fn fold(text: &str, max: usize) -> String {
 }
 
 /// Compiles and renders the template once with sample values (at sweep submission).
-pub fn check(template: &str) -> Result<(), String> {
-    render(template, "guidance", 5, &[(5, "earlier".into())], 1500).map(|_| ()).map_err(|e| e.to_string())
+pub fn check(template: &str) -> Result<(), Error> {
+    render(template, "guidance", 5, &[(5, "earlier".into())], 1500).map(|_| ())
 }
 
 #[cfg(test)]

@@ -342,7 +342,7 @@ pub struct WorkerInfo {
     pub name: String,
     pub host: String,
     pub slots: i32,
-    pub executors: Vec<String>,
+    pub executors: Vec<ExecutorKind>,
     /// How many instance images it holds.
     pub images: i64,
     pub running: i64,

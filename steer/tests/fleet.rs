@@ -377,7 +377,7 @@ async fn a_run_leased_to_a_draining_worker_but_never_received_is_handed_back(poo
     let sweep = busy.sweep;
     let worker_id: uuid::Uuid = sqlx::query_scalar("SELECT id FROM workers").fetch_one(&pool).await.unwrap();
     let queue = orchestrator::queue::Queue::new(pool.clone(), Duration::from_secs(30));
-    let unread = queue.claim(worker_id, 1, &["placeholder".to_string()]).await.unwrap();
+    let unread = queue.claim(worker_id, 1, &[protocol::ExecutorKind::Placeholder]).await.unwrap();
     assert_eq!(unread.len(), 1);
     busy.drain().await;
     let status = sweeps::status(&pool, sweep).await.unwrap();

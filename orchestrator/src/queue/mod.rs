@@ -26,7 +26,7 @@ use std::fmt;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use protocol::{CompleteRun, Heartbeat, HeartbeatAck, UploadSteps};
+use protocol::{CompleteRun, ExecutorKind, Heartbeat, HeartbeatAck, UploadSteps};
 use sqlx::{PgPool, Postgres, Row, Transaction};
 use uuid::Uuid;
 
@@ -193,7 +193,7 @@ impl Queue {
     ///
     /// One statement does the common case (runs without caps); runs under a cap take a second,
     /// transactional path that re-counts under the cap's advisory lock.
-    pub async fn claim(&self, worker: Uuid, max: u32, kinds: &[String]) -> Result<Vec<Lease>> {
+    pub async fn claim(&self, worker: Uuid, max: u32, kinds: &[ExecutorKind]) -> Result<Vec<Lease>> {
         self.claim_near(worker, max, kinds, &[]).await
     }
 
@@ -203,14 +203,18 @@ impl Queue {
         &self,
         worker: Uuid,
         max: u32,
-        kinds: &[String],
+        kinds: &[ExecutorKind],
         images: &[String],
     ) -> Result<Vec<Lease>> {
         if max == 0 || kinds.is_empty() {
             return Ok(Vec::new());
         }
         let query = if images.is_empty() { sqlx::query(CLAIM) } else { sqlx::query(CLAIM_NEAR) };
-        let mut query = query.bind(i64::from(max)).bind(worker).bind(self.ttl_ms()).bind(kinds);
+        let mut query = query
+            .bind(i64::from(max))
+            .bind(worker)
+            .bind(self.ttl_ms())
+            .bind(kinds.iter().map(|k| k.as_str()).collect::<Vec<_>>());
         if !images.is_empty() {
             query = query.bind(images).bind(LOCALITY_WINDOW.max(i64::from(max)));
         }

@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use protocol::{CompleteRun, Heartbeat, LeaseRef, Outcome, RunTotals, StepRecord, UploadSteps};
+use protocol::{CompleteRun, ExecutorKind, Heartbeat, LeaseRef, Outcome, RunTotals, StepRecord, UploadSteps};
 use rust_decimal::Decimal;
 use sqlx::PgPool;
 use uuid::Uuid;
@@ -24,8 +24,8 @@ async fn worker(pool: &PgPool) -> Uuid {
 }
 
 /// Every executor kind: these tests are about the queue, not about which worker runs what.
-fn kinds() -> Vec<String> {
-    vec!["placeholder".into(), "evaluate".into()]
+fn kinds() -> Vec<ExecutorKind> {
+    vec![ExecutorKind::Placeholder, ExecutorKind::Evaluate]
 }
 
 fn done(lease: &Lease, cost: &str) -> CompleteRun {
@@ -425,10 +425,10 @@ async fn workers_get_only_runs_of_executor_kinds_they_can_run(pool: PgPool) {
     let queue = Queue::new(pool.clone(), Duration::from_secs(60));
     let w = worker(&pool).await;
     assert!(
-        queue.claim(w, 10, &["placeholder".to_string()]).await.unwrap().is_empty(),
+        queue.claim(w, 10, &[ExecutorKind::Placeholder]).await.unwrap().is_empty(),
         "a placeholder-only worker"
     );
-    assert_eq!(queue.claim(w, 10, &["evaluate".to_string()]).await.unwrap().len(), 6);
+    assert_eq!(queue.claim(w, 10, &[ExecutorKind::Evaluate]).await.unwrap().len(), 6);
 }
 
 #[sqlx::test(migrator = "crate::db::MIGRATOR")]

@@ -1,6 +1,6 @@
 //! The fleet's workers as the coordinator knows them.
 
-use protocol::{RegisterWorker, WorkerInfo};
+use protocol::{ExecutorKind, RegisterWorker, WorkerInfo};
 use sqlx::PgPool;
 use sqlx::Row;
 use uuid::Uuid;
@@ -30,7 +30,7 @@ pub async fn register(pool: &PgPool, token_id: i64, req: &RegisterWorker) -> Res
 #[derive(Debug, Clone, PartialEq)]
 pub struct Holdings {
     /// Executor kinds it registered; workers that named none run the placeholder only.
-    pub executors: Vec<String>,
+    pub executors: Vec<ExecutorKind>,
     /// Instance images it last reported holding.
     pub images: Vec<String>,
     /// The API token that registered it (None: registered without one, e.g. by a test).
@@ -83,9 +83,10 @@ pub async fn list(pool: &PgPool, alive_within_s: Option<f64>) -> Result<Vec<Work
 }
 
 /// The executor kinds in a worker's registered capabilities; none named: the placeholder only.
-fn executors_of(capabilities: &serde_json::Value) -> Vec<String> {
-    capabilities
-        .get("executors")
-        .and_then(|e| serde_json::from_value(e.clone()).ok())
-        .unwrap_or_else(|| vec!["placeholder".to_string()])
+/// Kinds this coordinator does not know (a newer worker's) are left out: no run asks for them.
+fn executors_of(capabilities: &serde_json::Value) -> Vec<ExecutorKind> {
+    match capabilities.get("executors").and_then(serde_json::Value::as_array) {
+        Some(kinds) => kinds.iter().filter_map(|k| k.as_str()?.parse().ok()).collect(),
+        None => vec![ExecutorKind::Placeholder],
+    }
 }

@@ -199,7 +199,7 @@ fn median(v: &mut [f64]) -> f64 {
 
 /// One simulated worker: claim one run, heartbeat it, complete it, until the queue is empty.
 async fn worker_cycles(queue: Queue, worker: Uuid) -> anyhow::Result<(Vec<i64>, Vec<f64>)> {
-    let kinds = ["placeholder".to_string()];
+    let kinds = [protocol::ExecutorKind::Placeholder];
     let mut ids = Vec::new();
     let mut latencies = Vec::new();
     loop {

@@ -50,7 +50,7 @@ pub async fn run(args: WorkersArgs) -> anyhow::Result<ExitCode> {
             w.slots,
             w.running,
             w.images,
-            w.executors.join(","),
+            w.executors.iter().map(|k| k.as_str()).collect::<Vec<_>>().join(","),
             w.last_heartbeat.format("%Y-%m-%d %H:%M:%S")
         );
     }
