@@ -13,6 +13,7 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+pub use crate::api::limits::RequestLimits;
 use crate::api::{self, AppState};
 use crate::metrics::Metrics;
 pub use crate::queue::EndpointCooldown;
@@ -28,6 +29,8 @@ pub struct CoordinatorConfig {
     pub maintenance_interval: Duration,
     /// The model endpoints' circuit breaker: how long an endpoint rests after an outage.
     pub endpoint_cooldown: EndpointCooldown,
+    /// Bounds on the work of one request: runs per sweep, upload size, uploads at once.
+    pub limits: RequestLimits,
 }
 
 impl Default for CoordinatorConfig {
@@ -37,6 +40,7 @@ impl Default for CoordinatorConfig {
             lease_ttl: Duration::from_secs(30),
             maintenance_interval: Duration::from_secs(1),
             endpoint_cooldown: EndpointCooldown::default(),
+            limits: RequestLimits::default(),
         }
     }
 }
@@ -54,6 +58,8 @@ pub async fn spawn(
         pool: pool.clone(),
         metrics: Arc::new(Metrics::new()),
         wake: Arc::new(Notify::new()),
+        upload_slots: api::limits::upload_slots(&config.limits),
+        limits: config.limits,
     };
     let listener = tokio::net::TcpListener::bind(config.bind)
         .await

@@ -38,9 +38,14 @@ struct Coordinator {
 
 impl Coordinator {
     async fn start(pool: &PgPool) -> Self {
+        Self::start_with(pool, CoordinatorConfig::default()).await
+    }
+
+    /// A coordinator with `config` (its address replaced by an ephemeral loopback port).
+    async fn start_with(pool: &PgPool, config: CoordinatorConfig) -> Self {
         let shutdown = CancellationToken::new();
         let tracker = TaskTracker::new();
-        let config = CoordinatorConfig { bind: "127.0.0.1:0".parse().unwrap(), ..Default::default() };
+        let config = CoordinatorConfig { bind: "127.0.0.1:0".parse().unwrap(), ..config };
         let addr = server::spawn(pool.clone(), config, shutdown.clone(), &tracker)
             .await
             .expect("coordinator starts");
@@ -1094,4 +1099,116 @@ async fn healthz_answers_503_within_a_second_when_the_database_is_down() {
     shutdown.cancel();
     tracker.close();
     tokio::time::timeout(STOP_DEADLINE, tracker.wait()).await.expect("the coordinator's tasks end");
+}
+
+// ---------------------------------------------------------------- bounded work per request
+
+/// Imports the demo dataset (6 instances) over HTTP.
+async fn upload_demo(c: &Coordinator) {
+    let upload = json!({"name": "demo", "instances": demo_instances()});
+    let _: DatasetInfo =
+        expect_ok(call(c.post("/api/v1/datasets", &c.user, &upload)).await, StatusCode::CREATED);
+}
+
+/// Regression: `repeats = 4294967295` made the coordinator allocate for 25 billion runs and
+/// abort. The run count is computed (with checked arithmetic) before anything is allocated,
+/// and a sweep over the coordinator's limit is a 400 naming the count and the limit.
+#[sqlx::test(migrator = "orchestrator::db::MIGRATOR")]
+async fn a_sweep_over_the_run_limit_is_refused_and_the_coordinator_lives_on(pool: PgPool) {
+    let c = Coordinator::start(&pool).await;
+    upload_demo(&c).await;
+    let huge = json!({"config_toml": testkit::sweep_toml("huge", &format!("repeats = {}", u32::MAX), "")});
+    let message = expect_error(
+        &call(c.post("/api/v1/sweeps", &c.user, &huge)).await,
+        StatusCode::BAD_REQUEST,
+        "bad_request",
+    );
+    let runs = 6 * u64::from(u32::MAX);
+    assert!(message.contains(&runs.to_string()) && message.contains("1000000"), "{message}");
+    let (status, body) = call(c.req(Method::GET, "/healthz", None)).await;
+    assert_eq!(status, StatusCode::OK, "the coordinator is alive: {body}");
+    let listed: Vec<SweepStatus> = expect_ok(call(c.get("/api/v1/sweeps", &c.user)).await, StatusCode::OK);
+    assert!(listed.is_empty(), "nothing was stored: {listed:?}");
+    c.stop().await;
+}
+
+/// The run limit is the operator's: with 10, 6 x 2 runs are refused and 6 x 1 accepted.
+#[sqlx::test(migrator = "orchestrator::db::MIGRATOR")]
+async fn the_run_limit_is_a_coordinator_setting(pool: PgPool) {
+    let limits = server::RequestLimits { max_runs_per_sweep: 10, ..Default::default() };
+    let c = Coordinator::start_with(&pool, CoordinatorConfig { limits, ..Default::default() }).await;
+    upload_demo(&c).await;
+    let two = json!({"config_toml": testkit::sweep_toml("two", "repeats = 2", "")});
+    let message = expect_error(
+        &call(c.post("/api/v1/sweeps", &c.user, &two)).await,
+        StatusCode::BAD_REQUEST,
+        "bad_request",
+    );
+    assert!(message.contains("12 runs") && message.contains("10"), "{message}");
+    let one = json!({"config_toml": testkit::sweep_toml("one", "", "")});
+    let done: SweepSubmitted =
+        expect_ok(call(c.post("/api/v1/sweeps", &c.user, &one)).await, StatusCode::CREATED);
+    assert_eq!(done.runs, 6);
+    c.stop().await;
+}
+
+/// A sweep whose observation template nests two loops of a thousand.
+fn nested_loop_sweep(name: &str) -> String {
+    testkit::sweep_toml(name, "", "").replace(
+        "kind = \"placeholder\"\nduration_ms = 0\nsteps = 1",
+        "kind = \"agent\"\nobservation_template = \"{% for i in range(1000) %}{% for j in range(1000) %}{{ i }}{% endfor %}{% endfor %}\"",
+    )
+}
+
+/// Regression: a template with nested loops was rendered at submit on the async runtime, for
+/// seconds per submit, and every other request (`/healthz` included) waited. Template checks
+/// now run off the runtime with a fuel limit: both submits are clear 400s, and `/healthz`
+/// answers within a second all the while.
+#[sqlx::test(migrator = "orchestrator::db::MIGRATOR")]
+async fn nested_loop_templates_are_refused_without_stalling_the_coordinator(pool: PgPool) {
+    let c = Coordinator::start(&pool).await;
+    upload_demo(&c).await;
+    let toml = nested_loop_sweep("loops");
+    assert!(toml.contains("range(1000)"), "the template is in the sweep file:\n{toml}");
+    let submits: Vec<_> = ["loops-a", "loops-b"]
+        .into_iter()
+        .map(|name| {
+            let rb = c.post("/api/v1/sweeps", &c.user, &json!({"config_toml": nested_loop_sweep(name)}));
+            tokio::spawn(call(rb))
+        })
+        .collect();
+    let mut slowest = Duration::ZERO;
+    while submits.iter().any(|s| !s.is_finished()) {
+        let started = std::time::Instant::now();
+        let (status, body) = call(c.req(Method::GET, "/healthz", None)).await;
+        slowest = slowest.max(started.elapsed());
+        assert_eq!(status, StatusCode::OK, "{body}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(slowest < Duration::from_secs(1), "/healthz took {slowest:?} during the submits");
+    for submit in submits {
+        let res = submit.await.expect("the submit task");
+        let message = expect_error(&res, StatusCode::BAD_REQUEST, "bad_request");
+        assert!(message.contains("observation_template") && message.contains("ran out of fuel"), "{message}");
+    }
+    c.stop().await;
+}
+
+/// Regression: a 200 MB dataset upload took the coordinator to 540 MB. Uploads are capped by
+/// a setting; a body over it is a 413 that names the limit, before it is read.
+#[sqlx::test(migrator = "orchestrator::db::MIGRATOR")]
+async fn dataset_uploads_over_the_limit_are_refused_with_413(pool: PgPool) {
+    let limits = server::RequestLimits { max_upload_bytes: 1 << 20, ..Default::default() };
+    let c = Coordinator::start_with(&pool, CoordinatorConfig { limits, ..Default::default() }).await;
+    let mut body = serde_json::to_vec(&json!({"name": "demo", "instances": demo_instances()})).unwrap();
+    body.resize(2 << 20, b' ');
+    let rb = c
+        .req(Method::POST, "/api/v1/datasets", Some(&c.user))
+        .header(reqwest::header::CONTENT_TYPE, "application/json")
+        .body(body);
+    let message = expect_error(&call(rb).await, StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large");
+    assert!(message.contains("1048576"), "the message names the limit: {message}");
+    // Under the limit, the same upload is imported.
+    upload_demo(&c).await;
+    c.stop().await;
 }

@@ -10,6 +10,9 @@ use serde::Serialize;
 pub enum Error {
     #[error("feedback template: {0}")]
     Template(#[from] minijinja::Error),
+    /// Rendering took more than its fuel (see [`crate::prompts::CHECK_FUEL`]).
+    #[error("feedback template: {}", crate::prompts::out_of_fuel())]
+    OutOfFuel,
 }
 
 #[derive(Serialize)]
@@ -28,7 +31,19 @@ pub fn render(
     history: &[(u32, String)],
     fold_chars: usize,
 ) -> Result<String, Error> {
+    render_with_fuel(template, current, step, history, fold_chars, crate::prompts::RENDER_FUEL)
+}
+
+fn render_with_fuel(
+    template: &str,
+    current: &str,
+    step: u32,
+    history: &[(u32, String)],
+    fold_chars: usize,
+    fuel: u64,
+) -> Result<String, Error> {
     let mut env = Environment::new();
+    env.set_fuel(Some(fuel));
     env.set_undefined_behavior(UndefinedBehavior::Strict);
     env.add_template("feedback", template)?;
     let previous: Vec<Previous> = history
@@ -36,9 +51,12 @@ pub fn render(
         .enumerate()
         .map(|(i, (s, text))| Previous { n: i + 1, step: *s, text: fold(text, fold_chars) })
         .collect();
-    Ok(env
-        .get_template("feedback")
-        .and_then(|t| t.render(minijinja::context! { current, step, previous }))?)
+    env.get_template("feedback")
+        .and_then(|t| t.render(minijinja::context! { current, step, previous }))
+        .map_err(|e| match e.kind() {
+            minijinja::ErrorKind::OutOfFuel => Error::OutOfFuel,
+            _ => Error::Template(e),
+        })
 }
 
 fn fold(text: &str, max: usize) -> String {
@@ -50,8 +68,10 @@ fn fold(text: &str, max: usize) -> String {
 }
 
 /// Compiles and renders the template once with sample values (at sweep submission).
+/// Each rendering may spend [`crate::prompts::CHECK_FUEL`].
 pub fn check(template: &str) -> Result<(), Error> {
-    render(template, "guidance", 5, &[(5, "earlier".into())], 1500).map(|_| ())
+    render_with_fuel(template, "guidance", 5, &[(5, "earlier".into())], 1500, crate::prompts::CHECK_FUEL)
+        .map(|_| ())
 }
 
 #[cfg(test)]
@@ -72,5 +92,13 @@ mod tests {
         assert!(!first.contains("Previous"), "{first}");
         check(TEMPLATE).unwrap();
         assert!(check("{{ curent }}").is_err());
+    }
+
+    #[test]
+    fn a_template_that_does_too_much_work_runs_out_of_fuel() {
+        let nested = "{% for i in range(1000) %}{% for j in range(1000) %}{{ i }}{% endfor %}{% endfor %}";
+        let e = check(nested).unwrap_err();
+        assert!(matches!(e, Error::OutOfFuel), "{e}");
+        assert!(e.to_string().starts_with("feedback template: ran out of fuel"), "{e}");
     }
 }

@@ -9,6 +9,17 @@ use serde::Serialize;
 /// The template names, as errors name them.
 const NAMES: [&str; 4] = ["system", "instance", "observation", "format_error"];
 
+/// The work one rendering may do at submit ([`check`]), in minijinja's fuel (about one unit per
+/// instruction; a loop iteration takes a few). Sample values are small: a template that needs
+/// more than this on them loops over far more than its input (nested `range` loops), and
+/// would hold up the coordinator.
+pub const CHECK_FUEL: u64 = 1_000_000;
+
+/// The work one rendering may do on a worker: a hundred times the check's, since real values
+/// (a command's output) are larger than the samples, yet bounded, so that a template which
+/// passed the check but explodes on real input ends its run instead of stalling the worker.
+pub const RENDER_FUEL: u64 = 100 * CHECK_FUEL;
+
 /// The compiled templates of one run.
 pub struct Prompts {
     env: Environment<'static>,
@@ -66,7 +77,13 @@ pub struct FormatErrorVars<'a> {
 
 impl Prompts {
     pub fn new(templates: &PromptTemplates) -> Result<Prompts, TemplateError> {
+        Self::with_fuel(templates, RENDER_FUEL)
+    }
+
+    /// Templates of which each rendering may spend at most `fuel`.
+    pub fn with_fuel(templates: &PromptTemplates, fuel: u64) -> Result<Prompts, TemplateError> {
         let mut env = Environment::new();
+        env.set_fuel(Some(fuel));
         env.set_undefined_behavior(UndefinedBehavior::Strict);
         // Keep a template's last newline out of the message, as mini-swe-agent does.
         env.set_keep_trailing_newline(false);
@@ -101,8 +118,9 @@ impl Prompts {
 
 /// Compiles the templates and renders each once with sample values, so that a syntax error or
 /// an unknown variable is reported when the sweep is submitted.
+/// Each rendering may spend [`CHECK_FUEL`]; a template that needs more is an error saying so.
 pub fn check(templates: &PromptTemplates) -> Result<(), TemplateError> {
-    let prompts = Prompts::new(templates)?;
+    let prompts = Prompts::with_fuel(templates, CHECK_FUEL)?;
     for scaffold in ["bash_only", "tool_calling"] {
         let task = TaskVars {
             task: "issue text",
@@ -139,6 +157,9 @@ pub fn check(templates: &PromptTemplates) -> Result<(), TemplateError> {
 
 /// minijinja's error with its line, without the multi-line debug rendering.
 fn describe(e: &minijinja::Error) -> String {
+    if e.kind() == minijinja::ErrorKind::OutOfFuel {
+        return out_of_fuel();
+    }
     let mut message = e.to_string();
     if let Some(line) = e.line() {
         if !message.contains("line") {
@@ -146,6 +167,13 @@ fn describe(e: &minijinja::Error) -> String {
         }
     }
     message
+}
+
+/// What a template that ran out of fuel is told.
+pub(crate) fn out_of_fuel() -> String {
+    "ran out of fuel: rendering it does too much work (nested loops over large ranges?); \
+     a template must stay cheap to render"
+        .to_string()
 }
 
 #[cfg(test)]
@@ -167,5 +195,16 @@ mod tests {
         let e = check(&t).unwrap_err();
         assert_eq!(e.name, "instance");
         assert!(e.message.contains("line"), "{e}");
+    }
+
+    #[test]
+    fn a_template_that_does_too_much_work_runs_out_of_fuel() {
+        let nested = "{% for i in range(1000) %}{% for j in range(1000) %}{{ i }}{% endfor %}{% endfor %}";
+        let t = PromptTemplates { observation: nested.into(), ..Default::default() };
+        let started = std::time::Instant::now();
+        let e = check(&t).unwrap_err();
+        assert_eq!(e.name, "observation");
+        assert!(e.to_string().starts_with("template `observation`: ran out of fuel"), "{e}");
+        assert!(started.elapsed() < std::time::Duration::from_secs(5), "took {:?}", started.elapsed());
     }
 }

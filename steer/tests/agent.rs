@@ -64,6 +64,7 @@ fn fast_retries() -> RetryPolicy {
         max_retry_after: Duration::from_millis(1500),
         connect_timeout: Duration::from_secs(5),
         request_timeout: Duration::from_secs(30),
+        max_reply_bytes: worker::llm::DEFAULT_MAX_REPLY_BYTES,
     }
 }
 

@@ -23,7 +23,11 @@ use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-/// How failed calls are retried.
+/// The default limit of one model answer's body: far above any chat completion (a 128k-token
+/// answer is about 1 MB of JSON), far below what would strain a worker.
+pub const DEFAULT_MAX_REPLY_BYTES: usize = 32 * 1024 * 1024;
+
+/// How failed calls are retried, and the limits of one attempt.
 #[derive(Debug, Clone)]
 pub struct RetryPolicy {
     /// Attempts in all (the first one included).
@@ -35,6 +39,9 @@ pub struct RetryPolicy {
     pub connect_timeout: Duration,
     /// Limit of one attempt, from sending to the end of the body.
     pub request_timeout: Duration,
+    /// Limit of one answer's body, in bytes. A longer answer is not read past the limit: the
+    /// attempt fails as malformed (and is retried like one).
+    pub max_reply_bytes: usize,
 }
 
 impl Default for RetryPolicy {
@@ -46,6 +53,7 @@ impl Default for RetryPolicy {
             max_retry_after: Duration::from_secs(120),
             connect_timeout: Duration::from_secs(10),
             request_timeout: Duration::from_secs(600),
+            max_reply_bytes: DEFAULT_MAX_REPLY_BYTES,
         }
     }
 }
@@ -233,13 +241,21 @@ impl LlmClient {
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.trim().parse::<u64>().ok())
             .map(Duration::from_secs);
-        let text = match resp.text().await {
+        let text = match read_capped(resp, self.config.retry.max_reply_bytes).await {
             Ok(t) => t,
-            Err(e) => {
+            Err(Body::Unreadable(e)) => {
                 return Err(Attempt::Retry {
                     reason: format!("reading the body: {e}"),
                     retry_after: None,
                     malformed: None,
+                    status: Some(status.as_u16()),
+                });
+            }
+            Err(Body::TooLong(e)) => {
+                return Err(Attempt::Retry {
+                    reason: e.to_string(),
+                    retry_after: None,
+                    malformed: Some(e),
                     status: Some(status.as_u16()),
                 });
             }
@@ -262,6 +278,40 @@ impl LlmClient {
             status: Some(status.as_u16()),
         })
     }
+}
+
+/// Why an answer's body was not read.
+enum Body {
+    Unreadable(reqwest::Error),
+    /// Over the limit: a `Malformed` error quoting the body's start.
+    TooLong(Error),
+}
+
+/// Reads an answer's body chunk by chunk, stopping (and dropping the connection) as soon as it
+/// exceeds `limit` bytes, so a huge answer costs the worker at most `limit` bytes of memory.
+async fn read_capped(mut resp: reqwest::Response, limit: usize) -> Result<String, Body> {
+    let too_long = |start: &[u8]| {
+        Body::TooLong(Error::Malformed {
+            reason: format!("the answer is longer than the limit of {limit} bytes"),
+            excerpt: excerpt(&String::from_utf8_lossy(&start[..start.len().min(EXCERPT_CHARS * 4)])),
+        })
+    };
+    if resp.content_length().is_some_and(|n| n > limit as u64) {
+        return Err(too_long(&[]));
+    }
+    let mut body = Vec::new();
+    while let Some(chunk) = resp.chunk().await.map_err(Body::Unreadable)? {
+        if body.len() + chunk.len() > limit {
+            return Err(too_long(&body));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    // As `Response::text` does for a body without a charset: invalid UTF-8 is replaced, and
+    // the parser then reports what it finds.
+    Ok(match String::from_utf8(body) {
+        Ok(text) => text,
+        Err(e) => String::from_utf8_lossy(e.as_bytes()).into_owned(),
+    })
 }
 
 enum Attempt {

@@ -20,6 +20,7 @@ use crate::store;
 
 pub mod auth;
 pub mod error;
+pub mod limits;
 pub mod reports;
 pub mod ui;
 pub mod users;
@@ -27,8 +28,6 @@ pub mod workers;
 
 /// Default cap on request bodies.
 pub const BODY_LIMIT: usize = 4 * 1024 * 1024;
-/// Cap for dataset and predictions uploads (SWE-bench's full test split is about 100 MB as JSON).
-pub const DATASET_BODY_LIMIT: usize = 512 * 1024 * 1024;
 
 #[derive(Clone)]
 pub struct AppState {
@@ -37,6 +36,10 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     /// Woken when runs become claimable (Postgres NOTIFY on `steer_runs`).
     pub wake: Arc<Notify>,
+    /// Bounds on the work of one request.
+    pub limits: limits::RequestLimits,
+    /// Turns of the bulk uploads (`limits.uploads_at_once` permits).
+    pub upload_slots: Arc<tokio::sync::Semaphore>,
 }
 
 #[derive(OpenApi)]
@@ -86,11 +89,13 @@ pub fn router(state: AppState) -> Router {
         .route("/runs/{run_id}/fail", post(workers::fail))
         .route("/runs/{run_id}/release", post(workers::release))
         .route_layer(guard(WORKERS));
-    // Dataset uploads and predictions carry whole datasets of patches: a larger body limit.
+    // Dataset uploads and predictions carry whole datasets of patches: a larger body limit
+    // (the coordinator's setting), and only a few are read at once.
     let bulk_uploads = Router::new()
         .route("/datasets", post(users::import_dataset))
         .route("/evals", post(users::submit_eval))
-        .layer(DefaultBodyLimit::max(DATASET_BODY_LIMIT))
+        .layer(DefaultBodyLimit::max(state.limits.max_upload_bytes))
+        .route_layer(axum::middleware::from_fn_with_state(state.clone(), limits::gate_uploads))
         .route_layer(guard(USERS));
     let user_routes = Router::new()
         .route("/datasets", get(users::list_datasets))
@@ -232,6 +237,8 @@ mod tests {
             pool,
             metrics: Arc::new(Metrics::new()),
             wake: Arc::new(Notify::new()),
+            limits: limits::RequestLimits::default(),
+            upload_slots: limits::upload_slots(&limits::RequestLimits::default()),
         }
     }
 

@@ -50,10 +50,19 @@ pub async fn submit_sweep(
     Extension(caller): Extension<Caller>,
     Json(req): Json<SubmitSweep>,
 ) -> ApiResult<(StatusCode, Json<SweepSubmitted>)> {
-    let file_name = req.file_name.as_deref().unwrap_or("sweep.toml");
-    let file =
-        sweep_file::parse(&req.config_toml, file_name).map_err(|e| ApiErr::bad_request(e.to_string()))?;
-    let submitted = sweeps::submit_as(&state.pool, &file, &req.config_toml, Some(caller.token_id)).await?;
+    let file_name = req.file_name.unwrap_or_else(|| "sweep.toml".into());
+    // Parsing renders the templates once (a bounded amount of work, but not an await point's
+    // worth): off the async runtime, so one submit never holds up other requests.
+    let text = req.config_toml;
+    let (file, text) = tokio::task::spawn_blocking(move || {
+        let parsed = sweep_file::parse(&text, &file_name);
+        (parsed, text)
+    })
+    .await
+    .map_err(|e| ApiErr::new(protocol::ErrorCode::Internal, format!("checking the sweep file: {e}")))?;
+    let file = file.map_err(|e| ApiErr::bad_request(e.to_string()))?;
+    let max_runs = state.limits.max_runs_per_sweep;
+    let submitted = sweeps::submit_as(&state.pool, &file, &text, Some(caller.token_id), max_runs).await?;
     let status = if submitted.created { StatusCode::CREATED } else { StatusCode::OK };
     tracing::info!(sweep_id = submitted.sweep_id, name = %submitted.name, runs = submitted.runs, created = submitted.created, "sweep submitted");
     Ok((status, Json(submitted)))

@@ -13,6 +13,10 @@ use crate::db::{Error, Result};
 use crate::queue;
 use crate::sweep_file::{Selection, SweepFile};
 
+/// The default limit of runs per sweep: SWE-bench Verified (500 instances) x 10 conditions
+/// x 200 repeats.
+pub const DEFAULT_MAX_RUNS_PER_SWEEP: u64 = 1_000_000;
+
 /// Applies a sweep's selection to a dataset's instances. Returns the chosen ids, sorted.
 pub fn select_instances(
     keys: &[InstanceKey],
@@ -61,17 +65,21 @@ pub fn select_instances(
 /// Creates a sweep and its runs, or returns the existing one when the same name and config
 /// hash were submitted before (resubmitting is idempotent). The sweep has no owner: over the
 /// API, only admins may change it (the API submits with [`submit_as`]).
+/// At most [`DEFAULT_MAX_RUNS_PER_SWEEP`] runs.
 pub async fn submit(pool: &PgPool, file: &SweepFile, config_toml: &str) -> Result<SweepSubmitted> {
-    submit_as(pool, file, config_toml, None).await
+    submit_as(pool, file, config_toml, None, DEFAULT_MAX_RUNS_PER_SWEEP).await
 }
 
 /// [`submit`], recording `owner` (the id of the submitting token) as the sweep's owner when
 /// it creates the sweep. A resubmission returns the existing sweep with its owner unchanged.
+/// A sweep that would expand into more than `max_runs` runs is refused (`Invalid`) before
+/// anything is allocated for its runs.
 pub async fn submit_as(
     pool: &PgPool,
     file: &SweepFile,
     config_toml: &str,
     owner: Option<i64>,
+    max_runs: u64,
 ) -> Result<SweepSubmitted> {
     let hash = file.config_hash();
     if let Some(existing) = find(pool, &file.name, &hash).await? {
@@ -96,6 +104,7 @@ pub async fn submit_as(
     })?;
     let keys = datasets::instance_keys(pool, dataset.id).await?;
     let instance_ids = select_instances(&keys, &file.select).map_err(Error::Invalid)?;
+    check_run_count(instance_ids.len(), file, max_runs)?;
     let images = images_of(&keys, &instance_ids, &file.sandbox);
 
     let mut tx = pool.begin().await?;
@@ -119,6 +128,33 @@ pub async fn submit_as(
     tx.commit().await?;
     notify_runs(pool, sweep_id).await?;
     Ok(SweepSubmitted { sweep_id, name: file.name.clone(), created: true, runs, config_hash: hash })
+}
+
+/// Refuses a sweep of more than `max_runs` runs, naming the count (computed with checked
+/// arithmetic: a count past `u64` is refused too) and the limit.
+fn check_run_count(instances: usize, file: &SweepFile, max_runs: u64) -> Result<()> {
+    let (agents, critics) = (file.agents.len(), file.critics.len());
+    let runs = [agents, critics]
+        .into_iter()
+        .try_fold(instances as u64, |n, k| n.checked_mul(k as u64))
+        .and_then(|n| n.checked_mul(u64::from(file.repeats)));
+    let count = match runs {
+        Some(n) if n <= max_runs => {
+            // Repeat numbers are stored as 32-bit integers.
+            if i32::try_from(file.repeats).is_err() {
+                return Err(Error::Invalid(format!("repeats = {} is more than {}", file.repeats, i32::MAX)));
+            }
+            return Ok(());
+        }
+        Some(n) => n.to_string(),
+        None => format!("more than {}", u64::MAX),
+    };
+    Err(Error::Invalid(format!(
+        "the sweep expands into {count} runs ({instances} instances x {agents} agents x {critics} critics x {} repeats), \
+         over this coordinator's limit of {max_runs} runs per sweep (`steer serve --max-runs-per-sweep`); \
+         select fewer instances or repeats, or split the sweep",
+        file.repeats
+    )))
 }
 
 pub(crate) async fn find(pool: &PgPool, name: &str, hash: &str) -> Result<Option<SweepSubmitted>> {

@@ -8,7 +8,7 @@ use clap::Args;
 
 use super::{parse_duration, shutdown_on_signals, DatabaseArgs};
 use orchestrator::db;
-use orchestrator::server::{self, CoordinatorConfig, EndpointCooldown};
+use orchestrator::server::{self, CoordinatorConfig, EndpointCooldown, RequestLimits};
 
 #[derive(Args, Debug)]
 pub struct ServeArgs {
@@ -40,6 +40,17 @@ pub struct CoordinatorFlags {
     /// The longest an endpoint's cooldown grows to.
     #[arg(long, env = "STEER_ENDPOINT_COOLDOWN_MAX", default_value = "5m", value_parser = parse_duration)]
     pub endpoint_cooldown_max: Duration,
+    /// Runs one sweep may expand into (instances x agents x critics x repeats); a larger sweep
+    /// is refused at submit.
+    #[arg(long, env = "STEER_MAX_RUNS_PER_SWEEP", default_value_t = 1_000_000, value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_runs_per_sweep: u64,
+    /// Largest dataset or predictions upload, in MiB; a larger one is refused (413).
+    #[arg(long, env = "STEER_MAX_UPLOAD_MIB", default_value_t = 256, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_upload_mib: u32,
+    /// Dataset and predictions uploads read at once; others wait their turn (up to a minute,
+    /// then 503).
+    #[arg(long, env = "STEER_UPLOADS_AT_ONCE", default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..))]
+    pub uploads_at_once: u32,
 }
 
 impl CoordinatorFlags {
@@ -51,6 +62,11 @@ impl CoordinatorFlags {
             endpoint_cooldown: EndpointCooldown {
                 base: self.endpoint_cooldown,
                 max: self.endpoint_cooldown_max,
+            },
+            limits: RequestLimits {
+                max_runs_per_sweep: self.max_runs_per_sweep,
+                max_upload_bytes: (self.max_upload_mib as usize).saturating_mul(1 << 20),
+                uploads_at_once: self.uploads_at_once as usize,
             },
         }
     }
@@ -136,6 +152,11 @@ pub struct LlmRetryArgs {
     /// up to twice this).
     #[arg(long, env = "STEER_LLM_MAX_BACKOFF", default_value = "60s", value_parser = parse_duration)]
     pub llm_max_backoff: Duration,
+    /// Limit of one model answer's body, in MiB. A longer answer is not read past the limit:
+    /// the attempt fails as malformed and is retried; if every attempt does, the run ends as an
+    /// infrastructure failure.
+    #[arg(long, env = "STEER_LLM_MAX_REPLY_MIB", default_value_t = 32, value_parser = clap::value_parser!(u32).range(1..))]
+    pub llm_max_reply_mib: u32,
 }
 
 impl LlmRetryArgs {
@@ -148,6 +169,7 @@ impl LlmRetryArgs {
             max_retry_after: self.llm_max_backoff.saturating_mul(2),
             connect_timeout: defaults.connect_timeout.min(self.llm_timeout),
             request_timeout: self.llm_timeout,
+            max_reply_bytes: (self.llm_max_reply_mib as usize).saturating_mul(1 << 20),
         }
     }
 }

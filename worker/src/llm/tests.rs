@@ -100,6 +100,7 @@ fn client(base_url: &str) -> LlmClient {
             max_retry_after: Duration::from_millis(1500),
             connect_timeout: Duration::from_secs(5),
             request_timeout: Duration::from_secs(5),
+            max_reply_bytes: DEFAULT_MAX_REPLY_BYTES,
         },
     })
     .unwrap()
@@ -270,4 +271,50 @@ proptest::proptest! {
         let done = parse_completion(&body).unwrap();
         proptest::prop_assert_eq!(done.content, content);
     }
+}
+
+/// Serves `total` bytes of an endless-looking JSON string in 64 KiB chunks (no Content-Length),
+/// counting the bytes the server managed to hand to the connection.
+async fn serve_huge(total: usize) -> (String, Arc<std::sync::atomic::AtomicUsize>) {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let produced = Arc::new(AtomicUsize::new(0));
+    let counter = produced.clone();
+    let app = axum::Router::new().route(
+        "/v1/chat/completions",
+        post(move || {
+            let counter = counter.clone();
+            async move {
+                const CHUNK: usize = 64 * 1024;
+                let chunks = futures_util::stream::iter((0..total / CHUNK).map(move |i| {
+                    counter.fetch_add(CHUNK, Ordering::Relaxed);
+                    let byte = if i == 0 { b'{' } else { b' ' };
+                    Ok::<_, std::io::Error>(bytes::Bytes::from(vec![byte; CHUNK]))
+                }));
+                (StatusCode::OK, axum::body::Body::from_stream(chunks))
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (format!("http://{addr}/v1"), produced)
+}
+
+#[tokio::test]
+async fn a_reply_over_the_size_limit_is_malformed_and_not_read_to_its_end() {
+    const TOTAL: usize = 512 * 1024 * 1024;
+    let (url, produced) = serve_huge(TOTAL).await;
+    let mut config = client(&url).config.clone();
+    config.retry.max_reply_bytes = 1024 * 1024;
+    let err = LlmClient::new(config).unwrap().chat(&user("hi"), None).await.unwrap_err();
+    match &err {
+        Error::Malformed { reason, excerpt } => {
+            assert!(reason.contains("1048576 bytes"), "the reason names the limit: {reason}");
+            assert!(excerpt.len() < 1024, "the excerpt stays short: {} bytes", excerpt.len());
+        }
+        other => panic!("expected a malformed reply, got {other}"),
+    }
+    // Three attempts, each stopped at the limit (plus what the sockets buffer), not 3 x 512 MiB.
+    let produced = produced.load(std::sync::atomic::Ordering::Relaxed);
+    assert!(produced < 64 * 1024 * 1024, "the server produced {produced} bytes");
 }
