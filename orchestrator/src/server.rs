@@ -128,7 +128,10 @@ async fn maintenance(state: AppState, interval: Duration, shutdown: Cancellation
     let mut tick = tokio::time::interval(interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
+        // Biased: after a slow pass (a database that does not answer) the tick is ready at
+        // once, and a fair pick could start pass after pass while shutdown waits.
         tokio::select! {
+            biased;
             _ = shutdown.cancelled() => return,
             _ = tick.tick() => {}
         }
