@@ -85,3 +85,61 @@ fn too_large(length: u64, limit: usize) -> ApiErr {
         ),
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use axum::routing::post;
+    use sqlx::postgres::PgPoolOptions;
+    use tokio::sync::Notify;
+
+    use super::*;
+    use crate::metrics::Metrics;
+    use crate::queue::Queue;
+
+    /// A server whose one route is behind the gate, with these limits (no database needed).
+    async fn gated(limits: RequestLimits) -> (String, AppState) {
+        let pool = PgPoolOptions::new().connect_lazy("postgres://steer@127.0.0.1:1/steer").unwrap();
+        let state = AppState {
+            queue: Queue::new(pool.clone(), Duration::from_secs(30)),
+            pool,
+            metrics: Arc::new(Metrics::new()),
+            wake: Arc::new(Notify::new()),
+            upload_slots: upload_slots(&limits),
+            limits,
+        };
+        let app = axum::Router::new()
+            .route("/upload", post(|body: String| async move { body.len().to_string() }))
+            .route_layer(axum::middleware::from_fn_with_state(state.clone(), gate_uploads));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        (format!("http://{addr}/upload"), state)
+    }
+
+    #[tokio::test]
+    async fn an_announced_body_over_the_limit_is_413_naming_the_limit() {
+        let (url, _state) = gated(RequestLimits { max_upload_bytes: 100, ..Default::default() }).await;
+        let http = reqwest::Client::new();
+        let resp = http.post(&url).body("x".repeat(200)).send().await.unwrap();
+        assert_eq!(resp.status(), 413);
+        let text = resp.text().await.unwrap();
+        assert!(text.contains("200 bytes") && text.contains("limit of 100 bytes"), "{text}");
+        let resp = http.post(&url).body("x".repeat(100)).send().await.unwrap();
+        assert_eq!((resp.status().as_u16(), resp.text().await.unwrap()), (200, "100".into()));
+    }
+
+    #[tokio::test]
+    async fn uploads_past_the_concurrency_limit_wait_their_turn() {
+        let (url, state) = gated(RequestLimits { uploads_at_once: 1, ..Default::default() }).await;
+        let held = state.upload_slots.clone().acquire_owned().await.unwrap();
+        let upload = tokio::spawn(reqwest::Client::new().post(&url).body("data").send());
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert!(!upload.is_finished(), "the upload waits while the only turn is taken");
+        drop(held);
+        let resp = tokio::time::timeout(Duration::from_secs(5), upload).await.unwrap().unwrap().unwrap();
+        assert_eq!(resp.status(), 200);
+    }
+}
