@@ -146,7 +146,7 @@ async fn count_responses(
     next: axum::middleware::Next,
 ) -> axum::response::Response {
     let resp = next.run(req).await;
-    let label = StatusLabel { status: resp.status().as_u16().to_string() };
+    let label = StatusLabel { status: resp.status().as_u16().to_string().into() };
     state.metrics.http_responses.get_or_create(&label).inc();
     resp
 }
@@ -196,7 +196,9 @@ async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
         m.sweep_spent_usd.clear();
         for (sweep, spent) in rows {
             use rust_decimal::prelude::ToPrimitive;
-            m.sweep_spent_usd.get_or_create(&SweepLabel { sweep }).set(spent.to_f64().unwrap_or(0.0));
+            m.sweep_spent_usd
+                .get_or_create(&SweepLabel { sweep: sweep.into() })
+                .set(spent.to_f64().unwrap_or(0.0));
         }
     }
     if let Some(breakers) = scraped(&state, "breakers", store::health::breakers(pool).await) {
@@ -204,7 +206,7 @@ async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
         m.endpoint_outages.clear();
         m.endpoint_cooldown_seconds.clear();
         for b in breakers {
-            let label = HostLabel { endpoint: crate::metrics::endpoint_label(&b.base_url) };
+            let label = HostLabel { endpoint: crate::metrics::endpoint_label(&b.base_url).into() };
             m.endpoint_outages.get_or_create(&label).set(i64::from(b.outages));
             m.endpoint_cooldown_seconds.get_or_create(&label).set(b.cooldown_s);
         }
