@@ -478,9 +478,12 @@ mod tests {
 mod escaping {
     use super::*;
 
+    /// A sample's name, labels and value.
+    type Sample = (String, Vec<(String, String)>, String);
+
     /// The samples of an exposition: `(name, labels, value)`, label values unescaped as the
     /// text format says (`\\`, `\"`, `\n`). Panics on a line that is not a well-formed sample.
-    fn samples(text: &str) -> Vec<(String, Vec<(String, String)>, String)> {
+    fn samples(text: &str) -> Vec<Sample> {
         let mut out = Vec::new();
         for line in text.lines().filter(|l| !l.starts_with('#') && !l.is_empty()) {
             let (name, mut rest) = match line.find(['{', ' ']) {

@@ -28,6 +28,8 @@ pub struct CoordinatorConfig {
     pub maintenance_interval: Duration,
     /// The model endpoints' circuit breaker: how long an endpoint rests after an outage.
     pub endpoint_cooldown: EndpointCooldown,
+    /// When set, `/metrics` answers only `Authorization: Bearer <metrics_token>` (401 otherwise).
+    pub metrics_token: Option<String>,
 }
 
 impl Default for CoordinatorConfig {
@@ -37,6 +39,7 @@ impl Default for CoordinatorConfig {
             lease_ttl: Duration::from_secs(30),
             maintenance_interval: Duration::from_secs(1),
             endpoint_cooldown: EndpointCooldown::default(),
+            metrics_token: None,
         }
     }
 }
@@ -54,6 +57,7 @@ pub async fn spawn(
         pool: pool.clone(),
         metrics: Arc::new(Metrics::new()),
         wake: Arc::new(Notify::new()),
+        metrics_token: config.metrics_token.as_deref().map(Arc::from),
     };
     let listener = tokio::net::TcpListener::bind(config.bind)
         .await

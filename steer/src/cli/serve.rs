@@ -40,6 +40,9 @@ pub struct CoordinatorFlags {
     /// The longest an endpoint's cooldown grows to.
     #[arg(long, env = "STEER_ENDPOINT_COOLDOWN_MAX", default_value = "5m", value_parser = parse_duration)]
     pub endpoint_cooldown_max: Duration,
+    /// Serve /metrics only to `Authorization: Bearer <TOKEN>` (401 otherwise). Unset: open.
+    #[arg(long, env = "STEER_METRICS_TOKEN", hide_env_values = true)]
+    pub metrics_token: Option<String>,
 }
 
 impl CoordinatorFlags {
@@ -52,6 +55,7 @@ impl CoordinatorFlags {
                 base: self.endpoint_cooldown,
                 max: self.endpoint_cooldown_max,
             },
+            metrics_token: self.metrics_token.clone(),
         }
     }
 }
@@ -74,6 +78,9 @@ pub struct WorkerArgs {
     /// Serve this worker's Prometheus metrics at http://ADDR/metrics.
     #[arg(long, env = "STEER_METRICS_BIND")]
     pub metrics_bind: Option<std::net::SocketAddr>,
+    /// Serve those metrics only to `Authorization: Bearer <TOKEN>` (401 otherwise). Unset: open.
+    #[arg(long, env = "STEER_METRICS_TOKEN", hide_env_values = true)]
+    pub metrics_token: Option<String>,
     #[command(flatten)]
     pub worker: WorkerFlags,
 }
@@ -201,6 +208,7 @@ impl WorkerFlags {
             }),
             llm_retry: self.llm.policy(),
             metrics_bind: None,
+            metrics_token: None,
         }
     }
 }
@@ -209,6 +217,7 @@ pub async fn worker(args: WorkerArgs) -> anyhow::Result<ExitCode> {
     let drain = shutdown_on_signals();
     let settings = worker::node::Settings {
         metrics_bind: args.metrics_bind,
+        metrics_token: args.metrics_token,
         ..args.worker.settings(&args.coordinator, &args.token)
     };
     worker::node::Worker::build(settings).await?.run(drain).await?;
