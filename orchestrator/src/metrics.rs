@@ -6,7 +6,7 @@
 //! dollars), both with the model; an endpoint is named by its base URL's `host:port` only, so
 //! no credentials, path or query of a URL reach a label.
 
-use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
@@ -16,49 +16,84 @@ use protocol::{CriticCallRecord, LlmCallRecord, StepRecord};
 use rust_decimal::prelude::ToPrimitive;
 use std::sync::atomic::AtomicU64;
 
+/// A label's value, escaped as the Prometheus text format requires (`\\`, `\"`, `\n`) when
+/// encoded: prometheus-client writes values as they are, and names such as a sweep's model
+/// come from users (a model named `m"} 1\n...` would otherwise add series of its own).
+#[derive(Clone, Debug, Hash, PartialEq, Eq)]
+pub struct LabelValue(pub String);
+
+impl From<String> for LabelValue {
+    fn from(s: String) -> Self {
+        LabelValue(s)
+    }
+}
+
+impl From<&str> for LabelValue {
+    fn from(s: &str) -> Self {
+        LabelValue(s.to_string())
+    }
+}
+
+impl EncodeLabelValue for LabelValue {
+    fn encode(&self, encoder: &mut LabelValueEncoder) -> Result<(), std::fmt::Error> {
+        use std::fmt::Write;
+        let mut rest = self.0.as_str();
+        while let Some(i) = rest.find(['\\', '"', '\n']) {
+            encoder.write_str(&rest[..i])?;
+            encoder.write_str(match rest.as_bytes()[i] {
+                b'\\' => "\\\\",
+                b'"' => "\\\"",
+                _ => "\\n",
+            })?;
+            rest = &rest[i + 1..];
+        }
+        encoder.write_str(rest)
+    }
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct StateLabel {
-    pub state: String,
+    pub state: LabelValue,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct OutcomeLabel {
-    pub outcome: String,
+    pub outcome: LabelValue,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct StatusLabel {
-    pub status: String,
+    pub status: LabelValue,
 }
 
 /// A model endpoint (`host:port`) and the model asked.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct EndpointLabel {
-    pub endpoint: String,
-    pub model: String,
+    pub endpoint: LabelValue,
+    pub model: LabelValue,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct EndpointStatusLabel {
-    pub endpoint: String,
-    pub model: String,
+    pub endpoint: LabelValue,
+    pub model: LabelValue,
     /// `ok`, `unavailable`, `rejected`, `malformed`, `timeout`.
-    pub status: String,
+    pub status: LabelValue,
 }
 
 /// A sweep's agent (by name) and its model.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct AgentLabel {
-    pub agent: String,
-    pub model: String,
+    pub agent: LabelValue,
+    pub model: LabelValue,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct TokenLabel {
-    pub agent: String,
-    pub model: String,
+    pub agent: LabelValue,
+    pub model: LabelValue,
     /// `input`, `output`, `cached`.
-    pub kind: String,
+    pub kind: LabelValue,
 }
 
 /// Whose model calls an upload carries: the run's agent and its endpoint, as labelled.
@@ -89,31 +124,31 @@ pub fn endpoint_label(base_url: &str) -> String {
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct CriticLabel {
-    pub kind: String,
-    pub decision: String,
-    pub status: String,
+    pub kind: LabelValue,
+    pub decision: LabelValue,
+    pub status: LabelValue,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct KindLabel {
-    pub kind: String,
+    pub kind: LabelValue,
 }
 
 /// A model endpoint alone (`host:port`, see [`endpoint_label`]).
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct HostLabel {
-    pub endpoint: String,
+    pub endpoint: LabelValue,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct SweepLabel {
-    pub sweep: String,
+    pub sweep: LabelValue,
 }
 
 /// A store query, by the name of the function that runs it (`ping`, `runs_by_state`, ...).
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct QueryLabel {
-    pub query: String,
+    pub query: LabelValue,
 }
 
 fn latency_histogram() -> Histogram {
@@ -309,11 +344,12 @@ impl Metrics {
             }
         }
         for c in calls {
-            let endpoint = EndpointLabel { endpoint: source.endpoint.clone(), model: c.model.clone() };
+            let endpoint =
+                EndpointLabel { endpoint: source.endpoint.as_str().into(), model: c.model.as_str().into() };
             let status = EndpointStatusLabel {
-                endpoint: source.endpoint.clone(),
-                model: c.model.clone(),
-                status: c.status.to_string(),
+                endpoint: source.endpoint.as_str().into(),
+                model: c.model.as_str().into(),
+                status: c.status.to_string().into(),
             };
             self.llm_calls.get_or_create(&status).inc();
             self.llm_retries.get_or_create(&endpoint).inc_by(c.retries.max(0) as u64);
@@ -321,21 +357,24 @@ impl Metrics {
             for (kind, n) in
                 [("input", c.input_tokens), ("output", c.output_tokens), ("cached", c.cached_tokens)]
             {
-                let label =
-                    TokenLabel { agent: source.agent.clone(), model: c.model.clone(), kind: kind.into() };
+                let label = TokenLabel {
+                    agent: source.agent.as_str().into(),
+                    model: c.model.as_str().into(),
+                    kind: kind.into(),
+                };
                 self.llm_tokens.get_or_create(&label).inc_by(n.max(0) as u64);
             }
-            let agent = AgentLabel { agent: source.agent.clone(), model: c.model.clone() };
+            let agent = AgentLabel { agent: source.agent.as_str().into(), model: c.model.as_str().into() };
             self.llm_cost_usd.get_or_create(&agent).inc_by(c.cost_usd.to_f64().unwrap_or(0.0));
         }
         for c in critic {
             let label = CriticLabel {
-                kind: c.kind.to_string(),
-                decision: c.decision.to_string(),
-                status: c.status.to_string(),
+                kind: c.kind.to_string().into(),
+                decision: c.decision.to_string().into(),
+                status: c.status.to_string().into(),
             };
             self.critic_calls.get_or_create(&label).inc();
-            let kind = KindLabel { kind: c.kind.to_string() };
+            let kind = KindLabel { kind: c.kind.to_string().into() };
             self.critic_cost_usd.get_or_create(&kind).inc_by(c.cost_usd.to_f64().unwrap_or(0.0));
             self.critic_seconds.get_or_create(&kind).observe(c.latency_ms as f64 / 1000.0);
             if let Some(b) = c.batch_size {
@@ -432,5 +471,96 @@ mod tests {
         for secret in ["alice", "s3cret", "sk-hidden", "/v1"] {
             assert!(!text.contains(secret), "`{secret}` leaked into a label:\n{text}");
         }
+    }
+}
+
+#[cfg(test)]
+mod escaping {
+    use super::*;
+
+    /// A sample's name, labels and value.
+    type Sample = (String, Vec<(String, String)>, String);
+
+    /// The samples of an exposition: `(name, labels, value)`, label values unescaped as the
+    /// text format says (`\\`, `\"`, `\n`). Panics on a line that is not a well-formed sample.
+    fn samples(text: &str) -> Vec<Sample> {
+        let mut out = Vec::new();
+        for line in text.lines().filter(|l| !l.starts_with('#') && !l.is_empty()) {
+            let (name, mut rest) = match line.find(['{', ' ']) {
+                Some(i) => (&line[..i], &line[i..]),
+                None => panic!("no value on `{line}`"),
+            };
+            let mut labels = Vec::new();
+            if let Some(inner) = rest.strip_prefix('{') {
+                let mut chars = inner.char_indices();
+                loop {
+                    let (start, c) =
+                        chars.next().unwrap_or_else(|| panic!("unterminated labels on `{line}`"));
+                    if c == '}' {
+                        rest = &inner[start + 1..];
+                        break;
+                    }
+                    if c == ',' {
+                        continue;
+                    }
+                    let key_end =
+                        inner[start..].find("=\"").unwrap_or_else(|| panic!("no `=\"` on `{line}`"));
+                    let key = inner[start..start + key_end].to_string();
+                    assert!(key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'), "label name `{key}`");
+                    for _ in 0..key_end + 1 {
+                        chars.next();
+                    }
+                    let mut value = String::new();
+                    loop {
+                        match chars.next().map(|(_, c)| c) {
+                            Some('"') => break,
+                            Some('\\') => match chars.next().map(|(_, c)| c) {
+                                Some('\\') => value.push('\\'),
+                                Some('"') => value.push('"'),
+                                Some('n') => value.push('\n'),
+                                other => panic!("bad escape {other:?} on `{line}`"),
+                            },
+                            Some('\n') | None => panic!("unterminated value on `{line}`"),
+                            Some(c) => value.push(c),
+                        }
+                    }
+                    labels.push((key, value));
+                }
+            }
+            let value = rest.trim_start();
+            assert!(!value.is_empty() && !value.contains(' '), "value of `{line}`");
+            out.push((name.to_string(), labels, value.to_string()));
+        }
+        out
+    }
+
+    /// Regression: a model named with quotes, backslashes and newlines injected fake series.
+    #[test]
+    fn label_values_with_quotes_backslashes_and_newlines_are_escaped() {
+        let m = Metrics::new();
+        let model = "m\"} 1\nsteer_fake_total{x=\"y\\\" 9";
+        let agent = "a\\\"\n";
+        let source = CallSource::new(agent, "http://llm.example/v1");
+        let call = LlmCallRecord {
+            model: model.into(),
+            status: protocol::CallStatus::Ok,
+            cost_usd: "0.5".parse().unwrap(),
+            ..Default::default()
+        };
+        m.observe_upload(&source, &[], &[call], &[]);
+        m.sweep_spent_usd.get_or_create(&SweepLabel { sweep: "s\n\"".into() }).set(1.0);
+        let samples = samples(&m.render());
+        assert!(samples.iter().all(|(name, _, _)| !name.contains("fake")), "{samples:?}");
+        let costs: Vec<_> = samples.iter().filter(|(n, _, _)| n == "steer_llm_cost_usd_total").collect();
+        let expected =
+            vec![("agent".to_string(), agent.to_string()), ("model".to_string(), model.to_string())];
+        assert_eq!(costs.len(), 1, "{samples:?}");
+        assert_eq!((&costs[0].1, costs[0].2.as_str()), (&expected, "0.5"));
+        let calls: Vec<_> = samples.iter().filter(|(n, _, _)| n == "steer_llm_calls_total").collect();
+        assert_eq!(calls.len(), 1, "{samples:?}");
+        assert_eq!(calls[0].1[1], ("model".to_string(), model.to_string()));
+        let spent: Vec<_> = samples.iter().filter(|(n, _, _)| n == "steer_sweep_spent_usd").collect();
+        assert_eq!(spent.len(), 1, "{samples:?}");
+        assert_eq!(spent[0].1, vec![("sweep".to_string(), "s\n\"".to_string())]);
     }
 }

@@ -31,6 +31,8 @@ pub struct CoordinatorConfig {
     pub endpoint_cooldown: EndpointCooldown,
     /// Bounds on the work of one request: runs per sweep, upload size, uploads at once.
     pub limits: RequestLimits,
+    /// When set, `/metrics` answers only `Authorization: Bearer <metrics_token>` (401 otherwise).
+    pub metrics_token: Option<String>,
 }
 
 impl Default for CoordinatorConfig {
@@ -41,6 +43,7 @@ impl Default for CoordinatorConfig {
             maintenance_interval: Duration::from_secs(1),
             endpoint_cooldown: EndpointCooldown::default(),
             limits: RequestLimits::default(),
+            metrics_token: None,
         }
     }
 }
@@ -60,6 +63,7 @@ pub async fn spawn(
         wake: Arc::new(Notify::new()),
         upload_slots: api::limits::upload_slots(&config.limits),
         limits: config.limits,
+        metrics_token: config.metrics_token.as_deref().map(Arc::from),
     };
     let listener = tokio::net::TcpListener::bind(config.bind)
         .await

@@ -859,3 +859,13 @@ impl std::str::FromStr for Role {
         }
     }
 }
+
+/// Whether an `Authorization` header's value is `Bearer <expected>` (compared in time that does
+/// not depend on where the token differs). For the metrics endpoints' optional token.
+pub fn bearer_matches(authorization: Option<&str>, expected: &str) -> bool {
+    let Some(presented) = authorization.and_then(|h| h.strip_prefix("Bearer ")).map(str::trim) else {
+        return false;
+    };
+    let (a, b) = (presented.as_bytes(), expected.as_bytes());
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |diff, (x, y)| diff | (x ^ y)) == 0
+}

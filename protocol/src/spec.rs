@@ -319,12 +319,20 @@ pub struct SandboxSettings {
     /// Containers get a network only when this is true (some test suites need one).
     #[serde(default)]
     pub network: bool,
-    #[serde(default)]
+    /// CPUs of each container (fractional allowed), as `docker run --cpus`.
+    #[serde(default = "default_cpus")]
     pub cpus: Option<f64>,
-    #[serde(default)]
+    /// Memory of each container in MiB, swap not allowed beyond it; a command past it is killed
+    /// by the kernel (the command's result, not the worker's).
+    #[serde(default = "default_memory_mb")]
     pub memory_mb: Option<u64>,
-    #[serde(default)]
+    #[serde(default = "default_pids_limit")]
     pub pids_limit: Option<i64>,
+    /// Disk each container may write, in MiB: the storage driver's `size` option, where the
+    /// engine supports it (overlay2 on xfs with `pquota`, btrfs, zfs); elsewhere the worker
+    /// logs once that writes are not capped.
+    #[serde(default = "default_disk_mb")]
+    pub disk_mb: Option<u64>,
     /// Registry host in front of the image name, e.g. `registry.example.com:5000`.
     #[serde(default)]
     pub image_registry: Option<String>,
@@ -341,6 +349,27 @@ pub struct SandboxSettings {
     pub eval_timeout_s: u64,
 }
 
+/// Default CPUs of a sandbox (SWE-bench Verified's packagings declare 2 per task).
+pub const DEFAULT_SANDBOX_CPUS: f64 = 2.0;
+/// Default memory of a sandbox in MiB (4 GiB, as SWE-bench Verified's packagings declare).
+pub const DEFAULT_SANDBOX_MEMORY_MB: u64 = 4096;
+/// Default process limit of a sandbox (fork bombs stop there).
+pub const DEFAULT_SANDBOX_PIDS: i64 = 4096;
+/// Default disk of a sandbox in MiB (10 GiB, as SWE-bench Verified's packagings declare).
+pub const DEFAULT_SANDBOX_DISK_MB: u64 = 10 * 1024;
+
+fn default_cpus() -> Option<f64> {
+    Some(DEFAULT_SANDBOX_CPUS)
+}
+fn default_memory_mb() -> Option<u64> {
+    Some(DEFAULT_SANDBOX_MEMORY_MB)
+}
+fn default_pids_limit() -> Option<i64> {
+    Some(DEFAULT_SANDBOX_PIDS)
+}
+fn default_disk_mb() -> Option<u64> {
+    Some(DEFAULT_SANDBOX_DISK_MB)
+}
 fn default_namespace() -> String {
     "swebench".into()
 }
@@ -355,9 +384,10 @@ impl Default for SandboxSettings {
     fn default() -> Self {
         SandboxSettings {
             network: false,
-            cpus: None,
-            memory_mb: None,
-            pids_limit: Some(4096),
+            cpus: default_cpus(),
+            memory_mb: default_memory_mb(),
+            pids_limit: default_pids_limit(),
+            disk_mb: default_disk_mb(),
             image_registry: None,
             image_namespace: default_namespace(),
             image_tag: default_tag(),

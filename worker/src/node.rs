@@ -44,6 +44,9 @@ pub struct Settings {
     pub llm_retry: RetryPolicy,
     /// Serve this worker's Prometheus metrics at `http://ADDR/metrics`.
     pub metrics_bind: Option<SocketAddr>,
+    /// When set, that endpoint answers only `Authorization: Bearer <metrics_token>` (401
+    /// otherwise).
+    pub metrics_token: Option<String>,
 }
 
 /// How the worker reaches Docker and keeps instance images.
@@ -63,7 +66,8 @@ pub struct DockerSettings {
 pub struct Worker {
     config: WorkerConfig,
     executors: Arc<Dispatcher>,
-    metrics: Option<TcpListener>,
+    /// The metrics endpoint's listener and its token, if any.
+    metrics: Option<(TcpListener, Option<String>)>,
 }
 
 impl Worker {
@@ -85,11 +89,12 @@ impl Worker {
         }
         .with_llm_retry(settings.llm_retry.clone());
         let metrics = match settings.metrics_bind {
-            Some(bind) => Some(
+            Some(bind) => Some((
                 TcpListener::bind(bind)
                     .await
                     .with_context(|| format!("binding the metrics endpoint to {bind}"))?,
-            ),
+                settings.metrics_token.clone(),
+            )),
             None => None,
         };
         let config = WorkerConfig {
@@ -113,8 +118,9 @@ impl Worker {
     /// metrics endpoint is served for as long.
     pub async fn run(self, drain: CancellationToken) -> anyhow::Result<()> {
         let stop_metrics = CancellationToken::new();
-        let metrics_task =
-            self.metrics.map(|listener| tokio::spawn(serve_metrics(listener, stop_metrics.clone())));
+        let metrics_task = self
+            .metrics
+            .map(|(listener, token)| tokio::spawn(serve_metrics(listener, token, stop_metrics.clone())));
         let result = daemon::run(self.config, self.executors, drain).await;
         stop_metrics.cancel();
         if let Some(task) = metrics_task {
@@ -162,14 +168,22 @@ async fn executors(settings: &DockerSettings, name: &str) -> Dispatcher {
 }
 
 /// Serves `/metrics` on `listener` until `stop` fires.
-async fn serve_metrics(listener: TcpListener, stop: CancellationToken) {
+/// Serves `/metrics` on `listener` until `stop`; with `token`, only to requests bearing it.
+async fn serve_metrics(listener: TcpListener, token: Option<String>, stop: CancellationToken) {
+    use axum::http::{header, HeaderMap, StatusCode};
+    use axum::response::IntoResponse;
     let app = axum::Router::new().route(
         "/metrics",
-        axum::routing::get(|| async {
-            (
-                [(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
-                metrics::METRICS.render(),
-            )
+        axum::routing::get(move |headers: HeaderMap| async move {
+            if let Some(token) = &token {
+                let presented = headers.get(header::AUTHORIZATION).and_then(|h| h.to_str().ok());
+                if !protocol::bearer_matches(presented, token) {
+                    let refusal = "/metrics needs `Authorization: Bearer <metrics token>`\n";
+                    return (StatusCode::UNAUTHORIZED, refusal).into_response();
+                }
+            }
+            ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], metrics::METRICS.render())
+                .into_response()
         }),
     );
     if let Ok(bind) = listener.local_addr() {
@@ -177,5 +191,41 @@ async fn serve_metrics(listener: TcpListener, stop: CancellationToken) {
     }
     if let Err(e) = axum::serve(listener, app).with_graceful_shutdown(stop.cancelled_owned()).await {
         tracing::error!(error = %e, "the worker's metrics endpoint stopped");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Answers `GET /metrics` with `authorization` from an endpoint served with `token`.
+    async fn get_metrics(token: Option<&str>, authorization: Option<&str>) -> (u16, String) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let stop = CancellationToken::new();
+        let server = tokio::spawn(serve_metrics(listener, token.map(str::to_string), stop.clone()));
+        let mut req = reqwest::Client::new().get(format!("http://{addr}/metrics"));
+        if let Some(value) = authorization {
+            req = req.header("authorization", value);
+        }
+        let resp = req.send().await.unwrap();
+        let answer = (resp.status().as_u16(), resp.text().await.unwrap());
+        stop.cancel();
+        server.await.unwrap();
+        answer
+    }
+
+    #[tokio::test]
+    async fn worker_metrics_need_the_metrics_token_when_one_is_set() {
+        for refused in [None, Some("Bearer nope"), Some("w-secret")] {
+            let (status, body) = get_metrics(Some("w-secret"), refused).await;
+            assert_eq!(status, 401, "{refused:?}: {body}");
+            assert!(!body.contains("steer_worker"), "{body}");
+        }
+        let (status, body) = get_metrics(Some("w-secret"), Some("Bearer w-secret")).await;
+        assert_eq!(status, 200);
+        assert!(body.contains("steer_worker_runs_active"), "{body}");
+        // Unset: open, as before.
+        assert_eq!(get_metrics(None, None).await.0, 200);
     }
 }

@@ -77,8 +77,9 @@ impl SandboxFactory {
         let mut spec = SandboxSpec::new(image);
         spec.network = run.sandbox.network;
         spec.cpus = run.sandbox.cpus;
-        spec.memory_bytes = run.sandbox.memory_mb.map(|mb| (mb * 1024 * 1024) as i64);
+        spec.memory_bytes = run.sandbox.memory_mb.map(crate::sandbox::mib);
         spec.pids_limit = run.sandbox.pids_limit;
+        spec.disk_bytes = run.sandbox.disk_mb.map(crate::sandbox::mib);
         spec.labels.insert("steerbench.run".into(), run.run_id.to_string());
         spec.labels.insert("steerbench.attempt".into(), run.attempt.to_string());
         spec.labels.insert("steerbench.worker".into(), self.worker_name.clone());

@@ -3,7 +3,7 @@
 use axum::extract::{Request, State};
 use axum::http::header::AUTHORIZATION;
 use axum::middleware::Next;
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use protocol::Role;
 
 use super::error::ApiErr;
@@ -18,6 +18,19 @@ pub struct Caller {
 }
 
 /// Middleware: the request must carry a live token whose role is in `allowed` (admin always is).
+/// Lets a request reach `/metrics` only with `Authorization: Bearer <metrics token>` when the
+/// coordinator has one (401 otherwise); without one, `/metrics` is open.
+pub async fn require_metrics_token(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    if let Some(token) = &state.metrics_token {
+        let presented = req.headers().get(AUTHORIZATION).and_then(|h| h.to_str().ok());
+        if !protocol::bearer_matches(presented, token) {
+            return ApiErr::unauthorized("/metrics needs `Authorization: Bearer <metrics token>`")
+                .into_response();
+        }
+    }
+    next.run(req).await
+}
+
 pub async fn require(
     State((state, allowed)): State<(AppState, &'static [Role])>,
     mut req: Request,

@@ -109,6 +109,7 @@ mod tests {
             wake: Arc::new(Notify::new()),
             upload_slots: upload_slots(&limits),
             limits,
+            metrics_token: None,
         };
         let app = axum::Router::new()
             .route("/upload", post(|body: String| async move { body.len().to_string() }))

@@ -1,5 +1,5 @@
 //! The coordinator's HTTP API (axum). JSON under `/api/v1`, bearer tokens with roles,
-//! `/healthz` and `/metrics` open. The coordinator keeps no state outside Postgres: any number
+//! `/healthz` open, `/metrics` open unless a metrics token is set. The coordinator keeps no state outside Postgres: any number
 //! of replicas can serve one database.
 
 use std::sync::Arc;
@@ -40,6 +40,8 @@ pub struct AppState {
     pub limits: limits::RequestLimits,
     /// Turns of the bulk uploads (`limits.uploads_at_once` permits).
     pub upload_slots: Arc<tokio::sync::Semaphore>,
+    /// When set, `/metrics` answers only requests bearing it (`Authorization: Bearer <token>`).
+    pub metrics_token: Option<Arc<str>>,
 }
 
 #[derive(OpenApi)]
@@ -133,7 +135,12 @@ pub fn router(state: AppState) -> Router {
 
     Router::new()
         .route("/healthz", get(healthz))
-        .route("/metrics", get(metrics))
+        .merge(
+            Router::new().route("/metrics", get(metrics)).route_layer(axum::middleware::from_fn_with_state(
+                state.clone(),
+                auth::require_metrics_token,
+            )),
+        )
         .route("/", get(ui::root))
         .route("/ui/", get(ui::index))
         .route("/ui/app.js", get(ui::app_js))
@@ -151,7 +158,7 @@ async fn count_responses(
     next: axum::middleware::Next,
 ) -> axum::response::Response {
     let resp = next.run(req).await;
-    let label = StatusLabel { status: resp.status().as_u16().to_string() };
+    let label = StatusLabel { status: resp.status().as_u16().to_string().into() };
     state.metrics.http_responses.get_or_create(&label).inc();
     resp
 }
@@ -201,7 +208,9 @@ async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
         m.sweep_spent_usd.clear();
         for (sweep, spent) in rows {
             use rust_decimal::prelude::ToPrimitive;
-            m.sweep_spent_usd.get_or_create(&SweepLabel { sweep }).set(spent.to_f64().unwrap_or(0.0));
+            m.sweep_spent_usd
+                .get_or_create(&SweepLabel { sweep: sweep.into() })
+                .set(spent.to_f64().unwrap_or(0.0));
         }
     }
     if let Some(breakers) = scraped(&state, "breakers", store::health::breakers(pool).await) {
@@ -209,7 +218,7 @@ async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
         m.endpoint_outages.clear();
         m.endpoint_cooldown_seconds.clear();
         for b in breakers {
-            let label = HostLabel { endpoint: crate::metrics::endpoint_label(&b.base_url) };
+            let label = HostLabel { endpoint: crate::metrics::endpoint_label(&b.base_url).into() };
             m.endpoint_outages.get_or_create(&label).set(i64::from(b.outages));
             m.endpoint_cooldown_seconds.get_or_create(&label).set(b.cooldown_s);
         }
@@ -239,6 +248,7 @@ mod tests {
             wake: Arc::new(Notify::new()),
             limits: limits::RequestLimits::default(),
             upload_slots: limits::upload_slots(&limits::RequestLimits::default()),
+            metrics_token: None,
         }
     }
 
@@ -261,5 +271,47 @@ mod tests {
             let line = format!("steer_store_errors_total{{query=\"{query}\"}} 1");
             assert!(page.contains(&line), "{line} in:\n{page}");
         }
+    }
+
+    /// Serves `state`'s router on a loopback port; answers `GET /metrics` with `authorization`.
+    async fn get_metrics(state: AppState, authorization: Option<&str>) -> (u16, String) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let server = tokio::spawn(std::future::IntoFuture::into_future(axum::serve(listener, router(state))));
+        let mut req = reqwest::Client::new().get(format!("http://{addr}/metrics"));
+        if let Some(value) = authorization {
+            req = req.header("authorization", value);
+        }
+        let resp = req.send().await.unwrap();
+        let answer = (resp.status().as_u16(), resp.text().await.unwrap());
+        server.abort();
+        answer
+    }
+
+    #[tokio::test]
+    async fn metrics_needs_the_metrics_token_when_one_is_set() {
+        let state = AppState { metrics_token: Some("scrape-secret".into()), ..unreachable() };
+        let model = "m\"} 1\nsteer_fake_total 9";
+        let call = protocol::LlmCallRecord { model: model.into(), ..Default::default() };
+        state.metrics.observe_upload(
+            &crate::metrics::CallSource::new("a", "http://h:1/v1"),
+            &[],
+            &[call],
+            &[],
+        );
+        for refused in [None, Some("Bearer wrong"), Some("scrape-secret"), Some("Basic scrape-secret")] {
+            let (status, body) = get_metrics(state.clone(), refused).await;
+            assert_eq!(status, 401, "{refused:?}: {body}");
+            assert!(!body.contains("steer_"), "{body}");
+        }
+        let (status, page) = get_metrics(state.clone(), Some("Bearer scrape-secret")).await;
+        assert_eq!(status, 200, "{page}");
+        let escaped =
+            r#"steer_llm_calls_total{endpoint="h:1",model="m\"} 1\nsteer_fake_total 9",status="ok"} 1"#;
+        assert!(page.lines().any(|l| l == escaped), "{escaped} in:\n{page}");
+        assert!(!page.lines().any(|l| l.starts_with("steer_fake")), "{page}");
+        // Unset: open, as before.
+        let (status, _) = get_metrics(unreachable(), None).await;
+        assert_eq!(status, 200);
     }
 }

@@ -218,6 +218,7 @@ const SANDBOX_KEYS: &[&str] = &[
     "cpus",
     "memory_mb",
     "pids_limit",
+    "disk_mb",
     "image_registry",
     "image_namespace",
     "image_tag",
@@ -314,14 +315,19 @@ fn sweep(t: &Table) -> Result<SweepFile, Error> {
     })
 }
 
+/// More CPUs than any host has: past it, `cpus` is a typo (and would overflow Docker's nano-CPUs).
+const MAX_CPUS: f64 = 1024.0;
+
 fn sandbox(t: &Table) -> Result<SandboxSettings, Error> {
     t.only(SANDBOX_KEYS)?;
     let d = SandboxSettings::default();
     Ok(SandboxSettings {
         network: t.boolean("network")?.unwrap_or(d.network),
-        cpus: t.float("cpus", |x| x > 0.0, "greater than 0")?,
-        memory_mb: t.integer("memory_mb", 16)?,
+        // Unset limits get the defaults here, so the stored spec says what every container gets.
+        cpus: t.float("cpus", |x| x > 0.0 && x <= MAX_CPUS, "greater than 0 and at most 1024")?.or(d.cpus),
+        memory_mb: t.integer("memory_mb", 16)?.or(d.memory_mb),
         pids_limit: t.integer("pids_limit", 16)?.or(d.pids_limit),
+        disk_mb: t.integer("disk_mb", 64)?.or(d.disk_mb),
         image_registry: t.string("image_registry")?,
         image_namespace: t.string("image_namespace")?.unwrap_or(d.image_namespace),
         image_tag: t.string("image_tag")?.unwrap_or(d.image_tag),

@@ -624,3 +624,38 @@ fn a_critic_names_the_agent_that_trained_it() {
         assert!(e.contains(expected), "{lines}: {e}");
     }
 }
+
+#[test]
+fn sandbox_limits_default_to_a_swe_bench_task_and_are_settable() {
+    // Unset: every container gets 4 GiB, 2 CPUs, 4,096 processes and 10 GiB of disk.
+    let plain = parse(MINIMAL, "sweep.toml").unwrap();
+    let s = &plain.sandbox;
+    assert_eq!(
+        (s.memory_mb, s.cpus, s.pids_limit, s.disk_mb),
+        (Some(4096), Some(2.0), Some(4096), Some(10240))
+    );
+    let set = MINIMAL.replace(
+        "[[agents]]",
+        "[sandbox]\nmemory_mb = 8192\ncpus = 0.5\npids_limit = 512\ndisk_mb = 20480\n[[agents]]",
+    );
+    let s = parse(&set, "sweep.toml").unwrap().sandbox;
+    assert_eq!(
+        (s.memory_mb, s.cpus, s.pids_limit, s.disk_mb),
+        (Some(8192), Some(0.5), Some(512), Some(20480))
+    );
+}
+
+#[test]
+fn bad_sandbox_limits_are_line_numbered_errors() {
+    let bad = |line: &str| error(&MINIMAL.replace("[[agents]]", &format!("[sandbox]\n{line}\n[[agents]]")));
+    for (line, expected) in [
+        ("memory_mb = 0", "sweep.toml:5: sandbox.memory_mb: must be at least 16 (found 0)"),
+        ("disk_mb = 1", "sweep.toml:5: sandbox.disk_mb: must be at least 64 (found 1)"),
+        ("disk_mb = \"10G\"", "sweep.toml:5: sandbox.disk_mb: expected an integer, found a string"),
+        ("pids_limit = -1", "sweep.toml:5: sandbox.pids_limit: must be at least 16 (found -1)"),
+        ("cpus = 0", "sweep.toml:5: sandbox.cpus: must be greater than 0 and at most 1024 (found 0)"),
+        ("cpus = inf", "sweep.toml:5: sandbox.cpus: must be greater than 0 and at most 1024 (found inf)"),
+    ] {
+        assert_eq!(bad(line), expected, "{line}");
+    }
+}

@@ -51,6 +51,9 @@ pub struct CoordinatorFlags {
     /// then 503).
     #[arg(long, env = "STEER_UPLOADS_AT_ONCE", default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..))]
     pub uploads_at_once: u32,
+    /// Serve /metrics only to `Authorization: Bearer <TOKEN>` (401 otherwise). Unset: open.
+    #[arg(long, env = "STEER_METRICS_TOKEN", hide_env_values = true)]
+    pub metrics_token: Option<String>,
 }
 
 impl CoordinatorFlags {
@@ -68,6 +71,7 @@ impl CoordinatorFlags {
                 max_upload_bytes: (self.max_upload_mib as usize).saturating_mul(1 << 20),
                 uploads_at_once: self.uploads_at_once as usize,
             },
+            metrics_token: self.metrics_token.clone(),
         }
     }
 }
@@ -90,6 +94,9 @@ pub struct WorkerArgs {
     /// Serve this worker's Prometheus metrics at http://ADDR/metrics.
     #[arg(long, env = "STEER_METRICS_BIND")]
     pub metrics_bind: Option<std::net::SocketAddr>,
+    /// Serve those metrics only to `Authorization: Bearer <TOKEN>` (401 otherwise). Unset: open.
+    #[arg(long, env = "STEER_METRICS_TOKEN", hide_env_values = true)]
+    pub metrics_token: Option<String>,
     #[command(flatten)]
     pub worker: WorkerFlags,
 }
@@ -223,6 +230,7 @@ impl WorkerFlags {
             }),
             llm_retry: self.llm.policy(),
             metrics_bind: None,
+            metrics_token: None,
         }
     }
 }
@@ -231,6 +239,7 @@ pub async fn worker(args: WorkerArgs) -> anyhow::Result<ExitCode> {
     let drain = shutdown_on_signals();
     let settings = worker::node::Settings {
         metrics_bind: args.metrics_bind,
+        metrics_token: args.metrics_token,
         ..args.worker.settings(&args.coordinator, &args.token)
     };
     worker::node::Worker::build(settings).await?.run(drain).await?;

@@ -9,7 +9,7 @@ use rand::Rng;
 use tokio::sync::oneshot;
 use tracing::{info, warn, Instrument};
 
-use super::docker::{api_error, container_error, status};
+use super::docker::{api_error, container_error, is_storage_opt_refusal, status};
 use super::{Docker, Error};
 
 /// Label set on every sandbox container, whatever its spec says.
@@ -33,6 +33,11 @@ pub const SANDBOX_LABEL: (&str, &str) = ("steerbench.sandbox", "1");
 /// SWE-bench Verified needs it, and it is close to root on the host, so it is not kept.
 pub const CAPABILITIES: &[&str] = &["CHOWN", "DAC_OVERRIDE", "FOWNER", "FSETID", "KILL", "SETGID", "SETUID"];
 
+/// `mb` MiB in bytes (saturating: a limit too large to count is no tighter than the largest).
+pub fn mib(mb: u64) -> i64 {
+    i64::try_from(mb.saturating_mul(1024 * 1024)).unwrap_or(i64::MAX)
+}
+
 /// What to start: the image, limits, labels and environment of one sandbox.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SandboxSpec {
@@ -47,6 +52,10 @@ pub struct SandboxSpec {
     pub memory_bytes: Option<i64>,
     /// Maximum number of processes (fork bombs stop there).
     pub pids_limit: Option<i64>,
+    /// Bytes the container may write: the storage driver's `size` option. Engines whose driver
+    /// does not support it (only overlay2 on xfs with `pquota`, btrfs and zfs do) get no cap,
+    /// and the handle logs that once.
+    pub disk_bytes: Option<i64>,
     /// Labels, e.g. `steerbench.run`, `steerbench.attempt`, `steerbench.worker`; the
     /// container's name is made from the first two.
     pub labels: BTreeMap<String, String>,
@@ -57,15 +66,17 @@ pub struct SandboxSpec {
 }
 
 impl SandboxSpec {
-    /// A spec with the defaults: workdir `/testbed`, no network, no limits, no labels.
+    /// A spec with the defaults: workdir `/testbed`, no network, no labels, and the limits of
+    /// [`protocol::SandboxSettings::default`] (4 GiB, 2 CPUs, 4,096 processes, 10 GiB of disk).
     pub fn new(image: impl Into<String>) -> SandboxSpec {
         SandboxSpec {
             image: image.into(),
             workdir: "/testbed".into(),
             network: false,
-            cpus: None,
-            memory_bytes: None,
-            pids_limit: None,
+            cpus: Some(protocol::spec::DEFAULT_SANDBOX_CPUS),
+            memory_bytes: Some(mib(protocol::spec::DEFAULT_SANDBOX_MEMORY_MB)),
+            pids_limit: Some(protocol::spec::DEFAULT_SANDBOX_PIDS),
+            disk_bytes: Some(mib(protocol::spec::DEFAULT_SANDBOX_DISK_MB)),
             labels: BTreeMap::new(),
             env: Vec::new(),
         }
@@ -88,7 +99,9 @@ impl SandboxSpec {
         }
     }
 
-    fn container_config(&self) -> ContainerCreateBody {
+    /// The container's configuration; `disk_cap` says whether the engine takes the storage
+    /// driver's `size` option.
+    fn container_config(&self, disk_cap: bool) -> ContainerCreateBody {
         let mut labels: HashMap<String, String> =
             self.labels.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
         labels.insert(SANDBOX_LABEL.0.into(), SANDBOX_LABEL.1.into());
@@ -99,6 +112,10 @@ impl SandboxSpec {
             // Equal to `memory`: no swap on top of the limit.
             memory_swap: self.memory_bytes,
             pids_limit: self.pids_limit,
+            storage_opt: self
+                .disk_bytes
+                .filter(|_| disk_cap)
+                .map(|bytes| HashMap::from([("size".to_string(), bytes.to_string())])),
             privileged: Some(false),
             cap_drop: Some(vec!["ALL".into()]),
             cap_add: Some(CAPABILITIES.iter().map(|c| c.to_string()).collect()),
@@ -169,7 +186,18 @@ impl Docker {
     async fn create_and_start(&self, spec: &SandboxSpec) -> Result<Sandbox, Error> {
         let name = spec.container_name();
         let options = CreateContainerOptionsBuilder::new().name(&name).build();
-        let created = match self.api.create_container(Some(options), spec.container_config()).await {
+        let disk_cap = spec.disk_bytes.is_some() && self.disk_cap.supported();
+        let mut created =
+            self.api.create_container(Some(options.clone()), spec.container_config(disk_cap)).await;
+        if disk_cap {
+            if let Err(e) = &created {
+                if is_storage_opt_refusal(e) {
+                    self.disk_cap.unsupported(&e.to_string());
+                    created = self.api.create_container(Some(options), spec.container_config(false)).await;
+                }
+            }
+        }
+        let created = match created {
             Ok(created) => created,
             Err(e) if status(&e) == Some(404) => {
                 return Err(Error::ImageUnavailable {
@@ -298,7 +326,7 @@ mod unit {
         let mut spec = SandboxSpec::new("img");
         spec.cpus = Some(1.5);
         spec.memory_bytes = Some(1 << 30);
-        let config = spec.container_config();
+        let config = spec.container_config(true);
         let host = config.host_config.unwrap();
         assert_eq!(host.network_mode.as_deref(), Some("none"));
         assert_eq!(host.nano_cpus, Some(1_500_000_000));
@@ -307,6 +335,15 @@ mod unit {
         assert_eq!(host.privileged, Some(false));
         assert_eq!(config.labels.unwrap().get("steerbench.sandbox").map(String::as_str), Some("1"));
         spec.network = true;
-        assert_eq!(spec.container_config().host_config.unwrap().network_mode, None);
+        assert_eq!(spec.container_config(true).host_config.unwrap().network_mode, None);
+    }
+
+    #[test]
+    fn the_disk_cap_is_the_storage_drivers_size_where_the_engine_takes_it() {
+        let spec = SandboxSpec::new("img");
+        let size = |disk_cap| spec.container_config(disk_cap).host_config.unwrap().storage_opt;
+        let ten_gib = (10u64 << 30).to_string();
+        assert_eq!(size(true), Some(HashMap::from([("size".to_string(), ten_gib)])));
+        assert_eq!(size(false), None);
     }
 }

@@ -61,6 +61,35 @@ pub struct Docker {
     pub(crate) background: TaskTracker,
     /// Pulls under way: image -> a one-line summary of their progress (the worker's status).
     pulls: Arc<std::sync::Mutex<BTreeMap<String, String>>>,
+    /// Whether the engine takes the storage driver's `size` option (learnt on first refusal).
+    pub(crate) disk_cap: DiskCap,
+}
+
+/// Whether the engine caps a container's disk (`--storage-opt size=`): assumed until the
+/// engine first refuses it, which is logged once; later sandboxes are created without it.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct DiskCap(Arc<std::sync::atomic::AtomicBool>);
+
+impl DiskCap {
+    pub fn supported(&self) -> bool {
+        !self.0.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    pub fn unsupported(&self, refusal: &str) {
+        if !self.0.swap(true, std::sync::atomic::Ordering::Relaxed) {
+            warn!(
+                refusal,
+                "the Docker engine's storage driver cannot cap a container's disk (only overlay2 on xfs \
+                 with pquota, btrfs and zfs can); sandboxes' disk writes are not capped"
+            );
+        }
+    }
+}
+
+/// The engine refused the storage driver's `size` option (`--storage-opt is not supported`,
+/// `--storage-opt is supported only for overlay over xfs with 'pquota' mount option`).
+pub(crate) fn is_storage_opt_refusal(e: &ApiError) -> bool {
+    matches!(status(e), Some(400 | 500)) && e.to_string().contains("storage-opt")
 }
 
 impl std::fmt::Debug for Docker {
@@ -95,6 +124,7 @@ impl Docker {
             pull: PullPolicy::default(),
             background: TaskTracker::new(),
             pulls: Default::default(),
+            disk_cap: DiskCap::default(),
         })
     }
 

@@ -36,7 +36,7 @@ mod tests;
 use std::fmt;
 
 pub use cache::{ImageCache, ImageGuard, INSTANCE_IMAGE_PATTERN};
-pub use container::{Sandbox, SandboxSpec, CAPABILITIES};
+pub use container::{mib, Sandbox, SandboxSpec, CAPABILITIES};
 pub use docker::{Docker, PullPolicy};
 pub use exec::{ExecLimits, ExecOutput};
 pub use files::MAX_PATCH_BYTES;

@@ -870,3 +870,49 @@ async fn a_sandbox_without_network_cannot_reach_the_host() {
     assert_eq!(out.output.trim(), "REACHED", "the probe works when the sandbox has a network");
     connected.remove().await.unwrap();
 }
+
+/// A sandbox made from the defaults is limited like a SWE-bench Verified task declares:
+/// 4 GiB of memory (no swap beyond it), 2 CPUs, 4,096 processes; and 10 GiB of disk where the
+/// engine's storage driver can cap it (elsewhere none, and the handle logs that once).
+#[tokio::test]
+async fn a_sandbox_made_from_the_defaults_has_memory_cpu_and_process_limits() {
+    let Some(case) = Case::new("default-limits").await else { return };
+    let sandbox = case.docker.create(&case.spec(BASE_IMAGE)).await.unwrap();
+    let host = case.docker.api.inspect_container(sandbox.id(), None).await.unwrap().host_config.unwrap();
+    assert_eq!(host.memory, Some(4 << 30));
+    assert_eq!(host.memory_swap, Some(4 << 30));
+    assert_eq!(host.nano_cpus, Some(2_000_000_000));
+    assert_eq!(host.pids_limit, Some(4096));
+    let disk = host.storage_opt.unwrap_or_default().get("size").cloned();
+    if case.docker.disk_cap.supported() {
+        assert_eq!(disk.as_deref(), Some("10737418240"));
+    } else {
+        assert_eq!(disk, None);
+    }
+    let out = sandbox.exec("true", &limits(30)).await.unwrap();
+    assert_eq!(out.exit_code, Some(0));
+    sandbox.remove().await.unwrap();
+}
+
+/// Past its memory limit a command is killed (its exit status is the command's result); the
+/// sandbox and its shell stay usable for the next command.
+#[tokio::test]
+async fn a_command_past_the_memory_limit_is_killed_and_the_sandbox_stays_usable() {
+    let Some(case) = Case::new("oom-stays-usable").await else { return };
+    let mut spec = case.spec(BASE_IMAGE);
+    spec.memory_bytes = Some(64 * 1024 * 1024);
+    let sandbox = case.docker.create(&spec).await.unwrap();
+    let hog = "x=$(head -c 300000000 /dev/zero | tr '\\0' a); echo ${#x}";
+    let out = sandbox.exec(hog, &limits(60)).await.unwrap();
+    assert_ne!(out.exit_code, Some(0), "{out:?}");
+    assert!(!out.timed_out, "{out:?}");
+    let after = sandbox.exec("echo still here", &limits(30)).await.unwrap();
+    assert_eq!((after.exit_code, after.output.as_str()), (Some(0), "still here\n"));
+
+    let mut shell = sandbox.shell().await.unwrap();
+    let out = shell.run(hog, &limits(60)).await.unwrap();
+    assert_ne!(out.exit_code, Some(0), "{out:?}");
+    let after = shell.run("echo still here", &limits(30)).await.unwrap();
+    assert_eq!((after.exit_code, after.output.as_str()), (Some(0), "still here\n"));
+    sandbox.remove().await.unwrap();
+}
