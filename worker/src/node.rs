@@ -135,7 +135,6 @@ fn preload_critic_models(dirs: &[PathBuf], threads: usize) -> anyhow::Result<()>
     critic::local::set_options(critic::onnx::OnnxOptions { intra_threads: threads, ..Default::default() });
     for dir in dirs {
         let model = critic::local::model(dir).map_err(anyhow::Error::msg)?;
-        tracing::info!(model = %dir.display(), device = %model.device(), "critic model loaded");
         eprintln!("critic model {} loaded on {}", dir.display(), model.device());
     }
     Ok(())
@@ -167,7 +166,6 @@ async fn executors(settings: &DockerSettings, name: &str) -> Dispatcher {
     Dispatcher::new(Some(EvaluateExecutor::new(docker, name).with_image_cache(cache)))
 }
 
-/// Serves `/metrics` on `listener` until `stop` fires.
 /// Serves `/metrics` on `listener` until `stop`; with `token`, only to requests bearing it.
 async fn serve_metrics(listener: TcpListener, token: Option<String>, stop: CancellationToken) {
     use axum::http::{header, HeaderMap, StatusCode};
