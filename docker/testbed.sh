@@ -125,9 +125,9 @@ cmd_up() {
   log "replay LLM server on 127.0.0.1:$replay_port (delay ${delay_ms} ms)"
   docker run -d "${label[@]}" --name "$name-replay" --network "$net" --network-alias replay \
     -p "127.0.0.1:$replay_port:18080" -v "$scenarios:/scenarios:ro" \
-    -e STEER_REPLAY_KEY="$replay_key" \
+    -e REPLAY_API_KEY="$replay_key" \
     steerbench/coordinator:dev mock-llm --script /scenarios --bind 0.0.0.0:18080 \
-    --require-key-env STEER_REPLAY_KEY --delay-ms "$delay_ms" >/dev/null
+    --require-key-env REPLAY_API_KEY --delay-ms "$delay_ms" >/dev/null
   wait_for 60 "the replay server" curl -fsS -H "Authorization: Bearer $replay_key" "http://127.0.0.1:$replay_port/v1/models"
 
   local admin_token worker_token
@@ -144,7 +144,7 @@ cmd_up() {
       -e STEER_DRAIN_TIMEOUT="$drain_timeout" -e STEER_CLAIM_WAIT=2s \
       -e STEER_LLM_ATTEMPTS="$llm_attempts" -e STEER_LLM_TIMEOUT="$llm_timeout" \
       -e STEER_LLM_MAX_BACKOFF="$llm_max_backoff" -e STEER_PULL_ATTEMPTS="$pull_attempts" \
-      -e STEER_REPLAY_KEY="$replay_key" \
+      -e REPLAY_API_KEY="$replay_key" -e STEER_ALLOW_KEY_ENV=REPLAY_API_KEY \
       -e STEER_REGISTRY_USERNAME=testbed -e STEER_REGISTRY_PASSWORD="$registry_password" \
       -e RUST_LOG=info \
       steerbench/worker:dev worker >/dev/null

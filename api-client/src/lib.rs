@@ -2,9 +2,11 @@
 //! routes the `steer` CLI uses, with retries on transient faults. Both sides share it, so the
 //! coordinator's error codes are read in one place.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use backon::{ExponentialBuilder, Retryable};
+use protocol::redact::Redactor;
 use protocol::{
     ApiError, ClaimRequest, ClaimResponse, CompleteRun, CriticCallRecord, ErrorCode, FailRun, Heartbeat,
     HeartbeatAck, LlmCallRecord, RegisterWorker, Registered, ReleaseHeld, ReleaseRun, ReleasedRuns,
@@ -46,6 +48,9 @@ pub struct CoordinatorClient {
     token: String,
     /// How long transient failures are retried before giving up.
     retry_for: Duration,
+    /// Secrets scrubbed from every request body (a worker's keys and tokens): nothing the
+    /// coordinator stores, logs or shows to users can carry them.
+    redactor: Arc<Redactor>,
 }
 
 impl CoordinatorClient {
@@ -61,7 +66,14 @@ impl CoordinatorClient {
             base: base_url.trim_end_matches('/').to_string(),
             token: token.to_string(),
             retry_for: Duration::from_secs(60),
+            redactor: Arc::default(),
         }
+    }
+
+    /// Scrubs these secrets from every request body before it is sent.
+    pub fn with_redactor(mut self, redactor: Arc<Redactor>) -> Self {
+        self.redactor = redactor;
+        self
     }
 
     /// How long transient failures are retried (default 60 s).
@@ -96,7 +108,11 @@ impl CoordinatorClient {
         let url = format!("{}{}", self.base, path);
         let mut req = self.http.request(method, &url).bearer_auth(&self.token);
         if let Some(b) = body {
-            req = req.json(b);
+            let json = serde_json::to_string(b)
+                .map_err(|e| Error::BadResponse(format!("cannot encode the request to {path}: {e}")))?;
+            req = req
+                .header(reqwest::header::CONTENT_TYPE, "application/json")
+                .body(self.redactor.scrub(&json).into_owned());
         }
         let resp = req.send().await.map_err(|e| Error::Unavailable(format!("{url}: {e}")))?;
         let status = resp.status();

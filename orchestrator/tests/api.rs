@@ -1212,3 +1212,77 @@ async fn dataset_uploads_over_the_limit_are_refused_with_413(pool: PgPool) {
     upload_demo(&c).await;
     c.stop().await;
 }
+
+// ---------------------------------------------------------------- model API keys
+
+/// Regression: `api_key_env = "STEER_TOKEN"` had workers send their own token to the sweep's
+/// endpoint. The worker's own settings are refused at submit, naming the field.
+#[sqlx::test(migrator = "orchestrator::db::MIGRATOR")]
+async fn a_sweep_naming_a_worker_setting_as_its_key_is_refused(pool: PgPool) {
+    let c = Coordinator::start(&pool).await;
+    upload_demo(&c).await;
+    for var in ["STEER_TOKEN", "STEER_REGISTRY_PASSWORD"] {
+        let sweep =
+            json!({"config_toml": testkit::sweep_toml("steal", "", &format!("api_key_env = \"{var}\""))});
+        let message = expect_error(
+            &call(c.post("/api/v1/sweeps", &c.user, &sweep)).await,
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+        );
+        assert!(
+            message.contains("agents[0].api_key_env") && message.contains("worker's own settings"),
+            "{message}"
+        );
+    }
+    let listed: Vec<SweepStatus> = expect_ok(call(c.get("/api/v1/sweeps", &c.user)).await, StatusCode::OK);
+    assert!(listed.is_empty(), "nothing was stored: {listed:?}");
+    c.stop().await;
+}
+
+/// A sweep reading a variable no live worker allows is accepted with a warning; its queued
+/// runs say why they wait until a worker allowing it registers, which then takes them.
+#[sqlx::test(migrator = "orchestrator::db::MIGRATOR")]
+async fn a_key_variable_no_worker_allows_is_a_warning_and_a_waiting_reason(pool: PgPool) {
+    let c = Coordinator::start(&pool).await;
+    upload_demo(&c).await;
+    let plain_worker = register_worker(&c, &c.worker, "no-keys").await;
+    let sweep = json!({"config_toml": testkit::sweep_toml("keyed", "", "api_key_env = \"LAB_KEY\"")});
+    let submitted: SweepSubmitted =
+        expect_ok(call(c.post("/api/v1/sweeps", &c.user, &sweep)).await, StatusCode::CREATED);
+    assert_eq!(submitted.warnings.len(), 1, "{:?}", submitted.warnings);
+    assert!(submitted.warnings[0].contains("`LAB_KEY`"), "{}", submitted.warnings[0]);
+
+    let path = format!("/api/v1/workers/{plain_worker}/claim");
+    let claimed: ClaimResponse = expect_ok(
+        call(c.post(&path, &c.worker, &json!({"max_runs": 8, "wait_ms": 0}))).await,
+        StatusCode::OK,
+    );
+    assert!(claimed.runs.is_empty(), "{claimed:?}");
+    let status: SweepStatus = expect_ok(call(c.get("/api/v1/sweeps/keyed", &c.user)).await, StatusCode::OK);
+    assert_eq!(status.waiting.len(), 1, "{:?}", status.waiting);
+    assert_eq!(status.waiting[0].runs, 6);
+
+    // Malformed or reserved allow-lists are refused at registration.
+    for bad in [json!(["STEER_*"]), json!(["A B"]), json!("LAB_KEY")] {
+        let body = json!({"name": "w", "host": "h", "slots": 1, "version": "t",
+                          "capabilities": {"executors": ["placeholder"], "key_envs": bad}});
+        expect_error(
+            &call(c.post("/api/v1/workers", &c.worker, &body)).await,
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+        );
+    }
+    let body = json!({"name": "lab", "host": "h", "slots": 8, "version": "t",
+                      "capabilities": {"executors": ["placeholder"], "key_envs": ["LAB_*"]}});
+    let lab: Registered = expect_ok(call(c.post("/api/v1/workers", &c.worker, &body)).await, StatusCode::OK);
+    let runs = claim_runs(&c, &c.worker, lab.worker_id, 6).await;
+    assert!(runs.iter().all(|r| r.agent.api_key_env.as_deref() == Some("LAB_KEY")));
+    let status: SweepStatus = expect_ok(call(c.get("/api/v1/sweeps/keyed", &c.user)).await, StatusCode::OK);
+    assert!(status.waiting.is_empty(), "{:?}", status.waiting);
+    // With a worker allowing it live, a new sweep reading it gets no warning.
+    let again = json!({"config_toml": testkit::sweep_toml("keyed-2", "", "api_key_env = \"LAB_KEY\"")});
+    let submitted: SweepSubmitted =
+        expect_ok(call(c.post("/api/v1/sweeps", &c.user, &again)).await, StatusCode::CREATED);
+    assert!(submitted.warnings.is_empty(), "{:?}", submitted.warnings);
+    c.stop().await;
+}

@@ -92,7 +92,10 @@ async function sweepPage(id, query) {
   const resting = (s) => (s.resting_endpoints || []).map((e) => el("span", { class: "resting" },
     e.resting_s > 0 ? ` — endpoint ${e.endpoint} resting ${Math.ceil(e.resting_s)} s more after ${e.outages} outage(s)`
       : ` — endpoint ${e.endpoint} half-open after ${e.outages} outage(s)`));
-  const show = (s) => head.replaceChildren(`${s.name}: ${s.state} `, progress(s), ` — spent $${s.spent_usd}`, resting(s));
+  // Queued runs no live worker can take (a key variable none allows, ...): say why.
+  const waiting = (s) => (s.waiting || []).map((w) => el("span", { class: "waiting" },
+    ` — ${w.runs} queued run(s) waiting: ${w.reason}`));
+  const show = (s) => head.replaceChildren(`${s.name}: ${s.state} `, progress(s), ` — spent $${s.spent_usd}`, resting(s), waiting(s));
   show(status);
   if (status.state === "running" || status.state === "paused") follow(id, show).catch(() => {});
   const cond = report.conditions.map((c) => el("tr", {},

@@ -20,7 +20,9 @@ mod name;
 pub mod critic;
 pub mod feedback;
 pub mod images;
+pub mod keys;
 pub mod prompts;
+pub mod redact;
 pub mod spec;
 
 pub use critic::{
@@ -291,6 +293,12 @@ pub struct Capabilities {
     /// The executor kinds it runs (None: the placeholder only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub executors: Option<Vec<ExecutorKind>>,
+    /// The environment variables it lets sweeps read model API keys from (names, or prefixes
+    /// ending in `*`; see [`keys::KeyAllowList`]). None or empty: none, so it takes no run that
+    /// names an `api_key_env`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Vec<String>>)]
+    pub key_envs: Option<keys::KeyAllowList>,
     /// Anything else it reports (a GPU, ...), kept as given.
     #[serde(flatten)]
     #[schema(value_type = Object)]
@@ -300,7 +308,7 @@ pub struct Capabilities {
 impl Capabilities {
     /// A worker that runs these executor kinds.
     pub fn executors(kinds: Vec<ExecutorKind>) -> Capabilities {
-        Capabilities { executors: Some(kinds), other: Default::default() }
+        Capabilities { executors: Some(kinds), key_envs: None, other: Default::default() }
     }
 }
 
@@ -648,6 +656,10 @@ pub struct SweepSubmitted {
     pub created: bool,
     pub runs: i64,
     pub config_hash: String,
+    /// What may keep the sweep's runs from starting, found at submit (e.g. an `api_key_env`
+    /// that no live worker allows; workers may still join).
+    #[serde(default)]
+    pub warnings: Vec<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
@@ -672,6 +684,18 @@ pub struct SweepStatus {
     /// may not be starting.
     #[serde(default)]
     pub resting_endpoints: Vec<RestingEndpoint>,
+    /// Queued runs that no live worker can take, grouped by why (empty: none known).
+    #[serde(default)]
+    pub waiting: Vec<WaitingRuns>,
+}
+
+/// Queued runs that no live worker can take now, and why.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct WaitingRuns {
+    /// How many of the sweep's queued runs wait for this reason.
+    pub runs: i64,
+    /// Why, in words, with what would let them start.
+    pub reason: String,
 }
 
 /// A model endpoint resting after outages (its circuit breaker is open or half-open).

@@ -160,6 +160,12 @@ impl CriticSpec {
         self.settings.params()
     }
 
+    /// The environment variable a worker reads this critic's API key from (a remote critic's
+    /// `api_key_env`).
+    pub fn api_key_env(&self) -> Option<&str> {
+        self.params().and_then(|p| p.remote.as_ref()).and_then(|r| r.api_key_env.as_deref())
+    }
+
     /// `params` as stored and sent: `{}` for kind `none`.
     pub fn params_json(&self) -> serde_json::Value {
         match self.params() {

@@ -23,7 +23,7 @@ use common::{docker_with_fixture_images, fixtures, leftover_containers};
 /// The replay server insists on this key, so a run that resolves proves the key was sent; no
 /// table and no log line may contain it.
 const KEY: &str = "sk-replay-test-KEEP-OUT-OF-LOGS-8d1c4e";
-const KEY_ENV: &str = "STEER_TEST_REPLAY_KEY";
+const KEY_ENV: &str = "TEST_REPLAY_API_KEY";
 
 /// Everything every test in this binary logs, at every level.
 static LOGS: OnceLock<Arc<Mutex<Vec<u8>>>> = OnceLock::new();
@@ -68,9 +68,14 @@ fn fast_retries() -> RetryPolicy {
     }
 }
 
+/// An agent worker's executors, allowed to read the replay key (which it sets).
 fn agent_dispatcher(docker: Docker, name: &str) -> worker::Dispatcher {
+    set_key();
+    let allow = protocol::keys::KeyAllowList::new([KEY_ENV]).unwrap();
+    let keys = worker::llm::Keyring::capture(allow, std::env::vars());
     worker::Dispatcher::new(Some(worker::evaluate::EvaluateExecutor::new(docker, name)))
         .with_llm_retry(fast_retries())
+        .with_keyring(Arc::new(keys))
 }
 
 async fn replay_server() -> String {

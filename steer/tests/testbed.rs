@@ -267,6 +267,29 @@ impl Bed {
         ))
     }
 
+    /// No secret the bed was made with is in what the API shows users of the sweep: its
+    /// status, its runs, and each run's trajectory (attempt ledger, steps and model calls).
+    fn assert_no_secret_in_api(&self, sweep: i64) {
+        let get = |path: &str| {
+            let out = run(Command::new("curl").args([
+                "-fsS",
+                "-H",
+                &format!("authorization: Bearer {}", self.var("STEER_TOKEN")),
+                &format!("{}/api/v1{path}", self.var("STEER_COORDINATOR")),
+            ]));
+            text(&out.stdout)
+        };
+        let mut haystack = get(&format!("/sweeps/{sweep}")) + &get(&format!("/sweeps/{sweep}/runs"));
+        let runs = self.psql(&format!("SELECT string_agg(id::text, ' ') FROM runs WHERE sweep_id = {sweep}"));
+        for run_id in runs.split_whitespace() {
+            haystack += &get(&format!("/runs/{run_id}/trajectory"));
+        }
+        assert!(haystack.contains("[redacted]"), "the API shows no scrubbed error: is the echo storm on?");
+        for key in ["SECRET_REPLAY_KEY", "SECRET_WORKER_TOKEN", "SECRET_REGISTRY_PASSWORD"] {
+            assert!(!haystack.contains(self.var(key)), "{key} appears in what the API returns");
+        }
+    }
+
     /// No secret the bed was made with is in any container's log or in the database.
     fn assert_no_secret_leaked(&self) {
         let mut haystack = String::new();
@@ -342,7 +365,7 @@ preset = "paper"
 name = "replay"
 base_url = "http://replay:18080/v1"
 model = "replay"
-api_key_env = "STEER_REPLAY_KEY"
+api_key_env = "REPLAY_API_KEY"
 price = {{ input_per_mtok = 0.15, output_per_mtok = 1.50 }}
 
 [[critics]]
@@ -474,7 +497,8 @@ fn llm_storms_slow_runs_then_requeue_them_as_infra_errors_never_agent_failures()
     let Some(bed) = Bed::up("storm", &options) else { return };
     let sweep = bed.submit("storm", &agent_sweep("storm", 30, ""));
     bed.wait_run_held_by(sweep, 1, Duration::from_secs(120));
-    for kind in ["429", "500", "hang"] {
+    // `500-echo` repeats the API key in its error message, as some endpoints do.
+    for kind in ["429", "500-echo", "hang"] {
         bed.storm(kind, 12);
         std::thread::sleep(Duration::from_secs(12));
     }
@@ -514,6 +538,13 @@ fn llm_storms_slow_runs_then_requeue_them_as_infra_errors_never_agent_failures()
           WHERE r.sweep_id = {sweep} AND c.status = 'ok' AND c.retries > 0"
     ));
     println!("[{}] attempts ended by infrastructure failures: {failed}; calls that succeeded after retries: {retried}", bed.name);
+    // The echoed key reached the workers, which scrubbed it from what they stored and logged.
+    let scrubbed = bed.count(&format!(
+        "SELECT count(*) FROM llm_calls c JOIN runs r ON r.id = c.run_id
+          WHERE r.sweep_id = {sweep} AND c.error LIKE '%you sent Authorization: Bearer [redacted]%'"
+    ));
+    assert!(scrubbed >= 1, "no model call recorded the echoing endpoint's error, scrubbed");
+    bed.assert_no_secret_in_api(sweep);
     bed.assert_no_secret_leaked();
 }
 

@@ -29,6 +29,8 @@ pub struct WorkerConfig {
     pub drain_timeout: Duration,
     /// What it reports it can do at registration.
     pub capabilities: protocol::Capabilities,
+    /// The secrets it holds, scrubbed from everything it sends the coordinator.
+    pub redactor: std::sync::Arc<protocol::redact::Redactor>,
 }
 
 impl Default for WorkerConfig {
@@ -41,6 +43,7 @@ impl Default for WorkerConfig {
             claim_wait: Duration::from_secs(10),
             drain_timeout: Duration::from_secs(60),
             capabilities: protocol::Capabilities::executors(vec![protocol::ExecutorKind::Placeholder]),
+            redactor: Default::default(),
         }
     }
 }
@@ -82,7 +85,8 @@ pub async fn run(
     executor: Arc<dyn Executor>,
     drain: CancellationToken,
 ) -> anyhow::Result<()> {
-    let client = CoordinatorClient::new(&config.coordinator_url, &config.token);
+    let client =
+        CoordinatorClient::new(&config.coordinator_url, &config.token).with_redactor(config.redactor.clone());
     let registration = registration(&config);
     let registered = tokio::select! {
         _ = drain.cancelled() => return Ok(()),

@@ -15,18 +15,36 @@ pub struct Dispatcher {
     placeholder: PlaceholderExecutor,
     evaluate: Option<EvaluateExecutor>,
     agent: Option<AgentExecutor>,
+    /// What the agent executor's keyring allows (advertised at registration).
+    key_envs: protocol::keys::KeyAllowList,
 }
 
 impl Dispatcher {
     pub fn new(evaluate: Option<EvaluateExecutor>) -> Self {
         let agent = evaluate.as_ref().map(|e| AgentExecutor::new(e.grader().clone()));
-        Dispatcher { placeholder: PlaceholderExecutor, evaluate, agent }
+        Dispatcher { placeholder: PlaceholderExecutor, evaluate, agent, key_envs: Default::default() }
     }
 
     /// How the agent executor retries model calls (tests shorten the waits).
     pub fn with_llm_retry(mut self, retry: RetryPolicy) -> Self {
         self.agent = self.agent.map(|a| a.with_retry_policy(retry));
         self
+    }
+
+    /// The model API keys agents and critics may use.
+    pub fn with_keyring(mut self, keys: std::sync::Arc<crate::llm::Keyring>) -> Self {
+        self.key_envs = keys.allow_list().clone();
+        self.agent = self.agent.map(|a| a.with_keyring(keys));
+        self
+    }
+
+    /// What this worker registers it can do: its executor kinds and the API key variables
+    /// it allows.
+    pub fn capabilities(&self) -> protocol::Capabilities {
+        protocol::Capabilities {
+            key_envs: (!self.key_envs.is_empty()).then(|| self.key_envs.clone()),
+            ..protocol::Capabilities::executors(self.kinds())
+        }
     }
 
     /// The executor kinds this worker can run, as it registers them.

@@ -128,6 +128,11 @@ pub struct LlmClient {
     http: reqwest::Client,
     config: LlmConfig,
     url: String,
+    /// The call's own API key, scrubbed from every answer before anything reads it: an
+    /// endpoint that echoes the key (in an error message, say) must not have it quoted in an
+    /// error, stored with a step or logged. Scrubbed before excerpts are cut, so no part of it
+    /// survives either.
+    own_key: protocol::redact::Redactor,
 }
 
 /// How much of a bad body an error quotes.
@@ -140,7 +145,8 @@ impl LlmClient {
             .build()
             .map_err(|e| Error::Rejected { status: 0, body: format!("cannot build an HTTP client: {e}") })?;
         let url = format!("{}/chat/completions", config.base_url.trim_end_matches('/'));
-        Ok(LlmClient { http, config, url })
+        let own_key = protocol::redact::Redactor::new(config.api_key.as_ref().map(Secret::expose));
+        Ok(LlmClient { http, config, url, own_key })
     }
 
     /// How many attempts a call makes at most.
@@ -241,8 +247,11 @@ impl LlmClient {
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.trim().parse::<u64>().ok())
             .map(Duration::from_secs);
-        let text = match read_capped(resp, self.config.retry.max_reply_bytes).await {
-            Ok(t) => t,
+        let text = match read_capped(resp, self.config.retry.max_reply_bytes, &self.own_key).await {
+            Ok(t) => match self.own_key.scrub(&t) {
+                std::borrow::Cow::Owned(scrubbed) => scrubbed,
+                std::borrow::Cow::Borrowed(_) => t,
+            },
             Err(Body::Unreadable(e)) => {
                 return Err(Attempt::Retry {
                     reason: format!("reading the body: {e}"),
@@ -289,11 +298,17 @@ enum Body {
 
 /// Reads an answer's body chunk by chunk, stopping (and dropping the connection) as soon as it
 /// exceeds `limit` bytes, so a huge answer costs the worker at most `limit` bytes of memory.
-async fn read_capped(mut resp: reqwest::Response, limit: usize) -> Result<String, Body> {
+async fn read_capped(
+    mut resp: reqwest::Response,
+    limit: usize,
+    own_key: &protocol::redact::Redactor,
+) -> Result<String, Body> {
     let too_long = |start: &[u8]| {
+        // Scrubbed past the excerpt's length, so a key straddling its end is still caught.
+        let start = String::from_utf8_lossy(&start[..start.len().min(EXCERPT_CHARS * 8)]);
         Body::TooLong(Error::Malformed {
             reason: format!("the answer is longer than the limit of {limit} bytes"),
-            excerpt: excerpt(&String::from_utf8_lossy(&start[..start.len().min(EXCERPT_CHARS * 4)])),
+            excerpt: excerpt(&own_key.scrub(&start)),
         })
     };
     if resp.content_length().is_some_and(|n| n > limit as u64) {
@@ -397,7 +412,7 @@ fn estimate(messages: &[Value], reply: &Value, tokenizer: Option<&tokens::TokenC
 pub mod secret;
 pub mod tokens;
 
-pub use secret::Secret;
+pub use secret::{Keyring, Secret};
 
 #[cfg(test)]
 mod tests;

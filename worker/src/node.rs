@@ -14,9 +14,10 @@ use tokio_util::sync::CancellationToken;
 
 use crate::dispatch::Dispatcher;
 use crate::evaluate::EvaluateExecutor;
-use crate::llm::RetryPolicy;
+use crate::llm::{Keyring, RetryPolicy};
 use crate::sandbox::{Docker, ImageCache, PullPolicy, RegistryAuth};
 use crate::{critic, daemon, metrics, WorkerConfig};
+use protocol::redact::Redactor;
 
 /// Everything a worker is configured with (filled from flags and `STEER_*` variables by the
 /// binary; this crate reads no environment).
@@ -47,6 +48,10 @@ pub struct Settings {
     /// When set, that endpoint answers only `Authorization: Bearer <metrics_token>` (401
     /// otherwise).
     pub metrics_token: Option<String>,
+    /// The model API keys sweeps may have this worker use: the allowed variables' values
+    /// (`--allow-key-env`). The worker advertises the allow-list, so it is handed only runs
+    /// whose `api_key_env` it allows.
+    pub keys: Keyring,
 }
 
 /// How the worker reaches Docker and keeps instance images.
@@ -65,6 +70,8 @@ pub struct DockerSettings {
 /// A worker ready to run: its executors built, its metrics endpoint bound.
 pub struct Worker {
     config: WorkerConfig,
+    /// Every secret the worker holds, scrubbed from what it sends and logs.
+    redactor: Arc<Redactor>,
     executors: Arc<Dispatcher>,
     /// The metrics endpoint's listener and its token, if any.
     metrics: Option<(TcpListener, Option<String>)>,
@@ -83,11 +90,13 @@ impl Worker {
         }
         preload_critic_models(&settings.critic_models, settings.critic_threads)?;
         let name = settings.name.clone().unwrap_or_else(|| WorkerConfig::default().name);
+        let redactor = Arc::new(redactor_of(&settings));
         let executors = match &settings.docker {
             Some(docker) => executors(docker, &name).await,
             None => Dispatcher::new(None),
         }
-        .with_llm_retry(settings.llm_retry.clone());
+        .with_llm_retry(settings.llm_retry.clone())
+        .with_keyring(Arc::new(settings.keys));
         let metrics = match settings.metrics_bind {
             Some(bind) => Some((
                 TcpListener::bind(bind)
@@ -104,9 +113,16 @@ impl Worker {
             slots: settings.slots,
             claim_wait: settings.claim_wait,
             drain_timeout: settings.drain_timeout,
-            capabilities: protocol::Capabilities::executors(executors.kinds()),
+            capabilities: executors.capabilities(),
+            redactor: redactor.clone(),
         };
-        Ok(Worker { config, executors: Arc::new(executors), metrics })
+        Ok(Worker { config, redactor, executors: Arc::new(executors), metrics })
+    }
+
+    /// Every secret this worker holds (its token, metrics token, registry password and model
+    /// keys): whoever prints what the worker says (its log) scrubs them with this.
+    pub fn redactor(&self) -> Arc<Redactor> {
+        self.redactor.clone()
     }
 
     /// The executor kinds this worker registers (`evaluate` and `agent` need Docker).
@@ -128,6 +144,20 @@ impl Worker {
         }
         result
     }
+}
+
+/// The secrets in `settings`, to scrub from everything the worker sends and logs.
+fn redactor_of(settings: &Settings) -> Redactor {
+    let registry = settings.docker.as_ref().and_then(|d| d.registry.as_ref());
+    let secrets = [Some(settings.token.as_str()), settings.metrics_token.as_deref()]
+        .into_iter()
+        .chain([
+            registry.and_then(|r| r.password.as_deref()),
+            registry.and_then(|r| r.identity_token.as_deref()),
+        ])
+        .flatten()
+        .chain(settings.keys.values());
+    Redactor::new(secrets)
 }
 
 /// Loads each critic model directory once per process (shared by all runs).

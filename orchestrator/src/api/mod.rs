@@ -44,6 +44,14 @@ pub struct AppState {
     pub metrics_token: Option<Arc<str>>,
 }
 
+impl AppState {
+    /// A worker heard from within this long counts as live (two lease lifetimes: a worker
+    /// heartbeats three times per lease).
+    pub fn live_window(&self) -> std::time::Duration {
+        self.queue.lease_ttl() * 2
+    }
+}
+
 #[derive(OpenApi)]
 #[openapi(
     info(title = "steerbench coordinator API", description = "Sweeps of code agents on SWE-bench: datasets, sweeps, runs, and the worker protocol."),
@@ -199,7 +207,7 @@ async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
             m.runs_by_state.get_or_create(&StateLabel { state: st.as_str().into() }).set(n);
         }
     }
-    let within = state.queue.lease_ttl() * 2;
+    let within = state.live_window();
     if let Some(n) = scraped(&state, "workers_alive", store::health::workers_alive(pool, within).await) {
         m.workers_alive.set(n);
     }

@@ -48,12 +48,22 @@ pub async fn sweep_events(
 ) -> ApiResult<Sse<impl Stream<Item = Result<Event, Infallible>>>> {
     let id = sweeps::resolve(&state.pool, &key).await?;
     let pool = state.pool.clone();
+    let live_window = state.live_window();
     let stream = futures_util::stream::unfold(Some(()), move |more| {
         let pool = pool.clone();
         async move {
             more?;
             let status = match sweeps::status(&pool, id).await {
-                Ok(s) => s,
+                Ok(mut s) => match crate::store::waiting::waiting_runs(&pool, id, live_window).await {
+                    Ok(waiting) => {
+                        s.waiting = waiting;
+                        s
+                    }
+                    Err(e) => {
+                        let event = Event::default().event("error").data(e.to_string());
+                        return Some((Ok(event), None));
+                    }
+                },
                 Err(e) => {
                     let event = Event::default().event("error").data(e.to_string());
                     return Some((Ok(event), None));

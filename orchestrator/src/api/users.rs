@@ -12,7 +12,7 @@ use rust_decimal::Decimal;
 use super::auth::Caller;
 use super::error::{ApiErr, ApiResult, Json, Path, Query};
 use super::AppState;
-use crate::store::{datasets, evals, runs, sweeps, tokens};
+use crate::store::{datasets, evals, runs, sweeps, tokens, waiting};
 use crate::{dataset, sweep_file};
 
 #[utoipa::path(post, path = "/api/v1/datasets", request_body = DatasetUpload,
@@ -62,7 +62,9 @@ pub async fn submit_sweep(
     .map_err(|e| ApiErr::new(protocol::ErrorCode::Internal, format!("checking the sweep file: {e}")))?;
     let file = file.map_err(|e| ApiErr::bad_request(e.to_string()))?;
     let max_runs = state.limits.max_runs_per_sweep;
-    let submitted = sweeps::submit_as(&state.pool, &file, &text, Some(caller.token_id), max_runs).await?;
+    let mut submitted = sweeps::submit_as(&state.pool, &file, &text, Some(caller.token_id), max_runs).await?;
+    let key_envs = waiting::key_envs_of(&file);
+    submitted.warnings = waiting::key_env_warnings(&state.pool, &key_envs, state.live_window()).await?;
     let status = if submitted.created { StatusCode::CREATED } else { StatusCode::OK };
     tracing::info!(sweep_id = submitted.sweep_id, name = %submitted.name, runs = submitted.runs, created = submitted.created, "sweep submitted");
     Ok((status, Json(submitted)))
@@ -80,7 +82,9 @@ pub async fn sweep_status(
     Path(key): Path<String>,
 ) -> ApiResult<Json<SweepStatus>> {
     let id = sweeps::resolve(&state.pool, &key).await?;
-    Ok(Json(sweeps::status(&state.pool, id).await?))
+    let mut status = sweeps::status(&state.pool, id).await?;
+    status.waiting = waiting::waiting_runs(&state.pool, id, state.live_window()).await?;
+    Ok(Json(status))
 }
 
 #[utoipa::path(post, path = "/api/v1/sweeps/{sweep}/cancel", params(("sweep" = String, Path)),

@@ -17,6 +17,10 @@ window_runs AS (
            OR NOT EXISTS (SELECT 1 FROM runs b WHERE b.id = r.prefix_of AND b.state IN ('queued', 'running', 'paused')))
       -- A draining or stopped worker is leased nothing (a one-time check, not per row).
       AND NOT EXISTS (SELECT 1 FROM workers dw WHERE dw.id = $2 AND dw.draining)
+      -- Only runs whose API key variables the worker's allow-list allows, every one of them.
+      AND (cardinality(r.key_envs) = 0
+           OR NOT EXISTS (SELECT 1 FROM unnest(r.key_envs) k, workers kw
+                          WHERE kw.id = $2 AND NOT key_env_allowed(kw.capabilities -> 'key_envs', k)))
     ORDER BY r.fair_seq, r.id
     LIMIT $6
 ), candidates AS (

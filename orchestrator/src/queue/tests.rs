@@ -781,3 +781,57 @@ async fn an_endpoint_outage_rests_the_endpoint_then_one_run_probes_it_until_a_ca
 }
 
 mod lifecycle;
+
+/// A worker whose registration allows these API key variables.
+async fn worker_allowing(pool: &PgPool, allow: &[&str]) -> Uuid {
+    let id = worker(pool).await;
+    let caps = serde_json::json!({ "key_envs": allow });
+    sqlx::query("UPDATE workers SET capabilities = $2 WHERE id = $1")
+        .bind(id)
+        .bind(caps)
+        .execute(pool)
+        .await
+        .unwrap();
+    id
+}
+
+#[sqlx::test(migrator = "crate::db::MIGRATOR")]
+async fn runs_go_only_to_workers_allowing_their_key_variables(pool: PgPool) {
+    import_demo(&pool, "demo").await;
+    let s = submit(&pool, &sweep_toml("keyed", "", r#"api_key_env = "LAB_QWEN_KEY""#)).await;
+    assert_eq!(s.runs, 6);
+    let queue = Queue::new(pool.clone(), Duration::from_secs(60));
+    let live = Duration::from_secs(60);
+
+    // No worker allows the variable: the runs wait, and status says why.
+    let unlisted = worker(&pool).await;
+    let other = worker_allowing(&pool, &["OPENAI_API_KEY", "OTHER_*"]).await;
+    // A list holding a reserved name (registered past the API's check) allows it nothing.
+    let reserved = worker_allowing(&pool, &["STEER_*", "LAB_QWEN_KEY_NOT"]).await;
+    for w in [unlisted, other, reserved] {
+        assert!(queue.claim(w, 10, &kinds()).await.unwrap().is_empty());
+    }
+    let waiting = crate::store::waiting::waiting_runs(&pool, s.sweep_id, live).await.unwrap();
+    assert_eq!(waiting.len(), 1, "{waiting:?}");
+    assert_eq!(waiting[0].runs, 6);
+    assert!(waiting[0].reason.contains("`LAB_QWEN_KEY`"), "{}", waiting[0].reason);
+    assert!(waiting[0].reason.contains("--allow-key-env LAB_QWEN_KEY"), "{}", waiting[0].reason);
+
+    // A worker allowing it by prefix takes them; a sweep naming no key still goes to anyone.
+    let by_prefix = worker_allowing(&pool, &["LAB_*"]).await;
+    assert_eq!(queue.claim(by_prefix, 10, &kinds()).await.unwrap().len(), 6);
+    assert!(crate::store::waiting::waiting_runs(&pool, s.sweep_id, live).await.unwrap().is_empty());
+    let plain = submit(&pool, &sweep_toml("plain", "", "")).await;
+    assert_eq!(queue.claim(unlisted, 10, &kinds()).await.unwrap().len(), plain.runs as usize);
+}
+
+#[sqlx::test(migrator = "crate::db::MIGRATOR")]
+async fn an_exact_name_allows_that_variable_only(pool: PgPool) {
+    import_demo(&pool, "demo").await;
+    submit(&pool, &sweep_toml("keyed", "", r#"api_key_env = "LAB_QWEN_KEY""#)).await;
+    let queue = Queue::new(pool.clone(), Duration::from_secs(60));
+    let near_miss = worker_allowing(&pool, &["LAB_QWEN", "LAB_QWEN_KEY2"]).await;
+    assert!(queue.claim(near_miss, 10, &kinds()).await.unwrap().is_empty());
+    let exact = worker_allowing(&pool, &["LAB_QWEN_KEY"]).await;
+    assert_eq!(queue.claim(exact, 10, &kinds()).await.unwrap().len(), 6);
+}

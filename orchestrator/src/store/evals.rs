@@ -195,7 +195,14 @@ pub async fn submit_as(pool: &PgPool, req: &EvalRequest, owner: Option<i64>) -> 
     }
     tx.commit().await?;
     notify_runs(pool, created.sweep_id).await?;
-    Ok(SweepSubmitted { sweep_id: created.sweep_id, name: file.name, created: true, runs, config_hash: hash })
+    Ok(SweepSubmitted {
+        sweep_id: created.sweep_id,
+        name: file.name,
+        created: true,
+        runs,
+        config_hash: hash,
+        warnings: Vec::new(),
+    })
 }
 
 fn eval_hash(file: &SweepFile, predictions: &[Prediction]) -> String {

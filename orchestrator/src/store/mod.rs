@@ -7,4 +7,5 @@ pub mod health;
 pub mod runs;
 pub mod sweeps;
 pub mod tokens;
+pub mod waiting;
 pub mod workers;

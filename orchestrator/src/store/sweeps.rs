@@ -125,9 +125,17 @@ pub async fn submit_as(
         repeats: file.repeats,
     };
     let runs = insert_runs(&mut tx, sweep_id, dataset.id, &grid).await?;
+    record_key_envs(&mut tx, sweep_id, file, &agent_ids, &critic_ids).await?;
     tx.commit().await?;
     notify_runs(pool, sweep_id).await?;
-    Ok(SweepSubmitted { sweep_id, name: file.name.clone(), created: true, runs, config_hash: hash })
+    Ok(SweepSubmitted {
+        sweep_id,
+        name: file.name.clone(),
+        created: true,
+        runs,
+        config_hash: hash,
+        warnings: Vec::new(),
+    })
 }
 
 /// Refuses a sweep of more than `max_runs` runs, naming the count (computed with checked
@@ -172,6 +180,7 @@ pub(crate) async fn find(pool: &PgPool, name: &str, hash: &str) -> Result<Option
         created: false,
         runs: r.get("runs"),
         config_hash: hash.to_string(),
+        warnings: Vec::new(),
     }))
 }
 
@@ -374,6 +383,37 @@ async fn insert_runs(
     Ok(inserted.rows_affected() as i64)
 }
 
+/// Records on each run the variables its worker must read API keys from (its agent's and its
+/// remote critic's `api_key_env`): the claim hands a run only to workers allowing them all.
+async fn record_key_envs(
+    tx: &mut Transaction<'_, Postgres>,
+    sweep_id: i64,
+    file: &SweepFile,
+    agent_ids: &[(i64, i64)],
+    critic_ids: &[i64],
+) -> Result<()> {
+    let agent_vars: Vec<Option<&str>> = file.agents.iter().map(|a| a.api_key_env.as_deref()).collect();
+    let critic_vars: Vec<Option<&str>> = file.critics.iter().map(|c| c.api_key_env()).collect();
+    if agent_vars.iter().chain(&critic_vars).all(Option::is_none) {
+        return Ok(());
+    }
+    let agents: Vec<i64> = agent_ids.iter().map(|(id, _)| *id).collect();
+    sqlx::query(
+        "UPDATE runs r SET key_envs = array_remove(ARRAY[a.var, c.var], NULL)
+         FROM unnest($2::bigint[], $3::text[]) AS a(id, var), unnest($4::bigint[], $5::text[]) AS c(id, var)
+         WHERE r.sweep_id = $1 AND r.agent_id = a.id AND r.critic_id = c.id
+           AND (a.var IS NOT NULL OR c.var IS NOT NULL)",
+    )
+    .bind(sweep_id)
+    .bind(&agents)
+    .bind(&agent_vars)
+    .bind(critic_ids)
+    .bind(&critic_vars)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
 /// Columns of the runs being inserted (bound as arrays and unnested).
 #[derive(Default)]
 struct RunRows {
@@ -532,6 +572,7 @@ pub async fn status(pool: &PgPool, sweep_id: i64) -> Result<SweepStatus> {
                 resting_s,
             })
             .collect(),
+        waiting: Vec::new(),
     })
 }
 

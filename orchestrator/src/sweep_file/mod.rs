@@ -823,13 +823,22 @@ fn check_api_key_env(t: &Table, var: &str) -> Result<(), Error> {
              holds the key here (e.g. \"OPENAI_API_KEY\"), never the key",
         ));
     }
-    let mut chars = var.chars();
-    let starts_well = chars.next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_');
-    if !starts_well || !chars.all(|c| c.is_ascii_alphanumeric() || c == '_') {
+    if !protocol::keys::is_var_name(var) {
         return Err(t.err(
             "api_key_env",
             "not an environment variable name (letters, digits and `_`, not starting with a \
              digit); put the NAME of the variable that holds the key here",
+        ));
+    }
+    if protocol::keys::is_reserved(var) {
+        // A worker's own settings (its token among them) must never be sent to an endpoint.
+        return Err(t.err(
+            "api_key_env",
+            format!(
+                "`{var}` is one of the worker's own settings (`{}*`), which sweeps may never read; \
+                 name the variable that holds the model's API key",
+                protocol::keys::RESERVED_PREFIX
+            ),
         ));
     }
     Ok(())

@@ -265,6 +265,19 @@ fn secret_looking_api_key_env_is_rejected_without_echo() {
 }
 
 #[test]
+fn worker_settings_are_refused_as_api_key_env() {
+    for name in ["STEER_TOKEN", "STEER_REGISTRY_PASSWORD", "STEER_METRICS_TOKEN"] {
+        let message = error(&with_agent_line(&format!("api_key_env = \"{name}\"")));
+        assert!(
+            message.starts_with(&format!(
+                "sweep.toml:8: agents[0].api_key_env: `{name}` is one of the worker's own settings (`STEER_*`)"
+            )),
+            "{message}"
+        );
+    }
+}
+
+#[test]
 fn credentials_in_base_url_are_not_echoed() {
     let message = error(&MINIMAL.replace("http://127.0.0.1:8000/v1", "https://user:hunter2@host/v1"));
     assert!(

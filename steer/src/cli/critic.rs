@@ -45,7 +45,11 @@ pub async fn run(cmd: CriticCommand) -> anyhow::Result<ExitCode> {
         (None, None) => anyhow::bail!("give --sweep FILE or --model DIR"),
     };
     let critic = &critic;
-    let Some(mut hook) = worker::critic::critic_hook(critic).map_err(anyhow::Error::msg)? else {
+    // Run by a user on their own trajectory: the critic may read the key variable its own file
+    // names (never a `STEER_*` setting, which the sweep parser refuses).
+    let allow = protocol::keys::KeyAllowList::new(critic.api_key_env()).map_err(anyhow::Error::msg)?;
+    let keys = worker::llm::Keyring::capture(allow, super::serve::process_env());
+    let Some(mut hook) = worker::critic::critic_hook(critic, &keys).map_err(anyhow::Error::msg)? else {
         anyhow::bail!("critic `{}` is of kind `none`: it never says anything", critic.name);
     };
 

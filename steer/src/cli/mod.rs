@@ -15,6 +15,7 @@ mod eval;
 mod export;
 mod grade_log;
 mod images;
+mod log_scrub;
 mod mock_llm;
 mod report;
 mod serve;
@@ -190,7 +191,8 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
 fn init_tracing(default: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+    let _ =
+        tracing_subscriber::fmt().with_env_filter(filter).with_writer(log_scrub::ScrubbedStderr).try_init();
 }
 
 /// A token that fires on the first SIGINT/SIGTERM; a second signal exits at once.

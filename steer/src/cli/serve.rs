@@ -138,6 +138,17 @@ pub struct WorkerFlags {
     /// once: for machines whose images are loaded ahead and that reach no registry.
     #[arg(long, env = "STEER_PULL_ATTEMPTS", default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..=20))]
     pub pull_attempts: u32,
+    /// Environment variables sweeps may have this worker read model API keys from (their
+    /// `api_key_env`): names, or prefixes ending in `*` (repeatable, or comma-separated). The
+    /// worker is handed only runs whose variables it allows; `STEER_*` (its own settings, its
+    /// token among them) is never allowed. Default: none.
+    #[arg(
+        long = "allow-key-env",
+        env = "STEER_ALLOW_KEY_ENV",
+        value_delimiter = ',',
+        value_name = "NAME|PREFIX*"
+    )]
+    pub allow_key_env: Vec<String>,
     #[command(flatten)]
     pub registry: RegistryArgs,
     #[command(flatten)]
@@ -210,10 +221,18 @@ impl RegistryArgs {
     }
 }
 
+/// The process's environment variables that are valid text (others cannot be keys).
+pub(crate) fn process_env() -> impl Iterator<Item = (String, String)> {
+    std::env::vars_os().filter_map(|(var, value)| Some((var.into_string().ok()?, value.into_string().ok()?)))
+}
+
 impl WorkerFlags {
-    /// The worker's settings, for a coordinator at `coordinator_url` and a worker token.
-    pub fn settings(&self, coordinator_url: &str, token: &str) -> worker::node::Settings {
-        worker::node::Settings {
+    /// The worker's settings, for a coordinator at `coordinator_url` and a worker token. Takes
+    /// the allowed API key variables' values from the environment.
+    pub fn settings(&self, coordinator_url: &str, token: &str) -> anyhow::Result<worker::node::Settings> {
+        let allow = protocol::keys::KeyAllowList::new(&self.allow_key_env)
+            .map_err(|e| anyhow::anyhow!("--allow-key-env (STEER_ALLOW_KEY_ENV): {e}"))?;
+        Ok(worker::node::Settings {
             coordinator_url: coordinator_url.to_string(),
             token: token.to_string(),
             name: self.name.clone(),
@@ -231,7 +250,8 @@ impl WorkerFlags {
             llm_retry: self.llm.policy(),
             metrics_bind: None,
             metrics_token: None,
-        }
+            keys: worker::llm::Keyring::capture(allow, process_env()),
+        })
     }
 }
 
@@ -240,8 +260,10 @@ pub async fn worker(args: WorkerArgs) -> anyhow::Result<ExitCode> {
     let settings = worker::node::Settings {
         metrics_bind: args.metrics_bind,
         metrics_token: args.metrics_token,
-        ..args.worker.settings(&args.coordinator, &args.token)
+        ..args.worker.settings(&args.coordinator, &args.token)?
     };
-    worker::node::Worker::build(settings).await?.run(drain).await?;
+    let worker = worker::node::Worker::build(settings).await?;
+    super::log_scrub::hide(worker.redactor());
+    worker.run(drain).await?;
     Ok(ExitCode::SUCCESS)
 }

@@ -93,6 +93,9 @@ pub async fn run(cmd: SweepCommand) -> anyhow::Result<ExitCode> {
                     submitted.name, submitted.sweep_id, submitted.runs
                 );
             }
+            for warning in &submitted.warnings {
+                eprintln!("warning: {warning}");
+            }
             if !wait {
                 return Ok(ExitCode::SUCCESS);
             }
@@ -231,8 +234,16 @@ pub async fn wait_for(client: &CoordinatorClient, sweep_id: i64) -> anyhow::Resu
         )
         .expect("static progress template"),
     );
+    // Why runs wait, printed once when it starts and again whenever it changes.
+    let mut told_waiting = Vec::new();
     loop {
         let s = status(client, &sweep_id.to_string()).await?;
+        if s.waiting != told_waiting {
+            for w in &s.waiting {
+                bar.suspend(|| eprintln!("waiting: {}", waiting_line(w)));
+            }
+            told_waiting = s.waiting.clone();
+        }
         bar.set_length(s.total_runs as u64);
         bar.set_position(s.finished_runs() as u64);
         let running = s.states.get("running").copied().unwrap_or(0);
@@ -264,7 +275,15 @@ pub fn print_status(s: &SweepStatus) {
     for e in &s.resting_endpoints {
         println!("  {}", resting_line(e));
     }
+    for w in &s.waiting {
+        println!("  waiting: {}", waiting_line(w));
+    }
     println!("  config hash: {}", &s.config_hash[..s.config_hash.len().min(16)]);
+}
+
+/// Queued runs no live worker can take, for people.
+fn waiting_line(w: &protocol::WaitingRuns) -> String {
+    format!("{} queued run(s): {}", w.runs, w.reason)
 }
 
 /// One resting endpoint, for people.

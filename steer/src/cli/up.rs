@@ -109,7 +109,8 @@ async fn run_with_database(args: &UpArgs, data_dir: &Path, database_url: &str) -
             args.replay_bind
         ));
     }
-    let local_worker = worker::node::Worker::build(args.worker.settings(&url, &worker_token)).await?;
+    let local_worker = worker::node::Worker::build(args.worker.settings(&url, &worker_token)?).await?;
+    super::log_scrub::hide(local_worker.redactor());
     let kinds = local_worker.executor_kinds();
     let drain = shutdown.child_token();
     let worker_task = tracker.spawn(local_worker.run(drain.clone()));

@@ -50,9 +50,10 @@
 //!
 //! Other routes: `GET /v1/models` lists the scenarios as `replay/<name>`,
 //! `GET /replay/stats` counts requests, faults, and requests per scenario, and
-//! `POST /replay/storm {"kind": "429"|"500"|"hang", "seconds": N}` makes every chat completion
-//! fail that way for N seconds, whatever the scenarios script (`DELETE /replay/storm` ends it
-//! early): the fault tests' overloaded, broken and wedged endpoint. `ServeOptions::delay`
+//! `POST /replay/storm {"kind": "429"|"500"|"500-echo"|"hang", "seconds": N}` makes every chat
+//! completion fail that way for N seconds, whatever the scenarios script (`DELETE /replay/storm`
+//! ends it early): the fault tests' overloaded, broken (`500-echo`: and repeating the API key
+//! it was sent, as some endpoints do) and wedged endpoint. `ServeOptions::delay`
 //! (`steer mock-llm --delay-ms`) slows every answer. With
 //! [`ServeOptions::required_api_key`] set, every route needs `Authorization: Bearer <key>`.
 //!

@@ -10,7 +10,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use axum::body::{Body, Bytes};
 use axum::extract::{DefaultBodyLimit, Request, State};
-use axum::http::{header, HeaderValue, Method, StatusCode, Uri};
+use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode, Uri};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -237,6 +237,10 @@ enum StormKind {
     /// No answer until the storm ends (clients time out first).
     #[serde(rename = "hang")]
     Hang,
+    /// `500 Internal Server Error` whose message repeats the request's `Authorization` header,
+    /// as some endpoints' error pages do: what a client stores or logs of it must not keep the key.
+    #[serde(rename = "500-echo")]
+    ServerErrorEchoingKey,
 }
 
 #[derive(serde::Deserialize)]
@@ -246,11 +250,12 @@ struct StormRequest {
     seconds: f64,
 }
 
-/// `POST /replay/storm {"kind": "429"|"500"|"hang", "seconds": N}`: starts (or replaces) a storm.
+/// `POST /replay/storm {"kind": "429"|"500"|"500-echo"|"hang", "seconds": N}`: starts (or
+/// replaces) a storm.
 async fn start_storm(State(state): State<Arc<AppState>>, body: Bytes) -> Result<Json<Value>, OpenAiError> {
     let request: StormRequest = serde_json::from_slice(&body).map_err(|e| {
         OpenAiError::invalid_request(format!(
-            "a storm is {{\"kind\": \"429\"|\"500\"|\"hang\", \"seconds\": N}}: {e}"
+            "a storm is {{\"kind\": \"429\"|\"500\"|\"500-echo\"|\"hang\", \"seconds\": N}}: {e}"
         ))
     })?;
     if !(request.seconds.is_finite() && request.seconds > 0.0 && request.seconds <= 3600.0) {
@@ -271,7 +276,7 @@ async fn end_storm(State(state): State<Arc<AppState>>) -> Json<Value> {
 
 /// The storm's answer to a chat completion, while one lasts; `None` lets the request through
 /// (a hang storm holds it until the storm ends, then lets it through).
-async fn storm_fault(state: &AppState) -> Option<Response> {
+async fn storm_fault(state: &AppState, headers: &HeaderMap) -> Option<Response> {
     let storm = {
         let mut slot = lock(&state.storm);
         match *slot {
@@ -292,15 +297,16 @@ async fn storm_fault(state: &AppState) -> Option<Response> {
         StormKind::RateLimited => {
             (StatusCode::TOO_MANY_REQUESTS, "rate_limit_error", Some("rate_limit_exceeded"))
         }
-        StormKind::ServerError => (StatusCode::INTERNAL_SERVER_ERROR, "server_error", None),
+        StormKind::ServerError | StormKind::ServerErrorEchoingKey => {
+            (StatusCode::INTERNAL_SERVER_ERROR, "server_error", None)
+        }
     };
-    let mut response = OpenAiError {
-        status,
-        kind,
-        code,
-        message: format!("storm of the replay agent: every request answers {} for now", status.as_u16()),
+    let mut message = format!("storm of the replay agent: every request answers {} for now", status.as_u16());
+    if storm.kind == StormKind::ServerErrorEchoingKey {
+        let sent = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).unwrap_or("nothing");
+        message += &format!(" (you sent Authorization: {sent})");
     }
-    .into_response();
+    let mut response = OpenAiError { status, kind, code, message }.into_response();
     if storm.kind == StormKind::RateLimited {
         response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(1u32));
     }
@@ -396,9 +402,9 @@ fn tokens(chars: usize) -> u64 {
     chars.div_ceil(4) as u64
 }
 
-async fn chat_completions(State(state): State<Arc<AppState>>, body: Bytes) -> Response {
+async fn chat_completions(State(state): State<Arc<AppState>>, headers: HeaderMap, body: Bytes) -> Response {
     lock(&state.stats).requests += 1;
-    if let Some(fault) = storm_fault(&state).await {
+    if let Some(fault) = storm_fault(&state, &headers).await {
         return fault;
     }
     if !state.delay.is_zero() {

@@ -69,7 +69,8 @@ impl Coordinator {
             slots,
             claim_wait: Duration::from_millis(500),
             drain_timeout: Duration::from_secs(10),
-            capabilities: protocol::Capabilities::executors(dispatcher.kinds()),
+            capabilities: dispatcher.capabilities(),
+            redactor: Default::default(),
         };
         let drain = CancellationToken::new();
         let task = tokio::spawn(worker::run(config, Arc::new(dispatcher), drain.clone()));

@@ -22,6 +22,7 @@ pub use protocol::prompts;
 pub mod scaffold;
 
 use std::ops::ControlFlow;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use protocol::{
@@ -33,7 +34,7 @@ use serde_json::{json, Value};
 
 use crate::evaluate::Grader;
 use crate::executor::{ExecError, ExecFuture, Executor, ImagesFuture, RunContext, RunResult};
-use crate::llm::{self, LlmClient, LlmConfig, RetryPolicy, Secret};
+use crate::llm::{self, Keyring, LlmClient, LlmConfig, RetryPolicy};
 use crate::sandbox::{ExecLimits, Sandbox, Shell};
 use crate::sandboxes::SandboxFactory;
 use crate::text::cap_chars;
@@ -52,11 +53,19 @@ pub struct AgentExecutor {
     /// engine, worker name and image cache).
     grader: Grader,
     retry: RetryPolicy,
+    /// The model API keys this worker may use.
+    keys: Arc<Keyring>,
 }
 
 impl AgentExecutor {
     pub fn new(grader: Grader) -> Self {
-        AgentExecutor { grader, retry: RetryPolicy::default() }
+        AgentExecutor { grader, retry: RetryPolicy::default(), keys: Arc::default() }
+    }
+
+    /// The model API keys the agents and critics may use (none by default).
+    pub fn with_keyring(mut self, keys: Arc<Keyring>) -> Self {
+        self.keys = keys;
+        self
     }
 
     /// How model calls are retried (tests and benchmarks shorten the waits).
@@ -170,7 +179,7 @@ impl AgentExecutor {
         let client = LlmClient::new(self.llm_config(run)?).map_err(ExecError::infra)?;
         let (sandbox, _image_guard) =
             self.sandboxes().open(run, vec![SANDBOX_ENV.into()], &spec.workdir).await?;
-        let hook = crate::critic::hook_for(run).map_err(ExecError::infra)?;
+        let hook = crate::critic::hook_for(run, &self.keys).map_err(ExecError::infra)?;
         let mut agent = AgentRun::new(Parts { run, spec, ctx, prompts, client: &client, hook, report });
         let ended = agent.drive(&sandbox).await;
         let patch = match &ended {
@@ -187,7 +196,9 @@ impl AgentExecutor {
 
     fn llm_config(&self, run: &ClaimedRun) -> Result<LlmConfig, ExecError> {
         let agent = &run.agent;
-        let api_key = Secret::from_env(agent.api_key_env.as_deref(), &format!("agent `{}`", agent.name))
+        let api_key = self
+            .keys
+            .key(agent.api_key_env.as_deref(), &format!("agent `{}`", agent.name))
             .map_err(ExecError::infra)?;
         let tokenizer = match &agent.tokenizer {
             Some(path) => Some(llm::tokens::TokenCounter::load(path).map_err(|e| ExecError::Infra {

@@ -31,7 +31,7 @@ use regex::Regex;
 
 use crate::agent::hook::{Guidance, Moment, NoCritic, Review, ReviewFuture, StepHook, StepView};
 use crate::executor::ExecError;
-use crate::llm::RetryPolicy;
+use crate::llm::{Keyring, RetryPolicy};
 
 /// What is wrong with a critic condition's settings on this worker.
 #[derive(Debug, thiserror::Error)]
@@ -51,15 +51,16 @@ pub enum Error {
 }
 
 /// The hook for a run's critic condition (an error names what is wrong with its settings).
-pub fn hook_for(run: &ClaimedRun) -> Result<Box<dyn StepHook>, Error> {
-    Ok(match critic_hook(&run.critic)? {
+pub fn hook_for(run: &ClaimedRun, keys: &Keyring) -> Result<Box<dyn StepHook>, Error> {
+    Ok(match critic_hook(&run.critic, keys)? {
         Some(hook) => Box::new(hook),
         None => Box::new(NoCritic),
     })
 }
 
-/// The critic of a condition (None for kind `none`).
-pub fn critic_hook(critic: &protocol::CriticSpec) -> Result<Option<CriticHook>, Error> {
+/// The critic of a condition (None for kind `none`); a remote critic takes its API key from
+/// `keys`.
+pub fn critic_hook(critic: &protocol::CriticSpec, keys: &Keyring) -> Result<Option<CriticHook>, Error> {
     let name = || critic.name.clone();
     let (params, backend) = match &critic.settings {
         CriticSettings::None => return Ok(None),
@@ -74,7 +75,7 @@ pub fn critic_hook(critic: &protocol::CriticSpec) -> Result<Option<CriticHook>, 
         }
         CriticSettings::Remote(params) => {
             let spec = params.remote.as_ref().ok_or_else(|| Error::NoEndpoint { critic: name() })?;
-            let remote = remote::Remote::new(spec, RetryPolicy::default())
+            let remote = remote::Remote::new(spec, keys, RetryPolicy::default())
                 .map_err(|source| Error::Endpoint { critic: name(), source })?;
             (params, Backend::Remote(Box::new(remote)))
         }
@@ -287,7 +288,7 @@ mod note_tests {
                 ..Default::default()
             }),
         };
-        let hook = critic_hook(&critic).unwrap().unwrap();
+        let hook = critic_hook(&critic, &Keyring::default()).unwrap().unwrap();
         assert_eq!(hook.observation_note(98, 150), None);
         assert!(hook.observation_note(99, 150).unwrap().contains("used 100 of your 150 steps"));
     }
@@ -312,7 +313,7 @@ mod scorer_policy_tests {
         }
         let spec: protocol::CriticSpec =
             serde_json::from_value(json!({"name": "s", "kind": "onnx", "params": params})).unwrap();
-        Some(critic_hook(&spec).unwrap().unwrap())
+        Some(critic_hook(&spec, &Keyring::default()).unwrap().unwrap())
     }
 
     /// An agent that runs `ls` over and over.

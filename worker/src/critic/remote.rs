@@ -6,7 +6,7 @@ use std::time::Instant;
 use protocol::{CriticCallRecord, CriticCallStatus, CriticKind, CriticParams, RemoteCritic};
 use serde_json::Value;
 
-use crate::llm::{self, secret, LlmClient, LlmConfig, RetryPolicy, Secret};
+use crate::llm::{self, secret, Keyring, LlmClient, LlmConfig, RetryPolicy};
 
 /// Why a remote critic cannot be set up on this worker.
 #[derive(Debug, thiserror::Error)]
@@ -31,8 +31,8 @@ pub struct Critique {
 }
 
 impl Remote {
-    pub fn new(spec: &RemoteCritic, retry: RetryPolicy) -> Result<Remote, Error> {
-        let api_key = Secret::from_env(spec.api_key_env.as_deref(), "the remote critic")?;
+    pub fn new(spec: &RemoteCritic, keys: &Keyring, retry: RetryPolicy) -> Result<Remote, Error> {
+        let api_key = keys.key(spec.api_key_env.as_deref(), "the remote critic")?;
         let client = LlmClient::new(LlmConfig {
             base_url: spec.base_url.clone(),
             model: spec.model.clone(),

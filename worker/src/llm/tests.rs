@@ -244,6 +244,33 @@ async fn an_unreachable_endpoint_is_unavailable() {
     assert!(matches!(err, Error::Unavailable { last_status: None, .. }), "{err}");
 }
 
+/// Regression: an endpoint that echoed the key in its error body had the key stored with the
+/// run and logged. The client scrubs its own key from every answer before quoting it.
+#[tokio::test]
+async fn an_endpoint_echoing_the_key_has_it_scrubbed_from_errors_and_replies() {
+    // Past the excerpt's length too, so the key straddles where the excerpt is cut.
+    let echo = |status: u16, pad: usize| Reply {
+        status,
+        retry_after: None,
+        body: json!({"error": {"message": format!("{}invalid key: Bearer {KEY}", "x".repeat(pad))}})
+            .to_string(),
+    };
+    let (url, _) = serve(vec![echo(500, 0), echo(401, 0)]).await;
+    let err = client(&url).chat(&user("hi"), None).await.unwrap_err();
+    let text = format!("{err} {err:?}");
+    assert!(text.contains("Bearer [redacted]"), "{text}");
+    assert!(!text.contains(KEY), "{text}");
+    // The key begins 8 characters before the excerpt ends: no part of it is quoted.
+    let (url, _) = serve(vec![echo(401, EXCERPT_CHARS - 50)]).await;
+    let err = client(&url).chat(&user("hi"), None).await.unwrap_err();
+    let text = format!("{err} {err:?}");
+    assert!(text.contains("[...]") && !text.contains(&KEY[..6]), "{text}");
+    // A reply whose content repeats the key (a model told it, say) does not keep it either.
+    let (url, _) = serve(vec![ok(&format!("the key is {KEY}"), None)]).await;
+    let done = client(&url).chat(&user("hi"), None).await.unwrap();
+    assert_eq!(done.content, "the key is [redacted]");
+}
+
 #[test]
 fn secrets_and_url_credentials_stay_hidden() {
     assert_eq!(format!("{:?}", Secret::new(KEY)), "Secret(<redacted>)");

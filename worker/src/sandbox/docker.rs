@@ -156,7 +156,8 @@ impl Docker {
             crate::metrics::METRICS.image("hit");
             return Ok(());
         }
-        let credentials = auth.map(|a| DockerCredentials {
+        // Credentials only for their own registry: never sent to one a sweep names.
+        let credentials = auth.filter(|a| a.applies_to(image)).map(|a| DockerCredentials {
             username: a.username,
             password: a.password,
             identitytoken: a.identity_token,

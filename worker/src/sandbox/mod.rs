@@ -106,6 +106,41 @@ pub struct RegistryAuth {
     pub server_address: Option<String>,
 }
 
+/// Docker Hub, by the names its references and logins use.
+const DOCKER_HUB: &str = "docker.io";
+
+impl RegistryAuth {
+    /// Whether these credentials are for the registry `image` is pulled from. Credentials go
+    /// only to the registry they were configured for: an image a sweep names on another
+    /// registry (an `image_overrides` entry, say) is pulled without them.
+    pub fn applies_to(&self, image: &str) -> bool {
+        let configured = self.server_address.as_deref().map_or(DOCKER_HUB.to_string(), normalise_registry);
+        registry_of(image) == configured
+    }
+}
+
+/// The registry host of an image reference, as Docker reads it: the first path component when
+/// it names a host (has a `.` or `:`, or is `localhost`), Docker Hub otherwise.
+pub fn registry_of(image: &str) -> String {
+    match image.split_once('/') {
+        Some((first, _)) if first.contains(['.', ':']) || first == "localhost" => normalise_registry(first),
+        _ => DOCKER_HUB.to_string(),
+    }
+}
+
+/// A registry address as configured (`https://index.docker.io/v1/`, `ghcr.io`,
+/// `Registry.local:5000/`) in the form [`registry_of`] gives: the host and port, lower case,
+/// Docker Hub's aliases folded into one.
+fn normalise_registry(address: &str) -> String {
+    let address = address.trim();
+    let address = address.split_once("://").map_or(address, |(_, rest)| rest);
+    let host = address.split('/').next().unwrap_or_default().to_ascii_lowercase();
+    match host.as_str() {
+        "" | "index.docker.io" | "registry-1.docker.io" | "registry.hub.docker.com" => DOCKER_HUB.to_string(),
+        _ => host,
+    }
+}
+
 impl fmt::Debug for RegistryAuth {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let redacted = |s: &Option<String>| s.as_ref().map(|_| "<redacted>");

@@ -581,6 +581,95 @@ async fn images_present_or_unavailable() {
     }
 }
 
+#[test]
+fn registry_credentials_apply_to_their_own_registry_only() {
+    let auth = |server: Option<&str>| RegistryAuth {
+        username: Some("u".into()),
+        password: Some("p".into()),
+        server_address: server.map(str::to_string),
+        ..Default::default()
+    };
+    let private = auth(Some("https://Registry.Lab:5000/v2/"));
+    assert!(private.applies_to("registry.lab:5000/sweb.eval.x86_64.a:latest"));
+    assert!(
+        !private.applies_to("registry.lab/sweb.eval.x86_64.a:latest"),
+        "another port is another registry"
+    );
+    assert!(!private.applies_to("evil.example/sweb.eval.x86_64.a:latest"));
+    assert!(!private.applies_to("sweb.eval.x86_64.a:latest"), "a bare name is on Docker Hub");
+    let hub = auth(None);
+    assert!(hub.applies_to("swebench/sweb.eval.x86_64.a:latest"));
+    assert!(hub.applies_to("docker.io/swebench/x:1"));
+    assert!(!hub.applies_to("localhost/x:1"));
+    assert!(!hub.applies_to("ghcr.io/x/y:1"));
+    assert!(auth(Some("https://index.docker.io/v1/")).applies_to("python:3.11"));
+}
+
+/// A registry that refuses every request with a Basic-auth challenge and records the
+/// `Authorization` header of each: what a Docker engine sends it while pulling.
+async fn challenging_registry() -> (String, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let record = seen.clone();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut conn, _)) = listener.accept().await else { return };
+            let record = record.clone();
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 16 * 1024];
+                let mut len = 0;
+                // A TLS hello (the engine tries HTTPS first) never ends in a blank line: drop it.
+                while !buf[..len].windows(4).any(|w| w == b"\r\n\r\n") && len < buf.len() {
+                    match tokio::time::timeout(Duration::from_secs(2), conn.read(&mut buf[len..])).await {
+                        Ok(Ok(n)) if n > 0 => len += n,
+                        _ => return,
+                    }
+                }
+                let request = String::from_utf8_lossy(&buf[..len]).to_string();
+                for line in request.lines() {
+                    if line.to_ascii_lowercase().starts_with("authorization:") {
+                        record.lock().unwrap().push(line.to_string());
+                    }
+                }
+                let reply = "HTTP/1.1 401 Unauthorized\r\nWWW-Authenticate: Basic realm=\"steer-test\"\r\n\
+                             Docker-Distribution-API-Version: registry/2.0\r\nContent-Length: 0\r\nConnection: close\r\n\r\n";
+                let _ = conn.write_all(reply.as_bytes()).await;
+            });
+        }
+    });
+    (addr, seen)
+}
+
+#[tokio::test]
+async fn registry_credentials_are_sent_to_their_registry_and_no_other() {
+    let Some(case) = Case::new("registry-auth").await else { return };
+    let (ours, ours_saw) = challenging_registry().await;
+    let (theirs, theirs_saw) = challenging_registry().await;
+    let auth = RegistryAuth {
+        username: Some("steer".into()),
+        password: Some("registry-password-0123".into()),
+        server_address: Some(ours.clone()),
+        ..Default::default()
+    };
+    let docker = case.docker.clone().with_pull_policy(PullPolicy { attempts: 1, ..Default::default() });
+    for (registry, saw) in [(&theirs, &theirs_saw), (&ours, &ours_saw)] {
+        let image = format!("{registry}/steerbench/absent:v1");
+        let pulled = docker.ensure_image(&image, Some(auth.clone())).await;
+        assert!(matches!(pulled, Err(Error::ImageUnavailable { .. })), "{image}: {pulled:?}");
+        assert!(!saw.lock().unwrap().iter().any(|h| h.contains("registry-password")));
+    }
+    // The engine answered the challenge of the registry the credentials are for (so the test
+    // can see credentials when they are sent)...
+    use base64::Engine as _;
+    let basic =
+        format!("Basic {}", base64::engine::general_purpose::STANDARD.encode("steer:registry-password-0123"));
+    assert!(ours_saw.lock().unwrap().iter().any(|h| h.ends_with(&basic)), "{:?}", ours_saw.lock().unwrap());
+    // ...and sent the other registry none at all.
+    assert!(theirs_saw.lock().unwrap().is_empty(), "{:?}", theirs_saw.lock().unwrap());
+}
+
 #[tokio::test]
 async fn a_removed_sandbox_reports_container_gone() {
     let Some(case) = Case::new("gone").await else { return };
