@@ -1275,6 +1275,15 @@ async fn a_key_variable_no_worker_allows_is_a_warning_and_a_waiting_reason(pool:
     let body = json!({"name": "lab", "host": "h", "slots": 8, "version": "t",
                       "capabilities": {"executors": ["placeholder"], "key_envs": ["LAB_*"]}});
     let lab: Registered = expect_ok(call(c.post("/api/v1/workers", &c.worker, &body)).await, StatusCode::OK);
+    // Workers advertise their allow-lists.
+    let listed: Vec<protocol::WorkerInfo> =
+        expect_ok(call(c.get("/api/v1/workers", &c.admin)).await, StatusCode::OK);
+    let shown: Vec<(&str, &[String])> =
+        listed.iter().map(|w| (w.name.as_str(), w.key_envs.as_slice())).collect();
+    assert!(
+        shown.contains(&("lab", &["LAB_*".to_string()][..])) && shown.contains(&("no-keys", &[][..])),
+        "{shown:?}"
+    );
     let runs = claim_runs(&c, &c.worker, lab.worker_id, 6).await;
     assert!(runs.iter().all(|r| r.agent.api_key_env.as_deref() == Some("LAB_KEY")));
     let status: SweepStatus = expect_ok(call(c.get("/api/v1/sweeps/keyed", &c.user)).await, StatusCode::OK);

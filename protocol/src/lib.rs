@@ -351,6 +351,9 @@ pub struct WorkerInfo {
     pub host: String,
     pub slots: i32,
     pub executors: Vec<ExecutorKind>,
+    /// The variables it lets sweeps read model API keys from (names and `PREFIX*`; empty: none).
+    #[serde(default)]
+    pub key_envs: Vec<String>,
     /// How many instance images it holds.
     pub images: i64,
     pub running: i64,

@@ -379,6 +379,7 @@ async fn a_run_killed_midway_resumes_elsewhere_and_its_first_attempt_stays_visib
     let mut victim = tokio::process::Command::new(env!("CARGO_BIN_EXE_steer"))
         .args(["worker", "--coordinator", &coordinator.url, "--slots", "1", "--name", "agent-killed"])
         .env("STEER_TOKEN", &token)
+        .env("STEER_ALLOW_KEY_ENV", KEY_ENV)
         .env("RUST_LOG", "warn")
         .kill_on_drop(true)
         .spawn()

@@ -71,6 +71,7 @@ pub async fn list(pool: &PgPool, alive_within_s: Option<f64>) -> Result<Vec<Work
                 host: r.get("host"),
                 slots: r.get("slots"),
                 executors: executors_of(&caps),
+                key_envs: key_envs_of(&caps),
                 images: r.get("images"),
                 running: r.get("running"),
                 draining: r.get("draining"),
@@ -84,6 +85,12 @@ pub async fn list(pool: &PgPool, alive_within_s: Option<f64>) -> Result<Vec<Work
 
 /// The executor kinds in a worker's registered capabilities; none named: the placeholder only.
 /// Kinds this coordinator does not know (a newer worker's) are left out: no run asks for them.
+/// The allow-list a worker registered (validated at registration).
+fn key_envs_of(capabilities: &serde_json::Value) -> Vec<String> {
+    let entries = capabilities.get("key_envs").and_then(serde_json::Value::as_array);
+    entries.into_iter().flatten().filter_map(|e| e.as_str().map(str::to_string)).collect()
+}
+
 fn executors_of(capabilities: &serde_json::Value) -> Vec<ExecutorKind> {
     match capabilities.get("executors").and_then(serde_json::Value::as_array) {
         Some(kinds) => kinds.iter().filter_map(|k| k.as_str()?.parse().ok()).collect(),

@@ -33,8 +33,8 @@ pub async fn run(args: WorkersArgs) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     println!(
-        "{:<20} {:<16} {:>5} {:>7} {:>6}  {:<20} {:<20} status",
-        "name", "host", "slots", "running", "images", "executors", "last heartbeat"
+        "{:<20} {:<16} {:>5} {:>7} {:>6}  {:<20} {:<20} {:<20} status",
+        "name", "host", "slots", "running", "images", "executors", "key variables", "last heartbeat"
     );
     for w in workers {
         let status = match (&w.status, w.draining) {
@@ -44,13 +44,14 @@ pub async fn run(args: WorkersArgs) -> anyhow::Result<ExitCode> {
             (None, false) => "-".into(),
         };
         println!(
-            "{:<20} {:<16} {:>5} {:>7} {:>6}  {:<20} {:<20} {status}",
+            "{:<20} {:<16} {:>5} {:>7} {:>6}  {:<20} {:<20} {:<20} {status}",
             w.name,
             w.host,
             w.slots,
             w.running,
             w.images,
             w.executors.iter().map(|k| k.as_str()).collect::<Vec<_>>().join(","),
+            if w.key_envs.is_empty() { "-".to_string() } else { w.key_envs.join(",") },
             w.last_heartbeat.format("%Y-%m-%d %H:%M:%S")
         );
     }
