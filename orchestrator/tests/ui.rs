@@ -126,3 +126,72 @@ async fn the_ui_shows_sweeps_runs_and_a_trajectory_with_the_critics_intervention
     assert_eq!(api.status(), 401);
     coordinator.shutdown().await;
 }
+
+#[sqlx::test(migrator = "orchestrator::db::MIGRATOR")]
+async fn the_ui_says_why_runs_failed_with_each_runs_attempts(pool: PgPool) {
+    let Some(browser) = chromium() else { return };
+    import_demo(&pool, "demo").await;
+    let sweep = submit(&pool, &sweep_toml("ui-failures", "", "")).await.sweep_id;
+    let runs: Vec<i64> = sqlx::query_scalar("SELECT id FROM runs WHERE sweep_id = $1 ORDER BY id LIMIT 3")
+        .bind(sweep)
+        .fetch_all(&pool)
+        .await
+        .unwrap();
+    let reason = "agent `agent-a` reads its API key from $LAB_KEY, which is not set on this worker";
+    for run in &runs {
+        sqlx::query(
+            "UPDATE runs SET state = 'error', attempt = 1, failed_attempts = 1, last_error = $2, finished_at = now()
+             WHERE id = $1",
+        )
+        .bind(run)
+        .bind(reason)
+        .execute(&pool)
+        .await
+        .unwrap();
+        sqlx::query(
+            "INSERT INTO run_attempts (run_id, attempt, claimed_at, ended_at, ending, reason)
+             VALUES ($1, 1, now() - interval '1 minute', now(), 'failed', $2)",
+        )
+        .bind(run)
+        .bind(reason)
+        .execute(&pool)
+        .await
+        .unwrap();
+    }
+    let coordinator = orchestrator::testkit::start_coordinator(&pool, Duration::from_secs(30)).await;
+    let token = tokens::create(&pool, "ui", Role::User).await.unwrap().token;
+    let base = format!("{}/ui/", coordinator.url);
+    let run = runs[0];
+    let url = coordinator.url.clone();
+    let (sweep_page, run_page) = tokio::task::spawn_blocking(move || {
+        (
+            render(browser, &format!("{base}#/sweep/{sweep}&token={token}"), "sweep-failures"),
+            render(browser, &format!("{base}#/run/{run}&token={token}"), "run-failure"),
+        )
+    })
+    .await
+    .unwrap();
+    assert!(
+        sweep_page.contains("id=\"reasons\"") && sweep_page.contains(&format!("3 error: {reason}")),
+        "{sweep_page}"
+    );
+    assert!(
+        sweep_page.contains(&format!("href=\"#/run/{run}\"")),
+        "the group links its example run: {sweep_page}"
+    );
+    assert!(sweep_page.contains("id=\"html-report\""), "{sweep_page}");
+    assert!(run_page.contains("id=\"last-error\"") && run_page.contains(reason), "{run_page}");
+    assert!(run_page.contains("id=\"attempts\"") && run_page.contains("failed"), "{run_page}");
+    // The HTML report the sweep page opens is served to token holders only.
+    let html = reqwest::Client::new()
+        .get(format!("{url}/api/v1/report/html?sweeps={sweep}"))
+        .bearer_auth(tokens::create(&pool, "ui-2", Role::User).await.unwrap().token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(html.status(), 200);
+    assert!(html.headers()["content-type"].to_str().unwrap().starts_with("text/html"));
+    assert!(html.text().await.unwrap().contains("<html"));
+    assert_eq!(reqwest::get(format!("{url}/api/v1/report/html?sweeps={sweep}")).await.unwrap().status(), 401);
+    coordinator.shutdown().await;
+}

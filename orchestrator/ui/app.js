@@ -95,7 +95,14 @@ async function sweepPage(id, query) {
   // Queued runs no live worker can take (a key variable none allows, ...): say why.
   const waiting = (s) => (s.waiting || []).map((w) => el("span", { class: "waiting" },
     ` — ${w.runs} queued run(s) waiting: ${w.reason}`));
-  const show = (s) => head.replaceChildren(`${s.name}: ${s.state} `, progress(s), ` — spent $${s.spent_usd}`, resting(s), waiting(s));
+  // Why runs failed or were cancelled, grouped as `steer sweep status` groups them.
+  const reasons = el("ul", { id: "reasons" });
+  const showReasons = (s) => reasons.replaceChildren(...(s.reasons || []).map((g) => el("li", {},
+    `${g.runs} ${g.state}: ${g.reason} (e.g. `, el("a", { href: `#/run/${g.example_run}` }, `run ${g.example_run}`), ")")));
+  const show = (s) => {
+    head.replaceChildren(`${s.name}: ${s.state} `, progress(s), ` — spent $${s.spent_usd}`, resting(s), waiting(s));
+    showReasons(s);
+  };
   show(status);
   if (status.state === "running" || status.state === "paused") follow(id, show).catch(() => {});
   const cond = report.conditions.map((c) => el("tr", {},
@@ -120,7 +127,16 @@ async function sweepPage(id, query) {
     el("td", {}, el("a", { href: `#/run/${r.id}` }, String(r.id))), el("td", {}, r.instance_id), el("td", {}, `${r.agent}/${r.critic}`),
     el("td", {}, r.state), el("td", {}, r.outcome || "-"), el("td", {}, r.resolved == null ? "-" : r.resolved ? "yes" : "no"),
     el("td", { class: "num" }, String(r.totals.steps)), el("td", { class: "num" }, usd(Number(r.totals.agent_cost_usd) + Number(r.totals.critic_cost_usd)))));
-  main.replaceChildren(el("h2", {}, `Sweep ${status.name}`), head,
+  // The HTML report needs the token, which a plain link cannot carry: fetched, then shown.
+  const reportLink = el("a", { href: "#", id: "html-report" }, "HTML report");
+  reportLink.onclick = async (e) => {
+    e.preventDefault();
+    const r = await fetch(`/api/v1/report/html?sweeps=${id}`, { headers: { authorization: `Bearer ${token()}` } });
+    if (!r.ok) { reportLink.textContent = `HTML report: ${r.status}`; return; }
+    window.open(URL.createObjectURL(new Blob([await r.text()], { type: "text/html" })), "_blank");
+  };
+  main.replaceChildren(el("h2", {}, `Sweep ${status.name}`), head, el("p", {}, reportLink),
+    el("h3", {}, "Why runs failed"), reasons,
     el("h3", {}, "Conditions"),
     el("table", { id: "conditions" }, el("tr", {}, ["condition", "resolved", "rate", "95% Wilson", "cost/run", "steps", "interventions", "outcomes"].map((h) => el("th", {}, h))), cond),
     el("h3", {}, "Runs"), filters,
@@ -148,6 +164,11 @@ async function runPage(id) {
     el("h2", {}, `Run ${run.id}: ${run.instance_id}`),
     el("p", {}, `${run.agent}/${run.critic}, attempt ${run.attempt}, ${run.state}, outcome ${run.outcome || "-"}, resolved ${run.resolved == null ? "-" : run.resolved}, ${run.totals.steps} steps, agent $${run.totals.agent_cost_usd}, critic $${run.totals.critic_cost_usd}`),
     el("p", {}, `${rec.critic_calls.length} critic calls, ${interventions.length} interventions`),
+    run.last_error ? el("p", { id: "last-error" }, el("b", {}, "Last error: "), el("pre", {}, run.last_error)) : "",
+    el("h3", {}, "Attempts"),
+    el("table", { id: "attempts" }, el("tr", {}, ["attempt", "worker", "claimed", "ended", "how it ended", "reason"].map((h) => el("th", {}, h))),
+      (rec.attempts || []).map((a) => el("tr", {}, el("td", {}, String(a.attempt)), el("td", {}, a.worker_id || "-"),
+        el("td", {}, a.claimed_at), el("td", {}, a.ended_at || "-"), el("td", {}, a.ending || "held"), el("td", {}, a.reason || "")))),
     el("h3", {}, "Trajectory"), el("div", { id: "trajectory" }, steps),
     el("h3", {}, "Patch"), el("pre", { class: "patch" }, rec.patch || "(none)"),
     el("h3", {}, "Tests"), el("table", { id: "tests" }, el("tr", {}, el("th", {}, "test"), el("th", {}, "status")), tests));

@@ -690,6 +690,25 @@ pub struct SweepStatus {
     /// Queued runs that no live worker can take, grouped by why (empty: none known).
     #[serde(default)]
     pub waiting: Vec<WaitingRuns>,
+    /// Runs that ended `error` or `cancelled`, and unfinished runs that failed an attempt,
+    /// grouped by state and reason: the most common first, at most [`REASON_GROUPS`].
+    #[serde(default)]
+    pub reasons: Vec<ReasonGroup>,
+}
+
+/// How many reason groups a sweep's status lists.
+pub const REASON_GROUPS: usize = 5;
+
+/// Runs in one state that ended (or last failed) for one reason.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct ReasonGroup {
+    pub state: RunState,
+    /// The first line of the runs' last error, cut to 160 characters ("cancelled with the
+    /// sweep" for a cancelled run that never failed).
+    pub reason: String,
+    pub runs: i64,
+    /// One of them, to look at (`steer sweep runs`, the UI's run page).
+    pub example_run: i64,
 }
 
 /// Queued runs that no live worker can take now, and why.

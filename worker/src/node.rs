@@ -65,6 +65,10 @@ pub struct DockerSettings {
     pub pull_attempts: u32,
     /// Credentials for pulls from a private registry.
     pub registry: Option<RegistryAuth>,
+    /// Fail at start when the engine does not answer (`steer worker`); otherwise the worker
+    /// runs placeholder runs only and says so (`steer up`, which serves placeholder sweeps
+    /// on machines without Docker).
+    pub required: bool,
 }
 
 /// A worker ready to run: its executors built, its metrics endpoint bound.
@@ -92,7 +96,7 @@ impl Worker {
         let name = settings.name.clone().unwrap_or_else(|| WorkerConfig::default().name);
         let redactor = Arc::new(redactor_of(&settings));
         let executors = match &settings.docker {
-            Some(docker) => executors(docker, &name).await,
+            Some(docker) => executors(docker, &name).await?,
             None => Dispatcher::new(None),
         }
         .with_llm_retry(settings.llm_retry.clone())
@@ -172,12 +176,17 @@ fn preload_critic_models(dirs: &[PathBuf], threads: usize) -> anyhow::Result<()>
 
 /// The worker's executors: `evaluate` and `agent` too when the Docker engine answers. Removes
 /// the containers an earlier incarnation of this worker (same name) left behind.
-async fn executors(settings: &DockerSettings, name: &str) -> Dispatcher {
+async fn executors(settings: &DockerSettings, name: &str) -> anyhow::Result<Dispatcher> {
     let docker = match Docker::connect_to(&settings.host).await {
         Ok(docker) => docker,
+        Err(e) if settings.required => anyhow::bail!(
+            "cannot reach the Docker engine at {}: {e}. Start Docker, point --docker-host (DOCKER_HOST) at \
+             its socket, or pass --no-docker for a worker that takes placeholder runs only",
+            settings.host
+        ),
         Err(e) => {
             tracing::warn!(error = %e, "no Docker engine: this worker takes placeholder runs only");
-            return Dispatcher::new(None);
+            return Ok(Dispatcher::new(None));
         }
     };
     let docker = docker
@@ -193,7 +202,7 @@ async fn executors(settings: &DockerSettings, name: &str) -> Dispatcher {
     // worker holds (image-locality scheduling).
     let cache = ImageCache::new(docker.clone(), settings.image_budget_bytes.unwrap_or(u64::MAX))
         .with_auth(settings.registry.clone());
-    Dispatcher::new(Some(EvaluateExecutor::new(docker, name).with_image_cache(cache)))
+    Ok(Dispatcher::new(Some(EvaluateExecutor::new(docker, name).with_image_cache(cache))))
 }
 
 /// Serves `/metrics` on `listener` until `stop`; with `token`, only to requests bearing it.

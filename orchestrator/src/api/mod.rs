@@ -62,7 +62,7 @@ impl AppState {
         users::submit_eval, users::sweep_evaluations, users::sweep_images, users::list_workers,
         users::submit_sweep, users::list_sweeps, users::sweep_status, users::cancel_sweep, users::pause_sweep,
         users::resume_sweep, users::sweep_runs, users::get_run, users::get_trajectory, users::get_record,
-        users::create_token, users::list_tokens, users::revoke_token, reports::report, reports::compare, ui::sweep_events,
+        users::create_token, users::list_tokens, users::revoke_token, reports::report, reports::report_html, reports::compare, ui::sweep_events,
     ),
     modifiers(&BearerAuth),
     security(("bearer" = [])),
@@ -125,6 +125,7 @@ pub fn router(state: AppState) -> Router {
         .route("/runs/{run_id}/record", get(users::get_record))
         .route("/sweeps/{sweep}/events", get(ui::sweep_events))
         .route("/report", get(reports::report))
+        .route("/report/html", get(reports::report_html))
         .route("/compare", get(reports::compare))
         .route_layer(guard(USERS));
     let admin_routes = Router::new()

@@ -94,3 +94,15 @@ async fn condition_rows(state: &AppState, spec: &str) -> ApiResult<(Vec<data::Ru
     }
     Ok((picked, label))
 }
+
+/// The same report as `GET /report`, as the self-contained HTML page `steer report --format
+/// html` writes (the web UI's sweep page opens it).
+#[utoipa::path(get, path = "/api/v1/report/html", params(ReportQuery),
+    responses((status = 200, description = "text/html: the report page"), (status = 400, body = protocol::ApiError), (status = 404, body = protocol::ApiError)), tag = "reports")]
+pub async fn report_html(
+    state: State<AppState>,
+    query: Query<ReportQuery>,
+) -> ApiResult<([(axum::http::HeaderName, &'static str); 1], String)> {
+    let Json(built) = report(state, query).await?;
+    Ok(([(axum::http::header::CONTENT_TYPE, "text/html; charset=utf-8")], report::html::render(&built)))
+}

@@ -550,6 +550,7 @@ pub async fn status(pool: &PgPool, sweep_id: i64) -> Result<SweepStatus> {
     .bind(sweep_id)
     .fetch_all(pool)
     .await?;
+    let reasons = reason_groups(pool, sweep_id).await?;
     let state: String = row.get("state");
     Ok(SweepStatus {
         id: row.get("id"),
@@ -573,7 +574,39 @@ pub async fn status(pool: &PgPool, sweep_id: i64) -> Result<SweepStatus> {
             })
             .collect(),
         waiting: Vec::new(),
+        reasons,
     })
+}
+
+/// The sweep's failed and cancelled runs, and its unfinished runs that failed an attempt,
+/// grouped by state and the first line of their last error: the most common groups first.
+async fn reason_groups(pool: &PgPool, sweep_id: i64) -> Result<Vec<protocol::ReasonGroup>> {
+    let rows: Vec<(String, String, i64, i64)> = sqlx::query_as(
+        "SELECT state,
+                COALESCE(NULLIF(left(btrim(split_part(last_error, E'\n', 1)), 160), ''),
+                         CASE WHEN state = 'cancelled' THEN 'cancelled with the sweep' ELSE 'no reason recorded' END),
+                count(*), min(id)
+         FROM runs
+         WHERE sweep_id = $1
+           AND (state IN ('error', 'cancelled') OR (state IN ('queued', 'running', 'paused') AND last_error IS NOT NULL))
+         GROUP BY 1, 2
+         ORDER BY 3 DESC, 4
+         LIMIT $2",
+    )
+    .bind(sweep_id)
+    .bind(protocol::REASON_GROUPS as i64)
+    .fetch_all(pool)
+    .await?;
+    rows.into_iter()
+        .map(|(state, reason, runs, example_run)| {
+            Ok(protocol::ReasonGroup {
+                state: state.parse().map_err(Error::Internal)?,
+                reason,
+                runs,
+                example_run,
+            })
+        })
+        .collect()
 }
 
 pub async fn list(pool: &PgPool) -> Result<Vec<SweepStatus>> {

@@ -1,10 +1,12 @@
-//! Why queued runs may have no worker to take them: what `sweep status` and a submit's warnings
-//! say. Today: a model API key variable (`api_key_env`) that no live worker's allow-list
-//! allows (the claim never hands such a run out, see `migrations/*_key_envs.sql`).
+//! Why queued runs may have no worker to take them: what `sweep status`, `--wait`, `eval`, the
+//! UI and a submit's warnings say. Two reasons are known: no live worker runs the sweep's
+//! executor kind (an `agent` sweep with only placeholder workers, say), and a model API key
+//! variable (`api_key_env`) that no live worker's allow-list allows (the claim never hands
+//! such a run out, see `migrations/*_key_envs.sql`).
 
 use std::time::Duration;
 
-use protocol::WaitingRuns;
+use protocol::{ExecutorKind, WaitingRuns};
 
 use crate::sweep_file::SweepFile;
 use sqlx::PgPool;
@@ -56,9 +58,70 @@ fn unallowed_reason(var: &str) -> String {
     )
 }
 
-/// The sweep's queued runs that wait for a variable no live worker allows, counted per
-/// variable (a run reading two such variables counts under each).
+/// Why the sweep's queued runs cannot start: no live worker runs its executor kind, or reads
+/// a key variable it names (counted per variable: a run reading two counts under each).
 pub async fn waiting_runs(pool: &PgPool, sweep_id: i64, live_within: Duration) -> Result<Vec<WaitingRuns>> {
+    let mut out = unserved_kind(pool, sweep_id, live_within).await?.into_iter().collect::<Vec<_>>();
+    out.extend(unallowed_key_runs(pool, sweep_id, live_within).await?);
+    Ok(out)
+}
+
+/// The sweep's queued runs when no live worker runs the sweep's executor kind.
+async fn unserved_kind(pool: &PgPool, sweep_id: i64, live_within: Duration) -> Result<Option<WaitingRuns>> {
+    let kind: Option<String> =
+        sqlx::query_scalar("SELECT spec -> 'executor' ->> 'kind' FROM sweeps WHERE id = $1")
+            .bind(sweep_id)
+            .fetch_optional(pool)
+            .await?
+            .flatten();
+    let Some(kind) = kind.and_then(|k| k.parse::<ExecutorKind>().ok()) else { return Ok(None) };
+    let live: Vec<(String, serde_json::Value)> = sqlx::query_as(
+        "SELECT name, capabilities FROM workers
+         WHERE last_heartbeat > now() - make_interval(secs => $1) AND NOT draining ORDER BY name",
+    )
+    .bind(live_within.as_secs_f64())
+    .fetch_all(pool)
+    .await?;
+    let kinds_of: Vec<(String, Vec<ExecutorKind>)> =
+        live.into_iter().map(|(name, caps)| (name, super::workers::executors_of(&caps))).collect();
+    if kinds_of.iter().any(|(_, kinds)| kinds.contains(&kind)) {
+        return Ok(None);
+    }
+    let runs: i64 = sqlx::query_scalar("SELECT count(*) FROM runs WHERE sweep_id = $1 AND state = 'queued'")
+        .bind(sweep_id)
+        .fetch_one(pool)
+        .await?;
+    if runs == 0 {
+        return Ok(None);
+    }
+    Ok(Some(WaitingRuns { runs, reason: unserved_kind_reason(kind, &kinds_of) }))
+}
+
+/// "they need a worker that runs `agent` runs ...; the only live worker ... runs `placeholder`
+/// runs only".
+fn unserved_kind_reason(kind: ExecutorKind, live: &[(String, Vec<ExecutorKind>)]) -> String {
+    let engine = match kind {
+        ExecutorKind::Agent | ExecutorKind::Evaluate => " (with a container engine)",
+        ExecutorKind::Placeholder => "",
+    };
+    let need = format!("they need a worker that runs `{}` runs{engine}", kind.as_str());
+    let list = |kinds: &[ExecutorKind]| {
+        kinds.iter().map(|k| format!("`{}`", k.as_str())).collect::<Vec<_>>().join(", ")
+    };
+    match live {
+        [] => format!("{need}, and no worker is live (start one with `steer worker`)"),
+        [(name, kinds)] => format!("{need}; the only live worker, `{name}`, runs {} runs only", list(kinds)),
+        many => {
+            let mut all: Vec<ExecutorKind> = many.iter().flat_map(|(_, k)| k.iter().copied()).collect();
+            all.sort_by_key(|k| k.as_str());
+            all.dedup();
+            format!("{need}; the {} live workers run {} runs only", many.len(), list(&all))
+        }
+    }
+}
+
+/// The sweep's queued runs that wait for a variable no live worker allows.
+async fn unallowed_key_runs(pool: &PgPool, sweep_id: i64, live_within: Duration) -> Result<Vec<WaitingRuns>> {
     // The variables come from the sweep's few agents and critics, so the runs are scanned only
     // when some variable is unallowed.
     let vars: Vec<String> = sqlx::query_scalar(
@@ -85,4 +148,24 @@ pub async fn waiting_runs(pool: &PgPool, sweep_id: i64, live_within: Duration) -
         }
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_reason_names_the_kind_needed_and_what_the_live_workers_run() {
+        let one = [("gpu-1".to_string(), vec![ExecutorKind::Placeholder])];
+        assert_eq!(
+            unserved_kind_reason(ExecutorKind::Agent, &one),
+            "they need a worker that runs `agent` runs (with a container engine); the only live worker, \
+             `gpu-1`, runs `placeholder` runs only"
+        );
+        assert_eq!(
+            unserved_kind_reason(ExecutorKind::Evaluate, &[]),
+            "they need a worker that runs `evaluate` runs (with a container engine), and no worker is live \
+             (start one with `steer worker`)"
+        );
+    }
 }

@@ -91,7 +91,7 @@ fn key_envs_of(capabilities: &serde_json::Value) -> Vec<String> {
     entries.into_iter().flatten().filter_map(|e| e.as_str().map(str::to_string)).collect()
 }
 
-fn executors_of(capabilities: &serde_json::Value) -> Vec<ExecutorKind> {
+pub(crate) fn executors_of(capabilities: &serde_json::Value) -> Vec<ExecutorKind> {
     match capabilities.get("executors").and_then(serde_json::Value::as_array) {
         Some(kinds) => kinds.iter().filter_map(|k| k.as_str()?.parse().ok()).collect(),
         None => vec![ExecutorKind::Placeholder],

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{Args, ValueEnum};
-use protocol::{GradingProfile, SandboxSettings, SweepState, API_PREFIX};
+use protocol::{GradingProfile, SandboxSettings, API_PREFIX};
 use reqwest::Method;
 use worker::grading::{self, InstanceResult, SummaryInput};
 
@@ -220,7 +220,7 @@ pub async fn run(args: EvalArgs) -> anyhow::Result<ExitCode> {
         }
     }
     println!("per-instance reports: {written} under {}", args.report_dir.join(&run_id).display());
-    Ok(if status.state == SweepState::Completed { ExitCode::SUCCESS } else { ExitCode::from(2) })
+    Ok(super::exit::of_sweep(&status))
 }
 
 fn pct(n: u64, d: u64) -> f64 {

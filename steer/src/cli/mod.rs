@@ -12,6 +12,7 @@ mod client;
 mod critic;
 mod dataset;
 mod eval;
+mod exit;
 mod export;
 mod grade_log;
 mod images;
@@ -157,7 +158,7 @@ pub fn main() -> ExitCode {
             for cause in e.chain().skip(1) {
                 eprintln!("  caused by: {cause}");
             }
-            ExitCode::FAILURE
+            exit::of_error(&e)
         }
     }
 }

@@ -246,6 +246,7 @@ impl WorkerFlags {
                 image_budget_bytes: self.image_budget_gb.map(|gb| gb.saturating_mul(1 << 30)),
                 pull_attempts: self.pull_attempts,
                 registry: self.registry.auth(),
+                required: true,
             }),
             llm_retry: self.llm.policy(),
             metrics_bind: None,

@@ -8,7 +8,7 @@ use anyhow::Context;
 use api_client::CoordinatorClient;
 use api_client::Error as ClientError;
 use clap::Subcommand;
-use protocol::{RunInfo, SubmitSweep, SweepState, SweepStatus, SweepSubmitted, API_PREFIX};
+use protocol::{RunInfo, RunState, SubmitSweep, SweepState, SweepStatus, SweepSubmitted, API_PREFIX};
 use reqwest::Method;
 use rust_decimal::Decimal;
 
@@ -21,7 +21,10 @@ pub enum SweepCommand {
     Submit {
         /// The sweep file (every key is explained in examples/full-sweep.toml).
         file: PathBuf,
-        /// Wait until the sweep ends, with a progress bar; exits non-zero if it did not complete.
+        /// Wait until the sweep ends, with a progress bar (a plain line every 30 s without a
+        /// terminal). Exits 0 only when every run finished without an infrastructure error; 3
+        /// when some runs ended in error, 4 when the sweep was cancelled or stopped, 5 when the
+        /// coordinator could not be reached.
         #[arg(long)]
         wait: bool,
         #[command(flatten)]
@@ -51,6 +54,9 @@ pub enum SweepCommand {
         /// Only runs with this outcome.
         #[arg(long)]
         outcome: Option<String>,
+        /// Print each failed run's whole reason under it (the table shows its first line).
+        #[arg(long)]
+        why: bool,
         #[command(flatten)]
         coordinator: CoordinatorArgs,
     },
@@ -101,7 +107,7 @@ pub async fn run(cmd: SweepCommand) -> anyhow::Result<ExitCode> {
             }
             let status = wait_for(&client, submitted.sweep_id).await?;
             print_status(&status);
-            Ok(if status.state == SweepState::Completed { ExitCode::SUCCESS } else { ExitCode::from(2) })
+            Ok(super::exit::of_sweep(&status))
         }
         SweepCommand::List { coordinator } => {
             let client = client::connect(&coordinator)?;
@@ -131,8 +137,10 @@ pub async fn run(cmd: SweepCommand) -> anyhow::Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        SweepCommand::Runs { sweep, state, outcome, coordinator } => {
+        SweepCommand::Runs { sweep, state, outcome, why, coordinator } => {
             let client = client::connect(&coordinator)?;
+            // The whole reason when asking for failed runs, as `--why` gives it.
+            let why = why || state.as_deref() == Some(RunState::Error.as_str());
             let mut query = Vec::new();
             if let Some(s) = state {
                 query.push(format!("state={s}"));
@@ -143,12 +151,13 @@ pub async fn run(cmd: SweepCommand) -> anyhow::Result<ExitCode> {
             let path = format!("{API_PREFIX}/sweeps/{sweep}/runs?{}", query.join("&"));
             let runs: Vec<RunInfo> = client.call::<(), _>(Method::GET, &path, None).await?;
             println!(
-                "{:>6}  {:<28} {:<16} {:<10} {:>3} {:<9} {:<20} cost",
-                "run", "instance", "agent", "critic", "rep", "state", "outcome"
+                "{:>6}  {:<28} {:<16} {:<10} {:>3} {:<9} {:<20} {:<12} reason",
+                "run", "instance", "agent", "critic", "rep", "state", "outcome", "cost"
             );
             for r in runs {
+                let reason = failure_reason(&r);
                 println!(
-                    "{:>6}  {:<28} {:<16} {:<10} {:>3} {:<9} {:<20} ${}",
+                    "{:>6}  {:<28} {:<16} {:<10} {:>3} {:<9} {:<20} {:<12} {}",
                     r.id,
                     r.instance_id,
                     r.agent,
@@ -156,8 +165,14 @@ pub async fn run(cmd: SweepCommand) -> anyhow::Result<ExitCode> {
                     r.repeat_index,
                     r.state.as_str(),
                     r.outcome.map(|o| o.as_str()).unwrap_or("-"),
-                    r.totals.total_cost()
+                    format!("${}", r.totals.total_cost()),
+                    reason.map(|r| first_line(r, 80)).unwrap_or_default(),
                 );
+                if let (true, Some(reason)) = (why, reason) {
+                    for line in reason.lines() {
+                        println!("        | {line}");
+                    }
+                }
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -225,6 +240,9 @@ pub async fn status(client: &CoordinatorClient, sweep: &str) -> anyhow::Result<S
     Ok(client.call::<(), _>(Method::GET, &format!("{API_PREFIX}/sweeps/{sweep}"), None).await?)
 }
 
+/// How often waiting prints a progress line when there is no terminal.
+const PLAIN_PROGRESS_EVERY: Duration = Duration::from_secs(30);
+
 /// Polls the sweep until it ends, drawing a progress bar on a terminal.
 pub async fn wait_for(client: &CoordinatorClient, sweep_id: i64) -> anyhow::Result<SweepStatus> {
     let bar = indicatif::ProgressBar::new(0);
@@ -236,8 +254,25 @@ pub async fn wait_for(client: &CoordinatorClient, sweep_id: i64) -> anyhow::Resu
     );
     // Why runs wait, printed once when it starts and again whenever it changes.
     let mut told_waiting = Vec::new();
+    // Without a terminal there is no bar: a plain line now and then instead.
+    let plain = !std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let mut last_line: Option<tokio::time::Instant> = None;
     loop {
         let s = status(client, &sweep_id.to_string()).await?;
+        if plain && last_line.is_none_or(|t| t.elapsed() >= PLAIN_PROGRESS_EVERY) {
+            eprintln!(
+                "sweep {} `{}`: {} of {} runs finished, {} running, {} queued, {} errored, ${} spent",
+                s.id,
+                s.name,
+                s.finished_runs(),
+                s.total_runs,
+                s.states.get("running").copied().unwrap_or(0),
+                s.states.get("queued").copied().unwrap_or(0),
+                s.states.get("error").copied().unwrap_or(0),
+                s.spent_usd
+            );
+            last_line = Some(tokio::time::Instant::now());
+        }
         if s.waiting != told_waiting {
             for w in &s.waiting {
                 bar.suspend(|| eprintln!("waiting: {}", waiting_line(w)));
@@ -278,7 +313,35 @@ pub fn print_status(s: &SweepStatus) {
     for w in &s.waiting {
         println!("  waiting: {}", waiting_line(w));
     }
+    if !s.reasons.is_empty() {
+        println!("  why runs failed or were cancelled (most common first):");
+        for g in &s.reasons {
+            println!("    {} {}: {} (e.g. run {})", g.runs, g.state.as_str(), g.reason, g.example_run);
+        }
+    }
     println!("  config hash: {}", &s.config_hash[..s.config_hash.len().min(16)]);
+}
+
+/// Why a run failed, for runs that ended `error` or `cancelled` and unfinished runs that failed
+/// an attempt (None for the others).
+fn failure_reason(run: &RunInfo) -> Option<&str> {
+    match (run.state, run.last_error.as_deref()) {
+        (RunState::Error | RunState::Cancelled, Some(e)) => Some(e),
+        (RunState::Error, None) => Some("no reason recorded"),
+        (RunState::Cancelled, None) => Some("cancelled with the sweep"),
+        (RunState::Queued | RunState::Running | RunState::Paused, Some(e)) => Some(e),
+        _ => None,
+    }
+}
+
+/// The first line of `text`, cut to `max` characters.
+fn first_line(text: &str, max: usize) -> String {
+    let line = text.lines().next().unwrap_or_default().trim();
+    if line.chars().count() > max {
+        format!("{}...", line.chars().take(max.saturating_sub(3)).collect::<String>())
+    } else {
+        line.to_string()
+    }
 }
 
 /// Queued runs no live worker can take, for people.

@@ -7,7 +7,7 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::Args;
-use protocol::{Role, SweepState};
+use protocol::Role;
 use sqlx::PgPool;
 use tokio_util::task::TaskTracker;
 
@@ -109,7 +109,13 @@ async fn run_with_database(args: &UpArgs, data_dir: &Path, database_url: &str) -
             args.replay_bind
         ));
     }
-    let local_worker = worker::node::Worker::build(args.worker.settings(&url, &worker_token)?).await?;
+    // `up` also serves placeholder sweeps on machines without Docker: an engine that does not
+    // answer narrows its worker, and the banner (and sweep status) say so.
+    let mut settings = args.worker.settings(&url, &worker_token)?;
+    if let Some(docker) = &mut settings.docker {
+        docker.required = false;
+    }
+    let local_worker = worker::node::Worker::build(settings).await?;
     super::log_scrub::hide(local_worker.redactor());
     let kinds = local_worker.executor_kinds();
     let drain = shutdown.child_token();
@@ -123,6 +129,17 @@ async fn run_with_database(args: &UpArgs, data_dir: &Path, database_url: &str) -
         args.worker.slots,
         kinds.iter().map(|k| k.as_str()).collect::<Vec<_>>().join(", ")
     );
+    if !kinds.contains(&protocol::ExecutorKind::Agent) {
+        let why = if args.worker.no_docker {
+            "--no-docker".to_string()
+        } else {
+            format!("no Docker engine answers at {}", args.worker.docker_host)
+        };
+        println!(
+            "  without a container engine ({why}): agent and evaluate sweeps wait (`steer sweep status` says \
+             so); placeholder sweeps run"
+        );
+    }
     if let Some(line) = replay_line {
         println!("{line}");
     }
@@ -144,9 +161,7 @@ async fn run_with_database(args: &UpArgs, data_dir: &Path, database_url: &str) -
             s = outcome => {
                 let s = s?;
                 sweep::print_status(&s);
-                if s.state != SweepState::Completed {
-                    code = ExitCode::from(2);
-                }
+                code = super::exit::of_sweep(&s);
                 if args.exit_when_done {
                     shutdown.cancel();
                 }
