@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use orchestrator::report::{self, data, Denominator, ReportOptions};
+use orchestrator::report::{self, data, render, stats, ReportOptions};
 use orchestrator::store::tokens;
 use orchestrator::testkit::{import_demo, submit, sweep_toml};
 use protocol::Role;
@@ -78,8 +78,7 @@ async fn a_report_over_a_sweep_has_the_right_numbers(pool: PgPool) {
     assert_eq!((fb.fell_back, fb.resolved), (1, 4));
     assert!((fb.cost_mean_usd.unwrap() - 0.65 / 6.0).abs() < 1e-12, "plus the base run's $0.10");
     // 500 selected instances: the same resolved count over 500.
-    let of_500 =
-        report::build(&rows, &ReportOptions { denominator: Denominator::Selected, total: Some(500) });
+    let of_500 = report::build(&rows, &ReportOptions { total: Some(500) });
     assert!(of_500.conditions.iter().all(|c| c.denominator == 500));
     let t = &report.transfer[0];
     assert!((t.delta.unwrap() - 1.0 / 6.0).abs() < 1e-12, "{t:?}");
@@ -105,5 +104,153 @@ async fn a_report_over_a_sweep_has_the_right_numbers(pool: PgPool) {
     let bad = get("/api/v1/compare?a=report:nope&b=report:none".into()).await.unwrap();
     assert_eq!(bad.status(), 400);
     assert!(bad.text().await.unwrap().contains("no critic condition `nope`"));
+    coordinator.shutdown().await;
+}
+
+/// One condition (`none`) over the 6 demo instances, one run each: resolved, unresolved, two
+/// infrastructure errors with the same first line, a cancelled run, and one still queued.
+async fn mixed_sweep(pool: &PgPool) -> Vec<i64> {
+    import_demo(pool, "demo").await;
+    let sweep = submit(pool, &sweep_toml("mixed", "", "")).await.sweep_id;
+    let ids: Vec<i64> = sqlx::query_scalar("SELECT id FROM runs WHERE sweep_id = $1 ORDER BY instance_id")
+        .bind(sweep)
+        .fetch_all(pool)
+        .await
+        .unwrap();
+    assert_eq!(ids.len(), 6);
+    for (i, resolved) in [(0, true), (1, false)] {
+        sqlx::query(
+            "UPDATE runs SET state = 'done', outcome = $2, agent_cost_usd = 0.10, steps = 10,
+                 started_at = now() - interval '1 minute', finished_at = now() WHERE id = $1",
+        )
+        .bind(ids[i])
+        .bind(if resolved { "resolved" } else { "unresolved" })
+        .execute(pool)
+        .await
+        .unwrap();
+        sqlx::query(
+            "INSERT INTO evaluations (run_id, attempt, apply_status, resolved) VALUES ($1, 1, 'applied', $2)",
+        )
+        .bind(ids[i])
+        .bind(resolved)
+        .execute(pool)
+        .await
+        .unwrap();
+    }
+    for (i, state, error) in [
+        (2, "error", "infrastructure failure: docker daemon unreachable\n  caused by: connection refused"),
+        (3, "error", "infrastructure failure: docker daemon unreachable"),
+        (4, "cancelled", "sweep cancelled"),
+    ] {
+        sqlx::query("UPDATE runs SET state = $2, last_error = $3, finished_at = now() WHERE id = $1")
+            .bind(ids[i])
+            .bind(state)
+            .bind(error)
+            .execute(pool)
+            .await
+            .unwrap();
+    }
+    ids
+}
+
+#[sqlx::test(migrator = "orchestrator::db::MIGRATOR")]
+async fn every_selected_run_counts_and_errors_are_grouped_by_reason(pool: PgPool) {
+    let ids = mixed_sweep(&pool).await;
+    let coordinator = orchestrator::testkit::start_coordinator(&pool, Duration::from_secs(30)).await;
+    let token = tokens::create(&pool, "u", Role::User).await.unwrap().token;
+    let http = reqwest::Client::new();
+    let get = |path: &str| http.get(format!("{}{path}", coordinator.url)).bearer_auth(&token).send();
+
+    // JSON: both denominators with their counts.
+    let json: serde_json::Value = get("/api/v1/report?sweeps=mixed").await.unwrap().json().await.unwrap();
+    let c = &json["conditions"][0];
+    for (key, want) in [
+        ("runs_selected", 6),
+        ("runs_finished", 2),
+        ("runs", 6),
+        ("finished", 2),
+        ("resolved", 1),
+        ("denominator", 6),
+    ] {
+        assert_eq!(c[key].as_u64(), Some(want), "`{key}` in {c:#}");
+    }
+    assert!((c["resolve_rate"].as_f64().unwrap() - 1.0 / 6.0).abs() < 1e-12, "{c:#}");
+    assert!((c["resolve_rate_finished"].as_f64().unwrap() - 0.5).abs() < 1e-12, "{c:#}");
+    let wilson = stats::wilson(1, 6, report::LEVEL).unwrap();
+    assert!((c["wilson"]["lo"].as_f64().unwrap() - wilson.lo).abs() < 1e-12, "Wilson over the 6 selected");
+    assert!((c["wilson"]["hi"].as_f64().unwrap() - wilson.hi).abs() < 1e-12);
+    assert_eq!(
+        c["outcomes"],
+        serde_json::json!({"resolved": 1, "unresolved": 1, "infra_error": 2, "cancelled": 1, "unfinished": 1})
+    );
+    assert_eq!(
+        c["error_reasons"],
+        serde_json::json!([
+            {"state": "error", "reason": "infrastructure failure: docker daemon unreachable", "runs": 2,
+             "example_run_id": ids[2]},
+            {"state": "cancelled", "reason": "sweep cancelled", "runs": 1, "example_run_id": ids[4]},
+        ])
+    );
+
+    // --total: the selected denominator is 500; the finished one does not move.
+    let of_500: report::Report =
+        get("/api/v1/report?sweeps=mixed&total=500").await.unwrap().json().await.unwrap();
+    let c500 = &of_500.conditions[0];
+    assert_eq!((c500.resolved, c500.denominator, c500.runs_finished), (1, 500, 2));
+    assert_eq!((c500.resolve_rate, c500.resolve_rate_finished), (Some(1.0 / 500.0), Some(0.5)));
+
+    // The old choice of denominator is refused, saying why.
+    let old = get("/api/v1/report?sweeps=mixed&denominator=attempted").await.unwrap();
+    assert_eq!(old.status(), 400);
+    assert!(old.text().await.unwrap().contains("resolve_rate_finished"));
+
+    // CSV and table from the same report.
+    let report: report::Report = serde_json::from_value(json.clone()).unwrap();
+    let csv = render::csv(&report);
+    let (conditions, reasons) = csv.split_once("\n\n").unwrap();
+    let mut lines = conditions.lines();
+    let header: Vec<&str> = lines.next().unwrap().split(',').collect();
+    let row: Vec<&str> = lines.next().unwrap().split(',').collect();
+    let col =
+        |name: &str| row[header.iter().position(|h| *h == name).unwrap_or_else(|| panic!("no `{name}`"))];
+    assert_eq!(
+        [
+            "resolved",
+            "denominator",
+            "runs_selected",
+            "runs_finished",
+            "infra_errors",
+            "cancelled",
+            "unfinished"
+        ]
+        .map(col),
+        ["1", "6", "6", "2", "2", "1", "1"]
+    );
+    assert!(col("resolve_rate").starts_with("0.1666") && col("resolve_rate_finished") == "0.5", "{csv}");
+    assert_eq!(
+        reasons,
+        format!(
+            "{}\nmixed,agent-a,none,error,infrastructure failure: docker daemon unreachable,2,{}\n\
+             mixed,agent-a,none,cancelled,sweep cancelled,1,{}\n",
+            render::CSV_ERROR_REASONS_HEADER,
+            ids[2],
+            ids[4]
+        )
+    );
+    let table = render::table(&report);
+    let line = table.lines().find(|l| l.starts_with("agent-a/none")).unwrap();
+    let cells: Vec<&str> = line.split_whitespace().collect();
+    assert_eq!(&cells[..3], ["agent-a/none", "1/6", "16.7%"], "{table}");
+    assert!(line.contains(" 1/2 ") && line.contains("50.0%"), "{table}");
+    assert!(
+        table.contains(&format!(
+            "2  error      infrastructure failure: docker daemon unreachable  (e.g. run {})",
+            ids[2]
+        )),
+        "{table}"
+    );
+    assert!(table.contains(&format!("1  cancelled  sweep cancelled  (e.g. run {})", ids[4])), "{table}");
+    let html = report::html::render(&report);
+    assert!(html.contains("<h2>Error reasons</h2>") && html.contains("docker daemon unreachable"));
     coordinator.shutdown().await;
 }

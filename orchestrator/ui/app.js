@@ -107,7 +107,8 @@ async function sweepPage(id, query) {
   if (status.state === "running" || status.state === "paused") follow(id, show).catch(() => {});
   const cond = report.conditions.map((c) => el("tr", {},
     el("td", {}, c.label), el("td", { class: "num" }, `${c.resolved}/${c.denominator}`), el("td", { class: "num" }, pct(c.resolve_rate)),
-    el("td", {}, c.wilson ? `${pct(c.wilson.lo)}–${pct(c.wilson.hi)}` : "-"), el("td", { class: "num" }, usd(c.cost_mean_usd)),
+    el("td", {}, c.wilson ? `${pct(c.wilson.lo)}–${pct(c.wilson.hi)}` : "-"),
+    el("td", { class: "num" }, `${c.resolved}/${c.runs_finished}`), el("td", { class: "num" }, pct(c.resolve_rate_finished)), el("td", { class: "num" }, usd(c.cost_mean_usd)),
     el("td", { class: "num" }, c.steps_mean == null ? "-" : c.steps_mean.toFixed(1)), el("td", { class: "num" }, String(c.interventions)),
     el("td", {}, Object.entries(c.outcomes).map(([k, v]) => `${k} ${v}`).join(", "))));
   const params = new URLSearchParams(query);
@@ -138,7 +139,7 @@ async function sweepPage(id, query) {
   main.replaceChildren(el("h2", {}, `Sweep ${status.name}`), head, el("p", {}, reportLink),
     el("h3", {}, "Why runs failed"), reasons,
     el("h3", {}, "Conditions"),
-    el("table", { id: "conditions" }, el("tr", {}, ["condition", "resolved", "rate", "95% Wilson", "cost/run", "steps", "interventions", "outcomes"].map((h) => el("th", {}, h))), cond),
+    el("table", { id: "conditions" }, el("tr", {}, ["condition", "resolved / selected", "rate", "95% Wilson", "resolved / finished", "rate (finished)", "cost / finished run", "steps", "interventions", "outcomes"].map((h) => el("th", {}, h))), cond),
     el("h3", {}, "Runs"), filters,
     el("table", { id: "runs" }, el("tr", {}, ["run", "instance", "condition", "state", "outcome", "resolved", "steps", "cost"].map((h) => el("th", {}, h))), runRows));
 }

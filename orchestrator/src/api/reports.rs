@@ -7,17 +7,18 @@ use utoipa::IntoParams;
 
 use super::error::{ApiErr, ApiResult, Query};
 use super::AppState;
-use crate::report::{self, data, Comparison, Denominator, Report, ReportOptions};
+use crate::report::{self, data, Comparison, Report, ReportOptions};
 use crate::store::sweeps;
 
 #[derive(Debug, Deserialize, IntoParams)]
 pub struct ReportQuery {
     /// Sweeps (ids or names), comma-separated.
     pub sweeps: String,
-    /// `attempted` (default) or `selected`.
+    /// Only `selected` is accepted (the rate over every selected run, which every report
+    /// gives, with the rate over finished runs beside it); kept so old links fail clearly.
     #[serde(default)]
-    pub denominator: Option<Denominator>,
-    /// With `selected`: instances selected (e.g. 500).
+    pub denominator: Option<String>,
+    /// Instances selected (e.g. 500): the default denominator becomes `total` x repeats.
     #[serde(default)]
     pub total: Option<u64>,
 }
@@ -32,8 +33,17 @@ pub async fn report(State(state): State<AppState>, Query(q): Query<ReportQuery>)
     if ids.is_empty() {
         return Err(ApiErr::bad_request("`sweeps` names no sweep"));
     }
+    match q.denominator.as_deref() {
+        None | Some("selected") => {}
+        Some(other) => {
+            return Err(ApiErr::bad_request(format!(
+                "`denominator={other}`: reports no longer choose a denominator; each condition gives \
+                 `resolve_rate` over every selected run and `resolve_rate_finished` over finished runs"
+            )))
+        }
+    }
     let rows = data::load(&state.pool, &ids).await?;
-    let options = ReportOptions { denominator: q.denominator.unwrap_or_default(), total: q.total };
+    let options = ReportOptions { total: q.total };
     Ok(Json(report::build(&rows, &options)))
 }
 

@@ -33,11 +33,18 @@ pub struct RunRow {
     pub critic_calls: i64,
     pub interventions: i64,
     pub patch: Option<String>,
+    /// Why the run last failed or was stopped (`runs.last_error`), if anything says.
+    pub last_error: Option<String>,
 }
 
 impl RunRow {
     pub fn finished(&self) -> bool {
         self.state == "done"
+    }
+    /// The run ended without a result about the agent: an infrastructure error (state
+    /// `error`, outcomes are never about the infrastructure) or a cancellation.
+    pub fn ended_without_result(&self) -> bool {
+        matches!(self.state.as_str(), "error" | "cancelled")
     }
     pub fn is_resolved(&self) -> bool {
         self.finished() && self.resolved == Some(true)
@@ -61,7 +68,7 @@ pub async fn load(pool: &PgPool, sweep_ids: &[i64]) -> Result<Vec<RunRow>> {
                 c.params ->> 'prefix_from' AS prefix_from,
                 c.params ->> 'trained_on' AS trained_on, r.instance_id, r.repeat_index, r.state,
                 r.outcome, e.resolved, r.agent_cost_usd, r.critic_cost_usd, r.input_tokens,
-                r.output_tokens, r.cached_tokens, r.steps, r.patch,
+                r.output_tokens, r.cached_tokens, r.steps, r.patch, r.last_error,
                 EXTRACT(EPOCH FROM (r.finished_at - r.started_at))::float8 AS wall_s,
                 (SELECT count(*) FROM critic_calls cc WHERE cc.run_id = r.id AND cc.attempt = r.attempt) AS critic_calls,
                 (SELECT count(*) FROM critic_calls cc
@@ -102,6 +109,7 @@ pub async fn load(pool: &PgPool, sweep_ids: &[i64]) -> Result<Vec<RunRow>> {
             critic_calls: r.get("critic_calls"),
             interventions: r.get("interventions"),
             patch: r.get("patch"),
+            last_error: r.get("last_error"),
         })
         .collect())
 }

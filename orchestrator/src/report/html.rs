@@ -117,7 +117,7 @@ fn cost_vs_accuracy(out: &mut String, report: &Report) {
     );
     // Rates are shown on their whole range, so plots of different reports compare at a glance.
     let y = Axis { lo: 0.0, hi: 1.0 };
-    axes(out, "mean cost per run (USD)", "resolve rate", Some(&x), &y, true);
+    axes(out, "mean cost per finished run (USD)", "resolve rate (of selected runs)", Some(&x), &y, true);
     let frontier: Vec<(f64, f64)> = report
         .frontier
         .iter()
@@ -201,7 +201,7 @@ fn spread_labels(mut labels: Vec<(f64, f64, Vec<&str>)>) -> Vec<(f64, f64, Vec<&
 fn resolve_rates(out: &mut String, report: &Report) {
     svg_open(out, "plot resolve-rate", "Resolve rate per condition with 95% intervals");
     let y = Axis { lo: 0.0, hi: 1.0 };
-    axes(out, "condition", "resolve rate", None, &y, true);
+    axes(out, "condition", "resolve rate (of selected runs)", None, &y, true);
     let n = report.conditions.len().max(1) as f64;
     let step = (W - LEFT - RIGHT) / n;
     for (i, c) in report.conditions.iter().enumerate() {
@@ -417,6 +417,41 @@ fn transfer_by_critic(out: &mut String, report: &Report) {
     out.push_str("</table>");
 }
 
+/// Runs that ended `error` or `cancelled`, grouped by reason per condition.
+fn error_reasons(out: &mut String, report: &Report) {
+    if report.conditions.iter().all(|c| c.error_reasons.is_empty()) {
+        return;
+    }
+    let _ = write!(
+        out,
+        "<h2>Error reasons</h2><p class=\"note\">Runs that ended <code>error</code> (infrastructure) or <code>cancelled</code>, by the first line of their last error; the {} most common per condition. They count as unresolved in the rate over selected runs.</p>\
+         <table class=\"error-reasons\"><tr><th class=\"l\">condition</th><th class=\"l\">state</th><th class=\"l\">reason</th><th>runs</th><th>example run</th></tr>",
+        super::ERROR_REASONS_SHOWN
+    );
+    for c in report.conditions.iter().filter(|c| !c.error_reasons.is_empty()) {
+        for e in &c.error_reasons {
+            let _ = write!(
+                out,
+                "<tr><td class=\"l\">{}</td><td class=\"l\">{}</td><td class=\"l\">{}</td><td>{}</td><td>{}</td></tr>",
+                esc(&c.label),
+                esc(&e.state),
+                esc(&e.reason),
+                e.runs,
+                e.example_run_id
+            );
+        }
+        let unlisted = super::render::unlisted_error_runs(c);
+        if unlisted > 0 {
+            let _ = write!(
+                out,
+                "<tr><td class=\"l\">{}</td><td class=\"l\" colspan=\"2\">other reasons</td><td>{unlisted}</td><td>-</td></tr>",
+                esc(&c.label)
+            );
+        }
+    }
+    out.push_str("</table>");
+}
+
 /// The report as one HTML document.
 pub fn render(report: &Report) -> String {
     let mut out = String::from(
@@ -427,20 +462,13 @@ pub fn render(report: &Report) -> String {
          svg{display:block;margin:1em 0;background:#fff}.note{color:#555;font-size:90%}.iv{color:#666;font-size:85%;white-space:nowrap}.nw{white-space:nowrap}\
          </style></head><body>",
     );
-    let denominator = match report.options.denominator {
-        super::Denominator::Attempted => "attempted runs".to_string(),
-        super::Denominator::Selected => match report.options.total {
-            Some(t) => format!("{t} selected instances per repeat"),
-            None => "selected runs".into(),
-        },
-    };
     let _ = write!(
         out,
-        "<h1>steerbench report</h1><p>Sweeps: {}. Resolve rate over {}; 95% intervals (Wilson over runs; bootstrap over instances).</p>",
+        "<h1>steerbench report</h1><p>Sweeps: {}. Resolve rate over {} (errored, cancelled and unfinished runs count as unresolved); 95% intervals (Wilson over runs; bootstrap over instances). Beside it, the rate over finished runs only.</p>",
         esc(&report.sweeps.join(", ")),
-        esc(&denominator)
+        esc(&super::render::selected_denominator(report))
     );
-    out.push_str("<h2>Conditions</h2><table><tr><th class=\"l\">condition</th><th>resolved</th><th>rate</th><th>Wilson</th><th>bootstrap</th><th>with base fallback</th><th>cost/run (95%)</th><th>$/resolved</th><th>steps</th><th>critic calls</th><th>interventions</th></tr>");
+    out.push_str("<h2>Conditions</h2><table><tr><th class=\"l\">condition</th><th>resolved / selected</th><th>rate</th><th>Wilson</th><th>bootstrap</th><th>resolved / finished</th><th>rate (finished)</th><th>with base fallback (/ selected)</th><th>cost / finished run (95%)</th><th>$/resolved</th><th>steps</th><th>critic calls</th><th>interventions</th></tr>");
     for c in &report.conditions {
         let iv = |i: Option<Interval>| {
             i.map_or("-".into(), |i| {
@@ -458,13 +486,16 @@ pub fn render(report: &Report) -> String {
         });
         let _ = write!(
             out,
-            "<tr><td class=\"l\">{}</td><td>{}/{}</td><td>{}</td><td>{}</td><td>{}</td><td>{fb}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            "<tr><td class=\"l\">{}</td><td>{}/{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}/{}</td><td>{}</td><td>{fb}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
             esc(&c.label),
             c.resolved,
             c.denominator,
             pct(c.resolve_rate),
             iv(c.wilson),
             iv(c.bootstrap),
+            c.resolved,
+            c.runs_finished,
+            pct(c.resolve_rate_finished),
             c.cost_mean_usd.map_or("-".into(), |v| match c.cost_mean_bootstrap {
                 Some(i) => format!("${v:.4} <span class=\"iv\">[{:.4}, {:.4}]</span>", i.lo, i.hi),
                 None => format!("${v:.4}"),
@@ -489,7 +520,9 @@ pub fn render(report: &Report) -> String {
             esc(&list.join(", "))
         );
     }
-    out.push_str("</table><h2>Cost against accuracy</h2>");
+    out.push_str("</table>");
+    error_reasons(&mut out, report);
+    out.push_str("<h2>Cost against accuracy</h2>");
     cost_vs_accuracy(&mut out, report);
     let _ =
         write!(out, "<p class=\"note\">Frontier (cheapest first): {}</p>", esc(&report.frontier.join(" → ")));

@@ -6,11 +6,18 @@
 //! - A condition is (sweep, agent, critic). Its runs are every (instance, repeat) of it.
 //! - Resolved: the run finished (`done`) and its patch resolves the task (`evaluations`),
 //!   whatever ended it (a run that hit a limit can still resolve).
-//! - Denominator: `attempted` (runs that finished) or `selected` (every run of the condition,
-//!   or `total` instances x repeats when given, e.g. 500 for SWE-bench Verified): runs that did
-//!   not finish count as unresolved.
+//! - Two denominators, as the SWE-bench harness's summary gives resolved over all instances
+//!   and over submitted ones. The default, `resolve_rate` over `denominator`: every run
+//!   selected for the condition (`runs_selected`), or `total` instances x repeats when given
+//!   (e.g. 500 for SWE-bench Verified); a run that errored, was cancelled or has not finished
+//!   counts as unresolved. Beside it, `resolve_rate_finished` over `runs_finished` (state
+//!   `done`). Only the first carries intervals, and every interval, bootstrap, transfer cell,
+//!   frontier point and paired test uses it, so no figure quietly drops a failed run.
 //! - Intervals (95%): Wilson over runs, and a percentile bootstrap resampling instances (so
 //!   repeats of an instance stay together).
+//! - Error reasons: runs that ended without a result about the agent (state `error` or
+//!   `cancelled`; outcomes are never about the infrastructure) grouped per condition by the
+//!   first line of `last_error`, the most common first, each with an example run.
 //! - With base fallback (shown beside, never instead): a critic run that did not submit
 //!   (a limit, a critic stop, or unfinished) takes its base condition's result (`prefix_from`,
 //!   else the agent's `none` condition in the same sweep) and adds the base run's cost.
@@ -32,23 +39,29 @@ use stats::Interval;
 
 pub const LEVEL: f64 = 0.95;
 
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum Denominator {
-    /// Runs that finished.
-    #[default]
-    Attempted,
-    /// Every run of the condition (or `total` instances x repeats).
-    Selected,
-}
+/// Error reasons listed per condition (the most common).
+pub const ERROR_REASONS_SHOWN: usize = 5;
+/// Characters of `last_error`'s first line kept as a reason.
+pub const REASON_CHARS: usize = 120;
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
 pub struct ReportOptions {
-    #[serde(default)]
-    pub denominator: Denominator,
-    /// With `selected`: the number of instances selected (e.g. 500), when the sweeps ran a part.
+    /// The number of instances selected (e.g. 500), when the sweeps ran a part: the default
+    /// denominator becomes `total` x repeats, instances without runs counting as unresolved.
     #[serde(default)]
     pub total: Option<u64>,
+}
+
+/// Runs of a condition that ended without a result about the agent, grouped by why.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct ErrorReason {
+    /// The runs' state: `error` (infrastructure) or `cancelled`.
+    pub state: String,
+    /// The first line of the runs' `last_error`, trimmed to 120 characters (`…` when cut).
+    pub reason: String,
+    pub runs: u64,
+    /// The lowest run id of the group, to look one up (`steer run ID`, `GET /api/v1/runs/ID`).
+    pub example_run_id: i64,
 }
 
 /// One condition's figures.
@@ -59,14 +72,27 @@ pub struct ConditionSummary {
     pub critic: String,
     /// `agent/critic`, prefixed by `sweep:` when the report covers several sweeps.
     pub label: String,
+    /// Every run selected for the condition, whatever its state (the same as `runs`).
+    pub runs_selected: u64,
+    /// Runs that finished (state `done`; the same as `finished`).
+    pub runs_finished: u64,
+    /// Kept for readers of earlier reports: `runs_selected`.
     pub runs: u64,
+    /// Kept for readers of earlier reports: `runs_finished`.
     pub finished: u64,
     pub instances: u64,
     pub repeats: u64,
+    /// Runs that finished and whose patch resolves the task.
     pub resolved: u64,
+    /// What `resolve_rate` divides by: `runs_selected`, or `total` x repeats with `total`.
     pub denominator: u64,
+    /// `resolved / denominator`: errored, cancelled and unfinished runs count as unresolved.
     pub resolve_rate: Option<f64>,
+    /// `resolved / runs_finished`: the rate over finished runs only.
+    pub resolve_rate_finished: Option<f64>,
+    /// Wilson interval of `resolve_rate` (over `denominator`).
     pub wilson: Option<Interval>,
+    /// Bootstrap interval of `resolve_rate`, resampling instances.
     pub bootstrap: Option<Interval>,
     /// The same figures with base fallback (None for conditions without a base).
     pub with_fallback: Option<FallbackFigures>,
@@ -89,8 +115,12 @@ pub struct ConditionSummary {
     pub critic_calls: u64,
     pub interventions: u64,
     pub critic_stops: u64,
-    /// Finished runs by outcome, plus `infra_error` (state `error`) and `unfinished`.
+    /// Finished runs by outcome, plus `infra_error` (state `error`), `cancelled` and
+    /// `unfinished` (queued, running or paused); they add up to `runs_selected`.
     pub outcomes: BTreeMap<String, u64>,
+    /// Runs that ended `error` or `cancelled`, grouped by reason: the most common
+    /// (`ERROR_REASONS_SHOWN`), most runs first. `outcomes` has their totals.
+    pub error_reasons: Vec<ErrorReason>,
     /// Distribution of cost per finished run (dollars) and of steps per finished run.
     pub cost_quartiles: Option<Quartiles>,
     pub steps_quartiles: Option<Quartiles>,
@@ -132,6 +162,9 @@ impl Quartiles {
 pub struct FallbackFigures {
     pub base: String,
     pub resolved: u64,
+    /// The condition's `denominator` (every selected run has a result or counts as unresolved).
+    pub denominator: u64,
+    /// `resolved / denominator`.
     pub resolve_rate: Option<f64>,
     pub wilson: Option<Interval>,
     pub cost_mean_usd: Option<f64>,
@@ -235,7 +268,8 @@ fn summarize(
     let resolved = runs.iter().filter(|r| r.is_resolved()).count() as u64;
     let (denominator, missing_instances) = denominator(runs, instances.len() as u64, repeats, options);
     let rate = (denominator > 0).then(|| resolved as f64 / denominator as f64);
-    let bootstrap = rate_bootstrap(&instances, missing_instances, options.denominator, |r| r.is_resolved());
+    let rate_finished = (!finished.is_empty()).then(|| resolved as f64 / finished.len() as f64);
+    let bootstrap = rate_bootstrap(&instances, missing_instances, |r| r.is_resolved());
 
     let cost_total: Decimal = runs.iter().map(|r| r.cost()).sum();
     let mean_of = |g: &dyn Fn(&RunRow) -> f64| stats::mean(finished.iter().map(|r| g(r)));
@@ -244,6 +278,7 @@ fn summarize(
         let key = match (r.state.as_str(), &r.outcome) {
             ("done", Some(o)) => o.clone(),
             ("error", _) => "infra_error".into(),
+            ("cancelled", _) => "cancelled".into(),
             _ => "unfinished".into(),
         };
         *outcomes.entry(key).or_default() += 1;
@@ -254,6 +289,8 @@ fn summarize(
         agent: agent.clone(),
         critic: critic.clone(),
         label,
+        runs_selected: runs.len() as u64,
+        runs_finished: finished.len() as u64,
         runs: runs.len() as u64,
         finished: finished.len() as u64,
         instances: instances.len() as u64,
@@ -261,6 +298,7 @@ fn summarize(
         resolved,
         denominator,
         resolve_rate: rate,
+        resolve_rate_finished: rate_finished,
         wilson: stats::wilson(resolved, denominator, LEVEL),
         bootstrap,
         with_fallback: fallback(key, runs, all, options),
@@ -279,40 +317,63 @@ fn summarize(
         interventions: runs.iter().map(|r| r.interventions as u64).sum(),
         critic_stops: runs.iter().filter(|r| r.outcome.as_deref() == Some("critic_stop")).count() as u64,
         outcomes,
+        error_reasons: error_reasons(runs),
         cost_quartiles: Quartiles::of(finished.iter().map(|r| f(r.cost())).collect()),
         steps_quartiles: Quartiles::of(finished.iter().map(|r| r.steps as f64).collect()),
     }
 }
 
-/// The denominator, and how many selected instances the condition has no runs for.
+/// The default denominator (every selected run, or `total` instances x repeats), and how many
+/// selected instances the condition has no runs for.
 fn denominator(runs: &[&RunRow], instances: u64, repeats: u64, options: &ReportOptions) -> (u64, u64) {
-    match options.denominator {
-        Denominator::Attempted => (runs.iter().filter(|r| r.finished()).count() as u64, 0),
-        Denominator::Selected => match options.total {
-            Some(total) if total > instances => (total * repeats.max(1), total - instances),
-            _ => (runs.len() as u64, 0),
-        },
+    match options.total {
+        Some(total) if total > instances => (total * repeats.max(1), total - instances),
+        _ => (runs.len() as u64, 0),
     }
 }
 
-/// Bootstrap of a resolve rate over instances; `missing` instances (selected, not run) count
-/// as clusters of unresolved runs.
+/// Runs that ended `error` or `cancelled`, grouped by (state, short reason), the most common
+/// first (ties by state and reason, so the order is stable), at most `ERROR_REASONS_SHOWN`.
+fn error_reasons(runs: &[&RunRow]) -> Vec<ErrorReason> {
+    let mut groups: BTreeMap<(String, String), (u64, i64)> = BTreeMap::new();
+    for r in runs.iter().filter(|r| r.ended_without_result()) {
+        let e = groups.entry((r.state.clone(), short_reason(r.last_error.as_deref()))).or_insert((0, r.id));
+        e.0 += 1;
+        e.1 = e.1.min(r.id);
+    }
+    let mut reasons: Vec<ErrorReason> = groups
+        .into_iter()
+        .map(|((state, reason), (runs, example_run_id))| ErrorReason { state, reason, runs, example_run_id })
+        .collect();
+    // Stable sort: equal counts keep the (state, reason) order of the map.
+    reasons.sort_by_key(|r| std::cmp::Reverse(r.runs));
+    reasons.truncate(ERROR_REASONS_SHOWN);
+    reasons
+}
+
+/// The first non-empty line of an error, trimmed to `REASON_CHARS` characters.
+pub fn short_reason(last_error: Option<&str>) -> String {
+    let line = last_error.and_then(|e| e.lines().map(str::trim).find(|l| !l.is_empty()));
+    let Some(line) = line else { return "(no reason recorded)".into() };
+    if line.chars().count() <= REASON_CHARS {
+        return line.to_string();
+    }
+    let mut cut: String = line.chars().take(REASON_CHARS - 1).collect();
+    cut.push('…');
+    cut
+}
+
+/// Bootstrap of a resolve rate over every selected run, resampling instances; `missing`
+/// instances (selected, not run) count as clusters of unresolved runs.
 fn rate_bootstrap(
     instances: &BTreeMap<&str, Vec<&RunRow>>,
     missing: u64,
-    denominator: Denominator,
     ok: impl Fn(&RunRow) -> bool,
 ) -> Option<Interval> {
-    // Each cluster: (resolved, counted) over its runs.
+    // Each cluster: (resolved, selected) over its runs.
     let mut clusters: Vec<(f64, f64)> = instances
         .values()
-        .map(|runs| {
-            let counted: Vec<&&RunRow> = match denominator {
-                Denominator::Attempted => runs.iter().filter(|r| r.finished()).collect(),
-                Denominator::Selected => runs.iter().collect(),
-            };
-            (counted.iter().filter(|r| ok(r)).count() as f64, counted.len() as f64)
-        })
+        .map(|runs| (runs.iter().filter(|r| ok(r)).count() as f64, runs.len() as f64))
         .collect();
     let per_instance = instances.values().map(|r| r.len()).max().unwrap_or(1) as f64;
     clusters.extend((0..missing).map(|_| (0.0, per_instance)));
@@ -378,15 +439,11 @@ fn fallback(key: &Key, runs: &[&RunRow], all: &[RunRow], options: &ReportOptions
     }
     let repeats = runs.iter().map(|r| r.repeat).max().map_or(0, |m| m as u64 + 1);
     let instances = by_instance(runs).len() as u64;
-    // With fallback every selected run has a result: attempted counts the runs that finished
-    // or fell back.
-    let denominator = match options.denominator {
-        Denominator::Attempted => costs.len() as u64,
-        Denominator::Selected => denominator(runs, instances, repeats, options).0,
-    };
+    let denominator = denominator(runs, instances, repeats, options).0;
     Some(FallbackFigures {
         base,
         resolved,
+        denominator,
         resolve_rate: (denominator > 0).then(|| resolved as f64 / denominator as f64),
         wilson: stats::wilson(resolved.min(denominator), denominator, LEVEL),
         cost_mean_usd: stats::mean(costs),
@@ -485,33 +542,44 @@ fn pooled_delta<'a, 'b: 'a>(
     (mean(&all), stats::bootstrap(&clusters, LEVEL, mean))
 }
 
-/// Per instance both conditions ran: (A's resolve rate, B's) over their finished runs.
+/// Per instance both conditions selected: (A's resolve rate, B's) over every selected run of
+/// it (errored, cancelled and unfinished runs count as unresolved).
 fn pair_by_instance<'a>(a: &[&'a RunRow], b: &[&RunRow]) -> BTreeMap<&'a str, (f64, f64)> {
     let rate = |runs: &[&RunRow]| {
-        let fin: Vec<&&RunRow> = runs.iter().filter(|r| r.finished()).collect();
-        (!fin.is_empty()).then(|| fin.iter().filter(|r| r.is_resolved()).count() as f64 / fin.len() as f64)
+        (!runs.is_empty()).then(|| runs.iter().filter(|r| r.is_resolved()).count() as f64 / runs.len() as f64)
     };
     let (ia, ib) = (by_instance(a), by_instance(b));
     ia.iter().filter_map(|(id, runs)| Some((*id, (rate(runs)?, rate(ib.get(id)?)?)))).collect()
 }
 
-/// A paired comparison of two conditions on the instances both ran.
+/// A paired comparison of two conditions on the (instance, repeat) pairs both selected: a run
+/// that errored, was cancelled or has not finished counts as unresolved, as in the reports.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct Comparison {
     pub a: String,
     pub b: String,
-    /// Instances both finished at least once.
+    /// Instances with at least one (instance, repeat) pair both conditions selected.
     pub instances: u64,
+    /// (instance, repeat) pairs both conditions selected: the resolve rates' denominator.
+    pub pairs: u64,
+    /// Pairs both conditions finished: the denominator of the cost and step differences and
+    /// of the `_finished` rates.
+    pub pairs_finished: u64,
+    /// Resolved over `pairs`.
     pub rate_a: Option<f64>,
     pub rate_b: Option<f64>,
-    /// A's resolve rate minus B's, over the paired instances.
+    /// Resolved over `pairs_finished`.
+    pub rate_a_finished: Option<f64>,
+    pub rate_b_finished: Option<f64>,
+    /// A's resolve rate minus B's, over `pairs`, with a paired bootstrap interval over instances.
     pub rate_diff: Option<f64>,
     pub rate_diff_interval: Option<Interval>,
-    /// Pairs (instance, repeat) where only A resolved / only B resolved.
+    /// Pairs where only A resolved / only B resolved (of `pairs`).
     pub only_a: u64,
     pub only_b: u64,
     /// Exact McNemar test on those pairs.
     pub mcnemar_p: f64,
+    /// Mean cost and steps per run, A minus B, over `pairs_finished`.
     pub cost_diff_usd: Option<f64>,
     pub cost_diff_interval: Option<Interval>,
     pub steps_diff: Option<f64>,
@@ -521,68 +589,89 @@ pub struct Comparison {
     pub flipped_to_b: Vec<String>,
 }
 
+/// Per instance, summed over its paired repeats: resolved A, resolved B, pairs; then over the
+/// pairs both finished: cost A, cost B, steps A, steps B, resolved A, resolved B, pairs.
+const RES_A: usize = 0;
+const RES_B: usize = 1;
+const PAIRS: usize = 2;
+const COST_A: usize = 3;
+const COST_B: usize = 4;
+const STEPS_A: usize = 5;
+const STEPS_B: usize = 6;
+const FIN_RES_A: usize = 7;
+const FIN_RES_B: usize = 8;
+const FIN_PAIRS: usize = 9;
+type PairSums = [f64; 10];
+
 /// Compares condition `a` with `b` (rows of each, from `data::load`).
 pub fn compare(label_a: &str, a: &[&RunRow], label_b: &str, b: &[&RunRow]) -> Comparison {
     let by_pair = |runs: &[&RunRow]| -> HashMap<(String, i32), RunRow> {
-        runs.iter()
-            .filter(|r| r.finished())
-            .map(|r| ((r.instance_id.clone(), r.repeat), (*r).clone()))
-            .collect()
+        runs.iter().map(|r| ((r.instance_id.clone(), r.repeat), (*r).clone())).collect()
     };
     let (pa, pb) = (by_pair(a), by_pair(b));
     let mut only_a = 0;
     let mut only_b = 0;
-    // Per instance: (resolved A, resolved B, cost A, cost B, steps A, steps B), summed over repeats.
-    let mut per_instance: BTreeMap<String, [f64; 7]> = BTreeMap::new();
+    let mut per_instance: BTreeMap<String, PairSums> = BTreeMap::new();
     for (key, ra) in &pa {
         let Some(rb) = pb.get(key) else { continue };
         let (x, y) = (ra.is_resolved(), rb.is_resolved());
         only_a += (x && !y) as u64;
         only_b += (!x && y) as u64;
-        let e = per_instance.entry(key.0.clone()).or_insert([0.0; 7]);
-        let add = [
-            x as u8 as f64,
-            y as u8 as f64,
-            f(ra.cost()),
-            f(rb.cost()),
-            ra.steps as f64,
-            rb.steps as f64,
-            1.0,
-        ];
-        for (t, v) in e.iter_mut().zip(add) {
-            *t += v;
+        let e = per_instance.entry(key.0.clone()).or_insert([0.0; 10]);
+        let (x, y) = (x as u8 as f64, y as u8 as f64);
+        e[RES_A] += x;
+        e[RES_B] += y;
+        e[PAIRS] += 1.0;
+        if ra.finished() && rb.finished() {
+            e[COST_A] += f(ra.cost());
+            e[COST_B] += f(rb.cost());
+            e[STEPS_A] += ra.steps as f64;
+            e[STEPS_B] += rb.steps as f64;
+            e[FIN_RES_A] += x;
+            e[FIN_RES_B] += y;
+            e[FIN_PAIRS] += 1.0;
         }
     }
-    let clusters: Vec<[f64; 7]> = per_instance.values().copied().collect();
-    let diff_of = |i: usize, j: usize| {
-        move |sample: &[&[f64; 7]]| {
-            let (sa, sb, n) =
-                sample.iter().fold((0.0, 0.0, 0.0), |(sa, sb, n), c| (sa + c[i], sb + c[j], n + c[6]));
-            (n > 0.0).then(|| (sa - sb) / n)
+    let clusters: Vec<PairSums> = per_instance.values().copied().collect();
+    // Σ column i minus Σ column j (or Σ column i alone when j is None), over Σ column n.
+    let diff_of = |i: usize, j: Option<usize>, n: usize| {
+        move |sample: &[&PairSums]| {
+            let (si, sj, sn) = sample.iter().fold((0.0, 0.0, 0.0), |(si, sj, sn), c| {
+                (si + c[i], sj + j.map_or(0.0, |j| c[j]), sn + c[n])
+            });
+            (sn > 0.0).then(|| (si - sj) / sn)
         }
     };
-    let all: Vec<&[f64; 7]> = clusters.iter().collect();
-    let pairs: f64 = clusters.iter().map(|c| c[6]).sum();
+    let all: Vec<&PairSums> = clusters.iter().collect();
+    let total = |i: usize| clusters.iter().map(|c| c[i]).sum::<f64>();
     let flipped = |i: usize, j: usize| -> Vec<String> {
-        per_instance.iter().filter(|(_, c)| c[i] == c[6] && c[j] == 0.0).map(|(id, _)| id.clone()).collect()
+        per_instance
+            .iter()
+            .filter(|(_, c)| c[i] == c[PAIRS] && c[j] == 0.0)
+            .map(|(id, _)| id.clone())
+            .collect()
     };
     Comparison {
         a: label_a.into(),
         b: label_b.into(),
         instances: clusters.len() as u64,
-        rate_a: (pairs > 0.0).then(|| clusters.iter().map(|c| c[0]).sum::<f64>() / pairs),
-        rate_b: (pairs > 0.0).then(|| clusters.iter().map(|c| c[1]).sum::<f64>() / pairs),
-        rate_diff: diff_of(0, 1)(&all),
-        rate_diff_interval: stats::bootstrap(&clusters, LEVEL, diff_of(0, 1)),
+        pairs: total(PAIRS) as u64,
+        pairs_finished: total(FIN_PAIRS) as u64,
+        rate_a: diff_of(RES_A, None, PAIRS)(&all),
+        rate_b: diff_of(RES_B, None, PAIRS)(&all),
+        rate_a_finished: diff_of(FIN_RES_A, None, FIN_PAIRS)(&all),
+        rate_b_finished: diff_of(FIN_RES_B, None, FIN_PAIRS)(&all),
+        rate_diff: diff_of(RES_A, Some(RES_B), PAIRS)(&all),
+        rate_diff_interval: stats::bootstrap(&clusters, LEVEL, diff_of(RES_A, Some(RES_B), PAIRS)),
         only_a,
         only_b,
         mcnemar_p: stats::mcnemar_exact(only_a, only_b),
-        cost_diff_usd: diff_of(2, 3)(&all),
-        cost_diff_interval: stats::bootstrap(&clusters, LEVEL, diff_of(2, 3)),
-        steps_diff: diff_of(4, 5)(&all),
-        steps_diff_interval: stats::bootstrap(&clusters, LEVEL, diff_of(4, 5)),
-        flipped_to_a: flipped(0, 1),
-        flipped_to_b: flipped(1, 0),
+        cost_diff_usd: diff_of(COST_A, Some(COST_B), FIN_PAIRS)(&all),
+        cost_diff_interval: stats::bootstrap(&clusters, LEVEL, diff_of(COST_A, Some(COST_B), FIN_PAIRS)),
+        steps_diff: diff_of(STEPS_A, Some(STEPS_B), FIN_PAIRS)(&all),
+        steps_diff_interval: stats::bootstrap(&clusters, LEVEL, diff_of(STEPS_A, Some(STEPS_B), FIN_PAIRS)),
+        flipped_to_a: flipped(RES_A, RES_B),
+        flipped_to_b: flipped(RES_B, RES_A),
     }
 }
 

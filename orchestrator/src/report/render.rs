@@ -1,7 +1,7 @@
 //! A report as a terminal table or CSV (JSON is the `Report` itself).
 
 use super::stats::Interval;
-use super::{Comparison, Report};
+use super::{Comparison, ConditionSummary, Report};
 
 fn pct(x: Option<f64>) -> String {
     x.map_or("-".into(), |v| format!("{:.1}%", v * 100.0))
@@ -28,28 +28,34 @@ fn num(x: Option<f64>) -> String {
     x.map_or("-".into(), |v| format!("{v:.1}"))
 }
 
-/// The terminal table: one line per condition, then the frontier and the transfer matrix.
+/// What the default resolve rate divides by, in words.
+pub fn selected_denominator(report: &Report) -> String {
+    match report.options.total {
+        Some(t) => format!("{t} selected instances x repeats (instances not run count as unresolved)"),
+        None => "every selected run".to_string(),
+    }
+}
+
+/// The terminal table: one line per condition, then outcomes, error reasons, the frontier and
+/// the transfer matrix.
 pub fn table(report: &Report) -> String {
     let mut out = String::new();
-    let denominator = match report.options.denominator {
-        super::Denominator::Attempted => "attempted runs".to_string(),
-        super::Denominator::Selected => match report.options.total {
-            Some(t) => format!("{t} selected instances per repeat"),
-            None => "selected runs".to_string(),
-        },
-    };
     out.push_str(&format!(
-        "sweeps: {}   resolve rate over {denominator}, 95% intervals\n\n",
-        report.sweeps.join(", ")
+        "sweeps: {}\nresolve rate over {} (errored, cancelled and unfinished runs count as \
+         unresolved), 95% intervals; beside it, over finished runs only\n\n",
+        report.sweeps.join(", "),
+        selected_denominator(report)
     ));
     out.push_str(&format!(
-        "{:<34} {:>9} {:>8} {:>15} {:>15} {:>10} {:>10} {:>10} {:>7} {:>7} {:>9}\n",
+        "{:<34} {:>17} {:>8} {:>15} {:>15} {:>17} {:>8} {:>10} {:>10} {:>10} {:>7} {:>7} {:>9}\n",
         "condition",
-        "resolved",
+        "resolved/selected",
         "rate",
         "Wilson",
         "bootstrap",
-        "cost/run",
+        "resolved/finished",
+        "rate",
+        "$/finished",
         "critic tot",
         "$/solved",
         "steps",
@@ -58,12 +64,14 @@ pub fn table(report: &Report) -> String {
     ));
     for c in &report.conditions {
         out.push_str(&format!(
-            "{:<34} {:>9} {:>8} {:>15} {:>15} {:>10} {:>10} {:>10} {:>7} {:>7} {:>9}\n",
+            "{:<34} {:>17} {:>8} {:>15} {:>15} {:>17} {:>8} {:>10} {:>10} {:>10} {:>7} {:>7} {:>9}\n",
             c.label,
             format!("{}/{}", c.resolved, c.denominator),
             pct(c.resolve_rate),
             pct_interval(c.wilson),
             pct_interval(c.bootstrap),
+            format!("{}/{}", c.resolved, c.runs_finished),
+            pct(c.resolve_rate_finished),
             usd(c.cost_mean_usd),
             format!("${:.4}", c.critic_cost_total_usd),
             usd(c.cost_per_resolved_usd),
@@ -73,11 +81,13 @@ pub fn table(report: &Report) -> String {
         ));
         if let Some(fb) = &c.with_fallback {
             out.push_str(&format!(
-                "{:<34} {:>9} {:>8} {:>15} {:>15} {:>10}   ({} runs took `{}`'s result)\n",
+                "{:<34} {:>17} {:>8} {:>15} {:>15} {:>17} {:>8} {:>10}   ({} runs took `{}`'s result)\n",
                 "  with base fallback",
-                fb.resolved,
+                format!("{}/{}", fb.resolved, fb.denominator),
                 pct(fb.resolve_rate),
                 pct_interval(fb.wilson),
+                "",
+                "",
                 "",
                 usd(fb.cost_mean_usd),
                 fb.fell_back,
@@ -89,6 +99,25 @@ pub fn table(report: &Report) -> String {
     for c in &report.conditions {
         let list: Vec<String> = c.outcomes.iter().map(|(k, v)| format!("{k} {v}")).collect();
         out.push_str(&format!("  {:<32} {}\n", c.label, list.join(", ")));
+    }
+    if report.conditions.iter().any(|c| !c.error_reasons.is_empty()) {
+        out.push_str(&format!(
+            "\nerror reasons (runs that ended `error` or `cancelled`, the {} most common per condition):\n",
+            super::ERROR_REASONS_SHOWN
+        ));
+        for c in report.conditions.iter().filter(|c| !c.error_reasons.is_empty()) {
+            out.push_str(&format!("  {}\n", c.label));
+            for e in &c.error_reasons {
+                out.push_str(&format!(
+                    "    {:>5}  {:<9}  {}  (e.g. run {})\n",
+                    e.runs, e.state, e.reason, e.example_run_id
+                ));
+            }
+            let unlisted = unlisted_error_runs(c);
+            if unlisted > 0 {
+                out.push_str(&format!("    {unlisted:>5}  more run(s) under other reasons\n"));
+            }
+        }
     }
     out.push_str(&format!(
         "\ncost-vs-accuracy frontier (cheapest first): {}\n",
@@ -134,15 +163,30 @@ pub fn table(report: &Report) -> String {
     out
 }
 
-/// CSV: one row per condition, for notebooks.
+/// Runs that ended `error` or `cancelled` beyond the reasons listed.
+pub fn unlisted_error_runs(c: &ConditionSummary) -> u64 {
+    let ended =
+        ["infra_error", "cancelled"].iter().map(|k| c.outcomes.get(*k).copied().unwrap_or(0)).sum::<u64>();
+    ended.saturating_sub(c.error_reasons.iter().map(|e| e.runs).sum())
+}
+
+/// The header of the CSV's first table. `denominator` and `resolve_rate` are over every
+/// selected run (or `total` x repeats); `runs_finished` and `resolve_rate_finished` over finished
+/// runs. Earlier columns keep their places; new ones are appended.
+pub const CSV_HEADER: &str =
+    "sweep,agent,critic,runs,finished,instances,repeats,resolved,denominator,resolve_rate,wilson_lo,wilson_hi,\
+     bootstrap_lo,bootstrap_hi,fallback_resolved,fallback_rate,cost_total_usd,agent_cost_total_usd,\
+     critic_cost_total_usd,cost_mean_usd,cost_per_resolved_usd,input_tokens_mean,output_tokens_mean,\
+     cached_tokens_mean,steps_mean,wall_s_mean,critic_calls,interventions,critic_stops,cost_mean_lo_usd,\
+     cost_mean_hi_usd,runs_selected,runs_finished,resolve_rate_finished,infra_errors,cancelled,unfinished";
+
+/// The header of the CSV's second table, after a blank line: error reasons per condition.
+pub const CSV_ERROR_REASONS_HEADER: &str = "sweep,agent,critic,state,reason,runs,example_run_id";
+
+/// CSV for notebooks: one row per condition; then, after a blank line, one row per error
+/// reason of each condition (split the text at the first blank line to read both).
 pub fn csv(report: &Report) -> String {
-    let mut out = String::from(
-        "sweep,agent,critic,runs,finished,instances,repeats,resolved,denominator,resolve_rate,wilson_lo,wilson_hi,\
-         bootstrap_lo,bootstrap_hi,fallback_resolved,fallback_rate,cost_total_usd,agent_cost_total_usd,\
-         critic_cost_total_usd,cost_mean_usd,cost_per_resolved_usd,input_tokens_mean,output_tokens_mean,\
-         cached_tokens_mean,steps_mean,wall_s_mean,critic_calls,interventions,critic_stops,cost_mean_lo_usd,\
-         cost_mean_hi_usd\n",
-    );
+    let mut out = format!("{CSV_HEADER}\n");
     let o = |x: Option<f64>| x.map_or(String::new(), |v| v.to_string());
     for c in &report.conditions {
         let fields = [
@@ -177,9 +221,33 @@ pub fn csv(report: &Report) -> String {
             c.critic_stops.to_string(),
             o(c.cost_mean_bootstrap.map(|i| i.lo)),
             o(c.cost_mean_bootstrap.map(|i| i.hi)),
+            c.runs_selected.to_string(),
+            c.runs_finished.to_string(),
+            o(c.resolve_rate_finished),
+            c.outcomes.get("infra_error").copied().unwrap_or(0).to_string(),
+            c.outcomes.get("cancelled").copied().unwrap_or(0).to_string(),
+            c.outcomes.get("unfinished").copied().unwrap_or(0).to_string(),
         ];
         out.push_str(&fields.join(","));
         out.push('\n');
+    }
+    out.push('\n');
+    out.push_str(CSV_ERROR_REASONS_HEADER);
+    out.push('\n');
+    for c in &report.conditions {
+        for e in &c.error_reasons {
+            let fields = [
+                quote(&c.sweep),
+                quote(&c.agent),
+                quote(&c.critic),
+                quote(&e.state),
+                quote(&e.reason),
+                e.runs.to_string(),
+                e.example_run_id.to_string(),
+            ];
+            out.push_str(&fields.join(","));
+            out.push('\n');
+        }
     }
     out
 }
@@ -201,17 +269,23 @@ pub fn comparison(c: &Comparison) -> String {
         })
     };
     format!(
-        "{a}  vs  {b}   ({n} paired instances)\n\
-         resolve rate: {ra} vs {rb}; difference {d} pt, 95% paired bootstrap {di}\n\
-         discordant pairs: only A {oa}, only B {ob}; exact McNemar p = {p:.4}\n\
-         cost per run: difference {cd}, 95% {ci}\n\
-         steps per run: difference {sd}, 95% {si}\n\
+        "{a}  vs  {b}   ({n} paired instances, {pairs} selected (instance, repeat) pairs, {pf} both finished)\n\
+         resolve rate over selected pairs (errored, cancelled, unfinished: unresolved): {ra} vs {rb}; \
+         difference {d} pt, 95% paired bootstrap {di}\n\
+         resolve rate over pairs both finished: {raf} vs {rbf}\n\
+         discordant pairs (of the selected): only A {oa}, only B {ob}; exact McNemar p = {p:.4}\n\
+         cost per run (pairs both finished): difference {cd}, 95% {ci}\n\
+         steps per run (pairs both finished): difference {sd}, 95% {si}\n\
          resolved only by A: {fa}\nresolved only by B: {fb}\n",
         a = c.a,
         b = c.b,
         n = c.instances,
+        pairs = c.pairs,
+        pf = c.pairs_finished,
         ra = pct(c.rate_a),
         rb = pct(c.rate_b),
+        raf = pct(c.rate_a_finished),
+        rbf = pct(c.rate_b_finished),
         d = c.rate_diff.map_or("-".into(), |d| format!("{:+.1}", d * 100.0)),
         di = interval(c.rate_diff_interval, 100.0, 1, ""),
         oa = c.only_a,

@@ -35,6 +35,7 @@ fn run(
         critic_calls: 0,
         interventions: 0,
         patch: None,
+        last_error: (outcome == "error").then(|| "infrastructure failure: sandbox gone".to_string()),
     }
 }
 
@@ -63,14 +64,28 @@ fn sweep() -> Vec<RunRow> {
 fn conditions_count_what_happened() {
     let report = build(&sweep(), &ReportOptions::default());
     let c = report.conditions.iter().find(|c| c.critic == "critic").unwrap();
-    assert_eq!((c.runs, c.finished, c.resolved, c.denominator), (10, 9, 5, 9));
-    assert!((c.resolve_rate.unwrap() - 5.0 / 9.0).abs() < 1e-12);
-    let w = c.wilson.unwrap();
+    // The infrastructure error on instance 9 counts as unresolved over the selected runs and
+    // is left out of the finished ones.
+    assert_eq!((c.runs_selected, c.runs_finished, c.resolved, c.denominator), (10, 9, 5, 10));
+    assert_eq!((c.runs, c.finished), (10, 9), "the earlier keys say the same");
+    assert!((c.resolve_rate.unwrap() - 0.5).abs() < 1e-12);
+    assert!((c.resolve_rate_finished.unwrap() - 5.0 / 9.0).abs() < 1e-12);
+    assert_eq!(c.wilson, stats::wilson(5, 10, LEVEL), "the interval is over the selected runs");
     let b = c.bootstrap.unwrap();
-    assert!(w.lo < 5.0 / 9.0 && 5.0 / 9.0 < w.hi && b.lo < 5.0 / 9.0 && 5.0 / 9.0 < b.hi);
+    assert!(b.lo < 0.5 && 0.5 < b.hi && b.hi < 5.0 / 9.0 + 0.3, "{b:?}");
     assert_eq!(c.outcomes["resolved"], 5);
     assert_eq!(c.outcomes["step_limit"], 1);
     assert_eq!(c.outcomes["infra_error"], 1);
+    assert_eq!(c.outcomes.values().sum::<u64>(), c.runs_selected);
+    assert_eq!(
+        c.error_reasons,
+        vec![ErrorReason {
+            state: "error".into(),
+            reason: "infrastructure failure: sandbox gone".into(),
+            runs: 1,
+            example_run_id: 0
+        }]
+    );
     assert_eq!(c.critic_cost_total_usd, "0.10".parse::<Decimal>().unwrap());
     assert_eq!(c.cost_total_usd, "0.60".parse::<Decimal>().unwrap());
     assert!((c.cost_per_resolved_usd.unwrap() - 0.12).abs() < 1e-12);
@@ -78,24 +93,86 @@ fn conditions_count_what_happened() {
 }
 
 #[test]
-fn the_denominator_is_chosen_and_said() {
-    let all = build(&sweep(), &ReportOptions { denominator: Denominator::Selected, total: None });
-    let c = all.conditions.iter().find(|c| c.critic == "critic").unwrap();
-    assert_eq!((c.resolved, c.denominator), (5, 10), "the infra error counts as unresolved");
-    let of_500 = build(&sweep(), &ReportOptions { denominator: Denominator::Selected, total: Some(500) });
+fn total_instances_set_the_selected_denominator() {
+    let of_500 = build(&sweep(), &ReportOptions { total: Some(500) });
     let c = of_500.conditions.iter().find(|c| c.critic == "critic").unwrap();
-    assert_eq!(c.denominator, 500);
+    assert_eq!((c.denominator, c.runs_selected, c.runs_finished), (500, 10, 9));
     assert!((c.resolve_rate.unwrap() - 0.01).abs() < 1e-12);
+    assert!((c.resolve_rate_finished.unwrap() - 5.0 / 9.0).abs() < 1e-12, "unchanged by --total");
+    assert_eq!(c.wilson, stats::wilson(5, 500, LEVEL));
     assert!(c.bootstrap.unwrap().hi < 0.03, "{:?}", c.bootstrap);
+    assert_eq!(c.with_fallback.as_ref().unwrap().denominator, 500);
+}
+
+#[test]
+fn error_reasons_are_grouped_by_first_line_and_the_most_common_kept() {
+    let mut rows = Vec::new();
+    let mut id = 100;
+    let mut ended = |state: &str, error: Option<&str>, n: usize| {
+        for _ in 0..n {
+            let mut r = run("qwen", "none", id as usize, 0, "unresolved", false, "0.01");
+            r.id = id;
+            id += 1;
+            r.state = state.into();
+            r.outcome = None;
+            r.last_error = error.map(str::to_string);
+            rows.push(r);
+        }
+    };
+    let long = format!("lease expired: {}\nsecond line", "x".repeat(200));
+    ended("error", Some("  infrastructure failure: docker gone \n  at sandbox.rs:12"), 3);
+    ended("error", Some("infrastructure failure: docker gone"), 1);
+    ended("cancelled", Some("sweep cancelled"), 2);
+    ended("error", Some(&long), 1);
+    ended("error", None, 1);
+    ended("error", Some("a"), 1);
+    ended("error", Some("b"), 1);
+    ended("queued", Some("lease expired on attempt 1"), 1);
+    let report = build(&rows, &ReportOptions::default());
+    let c = &report.conditions[0];
+    let got: Vec<(&str, &str, u64, i64)> = c
+        .error_reasons
+        .iter()
+        .map(|e| (e.state.as_str(), e.reason.as_str(), e.runs, e.example_run_id))
+        .collect();
+    let cut = format!("lease expired: {}…", "x".repeat(REASON_CHARS - 1 - "lease expired: ".len()));
+    assert_eq!(
+        got,
+        vec![
+            ("error", "infrastructure failure: docker gone", 4, 100),
+            ("cancelled", "sweep cancelled", 2, 104),
+            ("error", "(no reason recorded)", 1, 107),
+            ("error", "a", 1, 108),
+            ("error", "b", 1, 109),
+        ],
+        "the most common first, ties by state and reason; a queued run is not an error"
+    );
+    assert!(!got.iter().any(|g| g.1 == cut), "the sixth reason is not listed");
+    assert_eq!(short_reason(Some(&long)), cut);
+    assert_eq!(short_reason(Some(&long)).chars().count(), REASON_CHARS);
+    assert_eq!(render::unlisted_error_runs(c), 1, "the long reason's run");
+    assert_eq!((c.outcomes["infra_error"], c.outcomes["cancelled"], c.outcomes["unfinished"]), (8, 2, 1));
+    assert_eq!((c.resolved, c.denominator, c.runs_finished, c.resolve_rate_finished), (0, 11, 0, None));
+    let table = render::table(&report);
+    assert!(
+        table.contains("error reasons")
+            && table.contains("infrastructure failure: docker gone  (e.g. run 100)"),
+        "{table}"
+    );
+    assert!(table.contains("more run(s) under other reasons"), "{table}");
+    let csv = render::csv(&report);
+    let (_, reasons) = csv.split_once("\n\n").unwrap();
+    assert_eq!(reasons.lines().next(), Some(render::CSV_ERROR_REASONS_HEADER));
+    assert!(reasons.contains("s,qwen,none,cancelled,sweep cancelled,2,104\n"), "{csv}");
 }
 
 #[test]
 fn base_fallback_is_shown_beside_the_plain_figures() {
-    let report = build(&sweep(), &ReportOptions { denominator: Denominator::Selected, total: None });
+    let report = build(&sweep(), &ReportOptions::default());
     let c = report.conditions.iter().find(|c| c.critic == "critic").unwrap();
     let fb = c.with_fallback.as_ref().unwrap();
     // Instance 3 (step limit) takes the base's resolved result; 9 (infra error) the base's unresolved.
-    assert_eq!((fb.base.as_str(), fb.fell_back, fb.resolved), ("none", 2, 6));
+    assert_eq!((fb.base.as_str(), fb.fell_back, fb.resolved, fb.denominator), ("none", 2, 6, 10));
     assert_eq!(c.resolved, 5, "the plain figure is unchanged");
     assert!(report.conditions.iter().find(|c| c.critic == "none").unwrap().with_fallback.is_none());
 }
@@ -106,9 +183,9 @@ fn frontier_and_transfer() {
     // The critic is cheaper (0.06 vs 0.10 a run) and better: it alone is on the frontier.
     assert_eq!(report.frontier, vec!["qwen/critic"]);
     let t = &report.transfer[0];
-    assert_eq!((t.critic.as_str(), t.agent.as_str(), t.instances), ("critic", "qwen", 9));
-    // On the 9 paired instances: critic 5 resolved, base 4.
-    assert!((t.delta.unwrap() - 1.0 / 9.0).abs() < 1e-12, "{t:?}");
+    assert_eq!((t.critic.as_str(), t.agent.as_str(), t.instances), ("critic", "qwen", 10));
+    // On the 10 selected instances (the errored one counts as unresolved): critic 5, base 4.
+    assert!((t.delta.unwrap() - 1.0 / 10.0).abs() < 1e-12, "{t:?}");
 }
 
 #[test]
@@ -117,26 +194,50 @@ fn paired_comparison_counts_flips_and_tests_them() {
     let a: Vec<&RunRow> = rows.iter().filter(|r| r.critic == "critic").collect();
     let b: Vec<&RunRow> = rows.iter().filter(|r| r.critic == "none").collect();
     let c = compare("critic", &a, "none", &b);
-    assert_eq!(c.instances, 9);
+    // Instance 9's errored critic run is paired as unresolved (the base did not resolve it
+    // either); costs and steps compare the 9 pairs both finished.
+    assert_eq!((c.instances, c.pairs, c.pairs_finished), (10, 10, 9));
     assert_eq!((c.only_a, c.only_b), (2, 1), "4 and 5 flipped to the critic, 3 to the base");
+    assert!((c.rate_a.unwrap() - 0.5).abs() < 1e-12 && (c.rate_b.unwrap() - 0.4).abs() < 1e-12);
+    assert!((c.rate_a_finished.unwrap() - 5.0 / 9.0).abs() < 1e-12, "{c:?}");
     assert_eq!(c.flipped_to_a, vec!["repo__4", "repo__5"]);
     assert_eq!(c.flipped_to_b, vec!["repo__3"]);
     assert!((c.mcnemar_p - stats::mcnemar_exact(2, 1)).abs() < 1e-15 && c.mcnemar_p == 1.0);
-    assert!((c.rate_diff.unwrap() - 1.0 / 9.0).abs() < 1e-12);
+    assert!((c.rate_diff.unwrap() - 1.0 / 10.0).abs() < 1e-12);
     assert!((c.cost_diff_usd.unwrap() - (-0.04)).abs() < 1e-9, "{c:?}");
     let i = c.rate_diff_interval.unwrap();
-    assert!(i.lo <= 1.0 / 9.0 && 1.0 / 9.0 <= i.hi);
+    assert!(i.lo <= 1.0 / 10.0 && 1.0 / 10.0 <= i.hi);
+    let text = render::comparison(&c);
+    assert!(
+        text.contains("10 selected (instance, repeat) pairs, 9 both finished")
+            && text.contains("50.0% vs 40.0%"),
+        "{text}"
+    );
 }
 
 #[test]
 fn renders_say_the_same() {
     let report = build(&sweep(), &ReportOptions::default());
     let table = render::table(&report);
-    assert!(table.contains("qwen/critic") && table.contains("5/9") && table.contains("55.6%"), "{table}");
+    let line = table.lines().find(|l| l.starts_with("qwen/critic")).unwrap();
+    let cells: Vec<&str> = line.split_whitespace().collect();
+    assert_eq!(&cells[..3], ["qwen/critic", "5/10", "50.0%"], "resolved / selected first: {table}");
+    assert!(line.contains(" 5/9 ") && line.contains("55.6%"), "then resolved / finished: {table}");
+    assert!(table.contains("resolved/selected") && table.contains("resolved/finished"), "{table}");
     assert!(table.contains("with base fallback"));
+    assert!(table.contains("infrastructure failure: sandbox gone  (e.g. run 0)"), "{table}");
     let csv = render::csv(&report);
-    assert_eq!(csv.lines().count(), 3);
-    assert!(csv.lines().nth(1).unwrap().starts_with("s,qwen,critic,10,9,10,1,5,9,"), "{csv}");
+    let (conditions, reasons) = csv.split_once("\n\n").unwrap();
+    assert_eq!(conditions.lines().count(), 3);
+    let header: Vec<&str> = conditions.lines().next().unwrap().split(',').collect();
+    let row: Vec<&str> = conditions.lines().nth(1).unwrap().split(',').collect();
+    assert_eq!(header.len(), row.len());
+    let col = |name: &str| row[header.iter().position(|h| *h == name).unwrap()];
+    assert!(row.join(",").starts_with("s,qwen,critic,10,9,10,1,5,10,"), "{csv}");
+    assert_eq!((col("runs_selected"), col("runs_finished"), col("denominator")), ("10", "9", "10"));
+    assert_eq!((col("resolve_rate"), col("infra_errors"), col("cancelled")), ("0.5", "1", "0"));
+    assert!(col("resolve_rate_finished").starts_with("0.5555"), "{csv}");
+    assert_eq!(reasons, "sweep,agent,critic,state,reason,runs,example_run_id\ns,qwen,critic,error,infrastructure failure: sandbox gone,1,0\n");
 }
 
 #[test]
@@ -183,7 +284,17 @@ fn the_html_report_is_well_formed_and_holds_its_plots() {
     assert_eq!(boxes, 4, "two conditions in each of two box plots");
     assert_eq!(cells, 1, "one critic x one agent");
     assert_eq!(cost_bars, 2, "each point of the cost plot has its cost interval");
-    assert!(html.contains("+11.1 pt"), "the transfer cell says the change");
+    assert!(html.contains("+10.0 pt"), "the transfer cell says the change (over the 10 selected instances)");
+    assert!(html.contains("<th>resolved / selected</th>") && html.contains("<th>resolved / finished</th>"));
+    assert!(
+        html.contains("<td>5/10</td><td>50.0%</td>") && html.contains("<td>5/9</td><td>55.6%</td>"),
+        "{html}"
+    );
+    assert!(
+        html.contains("class=\"error-reasons\"")
+            && html.contains("<td class=\"l\">error</td><td class=\"l\">infrastructure failure: sandbox gone</td><td>1</td><td>0</td>"),
+        "{html}"
+    );
     assert!(html.contains("class=\"usage\"") && html.contains("<td>1000</td>"), "mean input tokens per run");
     assert!(
         !html.contains("<script") && !html.contains("src=") && !html.contains("href="),
@@ -212,7 +323,7 @@ fn the_mean_cost_has_a_bootstrap_interval_over_instances() {
     let same = build(&sweep(), &ReportOptions::default());
     let base = same.conditions.iter().find(|c| c.critic == "none").unwrap().cost_mean_bootstrap.unwrap();
     assert!((base.lo - 0.10).abs() < 1e-12 && (base.hi - 0.10).abs() < 1e-12, "{base:?}");
-    assert!(render::csv(&report).lines().next().unwrap().ends_with(",cost_mean_lo_usd,cost_mean_hi_usd"));
+    assert!(render::csv(&report).lines().next().unwrap().contains(",cost_mean_lo_usd,cost_mean_hi_usd,"));
 }
 
 #[test]

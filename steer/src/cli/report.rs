@@ -10,7 +10,7 @@ use protocol::API_PREFIX;
 use reqwest::Method;
 
 use super::{client, CoordinatorArgs};
-use orchestrator::report::{render, Comparison, Denominator, Report};
+use orchestrator::report::{render, Comparison, Report};
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
 pub enum Format {
@@ -21,14 +21,6 @@ pub enum Format {
     Html,
 }
 
-#[derive(Debug, Clone, Copy, ValueEnum)]
-pub enum DenominatorArg {
-    /// Runs that finished.
-    Attempted,
-    /// Every run (or --total instances); unfinished runs count as unresolved.
-    Selected,
-}
-
 #[derive(Args, Debug)]
 pub struct ReportArgs {
     /// Sweeps (ids or names).
@@ -36,9 +28,8 @@ pub struct ReportArgs {
     pub sweeps: Vec<String>,
     #[arg(long, value_enum, default_value = "table")]
     pub format: Format,
-    #[arg(long, value_enum, default_value = "attempted")]
-    pub denominator: DenominatorArg,
-    /// With --denominator selected: the instances selected (e.g. 500 for SWE-bench Verified).
+    /// The instances selected (e.g. 500 for SWE-bench Verified): the rate over selected runs
+    /// divides by N x repeats, instances without runs counting as unresolved.
     #[arg(long)]
     pub total: Option<u64>,
     /// Write here instead of standard output.
@@ -50,18 +41,7 @@ pub struct ReportArgs {
 
 pub async fn report(args: ReportArgs) -> anyhow::Result<ExitCode> {
     let client = client::connect(&args.coordinator)?;
-    let denominator = match args.denominator {
-        DenominatorArg::Attempted => Denominator::Attempted,
-        DenominatorArg::Selected => Denominator::Selected,
-    };
-    if args.total.is_some() && matches!(denominator, Denominator::Attempted) {
-        anyhow::bail!("--total applies to --denominator selected");
-    }
-    let mut path = format!(
-        "{API_PREFIX}/report?sweeps={}&denominator={}",
-        args.sweeps.join(","),
-        serde_json::to_value(denominator)?.as_str().unwrap_or("attempted")
-    );
+    let mut path = format!("{API_PREFIX}/report?sweeps={}", args.sweeps.join(","));
     if let Some(total) = args.total {
         path.push_str(&format!("&total={total}"));
     }
