@@ -341,6 +341,10 @@ pub struct Heartbeat {
     /// What the worker is doing besides its runs (e.g. pulling an image); None: nothing.
     #[serde(default)]
     pub status: Option<String>,
+    /// Why the worker cannot run container runs now (its container engine stopped answering);
+    /// None: it can run every kind it registered. While set, it is handed placeholder runs only.
+    #[serde(default)]
+    pub degraded: Option<String>,
 }
 
 /// A worker as the coordinator knows it (`GET /api/v1/workers`).
@@ -354,6 +358,9 @@ pub struct WorkerInfo {
     /// The variables it lets sweeps read model API keys from (names and `PREFIX*`; empty: none).
     #[serde(default)]
     pub key_envs: Vec<String>,
+    /// Why it cannot run container runs now (its engine stopped answering); None: it can.
+    #[serde(default)]
+    pub degraded: Option<String>,
     /// How many instance images it holds.
     pub images: i64,
     pub running: i64,

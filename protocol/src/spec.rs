@@ -289,6 +289,13 @@ wire_names!(ExecutorKind, "executor kind", {
     Agent => "agent",
 });
 
+impl ExecutorKind {
+    /// Whether its runs need a container engine on the worker.
+    pub fn needs_container(self) -> bool {
+        matches!(self, ExecutorKind::Evaluate | ExecutorKind::Agent)
+    }
+}
+
 /// Grading semantics to follow.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "snake_case")]

@@ -130,3 +130,114 @@ async fn runs_that_fail_say_why_and_waiting_exits_non_zero(pool: PgPool) {
     placeholder_worker.drain().await;
     coordinator.shutdown().await;
 }
+
+/// A TCP door to the local Docker engine that the test can close, as an engine that stops
+/// answering: `tcp://ADDR` until `close` is cancelled.
+async fn engine_door(close: tokio_util::sync::CancellationToken) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let (mut client, _) = tokio::select! {
+                _ = close.cancelled() => return,
+                accepted = listener.accept() => match accepted { Ok(c) => c, Err(_) => return },
+            };
+            let close = close.clone();
+            tokio::spawn(async move {
+                let Ok(mut engine) = tokio::net::UnixStream::connect("/var/run/docker.sock").await else {
+                    return;
+                };
+                tokio::select! {
+                    _ = close.cancelled() => {}
+                    _ = tokio::io::copy_bidirectional(&mut client, &mut engine) => {}
+                }
+            });
+        }
+    });
+    format!("tcp://{addr}")
+}
+
+#[sqlx::test(migrator = "orchestrator::db::MIGRATOR")]
+async fn a_worker_whose_engine_stops_answering_is_degraded_and_says_so(pool: PgPool) {
+    let instances = fixtures();
+    let Some(_docker) = docker_with_fixture_images(&instances).await else { return };
+    datasets::import(&pool, "fixtures", None, &instances).await.unwrap();
+    let coordinator = common::start_coordinator(&pool, Duration::from_secs(3)).await;
+    let close = tokio_util::sync::CancellationToken::new();
+    let host = engine_door(close.clone()).await;
+    let settings = worker::node::Settings {
+        coordinator_url: coordinator.url.clone(),
+        token: tokens::create(&pool, "w", Role::Worker).await.unwrap().token,
+        name: Some("engine-lost".into()),
+        slots: 1,
+        claim_wait: Duration::from_millis(500),
+        drain_timeout: Duration::from_secs(5),
+        critic_models: vec![],
+        critic_threads: 0,
+        docker: Some(worker::node::DockerSettings {
+            host: host.clone(),
+            image_budget_bytes: None,
+            pull_attempts: 1,
+            registry: None,
+            required: true,
+            engine_check_every: Duration::from_millis(200),
+        }),
+        llm_retry: Default::default(),
+        metrics_bind: None,
+        metrics_token: None,
+        keys: Default::default(),
+    };
+    let node = worker::node::Worker::build(settings).await.expect("the engine answers through the door");
+    assert!(node.executor_kinds().contains(&protocol::ExecutorKind::Agent));
+    let drain = tokio_util::sync::CancellationToken::new();
+    let task = tokio::spawn(node.run(drain.clone()));
+    let admin = tokens::create(&pool, "admin", Role::Admin).await.unwrap().token;
+    let workers = || async {
+        let listed: Vec<protocol::WorkerInfo> = reqwest::Client::new()
+            .get(format!("{}/api/v1/workers", coordinator.url))
+            .bearer_auth(&admin)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        listed
+    };
+
+    // The engine stops answering: within a few checks and a heartbeat, the worker is degraded.
+    close.cancel();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    let degraded = loop {
+        if let Some(why) = workers().await.iter().find_map(|w| w.degraded.clone()) {
+            break why;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "the worker never reported its engine lost");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert!(degraded.contains(&format!("the container engine at {host} does not answer")), "{degraded}");
+
+    // An agent sweep now waits, and its status says why.
+    let user = tokens::create(&pool, "alice", Role::User).await.unwrap().token;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("stranded.toml");
+    std::fs::write(&file, agent_sweep("stranded")).unwrap();
+    let (code, out) = steer(&coordinator.url, &user, &["sweep", "submit", file.to_str().unwrap()]).await;
+    assert_eq!(code, 0, "{out}");
+    let (_, out) = steer(&coordinator.url, &user, &["sweep", "status", "stranded"]).await;
+    assert!(
+        out.contains("the only live worker, `engine-lost`, runs `placeholder` runs only (the container engine of `engine-lost` does not answer)"),
+        "{out}"
+    );
+    let (_, out) = steer(&coordinator.url, &user, &["workers"]).await;
+    assert!(out.contains("DEGRADED: the container engine at"), "{out}");
+    let queued: i64 = sqlx::query_scalar("SELECT count(*) FROM runs WHERE state = 'queued'")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(queued, 2, "no container run was handed to the degraded worker");
+
+    drain.cancel();
+    tokio::time::timeout(Duration::from_secs(30), task).await.expect("the worker drains").unwrap().unwrap();
+    coordinator.shutdown().await;
+}

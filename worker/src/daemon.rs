@@ -385,7 +385,13 @@ async fn heartbeat_loop(beat: Beat, drain: CancellationToken, stop: Cancellation
         n += 1;
         let leases: Vec<LeaseRef> =
             table.lock().expect("in-flight table lock").values().map(|f| f.lease).collect();
-        let req = Heartbeat { leases, draining: drain.is_cancelled(), images, status: executor.status() };
+        let req = Heartbeat {
+            leases,
+            draining: drain.is_cancelled(),
+            images,
+            status: executor.status(),
+            degraded: executor.degraded(),
+        };
         match client.heartbeat(worker_id, &req).await {
             Ok(ack) => {
                 for id in ack.lost {

@@ -3,6 +3,7 @@
 use protocol::{ClaimedRun, ExecutorKind, ExecutorSpec};
 
 use crate::agent::AgentExecutor;
+use crate::engine_watch::EngineWatch;
 use crate::evaluate::EvaluateExecutor;
 use crate::executor::{ExecError, ExecFuture, Executor, ImagesFuture, RunContext};
 use crate::llm::RetryPolicy;
@@ -17,17 +18,31 @@ pub struct Dispatcher {
     agent: Option<AgentExecutor>,
     /// What the agent executor's keyring allows (advertised at registration).
     key_envs: protocol::keys::KeyAllowList,
+    /// Whether the container engine still answers (None: not watched).
+    engine: Option<EngineWatch>,
 }
 
 impl Dispatcher {
     pub fn new(evaluate: Option<EvaluateExecutor>) -> Self {
         let agent = evaluate.as_ref().map(|e| AgentExecutor::new(e.grader().clone()));
-        Dispatcher { placeholder: PlaceholderExecutor, evaluate, agent, key_envs: Default::default() }
+        Dispatcher {
+            placeholder: PlaceholderExecutor,
+            evaluate,
+            agent,
+            key_envs: Default::default(),
+            engine: None,
+        }
     }
 
     /// How the agent executor retries model calls (tests shorten the waits).
     pub fn with_llm_retry(mut self, retry: RetryPolicy) -> Self {
         self.agent = self.agent.map(|a| a.with_retry_policy(retry));
+        self
+    }
+
+    /// Reports the worker degraded while `engine` does not answer.
+    pub fn with_engine_watch(mut self, engine: EngineWatch) -> Self {
+        self.engine = Some(engine);
         self
     }
 
@@ -80,6 +95,10 @@ impl Executor for Dispatcher {
 
     fn status(&self) -> Option<String> {
         self.evaluate.as_ref().and_then(|e| e.status())
+    }
+
+    fn degraded(&self) -> Option<String> {
+        self.engine.as_ref().and_then(EngineWatch::problem)
     }
 
     fn held_images(&self) -> ImagesFuture<'_> {

@@ -119,6 +119,12 @@ pub trait Executor: Send + Sync + 'static {
     fn status(&self) -> Option<String> {
         None
     }
+
+    /// Why the worker cannot run container runs now (its engine stopped answering), for the
+    /// coordinator, which then hands it no such run. None by default.
+    fn degraded(&self) -> Option<String> {
+        None
+    }
 }
 
 #[cfg(test)]

@@ -6,6 +6,7 @@ pub mod agent;
 pub mod critic;
 pub mod daemon;
 pub mod dispatch;
+pub mod engine_watch;
 pub mod evaluate;
 pub mod executor;
 pub mod grading;

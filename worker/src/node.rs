@@ -69,6 +69,9 @@ pub struct DockerSettings {
     /// runs placeholder runs only and says so (`steer up`, which serves placeholder sweeps
     /// on machines without Docker).
     pub required: bool,
+    /// How often the engine is asked whether it still answers (a worker whose engine stops
+    /// answering is handed placeholder runs only until it answers again).
+    pub engine_check_every: Duration,
 }
 
 /// A worker ready to run: its executors built, its metrics endpoint bound.
@@ -202,7 +205,13 @@ async fn executors(settings: &DockerSettings, name: &str) -> anyhow::Result<Disp
     // worker holds (image-locality scheduling).
     let cache = ImageCache::new(docker.clone(), settings.image_budget_bytes.unwrap_or(u64::MAX))
         .with_auth(settings.registry.clone());
-    Ok(Dispatcher::new(Some(EvaluateExecutor::new(docker, name).with_image_cache(cache))))
+    let watch = crate::engine_watch::EngineWatch::spawn(
+        docker.clone(),
+        settings.host.clone(),
+        settings.engine_check_every,
+    );
+    Ok(Dispatcher::new(Some(EvaluateExecutor::new(docker, name).with_image_cache(cache)))
+        .with_engine_watch(watch))
 }
 
 /// Serves `/metrics` on `listener` until `stop`; with `token`, only to requests bearing it.

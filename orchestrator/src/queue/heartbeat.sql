@@ -4,14 +4,16 @@
 -- worker was registered by the calling API token ($8; NULL: a worker registered without one).
 -- The worker's own row is rewritten at most once a second (or when draining changes): liveness
 -- needs no finer grain, and it keeps a busy fleet from rewriting worker rows on every beat.
--- The images the worker holds ($6, NULL: unchanged) are stored when sent, its status ($7) always.
+-- The images the worker holds ($6, NULL: unchanged) are stored when sent, its status ($7) and
+-- why it is degraded ($9, NULL: it is not) always.
 WITH worker AS (
     SELECT id, token_id IS NOT DISTINCT FROM $8 AS bound,
            last_heartbeat < now() - interval '1 second' OR draining <> $5 OR $6::text[] IS NOT NULL
-               OR status IS DISTINCT FROM $7 AS stale
+               OR status IS DISTINCT FROM $7 OR degraded IS DISTINCT FROM $9 AS stale
     FROM workers WHERE id = $3
 ), beat AS (
-    UPDATE workers w SET last_heartbeat = now(), draining = $5, images = COALESCE($6::text[], w.images), status = $7
+    UPDATE workers w SET last_heartbeat = now(), draining = $5, images = COALESCE($6::text[], w.images), status = $7,
+                         degraded = $9
     FROM worker WHERE w.id = worker.id AND worker.stale AND worker.bound
 ), extended AS (
     UPDATE runs r

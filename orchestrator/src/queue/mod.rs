@@ -282,6 +282,7 @@ impl Queue {
             .bind(beat.images.as_deref())
             .bind(beat.status.as_deref())
             .bind(by.0)
+            .bind(beat.degraded.as_deref())
             .fetch_all(&self.pool)
             .await?;
         let first = rows.first();

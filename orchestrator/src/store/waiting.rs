@@ -75,15 +75,19 @@ async fn unserved_kind(pool: &PgPool, sweep_id: i64, live_within: Duration) -> R
             .await?
             .flatten();
     let Some(kind) = kind.and_then(|k| k.parse::<ExecutorKind>().ok()) else { return Ok(None) };
-    let live: Vec<(String, serde_json::Value)> = sqlx::query_as(
-        "SELECT name, capabilities FROM workers
+    let live: Vec<(String, serde_json::Value, Option<String>)> = sqlx::query_as(
+        "SELECT name, capabilities, degraded FROM workers
          WHERE last_heartbeat > now() - make_interval(secs => $1) AND NOT draining ORDER BY name",
     )
     .bind(live_within.as_secs_f64())
     .fetch_all(pool)
     .await?;
-    let kinds_of: Vec<(String, Vec<ExecutorKind>)> =
-        live.into_iter().map(|(name, caps)| (name, super::workers::executors_of(&caps))).collect();
+    let degraded: Vec<String> =
+        live.iter().filter(|(_, _, d)| d.is_some()).map(|(name, _, _)| format!("`{name}`")).collect();
+    let kinds_of: Vec<(String, Vec<ExecutorKind>)> = live
+        .into_iter()
+        .map(|(name, caps, d)| (name, super::workers::usable_executors(&caps, d.is_some())))
+        .collect();
     if kinds_of.iter().any(|(_, kinds)| kinds.contains(&kind)) {
         return Ok(None);
     }
@@ -94,16 +98,17 @@ async fn unserved_kind(pool: &PgPool, sweep_id: i64, live_within: Duration) -> R
     if runs == 0 {
         return Ok(None);
     }
-    Ok(Some(WaitingRuns { runs, reason: unserved_kind_reason(kind, &kinds_of) }))
+    let mut reason = unserved_kind_reason(kind, &kinds_of);
+    if !degraded.is_empty() {
+        reason += &format!(" (the container engine of {} does not answer)", degraded.join(", "));
+    }
+    Ok(Some(WaitingRuns { runs, reason }))
 }
 
 /// "they need a worker that runs `agent` runs ...; the only live worker ... runs `placeholder`
 /// runs only".
 fn unserved_kind_reason(kind: ExecutorKind, live: &[(String, Vec<ExecutorKind>)]) -> String {
-    let engine = match kind {
-        ExecutorKind::Agent | ExecutorKind::Evaluate => " (with a container engine)",
-        ExecutorKind::Placeholder => "",
-    };
+    let engine = if kind.needs_container() { " (with a container engine)" } else { "" };
     let need = format!("they need a worker that runs `{}` runs{engine}", kind.as_str());
     let list = |kinds: &[ExecutorKind]| {
         kinds.iter().map(|k| format!("`{}`", k.as_str())).collect::<Vec<_>>().join(", ")

@@ -39,12 +39,26 @@ pub struct Holdings {
 
 /// None when no such worker is registered.
 pub async fn holdings(pool: &PgPool, id: Uuid) -> Result<Option<Holdings>> {
-    let row: Option<(serde_json::Value, Vec<String>, Option<i64>)> =
-        sqlx::query_as("SELECT capabilities, images, token_id FROM workers WHERE id = $1")
+    let row: Option<(serde_json::Value, Vec<String>, Option<i64>, Option<String>)> =
+        sqlx::query_as("SELECT capabilities, images, token_id, degraded FROM workers WHERE id = $1")
             .bind(id)
             .fetch_optional(pool)
             .await?;
-    Ok(row.map(|(caps, images, token_id)| Holdings { executors: executors_of(&caps), images, token_id }))
+    Ok(row.map(|(caps, images, token_id, degraded)| Holdings {
+        executors: usable_executors(&caps, degraded.is_some()),
+        images,
+        token_id,
+    }))
+}
+
+/// The kinds a worker can run now: those it registered, less the container kinds while it is
+/// degraded (its engine does not answer).
+pub(crate) fn usable_executors(capabilities: &serde_json::Value, degraded: bool) -> Vec<ExecutorKind> {
+    let mut kinds = executors_of(capabilities);
+    if degraded {
+        kinds.retain(|k| !k.needs_container());
+    }
+    kinds
 }
 
 /// Every registered worker, most recently heard from first; `alive_within_s` drops workers not
@@ -52,7 +66,7 @@ pub async fn holdings(pool: &PgPool, id: Uuid) -> Result<Option<Holdings>> {
 pub async fn list(pool: &PgPool, alive_within_s: Option<f64>) -> Result<Vec<WorkerInfo>> {
     let rows = sqlx::query(
         "SELECT w.id, w.name, w.host, w.slots, w.capabilities, cardinality(w.images)::bigint AS images,
-                w.draining, w.status, w.registered_at, w.last_heartbeat,
+                w.draining, w.status, w.degraded, w.registered_at, w.last_heartbeat,
                 (SELECT count(*) FROM runs r WHERE r.state = 'running' AND r.lease_owner = w.id) AS running
          FROM workers w
          WHERE $1::double precision IS NULL OR w.last_heartbeat > now() - make_interval(secs => $1)
@@ -72,6 +86,7 @@ pub async fn list(pool: &PgPool, alive_within_s: Option<f64>) -> Result<Vec<Work
                 slots: r.get("slots"),
                 executors: executors_of(&caps),
                 key_envs: key_envs_of(&caps),
+                degraded: r.get("degraded"),
                 images: r.get("images"),
                 running: r.get("running"),
                 draining: r.get("draining"),

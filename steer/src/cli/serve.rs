@@ -247,6 +247,7 @@ impl WorkerFlags {
                 pull_attempts: self.pull_attempts,
                 registry: self.registry.auth(),
                 required: true,
+                engine_check_every: worker::engine_watch::CHECK_EVERY,
             }),
             llm_retry: self.llm.policy(),
             metrics_bind: None,

@@ -37,12 +37,15 @@ pub async fn run(args: WorkersArgs) -> anyhow::Result<ExitCode> {
         "name", "host", "slots", "running", "images", "executors", "key variables", "last heartbeat"
     );
     for w in workers {
-        let status = match (&w.status, w.draining) {
+        let mut status = match (&w.status, w.draining) {
             (Some(s), true) => format!("draining; {s}"),
             (Some(s), false) => s.clone(),
             (None, true) => "draining".into(),
             (None, false) => "-".into(),
         };
+        if let Some(why) = &w.degraded {
+            status = format!("DEGRADED: {why}; {status}");
+        }
         println!(
             "{:<20} {:<16} {:>5} {:>7} {:>6}  {:<20} {:<20} {:<20} {status}",
             w.name,

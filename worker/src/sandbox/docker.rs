@@ -148,6 +148,15 @@ impl Docker {
         }
     }
 
+    /// Whether the engine answers (`GET /_ping`).
+    pub async fn ping(&self) -> Result<(), Error> {
+        self.api
+            .ping()
+            .await
+            .map(|_| ())
+            .map_err(|e| Error::Docker { operation: "ping", source: Box::new(e) })
+    }
+
     /// Makes sure the image is present: nothing to do if it is, else pulls it, retrying
     /// transient failures with exponential backoff (see [`PullPolicy`]); progress goes to the
     /// logs. [`Error::ImageUnavailable`] when it cannot be had.
