@@ -483,6 +483,7 @@ stop_on_status = "Critical intervention required"
 base_url = "{url}"
 model = "replay/critic-stop"
 api_key_env = "{KEY_ENV}"
+price = "free"
 "#
     );
     let toml = sweep_toml(
@@ -595,6 +596,7 @@ prefix_steps = 3
 base_url = "{url}"
 model = "replay/critic"
 api_key_env = "{KEY_ENV}"
+price = "free"
 
 [[critics]]
 name = "none"
