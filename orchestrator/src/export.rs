@@ -1,6 +1,7 @@
 //! Trajectories in the format mini-swe-agent writes (`trajectory_format` "mini-swe-agent-1.1"),
 //! so its users' tools read them: a `messages` list (exactly what the model saw, in order, each
-//! assistant message with an `extra` holding its step's cost and tokens) and an `info` object
+//! assistant message with an `extra` holding its step's cost and tokens, and the endpoint's id
+//! of the answer, `response_id`, to find it in a provider's logs) and an `info` object
 //! (`exit_status`, `submission`, `model_stats`). A critic's supervisor messages are in
 //! `messages` where the agent read them, marked `"supervisor": true` (each replaced the
 //! previous one in the agent's view). What mini-swe-agent has no place for sits in
@@ -15,7 +16,7 @@
 
 use std::collections::BTreeMap;
 
-use protocol::{Outcome, Trajectory};
+use protocol::{CallStatus, Outcome, Trajectory};
 use rust_decimal::prelude::ToPrimitive;
 use serde_json::{json, Map, Value};
 
@@ -39,6 +40,13 @@ pub fn mini_swe_agent(t: &Trajectory) -> Value {
     let final_attempt = t.run.attempt;
     let mut messages = Vec::new();
     let mut earlier: BTreeMap<i32, Vec<Value>> = BTreeMap::new();
+    // The answer each step of the final attempt was made from (a replayed step has none).
+    let response_ids: BTreeMap<i32, &str> = t
+        .llm_calls
+        .iter()
+        .filter(|c| c.attempt == final_attempt && c.call.status == CallStatus::Ok)
+        .filter_map(|c| Some((c.call.step_index?, c.call.response_id.as_deref()?)))
+        .collect();
     for step in &t.steps {
         let step_messages = step.messages.as_array().cloned().unwrap_or_default();
         if step.attempt != final_attempt {
@@ -59,6 +67,7 @@ pub fn mini_swe_agent(t: &Trajectory) -> Value {
                     "output_tokens": step.output_tokens,
                     "cached_tokens": step.cached_tokens,
                     "llm_ms": step.llm_ms,
+                    "response_id": response_ids.get(&step.index),
                 });
             } else if m.get("supervisor").is_some() {
                 // A critic's message: the model saw it until the next one replaced it.

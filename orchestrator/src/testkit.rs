@@ -28,7 +28,8 @@ pub async fn import_demo(pool: &PgPool, name: &str) -> i64 {
 }
 
 /// A small sweep file over the demo dataset; `extra` is appended to the top-level table and
-/// `agent_extra` to the agent's.
+/// `agent_extra` to the agent's. The agent is `price = "free"`, so tests that switch to the
+/// `agent` executor (which calls it) need no price.
 pub fn sweep_toml(name: &str, extra: &str, agent_extra: &str) -> String {
     format!(
         r#"name = "{name}"
@@ -46,6 +47,7 @@ steps = 1
 name = "agent-a"
 base_url = "http://127.0.0.1:9/v1"
 model = "demo-model"
+price = "free"
 {agent_extra}
 
 [[critics]]

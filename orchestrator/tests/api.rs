@@ -706,6 +706,84 @@ async fn uploaded_model_calls_are_counted_by_endpoint_and_agent(pool: PgPool) {
     c.stop().await;
 }
 
+/// Every model call keeps the endpoint's id of its answer (`chatcmpl-...`), agent and remote
+/// critic calls alike, so they can be joined with a provider's or proxy's spend logs: stored,
+/// returned by the run's record and shown on the step's message in the mini-swe-agent export.
+/// A call without one (failed, or from a worker that predates the field) has none.
+#[sqlx::test(migrator = "orchestrator::db::MIGRATOR")]
+async fn model_calls_keep_the_endpoints_response_id(pool: PgPool) {
+    testkit::import_demo(&pool, "demo").await;
+    testkit::submit(&pool, &testkit::sweep_toml("ids", "", "")).await;
+    let c = Coordinator::start(&pool).await;
+    let register = json!({"name": "w1", "host": "test-host", "slots": 1, "version": "test"});
+    let reg: Registered =
+        expect_ok(call(c.post("/api/v1/workers", &c.worker, &register)).await, StatusCode::OK);
+    let claimed: ClaimResponse = expect_ok(
+        call(c.post(
+            &format!("/api/v1/workers/{}/claim", reg.worker_id),
+            &c.worker,
+            &json!({"max_runs": 1, "wait_ms": 0}),
+        ))
+        .await,
+        StatusCode::OK,
+    );
+    let run = &claimed.runs[0];
+    let llm_call = |index: i32, status: &str, id: Option<&str>| protocol::LlmCallRecord {
+        call_index: index,
+        step_index: Some(0),
+        model: "demo-model".into(),
+        status: status.parse().unwrap(),
+        response_id: id.map(str::to_string),
+        ..Default::default()
+    };
+    let upload = UploadSteps {
+        lease_token: run.lease_token,
+        steps: vec![StepRecord {
+            index: 0,
+            action: Some("ls".into()),
+            messages: json!([{"role": "assistant", "content": "ls"}]),
+            ..Default::default()
+        }],
+        llm_calls: vec![
+            llm_call(0, "timeout", None),
+            llm_call(1, "ok", Some("chatcmpl-agent-1")),
+            llm_call(2, "ok", Some("dropped-by-an-old-worker")),
+        ],
+        critic_calls: vec![protocol::CriticCallRecord {
+            step_index: 0,
+            kind: protocol::CriticKind::Remote,
+            model: Some("critic".into()),
+            trigger: "every_k".into(),
+            response_id: Some("chatcmpl-critic-1".into()),
+            ..Default::default()
+        }],
+    };
+    // A worker from before response ids sends no such field: the call is stored without one.
+    let mut body = serde_json::to_value(&upload).unwrap();
+    body["llm_calls"][2].as_object_mut().unwrap().remove("response_id");
+    let run_path = |what: &str| format!("/api/v1/runs/{}/{what}", run.run_id);
+    let (status, text) = call(c.post(&run_path("steps"), &c.worker, &body)).await;
+    assert_eq!(status, StatusCode::NO_CONTENT, "{text}");
+
+    let stored: Vec<Option<String>> =
+        sqlx::query_scalar("SELECT response_id FROM llm_calls WHERE run_id = $1 ORDER BY call_index")
+            .bind(run.run_id)
+            .fetch_all(&pool)
+            .await
+            .unwrap();
+    assert_eq!(stored, [None, Some("chatcmpl-agent-1".to_string()), None]);
+    let traj: Trajectory = expect_ok(call(c.get(&run_path("record"), &c.user)).await, StatusCode::OK);
+    let ids: Vec<Option<&str>> = traj.llm_calls.iter().map(|c| c.call.response_id.as_deref()).collect();
+    assert_eq!(ids, [None, Some("chatcmpl-agent-1"), None]);
+    assert_eq!(traj.critic_calls[0].call.response_id.as_deref(), Some("chatcmpl-critic-1"));
+    let mini: Value = expect_ok(call(c.get(&run_path("trajectory"), &c.user)).await, StatusCode::OK);
+    assert_eq!(mini["messages"][0]["extra"]["response_id"], "chatcmpl-agent-1", "{mini}");
+    let steerbench = &mini["info"]["steerbench"];
+    assert_eq!(steerbench["llm_calls"][1]["response_id"], "chatcmpl-agent-1");
+    assert_eq!(steerbench["critic_calls"][0]["response_id"], "chatcmpl-critic-1");
+    c.stop().await;
+}
+
 /// The endpoints' circuit breakers are on `/metrics` (read from the database at scrape time) and
 /// in the status of sweeps that use them, only while not closed.
 #[sqlx::test(migrator = "orchestrator::db::MIGRATOR")]

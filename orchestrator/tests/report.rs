@@ -16,7 +16,7 @@ async fn fixture_sweep(pool: &PgPool) -> i64 {
     let toml = sweep_toml("report", "", "").replace(
         "[[critics]]\nname = \"none\"\nkind = \"none\"\n",
         "[[critics]]\nname = \"none\"\nkind = \"none\"\n\n[[critics]]\nname = \"learned\"\nkind = \"remote\"\n\
-         every_k = 5\nbase_url = \"http://127.0.0.1:9/v1\"\nmodel = \"critic\"\ntrained_on = \"agent-a\"\n",
+         every_k = 5\nbase_url = \"http://127.0.0.1:9/v1\"\nmodel = \"critic\"\nprice = \"free\"\ntrained_on = \"agent-a\"\n",
     );
     let sweep = submit(pool, &toml).await.sweep_id;
     let runs: Vec<(i64, String, String)> = sqlx::query_as(

@@ -273,6 +273,10 @@ pub struct CriticCallRecord {
     /// Exactly what the critic was given (messages, or the prompt text).
     #[serde(default)]
     pub prompt: serde_json::Value,
+    /// A remote critic's endpoint's id of the answer (as `LlmCallRecord::response_id`); None
+    /// for local critics, failed calls and workers that predate it.
+    #[serde(default)]
+    pub response_id: Option<String>,
 }
 
 /// What came of asking a critic.

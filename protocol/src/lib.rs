@@ -511,6 +511,11 @@ pub struct LlmCallRecord {
     /// The last failure of the call (with an excerpt of a bad body), even when a retry succeeded.
     #[serde(default)]
     pub error: Option<String>,
+    /// The endpoint's id of the answer (`id` of an OpenAI chat completion, `chatcmpl-...`), to
+    /// join calls with a provider's or proxy's logs. None when it gave none or the call failed
+    /// (and from workers that predate it).
+    #[serde(default)]
+    pub response_id: Option<String>,
 }
 
 /// How a call to a model endpoint ended.

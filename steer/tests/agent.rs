@@ -245,6 +245,15 @@ async fn the_replay_agent_solves_every_fixture_task_and_every_cent_is_accounted(
             let assistant = messages.iter().filter(|m| m["role"] == "assistant").count();
             assert_eq!(assistant, record.steps.len());
             assert_eq!(mini["info"]["model_stats"]["api_calls"], calls);
+            // Each call keeps the endpoint's id of its answer, a distinct one, shown on its step.
+            let ids: std::collections::HashSet<&str> =
+                record.llm_calls.iter().filter_map(|c| c.call.response_id.as_deref()).collect();
+            assert_eq!(ids.len(), record.llm_calls.len(), "{:?}", record.llm_calls);
+            assert!(ids.iter().all(|id| id.starts_with("replay-")), "{ids:?}");
+            let answered = messages.iter().filter(|m| m["role"] == "assistant");
+            assert!(answered
+                .into_iter()
+                .all(|m| m["extra"]["response_id"].as_str().is_some_and(|id| ids.contains(id))));
         }
         // The sweep was charged as the calls were made: exactly their sum.
         let status = sweeps::status(&pool, sweep).await.unwrap();
@@ -483,6 +492,7 @@ stop_on_status = "Critical intervention required"
 base_url = "{url}"
 model = "replay/critic-stop"
 api_key_env = "{KEY_ENV}"
+price = "free"
 "#
     );
     let toml = sweep_toml(
@@ -539,6 +549,12 @@ api_key_env = "{KEY_ENV}"
     assert!(cost > Decimal::ZERO);
     assert_eq!(taught.totals.critic_cost_usd, cost);
     let record = runs::trajectory(&pool, taught.id).await.unwrap();
+    let remote_ids = record.critic_calls.iter().filter_map(|c| c.call.response_id.as_deref());
+    assert_eq!(
+        remote_ids.filter(|id| id.starts_with("replay-")).count(),
+        3,
+        "the remote critic's answers' ids"
+    );
     let said = supervisor_messages(&record);
     assert_eq!(said.len(), 3);
     assert!(
@@ -595,6 +611,7 @@ prefix_steps = 3
 base_url = "{url}"
 model = "replay/critic"
 api_key_env = "{KEY_ENV}"
+price = "free"
 
 [[critics]]
 name = "none"

@@ -11,6 +11,7 @@ kind = "agent"
 name = "a"
 base_url = "http://127.0.0.1:9/v1"
 model = "m"
+price = "free"
 [[critics]]
 name = "none"
 kind = "none"

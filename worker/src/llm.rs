@@ -94,6 +94,8 @@ pub struct Completion {
     /// Its text content ("" when there is none, e.g. only tool calls).
     pub content: String,
     pub finish_reason: Option<String>,
+    /// The answer's `id` (`chatcmpl-...`), which a provider's or proxy's logs also show.
+    pub response_id: Option<String>,
     pub usage: Usage,
     /// Exact cost of this call at the agent's prices.
     pub cost_usd: Decimal,
@@ -387,6 +389,8 @@ fn parse_completion(text: &str) -> Result<Completion, Error> {
         message: message.clone(),
         content,
         finish_reason: choice.get("finish_reason").and_then(Value::as_str).map(str::to_string),
+        // Absent or empty on some servers: an id that is not a string is no id.
+        response_id: v.get("id").and_then(Value::as_str).filter(|id| !id.is_empty()).map(str::to_string),
         usage,
         cost_usd: Decimal::ZERO,
         latency: Duration::ZERO,

@@ -3,8 +3,8 @@
 WITH ins AS (
     INSERT INTO critic_calls (run_id, attempt, call_index, step_index, critic_id, kind, model, trigger,
                               decision, feedback, score, status, error, latency_ms, input_tokens,
-                              output_tokens, cost_usd, device, batch_size, prompt)
-    SELECT r.id, $2, $3, $4, r.critic_id, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19
+                              output_tokens, cost_usd, device, batch_size, prompt, response_id)
+    SELECT r.id, $2, $3, $4, r.critic_id, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20
     FROM runs r WHERE r.id = $1
     ON CONFLICT (run_id, attempt, call_index) DO NOTHING
     RETURNING run_id, cost_usd

@@ -5,8 +5,8 @@ WITH ins AS (
     INSERT INTO llm_calls (run_id, attempt, call_index, step_index, endpoint_id, model, status,
                            http_status, retries, latency_ms, input_tokens, output_tokens,
                            cached_tokens, reasoning_tokens, tokens_estimated, cost_usd,
-                           finish_reason, error)
-    SELECT r.id, $2, $3, $4, r.endpoint_id, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17
+                           finish_reason, error, response_id)
+    SELECT r.id, $2, $3, $4, r.endpoint_id, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18
     FROM runs r WHERE r.id = $1
     ON CONFLICT (run_id, attempt, call_index) DO NOTHING
     RETURNING run_id, cost_usd

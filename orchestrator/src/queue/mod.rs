@@ -366,6 +366,7 @@ impl Queue {
                 .bind(call.cost_usd)
                 .bind(&call.finish_reason)
                 .bind(&call.error)
+                .bind(&call.response_id)
                 .fetch_one(&mut *tx)
                 .await?;
             fresh.llm_calls.push(inserted > 0);
@@ -391,6 +392,7 @@ impl Queue {
                 .bind(&call.device)
                 .bind(call.batch_size)
                 .bind(&call.prompt)
+                .bind(&call.response_id)
                 .fetch_one(&mut *tx)
                 .await?;
             fresh.critic_calls.push(inserted > 0);

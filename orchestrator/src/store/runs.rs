@@ -179,7 +179,7 @@ async fn trajectory_rest(
     let llm_calls = sqlx::query(
         "SELECT attempt, call_index, step_index, model, status, http_status, retries, latency_ms,
                 input_tokens, output_tokens, cached_tokens, reasoning_tokens, tokens_estimated, cost_usd,
-                finish_reason, error
+                finish_reason, error, response_id
          FROM llm_calls WHERE run_id = $1 ORDER BY attempt, call_index, id",
     )
     .bind(run_id)
@@ -205,13 +205,15 @@ async fn trajectory_rest(
                 cost_usd: r.get("cost_usd"),
                 finish_reason: r.get("finish_reason"),
                 error: r.get("error"),
+                response_id: r.get("response_id"),
             },
         })
     })
     .collect::<Result<Vec<_>>>()?;
     let critic_calls = sqlx::query(
         "SELECT attempt, call_index, step_index, kind, model, trigger, decision, feedback, score, status,
-                error, latency_ms, input_tokens, output_tokens, cost_usd, device, batch_size, prompt
+                error, latency_ms, input_tokens, output_tokens, cost_usd, device, batch_size, prompt,
+                response_id
          FROM critic_calls WHERE run_id = $1 ORDER BY attempt, call_index, id",
     )
     .bind(run_id)
@@ -239,6 +241,7 @@ async fn trajectory_rest(
                 device: r.get("device"),
                 batch_size: r.get("batch_size"),
                 prompt: r.get("prompt"),
+                response_id: r.get("response_id"),
             },
         })
     })

@@ -271,9 +271,11 @@ fn sweep(t: &Table) -> Result<SweepFile, Error> {
         ExecutorSpec::Agent(spec) => spec.preset.clone(),
         _ => None,
     };
+    // Only the agent executor calls the agents' models; the others never contact them.
+    let agents_call_models = matches!(executor, ExecutorSpec::Agent(_));
     let mut agents: Vec<AgentSpec> = Vec::new();
     for table in t.tables("agents")? {
-        let spec = agent(&table, preset.as_deref())?;
+        let spec = agent(&table, preset.as_deref(), agents_call_models)?;
         if agents.iter().any(|a| a.name == spec.name) {
             return Err(table.err("name", format!("another agent is already named `{}`", spec.name)));
         }
@@ -451,10 +453,27 @@ fn sampling(t: &Table, defaults: Option<(f64, u32)>) -> Result<Sampling, Error> 
     })
 }
 
-/// A model's `price` table.
-fn price(t: &Table) -> Result<Price, Error> {
-    Ok(match t.table("price")? {
-        Some(p) => {
+/// How to write a price, for the errors about one.
+const PRICE_FORMS: &str = "set price = { input_per_mtok = ..., output_per_mtok = ... } (dollars per \
+     million tokens), or price = \"free\" for an endpoint that costs nothing";
+
+/// A model's `price`: a table of dollars per million tokens, or `"free"` (zero prices, said
+/// explicitly). `caller` names who calls the model ("agent", "critic") when the price is
+/// required: an unpriced model that is called would cost $0 and no budget could stop it, so
+/// a missing price fails closed. `None`: the model is never called, and a missing price is zero.
+fn price(t: &Table, caller: Option<&str>) -> Result<Price, Error> {
+    if t.is_string("price") {
+        // The value is not quoted: a misplaced key must not reach logs.
+        return match t.string("price")?.as_deref() {
+            Some("free") => Ok(Price::default()),
+            _ => Err(t.err("price", format!("the only word a price may be is \"free\"; {PRICE_FORMS}"))),
+        };
+    }
+    let table = t
+        .table("price")
+        .map_err(|_| t.err("price", format!("expected a table of prices or \"free\"; {PRICE_FORMS}")))?;
+    Ok(match (table, caller) {
+        (Some(p), _) => {
             p.only(PRICE_KEYS)?;
             let input_per_mtok = p.required("input_per_mtok", p.money("input_per_mtok")?)?;
             Price {
@@ -464,7 +483,17 @@ fn price(t: &Table) -> Result<Price, Error> {
                 cached_input_per_mtok: p.money("cached_input_per_mtok")?.unwrap_or(input_per_mtok),
             }
         }
-        None => Price::default(),
+        (None, Some(caller)) => {
+            let caps = if caller == "agent" { "max_cost_usd and budget_usd" } else { "budget_usd" };
+            return Err(t.err(
+                "price",
+                format!(
+                    "required: this {caller} calls a model, and without a price its calls would \
+                     cost $0, so {caps} could not stop it; {PRICE_FORMS}"
+                ),
+            ));
+        }
+        (None, None) => Price::default(),
     })
 }
 
@@ -537,7 +566,8 @@ fn agent_executor(t: &Table) -> Result<AgentExecSpec, Error> {
     Ok(spec)
 }
 
-fn agent(t: &Table, preset: Option<&str>) -> Result<AgentSpec, Error> {
+/// An `[[agents]]` table; `calls_model`: whether the executor calls it (then it needs a price).
+fn agent(t: &Table, preset: Option<&str>, calls_model: bool) -> Result<AgentSpec, Error> {
     t.only(AGENT_KEYS)?;
     let name = name(t, "name")?;
     let base_url = t.required("base_url", t.string("base_url")?)?;
@@ -550,7 +580,7 @@ fn agent(t: &Table, preset: Option<&str>) -> Result<AgentSpec, Error> {
     // The paper's settings: temperature 0, 2,048 output tokens a turn, 150 steps, $6 a run.
     let paper = preset == Some("paper");
     let sampling = sampling(t, paper.then_some((0.0, 2048)))?;
-    let price = price(t)?;
+    let price = price(t, calls_model.then_some("agent"))?;
     let default = AgentLimits::default();
     let limits = AgentLimits {
         max_steps: t.integer("max_steps", 1)?.unwrap_or(if paper { 150 } else { default.max_steps }),
@@ -672,7 +702,8 @@ fn critic(t: &Table) -> Result<CriticSpec, Error> {
                 api_key_env,
                 // The paper decodes its critic greedily, up to 4,096 tokens.
                 sampling: sampling(t, paper.then_some((0.0, 4096)))?,
-                price: price(t)?,
+                // A remote critic calls its model whenever it is asked (`steer critic` too).
+                price: price(t, Some("critic"))?,
             });
             if params.every_k.is_none() && params.events.is_empty() {
                 return Err(t.err(

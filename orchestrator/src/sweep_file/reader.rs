@@ -118,6 +118,11 @@ impl<'a> Table<'a> {
         self.typed(key, "a string", |v| v.as_str().map(str::to_owned))
     }
 
+    /// Whether `key` holds a string (for keys that take a word or a table).
+    pub fn is_string(&self, key: &str) -> bool {
+        matches!(self.table.get(key), Some(Item::Value(Value::String(_))))
+    }
+
     pub fn boolean(&self, key: &str) -> Result<Option<bool>, Error> {
         self.typed(key, "a boolean", Value::as_bool)
     }

@@ -23,6 +23,14 @@ fn with_agent_line(line: &str) -> String {
     MINIMAL.replace("#AGENT", line)
 }
 
+/// MINIMAL with the `agent` executor (plus `lines` in its table), whose agent calls a model
+/// and so says what it costs: `price` (e.g. `price = "free"`).
+fn with_agent_executor(lines: &str, price: &str) -> String {
+    MINIMAL
+        .replace("[[agents]]", &format!("[executor]\nkind = \"agent\"\n{lines}\n[[agents]]"))
+        .replace("#AGENT", price)
+}
+
 fn error(text: &str) -> String {
     match parse(text, "sweep.toml") {
         Ok(sweep) => panic!("expected an error, parsed {sweep:?}"),
@@ -446,14 +454,13 @@ fn the_paper_preset_sets_defaults_that_keys_override() {
     assert_eq!((qwen32.limits.max_steps, qwen32.limits.max_cost_usd), (100, Some(dec("3.0"))));
 
     // Without a preset: no edit context, the agent's defaults.
-    let plain =
-        parse(&MINIMAL.replace("[[agents]]", "[executor]\nkind = \"agent\"\n[[agents]]"), "t.toml").unwrap();
+    let plain = parse(&with_agent_executor("", "price = \"free\""), "t.toml").unwrap();
     let ExecutorSpec::Agent(spec) = &plain.executor else { panic!() };
     assert_eq!(spec, &AgentExecSpec::default());
     assert_eq!(plain.agents[0].sampling.temperature, None);
-    let off = MINIMAL.replace(
-        "[[agents]]",
-        "[executor]\nkind = \"agent\"\npreset = \"paper\"\nedit_context_lines = -1\nscaffold = \"tool_calling\"\n[[agents]]",
+    let off = with_agent_executor(
+        "preset = \"paper\"\nedit_context_lines = -1\nscaffold = \"tool_calling\"",
+        "price = \"free\"",
     );
     let ExecutorSpec::Agent(spec) = parse(&off, "t.toml").unwrap().executor else { panic!() };
     assert_eq!((spec.edit_context_lines, spec.scaffold), (None, Scaffold::ToolCalling));
@@ -461,9 +468,7 @@ fn the_paper_preset_sets_defaults_that_keys_override() {
 
 #[test]
 fn agent_executor_errors_name_their_keys() {
-    let with_executor = |lines: &str| {
-        MINIMAL.replace("[[agents]]", &format!("[executor]\nkind = \"agent\"\n{lines}\n[[agents]]"))
-    };
+    let with_executor = |lines: &str| with_agent_executor(lines, "price = \"free\"");
     let cases = [
         ("preset = \"papr\"", "executor.preset: unknown preset `papr`"),
         ("scaffold = \"tools\"", "executor.scaffold: `tools` is not a scaffold"),
@@ -493,8 +498,7 @@ fn agent_executor_errors_name_their_keys() {
 fn template_files_are_inlined_relative_to_the_sweep_file() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("sys.j2"), "You fix bugs in {{ repo }}.").unwrap();
-    let text = MINIMAL
-        .replace("[[agents]]", "[executor]\nkind = \"agent\"\nsystem_template_file = \"sys.j2\"\n[[agents]]");
+    let text = with_agent_executor("system_template_file = \"sys.j2\"", "price = \"free\"");
     let inlined = inline_template_files(&text, dir.path()).unwrap();
     let sweep = parse(&inlined, "t.toml").unwrap();
     let ExecutorSpec::Agent(spec) = sweep.executor else { panic!() };
@@ -549,7 +553,8 @@ fn critic_conditions_are_normalised_with_their_defaults_and_presets() {
 
 #[test]
 fn critic_errors_name_their_keys() {
-    let remote = "kind = \"remote\"\nbase_url = \"http://127.0.0.1:9000/v1\"\nmodel = \"m\"";
+    let remote =
+        "kind = \"remote\"\nbase_url = \"http://127.0.0.1:9000/v1\"\nmodel = \"m\"\nprice = \"free\"";
     let cases = [
         (remote.to_string(), "critics[0].every_k: this critic would never be asked"),
         (format!("{remote}\nevery_k = 5\nevents = [\"edits\"]"), "critics[0].events: unknown event `edits`"),
@@ -621,8 +626,8 @@ fn every_example_sweep_parses() {
 
 #[test]
 fn a_critic_names_the_agent_that_trained_it() {
-    let remote =
-        "kind = \"remote\"\npreset = \"paper\"\nbase_url = \"http://127.0.0.1:9000/v1\"\nmodel = \"critic\"";
+    let remote = "kind = \"remote\"\npreset = \"paper\"\nbase_url = \"http://127.0.0.1:9000/v1\"\n\
+                  model = \"critic\"\nprice = \"free\"";
     let (_, p) = critic_params(&format!("{remote}\ntrained_on = \"qwen3-next-80b\""));
     assert_eq!(p.trained_on.as_deref(), Some("qwen3-next-80b"));
     assert_eq!(critic_params(remote).1.trained_on, None, "unknown unless said");
@@ -671,4 +676,73 @@ fn bad_sandbox_limits_are_line_numbered_errors() {
     ] {
         assert_eq!(bad(line), expected, "{line}");
     }
+}
+
+#[test]
+fn a_model_that_is_called_without_a_price_is_refused_naming_the_key() {
+    // An unpriced agent would cost $0 a call: max_cost_usd and budget_usd could never stop it.
+    assert_eq!(
+        error(&with_agent_executor("", "")),
+        "sweep.toml:7: agents[0].price: required: this agent calls a model, and without a price \
+         its calls would cost $0, so max_cost_usd and budget_usd could not stop it; set price = \
+         { input_per_mtok = ..., output_per_mtok = ... } (dollars per million tokens), or \
+         price = \"free\" for an endpoint that costs nothing"
+    );
+    // A remote critic calls its model whenever it is asked, whatever the executor.
+    let critic =
+        with_critic("kind = \"remote\"\nevery_k = 5\nbase_url = \"http://127.0.0.1:9000/v1\"\nmodel = \"m\"");
+    let e = error(&critic);
+    assert!(
+        e.starts_with("sweep.toml:9: critics[0].price: required: this critic calls a model")
+            && e.contains("so budget_usd could not stop it; set price = {")
+            && e.ends_with("or price = \"free\" for an endpoint that costs nothing"),
+        "{e}"
+    );
+    // The placeholder and evaluate executors never call the agents: no price needed.
+    let placeholder = parse(MINIMAL, "t.toml").unwrap();
+    assert_eq!(placeholder.agents[0].price, Price::default());
+    let evaluate = MINIMAL.replace("[[agents]]", "[executor]\nkind = \"evaluate\"\n[[agents]]");
+    assert_eq!(parse(&evaluate, "t.toml").unwrap().agents[0].price, Price::default());
+}
+
+#[test]
+fn free_and_explicit_zero_prices_are_accepted_and_hash_alike() {
+    let free = parse(&with_agent_executor("", "price = \"free\""), "t.toml").unwrap();
+    let zeros = parse(
+        &with_agent_executor("", "price = { input_per_mtok = 0, output_per_mtok = \"0.00\" }"),
+        "t.toml",
+    )
+    .unwrap();
+    assert_eq!(free.agents[0].price, Price::default());
+    assert_eq!(zeros.agents[0].price, Price::default());
+    assert_eq!(free.config_hash(), zeros.config_hash(), "free is zero prices, said explicitly");
+    let critic = with_critic(
+        "kind = \"remote\"\nevery_k = 5\nbase_url = \"http://127.0.0.1:9000/v1\"\nmodel = \"m\"\nprice = \"free\"",
+    );
+    let sweep = parse(&critic, "t.toml").unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(sweep.critics[0].params().unwrap().remote.as_ref().unwrap().price, Price::default());
+    let priced =
+        parse(&with_agent_executor("", "price = { input_per_mtok = 1, output_per_mtok = 2 }"), "t.toml")
+            .unwrap();
+    assert_ne!(priced.config_hash(), free.config_hash());
+}
+
+#[test]
+fn a_price_that_is_neither_a_table_nor_free_is_refused_naming_the_key() {
+    // The word is not echoed: a key pasted into the wrong place must not reach logs.
+    let e = error(&with_agent_executor("", "price = \"sk-cheap\""));
+    assert!(
+        e.starts_with(
+            "sweep.toml:11: agents[0].price: the only word a price may be is \"free\"; set price = {"
+        ),
+        "{e}"
+    );
+    assert!(!e.contains("sk-cheap"), "{e}");
+    let e = error(&with_agent_line("price = \"Free\""));
+    assert!(e.starts_with("sweep.toml:8: agents[0].price: the only word a price may be is \"free\""), "{e}");
+    let e = error(&with_agent_line("price = 0"));
+    assert!(
+        e.starts_with("sweep.toml:8: agents[0].price: expected a table of prices or \"free\"; set price"),
+        "{e}"
+    );
 }

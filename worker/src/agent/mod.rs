@@ -900,6 +900,7 @@ impl AgentRun<'_> {
             cost_usd: c.cost_usd,
             finish_reason: c.finish_reason.clone(),
             error: c.last_error.clone(),
+            response_id: c.response_id.clone(),
         }
     }
 

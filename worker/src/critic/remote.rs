@@ -62,6 +62,7 @@ impl Remote {
                 record.input_tokens = done.usage.prompt_tokens;
                 record.output_tokens = done.usage.completion_tokens;
                 record.cost_usd = done.cost_usd;
+                record.response_id = done.response_id.clone();
                 record.status = CriticCallStatus::Ok;
                 let (text, status) = super::input::parse_critique(&done.content);
                 if text.is_empty() {

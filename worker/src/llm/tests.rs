@@ -119,6 +119,7 @@ async fn usage_and_cost_are_exact_and_the_request_carries_everything() {
     let done = client(&url).chat(&user("fix the bug"), None).await.unwrap();
     assert_eq!(done.content, "Let me look.\n```bash\nls\n```");
     assert_eq!(done.finish_reason.as_deref(), Some("stop"));
+    assert_eq!(done.response_id.as_deref(), Some("chatcmpl-1"), "the endpoint's id of the answer");
     assert_eq!(
         done.usage,
         Usage {
@@ -153,6 +154,27 @@ async fn a_429_with_retry_after_is_retried_and_billed_once() {
     assert_eq!(done.retries, 1);
     assert_eq!(done.usage.prompt_tokens, 10, "only the successful answer is billed");
     assert_eq!(script.lock().unwrap().seen.len(), 2);
+}
+
+#[tokio::test]
+async fn the_response_id_is_the_answer_that_succeeded_and_none_when_absent() {
+    let mut first = ok("done", None);
+    first.body = first.body.replace("chatcmpl-1", "chatcmpl-after-a-retry");
+    let (url, _) = serve(vec![status(503, None), first]).await;
+    let done = client(&url).chat(&user("hi"), None).await.unwrap();
+    assert_eq!((done.retries, done.response_id.as_deref()), (1, Some("chatcmpl-after-a-retry")));
+
+    let answer = |id: Option<Value>| {
+        let mut body = json!({"choices": [{"message": {"role": "assistant", "content": "x"}}]});
+        if let Some(id) = id {
+            body["id"] = id;
+        }
+        parse_completion(&body.to_string()).unwrap().response_id
+    };
+    assert_eq!(answer(None), None, "an endpoint that gives no id");
+    assert_eq!(answer(Some(json!(""))), None, "an empty id is no id");
+    assert_eq!(answer(Some(json!(42))), None, "an id that is not a string is no id");
+    assert_eq!(answer(Some(json!("gen-123"))).as_deref(), Some("gen-123"));
 }
 
 #[tokio::test]
