@@ -39,15 +39,14 @@ pub struct Holdings {
 
 /// None when no such worker is registered.
 pub async fn holdings(pool: &PgPool, id: Uuid) -> Result<Option<Holdings>> {
-    let row: Option<(serde_json::Value, Vec<String>, Option<i64>, Option<String>)> =
-        sqlx::query_as("SELECT capabilities, images, token_id, degraded FROM workers WHERE id = $1")
-            .bind(id)
-            .fetch_optional(pool)
-            .await?;
-    Ok(row.map(|(caps, images, token_id, degraded)| Holdings {
-        executors: usable_executors(&caps, degraded.is_some()),
-        images,
-        token_id,
+    let row = sqlx::query("SELECT capabilities, images, token_id, degraded FROM workers WHERE id = $1")
+        .bind(id)
+        .fetch_optional(pool)
+        .await?;
+    Ok(row.map(|r| Holdings {
+        executors: usable_executors(&r.get("capabilities"), r.get::<Option<String>, _>("degraded").is_some()),
+        images: r.get("images"),
+        token_id: r.get("token_id"),
     }))
 }
 
