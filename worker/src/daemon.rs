@@ -1,6 +1,7 @@
 //! The worker daemon: register, then claim up to `slots` runs at once, heartbeat their leases,
 //! execute them, and report how they ended. Two-phase shutdown: `drain` stops claiming and lets
-//! runs finish for up to `drain_timeout`, then hands back what is left.
+//! runs finish for up to `drain_timeout`, then hands back what is left and removes whatever
+//! containers its runs left.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -114,6 +115,10 @@ pub async fn run(
     if refused.is_none() {
         daemon.hand_back().await;
     }
+    // No run is in flight now: the sandboxes of runs that were dropped (a lost lease, a
+    // cancelled sweep, the drain deadline) are removed before the worker stops, not left
+    // for the reaper of its next start.
+    daemon.shared.executor.remove_leftovers().await;
     tracing::info!(%worker_id, "worker stopped");
     if let Some(why) = refused {
         anyhow::bail!(why);

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use protocol::{ClaimedRun, Evaluation, ExecutorSpec, Outcome, PatchSource, RunTotals, StepRecord};
 
-use crate::executor::{ExecError, ExecFuture, Executor, ImagesFuture, RunContext, RunResult};
+use crate::executor::{CleanupFuture, ExecError, ExecFuture, Executor, ImagesFuture, RunContext, RunResult};
 use crate::grading::{self, GradeInput, GradeOutcome, GradingMode, Profile};
 use crate::sandbox::{Docker, ExecLimits, ExecOutput, ImageCache, Sandbox};
 use crate::sandboxes::SandboxFactory;
@@ -172,6 +172,10 @@ impl Executor for EvaluateExecutor {
 
     fn held_images(&self) -> ImagesFuture<'_> {
         Box::pin(self.grader.sandboxes.held_images())
+    }
+
+    fn remove_leftovers(&self) -> CleanupFuture<'_> {
+        Box::pin(self.grader.sandboxes.remove_leftovers())
     }
 
     fn execute<'a>(&'a self, run: &'a ClaimedRun, ctx: RunContext) -> ExecFuture<'a> {

@@ -102,6 +102,7 @@ impl RunContext {
 
 pub type ExecFuture<'a> = Pin<Box<dyn Future<Output = Result<RunResult, ExecError>> + Send + 'a>>;
 pub type ImagesFuture<'a> = Pin<Box<dyn Future<Output = Vec<String>> + Send + 'a>>;
+pub type CleanupFuture<'a> = Pin<Box<dyn Future<Output = ()> + Send + 'a>>;
 
 /// Executes one claimed run. Implementations must return promptly (with `ExecError::Stopped`)
 /// once `ctx.cancel` fires, and must treat a failing task as an outcome, not an error.
@@ -124,6 +125,14 @@ pub trait Executor: Send + Sync + 'static {
     /// coordinator, which then hands it no such run. None by default.
     fn degraded(&self) -> Option<String> {
         None
+    }
+
+    /// Called once the worker holds no run any more (drained, or refused by the coordinator):
+    /// removes whatever its runs left in the container engine (the removals of sandboxes
+    /// whose runs were dropped, still under way, and any container labelled with this worker).
+    /// Nothing by default.
+    fn remove_leftovers(&self) -> CleanupFuture<'_> {
+        Box::pin(async {})
     }
 }
 

@@ -9,6 +9,10 @@ use crate::executor::ExecError;
 use crate::images::image_for;
 use crate::sandbox::{Docker, ImageCache, ImageGuard, Sandbox, SandboxSpec};
 
+/// How long [`SandboxFactory::remove_leftovers`] waits for removals already under way before
+/// removing by label.
+const LEFTOVER_REMOVAL_WAIT: std::time::Duration = std::time::Duration::from_secs(60);
+
 #[derive(Clone)]
 pub struct SandboxFactory {
     docker: Docker,
@@ -54,6 +58,31 @@ impl SandboxFactory {
         spec.workdir = workdir.to_string();
         let sandbox = self.docker.create(&spec).await.map_err(ExecError::infra)?;
         Ok((sandbox, guard))
+    }
+
+    /// Removes every container this worker's runs left: waits (for up to
+    /// [`LEFTOVER_REMOVAL_WAIT`]) for the removals that sandboxes dropped with their runs (a
+    /// lost lease, a cancelled sweep, the drain deadline) started in the background, then
+    /// removes any container still labelled with this worker. Only once no run of this worker
+    /// is in flight: it would remove a live run's sandbox too.
+    pub async fn remove_leftovers(&self) {
+        if tokio::time::timeout(LEFTOVER_REMOVAL_WAIT, self.docker.wait_for_removals()).await.is_err() {
+            tracing::warn!(
+                waited = ?LEFTOVER_REMOVAL_WAIT,
+                "removals of dropped sandboxes still under way; removing this worker's containers by label"
+            );
+        }
+        match self.docker.reap(("steerbench.worker", &self.worker_name)).await {
+            Ok(0) => {}
+            Ok(n) => {
+                tracing::warn!(removed = n, worker = %self.worker_name, "removed containers this worker's runs left")
+            }
+            Err(e) => tracing::warn!(
+                error = %e,
+                worker = %self.worker_name,
+                "could not remove this worker's containers; the reaper removes them when it starts again"
+            ),
+        }
     }
 
     /// The images being pulled now, if any, as the worker's status.

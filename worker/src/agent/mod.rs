@@ -33,7 +33,7 @@ use rust_decimal::Decimal;
 use serde_json::{json, Value};
 
 use crate::evaluate::Grader;
-use crate::executor::{ExecError, ExecFuture, Executor, ImagesFuture, RunContext, RunResult};
+use crate::executor::{CleanupFuture, ExecError, ExecFuture, Executor, ImagesFuture, RunContext, RunResult};
 use crate::llm::{self, Keyring, LlmClient, LlmConfig, RetryPolicy};
 use crate::sandbox::{ExecLimits, Sandbox, Shell};
 use crate::sandboxes::SandboxFactory;
@@ -93,6 +93,10 @@ impl Executor for AgentExecutor {
 
     fn held_images(&self) -> ImagesFuture<'_> {
         Box::pin(self.sandboxes().held_images())
+    }
+
+    fn remove_leftovers(&self) -> CleanupFuture<'_> {
+        Box::pin(self.sandboxes().remove_leftovers())
     }
 
     fn status(&self) -> Option<String> {

@@ -181,7 +181,9 @@ impl Docker {
             .with_jitter();
         let started = Instant::now();
         info!(image, "pulling image");
-        self.set_pull(image, Some("starting".into()));
+        // Cleared when this future ends however it ends: a pull dropped mid-way (its run
+        // cancelled, its lease lost, the worker draining) must not stay "pulling" in the status.
+        let _status = PullStatus::starting(self, image);
         let pulled = (|| self.pull_once(image, credentials.clone()))
             .retry(backoff)
             .when(|e: &PullFailure| e.retryable)
@@ -189,7 +191,7 @@ impl Docker {
                 warn!(image, error = %e.reason, retry_in = ?delay, "image pull failed; retrying");
             })
             .await;
-        self.set_pull(image, None);
+        drop(_status);
         crate::metrics::METRICS.image(if pulled.is_ok() { "pulled" } else { "failed" });
         pulled.map_err(|e| Error::ImageUnavailable { image: image.to_string(), reason: e.reason })?;
         if !self.image_present(image).await? {
@@ -309,6 +311,26 @@ impl Docker {
             })
             .await
             .map_err(|e| api_error("remove container", e))
+    }
+}
+
+/// An image's entry in the pulls under way, removed when dropped: the pull finished, failed or
+/// was cancelled (its future dropped), the status no longer says it is pulling.
+struct PullStatus<'a> {
+    docker: &'a Docker,
+    image: &'a str,
+}
+
+impl<'a> PullStatus<'a> {
+    fn starting(docker: &'a Docker, image: &'a str) -> Self {
+        docker.set_pull(image, Some("starting".into()));
+        PullStatus { docker, image }
+    }
+}
+
+impl Drop for PullStatus<'_> {
+    fn drop(&mut self) {
+        self.docker.set_pull(self.image, None);
     }
 }
 

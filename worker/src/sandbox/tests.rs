@@ -581,6 +581,37 @@ async fn images_present_or_unavailable() {
     }
 }
 
+/// A registry address that accepts connections and never answers: a pull from it hangs.
+async fn silent_registry() -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    tokio::spawn(async move {
+        // Held open, unanswered, for as long as the test runs.
+        let mut held = Vec::new();
+        while let Ok((conn, _)) = listener.accept().await {
+            held.push(conn);
+        }
+    });
+    addr
+}
+
+#[tokio::test]
+async fn a_cancelled_pull_leaves_no_pulling_status() {
+    let Some(case) = Case::new("pull-cancelled").await else { return };
+    let image = format!("{}/steerbench/hangs:v1", silent_registry().await);
+    let docker = case.docker.clone().with_pull_policy(PullPolicy { attempts: 1, ..Default::default() });
+    let pulling = |docker: &Docker| docker.pulls_in_progress().iter().any(|p| p.contains(&image));
+    let mut pull = Box::pin(docker.ensure_image(&image, None));
+    // The pull is under way (and reported) until it is given up...
+    let waited = tokio::time::timeout(Duration::from_secs(2), &mut pull).await;
+    assert!(waited.is_err(), "the pull from a silent registry ended: {waited:?}");
+    assert!(pulling(&docker), "the status says what is being pulled: {:?}", docker.pulls_in_progress());
+    // ...as a run cancelled, a lease lost or a drain drops it.
+    drop(pull);
+    assert!(!pulling(&docker), "a dropped pull is still reported: {:?}", docker.pulls_in_progress());
+    assert!(!pulling(&case.docker), "clones share the status: {:?}", case.docker.pulls_in_progress());
+}
+
 #[test]
 fn registry_credentials_apply_to_their_own_registry_only() {
     let auth = |server: Option<&str>| RegistryAuth {
