@@ -60,7 +60,7 @@ pub struct ErrorReason {
     /// The first line of the runs' `last_error`, trimmed to 120 characters (`…` when cut).
     pub reason: String,
     pub runs: u64,
-    /// The lowest run id of the group, to look one up (`steer run ID`, `GET /api/v1/runs/ID`).
+    /// The lowest run id of the group, to look one up (`GET /api/v1/runs/ID/record`, the web UI).
     pub example_run_id: i64,
 }
 
