@@ -56,7 +56,8 @@ fn default_attempts() -> u32 {
 const PREDICTIONS_ENDPOINT: &str = "predictions:";
 
 /// Creates the evaluation's sweep (with no owner: over the API, only admins may change it), or
-/// returns the existing one when the same predictions were submitted under the same run id.
+/// returns the existing one when the same predictions were submitted under the same run id;
+/// other predictions under a taken name (of an evaluation or a sweep) are a `Conflict`.
 pub async fn submit(pool: &PgPool, req: &EvalRequest) -> Result<SweepSubmitted> {
     submit_as(pool, req, None).await
 }
