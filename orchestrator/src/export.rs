@@ -12,7 +12,9 @@
 //! `steer export trajectories --sweep ID --out DIR` writes one file per run, laid out as
 //! mini-swe-agent lays out a batch: a directory per condition
 //! (`<agent>__<critic>__r<repeat>`) holding `<instance_id>/<instance_id>.traj.json` and a
-//! `preds.json` that the SWE-bench harness (or `steer eval`) grades.
+//! `preds.json` that the SWE-bench harness (or `steer eval`) grades. Predictions name their
+//! condition in `model_name_or_path` ([`model_name`]), the same in `preds.json` and in
+//! `steer export preds`, so that grading several conditions keeps their reports apart.
 
 use std::collections::BTreeMap;
 
@@ -112,11 +114,49 @@ pub fn condition_dir(t: &Trajectory) -> String {
     format!("{}__{}__r{}", t.run.agent, t.run.critic, t.run.repeat_index)
 }
 
-/// A `preds.json` entry (the harness's prediction format).
-pub fn prediction(t: &Trajectory) -> Value {
+/// The `model_name_or_path` of a condition's predictions: `<sweep>__<agent>__<critic>__r<repeat>`.
+/// Sweep, agent and critic names hold only letters, digits, `.`, `_` and `-`, so the name is
+/// one file name component as it is (the harness writes `<model>.<run_id>.json` and a folder
+/// per model), and it differs between any two conditions of any two sweeps unless a name
+/// itself holds `__` in a way that shifts the parts (`a__b`/`c` against `a`/`b__c`;
+/// `steer export trajectories` refuses such a sweep).
+pub fn model_name(sweep: &str, agent: &str, critic: &str, repeat: i32) -> String {
+    format!("{sweep}__{agent}__{critic}__r{repeat}")
+}
+
+/// A `preds.json` entry (the harness's prediction format) of a run of sweep `sweep`.
+pub fn prediction(sweep: &str, t: &Trajectory) -> Value {
     json!({
         "instance_id": t.run.instance_id,
-        "model_name_or_path": t.run.agent,
+        "model_name_or_path": model_name(sweep, &t.run.agent, &t.run.critic, t.run.repeat_index),
         "model_patch": t.patch.clone().unwrap_or_default(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sweep_file::validate_name;
+
+    #[test]
+    fn model_names_differ_per_condition_and_are_valid_names() {
+        let mut names = std::collections::HashSet::new();
+        for sweep in ["s", "s2"] {
+            for agent in ["a", "b"] {
+                for critic in ["none", "rules"] {
+                    for repeat in [0, 1] {
+                        let name = model_name(sweep, agent, critic, repeat);
+                        validate_name(&name).unwrap();
+                        assert_eq!(
+                            crate::predictions::model_slug(&name),
+                            name,
+                            "kept as it is by `steer eval`"
+                        );
+                        assert!(names.insert(name.clone()), "{name} twice");
+                    }
+                }
+            }
+        }
+        assert_eq!(model_name("s", "a", "none", 1), "s__a__none__r1");
+    }
 }

@@ -1063,6 +1063,11 @@ async fn other_users_may_read_a_sweep_but_not_change_it(pool: PgPool) {
     // Evaluations are sweeps too: Bob's belongs to Bob.
     let eval = json!({"dataset": "demo", "run_id": "bobs-eval", "gold": true});
     expect_ok::<SweepSubmitted>(call(c.post("/api/v1/evals", &bob, &eval)).await, StatusCode::CREATED);
+    // Other instances under the same run id, or a sweep under it: refused, naming the holder.
+    let other = json!({"dataset": "demo", "run_id": "bobs-eval", "gold": true, "instance_ids": ["steerbench__demo-1"]});
+    let message =
+        expect_error(&call(c.post("/api/v1/evals", &bob, &other)).await, StatusCode::CONFLICT, "conflict");
+    assert!(message.contains("`bobs-eval` is taken by evaluation"), "{message}");
     let message = expect_error(
         &call(c.post("/api/v1/sweeps/bobs-eval/cancel", alice, &json!({}))).await,
         StatusCode::FORBIDDEN,

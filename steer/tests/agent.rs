@@ -726,3 +726,105 @@ async fn the_shipped_scorer_intervenes_on_a_loop_and_not_on_a_productive_run(poo
     worker.drain().await;
     bed.coordinator.shutdown().await;
 }
+
+/// `steer ARGS` as the user `token` at `url`: (exit status, stdout + stderr).
+async fn steer_cli(url: &str, token: &str, args: &[&str]) -> (i32, String) {
+    let out = tokio::time::timeout(
+        Duration::from_secs(120),
+        tokio::process::Command::new(env!("CARGO_BIN_EXE_steer"))
+            .args(args)
+            .env("STEER_COORDINATOR", url)
+            .env("STEER_TOKEN", token)
+            .env("RUST_LOG", "warn")
+            .kill_on_drop(true)
+            .output(),
+    )
+    .await
+    .expect("steer finishes within 2 minutes")
+    .expect("steer runs");
+    let text = String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    (out.status.code().unwrap_or(-1), text)
+}
+
+#[sqlx::test(migrator = "orchestrator::db::MIGRATOR")]
+async fn both_exports_name_each_condition_alike_and_no_two_conditions_alike(pool: PgPool) {
+    let Some(bed) = bed(&pool, Duration::from_secs(30)).await else { return };
+    let url = bed.url.clone();
+    let worker = bed.worker("agent-export", 3).await;
+    let toml = sweep_toml(
+        "named",
+        &url,
+        "",
+        "repeats = 2\n[select]\nids = [\"steerbench__minicalc-1\", \"steerbench__textkit-1\"]",
+        &agent("replay", "replay", ""),
+    )
+    .replace(
+        "[[critics]]\nname = \"none\"\nkind = \"none\"\n",
+        "[[critics]]\nname = \"none\"\nkind = \"none\"\n\n[[critics]]\nname = \"rules\"\nkind = \"heuristic\"\n",
+    );
+    let sweep = testkit::submit(&pool, &toml).await;
+    assert_eq!(sweep.runs, 8, "2 instances x 2 critics x 2 repeats");
+    let status = wait_until_done(&pool, sweep.sweep_id, Duration::from_secs(600)).await;
+    assert_eq!(status.state, SweepState::Completed, "{status:?}");
+    assert!(all_runs(&pool, sweep.sweep_id).await.iter().all(|r| r.state == RunState::Done));
+
+    let user = orchestrator::store::tokens::create(&pool, "alice", protocol::Role::User).await.unwrap().token;
+    let api = &bed.coordinator.url;
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("trajectories");
+    let (code, text) = steer_cli(
+        api,
+        &user,
+        &["export", "trajectories", "--sweep", "named", "--out", out.to_str().unwrap()],
+    )
+    .await;
+    assert_eq!(code, 0, "{text}");
+
+    let mut names = std::collections::BTreeSet::new();
+    for critic in ["none", "rules"] {
+        for repeat in [0, 1] {
+            let expected = format!("named__replay__{critic}__r{repeat}");
+            // preds.json of `export trajectories`: the condition's name on every entry.
+            let path = out.join(format!("replay__{critic}__r{repeat}")).join("preds.json");
+            let preds: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+            let entries = preds.as_object().unwrap();
+            assert_eq!(entries.len(), 2, "{path:?}: {preds}");
+            for entry in entries.values() {
+                assert_eq!(entry["model_name_or_path"], expected.as_str(), "{path:?}");
+            }
+            // `export preds` of the same condition: the same name, the same patches.
+            let jsonl = dir.path().join(format!("{critic}-{repeat}.jsonl"));
+            let repeat_arg = repeat.to_string();
+            let args = [
+                "export",
+                "preds",
+                "--sweep",
+                "named",
+                "--condition",
+                critic,
+                "--repeat",
+                &repeat_arg,
+                "--out",
+                jsonl.to_str().unwrap(),
+            ];
+            let (code, text) = steer_cli(api, &user, &args).await;
+            assert_eq!(code, 0, "{text}");
+            let lines: Vec<Value> = std::fs::read_to_string(&jsonl)
+                .unwrap()
+                .lines()
+                .map(|l| serde_json::from_str(l).unwrap())
+                .collect();
+            assert_eq!(lines.len(), 2, "{jsonl:?}");
+            for line in &lines {
+                assert_eq!(line["model_name_or_path"], expected.as_str(), "{jsonl:?}");
+                let id = line["instance_id"].as_str().unwrap();
+                assert_eq!(line["model_patch"], entries[id]["model_patch"], "{id} in {jsonl:?}");
+            }
+            names.insert(expected);
+        }
+    }
+    assert_eq!(names.len(), 4, "one name per condition: {names:?}");
+    worker.drain().await;
+    bed.coordinator.shutdown().await;
+    assert_eq!(leftover_containers("steerbench.worker=agent-export").await, 0);
+}

@@ -474,3 +474,129 @@ fn nix_term(child: &tokio::process::Child) {
     let pid = child.id().expect("running child") as i32;
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGTERM).unwrap();
 }
+
+// ------------------------------------------------------------------ run ids through `steer eval`
+
+/// `steer ARGS` as the user `token` at `url`: (exit status, stdout + stderr).
+async fn steer(url: &str, token: &str, args: &[&str]) -> (i32, String) {
+    let out = tokio::time::timeout(
+        Duration::from_secs(300),
+        tokio::process::Command::new(env!("CARGO_BIN_EXE_steer"))
+            .args(args)
+            .env("STEER_COORDINATOR", url)
+            .env("STEER_TOKEN", token)
+            .env("RUST_LOG", "warn")
+            .kill_on_drop(true)
+            .output(),
+    )
+    .await
+    .expect("steer finishes within 5 minutes")
+    .expect("steer runs");
+    let text = String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    (out.status.code().unwrap_or(-1), text)
+}
+
+/// The summary files (`<model>.<run id>.json`) in `dir`, by name.
+fn summaries(dir: &std::path::Path) -> std::collections::BTreeMap<String, serde_json::Value> {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "json"))
+        .map(|p| {
+            let text = std::fs::read_to_string(&p).unwrap();
+            (p.file_name().unwrap().to_string_lossy().into_owned(), serde_json::from_str(&text).unwrap())
+        })
+        .collect()
+}
+
+#[sqlx::test(migrator = "orchestrator::db::MIGRATOR")]
+async fn two_predictions_files_of_one_name_are_two_evaluations_with_their_own_summaries(pool: PgPool) {
+    const NAME: &str = "run-id-test";
+    let instances = fixtures();
+    let Some(docker) = docker_with_fixture_images(&instances).await else { return };
+    datasets::import(&pool, "fixtures", None, &instances).await.unwrap();
+    let fleet = start_named_fleet(&pool, docker, NAME).await;
+    let user = tokens::create(&pool, "alice", Role::User).await.unwrap().token;
+    let url = fleet.coordinator.url.clone();
+
+    // Two files both called preds.jsonl, for the same model and instance: the gold patch in
+    // one, an empty patch in the other.
+    let id = "steerbench__minicalc-1";
+    let gold = &instances.iter().find(|i| i.instance_id == id).unwrap().patch;
+    let dir = tempfile::tempdir().unwrap();
+    let line = |patch: &str| {
+        serde_json::json!({"instance_id": id, "model_name_or_path": "probe", "model_patch": patch})
+            .to_string()
+    };
+    let (solved, empty) = (dir.path().join("a/preds.jsonl"), dir.path().join("b/preds.jsonl"));
+    for (path, patch) in [(&solved, gold.as_str()), (&empty, "")] {
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, line(patch) + "\n").unwrap();
+    }
+    let out_dir = dir.path().join("out");
+    let out = out_dir.to_str().unwrap();
+    let eval = |preds: &std::path::Path, extra: &[&str]| {
+        let mut args = vec![
+            "eval".to_string(),
+            "--dataset".into(),
+            "fixtures".into(),
+            "--predictions".into(),
+            preds.to_str().unwrap().into(),
+            "--image-namespace".into(),
+            "steerbench".into(),
+            "--summary-dir".into(),
+            out.into(),
+            "--report-dir".into(),
+            format!("{out}/reports"),
+        ];
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let url = url.clone();
+        let user = user.clone();
+        async move {
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            steer(&url, &user, &args).await
+        }
+    };
+
+    let (code, first) = eval(&solved, &[]).await;
+    assert_eq!(code, 0, "{first}");
+    let (code, second) = eval(&empty, &[]).await;
+    assert_eq!(code, 0, "{second}");
+    let names: Vec<String> = sqlx::query_scalar("SELECT name FROM sweeps WHERE kind = 'eval' ORDER BY id")
+        .fetch_all(&pool)
+        .await
+        .unwrap();
+    assert_eq!(names.len(), 2, "two evaluations: {names:?}");
+    assert_ne!(names[0], names[1]);
+    assert!(names.iter().all(|n| n.starts_with("preds-")), "{names:?}");
+
+    let files = summaries(&out_dir);
+    assert_eq!(files.len(), 2, "two summary files: {:?}", files.keys());
+    let solved_summary = &files[&format!("probe.{}.json", names[0])];
+    let empty_summary = &files[&format!("probe.{}.json", names[1])];
+    assert_eq!(solved_summary["resolved_ids"], serde_json::json!([id]), "{solved_summary}");
+    assert_eq!(empty_summary["resolved_ids"], serde_json::json!([]), "{empty_summary}");
+    assert_eq!(empty_summary["empty_patch_ids"], serde_json::json!([id]), "{empty_summary}");
+    // Per-instance reports sit under their own run id (an empty patch gets none, as in the harness).
+    assert!(out_dir.join("reports").join(&names[0]).join("probe").join(id).join("report.json").is_file());
+
+    // The same file again: the same evaluation, its files written again, nothing new.
+    let (code, again) = eval(&solved, &[]).await;
+    assert_eq!(code, 0, "{again}");
+    assert!(
+        again.contains(&format!("evaluation `{}` with these patches exists already", names[0])),
+        "{again}"
+    );
+    // The other file under the first one's run id: refused, naming the run id and the way out.
+    let (code, refused) = eval(&empty, &["--run-id", &names[0]]).await;
+    assert_ne!(code, 0, "{refused}");
+    assert!(refused.contains(&format!("`{}` is taken by evaluation", names[0])), "{refused}");
+    assert!(refused.contains("--run-id"), "{refused}");
+    let evals: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM sweeps WHERE kind = 'eval'").fetch_one(&pool).await.unwrap();
+    assert_eq!(evals, 2);
+    assert_eq!(summaries(&out_dir), files, "no summary was overwritten with other results");
+
+    fleet.shutdown().await;
+    assert_eq!(leftover_containers(&format!("steerbench.worker={NAME}")).await, 0);
+}

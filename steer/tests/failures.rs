@@ -123,11 +123,18 @@ async fn runs_that_fail_say_why_and_waiting_exits_non_zero(pool: PgPool) {
         .await
         .unwrap();
     let condition = &report["conditions"][0];
-    assert_eq!((condition["resolved"].as_u64(), condition["runs_selected"].as_u64()), (Some(0), Some(2)), "{condition}");
+    assert_eq!(
+        (condition["resolved"].as_u64(), condition["runs_selected"].as_u64()),
+        (Some(0), Some(2)),
+        "{condition}"
+    );
     let reasons = condition["error_reasons"].as_array().expect("error reasons");
     assert_eq!(reasons.len(), 1, "{reasons:?}");
     assert_eq!(reasons[0]["runs"], 2);
-    assert!(reasons[0]["reason"].as_str().unwrap().contains("reads its API key from $STEERBENCH_"), "{reasons:?}");
+    assert!(
+        reasons[0]["reason"].as_str().unwrap().contains("reads its API key from $STEERBENCH_"),
+        "{reasons:?}"
+    );
     let (_, table) = steer(&coordinator.url, &user, &["report", "keyless"]).await;
     assert!(table.contains("reads its API key from"), "{table}");
 

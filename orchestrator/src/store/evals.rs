@@ -4,8 +4,10 @@
 //! An evaluation is an ordinary sweep whose executor is `evaluate`, with one agent per model
 //! (`model_name_or_path`) and one run per prediction carrying its patch. Its name is the
 //! harness's run id. Its config hash covers the patches, so submitting the same predictions
-//! again is a no-op, while changed patches make a new sweep under the same run id that re-grades
-//! them (the official harness would skip instances it has reports for).
+//! again is a no-op, while other predictions (or settings) under a run id that is taken, by an
+//! evaluation or a sweep, are refused: a run id names one evaluation, its report folder and
+//! its summary files. `steer eval` picks a run id that only the same evaluation gets
+//! ([`default_run_id`]).
 
 use std::collections::{BTreeMap, HashSet};
 
@@ -18,7 +20,7 @@ use sha2::{Digest, Sha256};
 use sqlx::{PgPool, Row};
 
 use super::datasets;
-use super::sweeps::{find, images_of, insert_sweep, next_fair_seq, notify_runs, NewSweep};
+use super::sweeps::{find, images_of, insert_sweep, name_taken, next_fair_seq, notify_runs, NewSweep};
 use crate::db::{Error, Result};
 use crate::predictions::{model_slug, Prediction};
 use crate::sweep_file::{validate_name, DatasetRef, Selection, SweepFile};
@@ -54,7 +56,8 @@ fn default_attempts() -> u32 {
 const PREDICTIONS_ENDPOINT: &str = "predictions:";
 
 /// Creates the evaluation's sweep (with no owner: over the API, only admins may change it), or
-/// returns the existing one when the same predictions were submitted under the same run id.
+/// returns the existing one when the same predictions were submitted under the same run id;
+/// other predictions under a taken name (of an evaluation or a sweep) are a `Conflict`.
 pub async fn submit(pool: &PgPool, req: &EvalRequest) -> Result<SweepSubmitted> {
     submit_as(pool, req, None).await
 }
@@ -156,6 +159,9 @@ pub async fn submit_as(pool: &PgPool, req: &EvalRequest, owner: Option<i64>) -> 
     if let Some(existing) = find(pool, &file.name, &hash).await? {
         return Ok(existing);
     }
+    if let Some(taken) = name_taken(pool, &file.name).await? {
+        return Err(taken.conflict("eval"));
+    }
 
     let mut tx = pool.begin().await?;
     let config = serde_json::to_string_pretty(req).map_err(|e| Error::Internal(e.to_string()))?;
@@ -203,6 +209,30 @@ pub async fn submit_as(pool: &PgPool, req: &EvalRequest, owner: Option<i64>) -> 
         config_hash: hash,
         warnings: Vec::new(),
     })
+}
+
+/// The run id `steer eval` gives an evaluation by default: `<base>-<8 hex digits>` (`base` is
+/// the predictions file's stem, or `gold`), the digits a hash of everything the request grades
+/// and how (dataset, predictions in any order, gold and its instances, profile, sandbox,
+/// attempts), all but its run id. The same evaluation gets the same run id, so grading it
+/// again writes its reports again; other predictions, even from a file of the same name, get
+/// another run id and so another report folder and summary files.
+pub fn default_run_id(base: &str, req: &EvalRequest) -> String {
+    let mut predictions: Vec<(&str, &str, Option<&str>)> = req
+        .predictions
+        .iter()
+        .map(|p| (p.model_name_or_path.as_str(), p.instance_id.as_str(), p.model_patch.as_deref()))
+        .collect();
+    predictions.sort();
+    let mut ids: Vec<&str> = req.instance_ids.iter().map(String::as_str).collect();
+    ids.sort();
+    ids.dedup();
+    let graded = (&req.dataset, req.profile, req.gold, ids, predictions, &req.sandbox, req.max_attempts);
+    let bytes = serde_json::to_vec(&graded).expect("plain data serializes");
+    let digest = hex::encode(Sha256::digest(&bytes));
+    let base = model_slug(base);
+    let base = if base.is_empty() { "predictions".to_string() } else { base };
+    format!("{base}-{}", &digest[..8])
 }
 
 fn eval_hash(file: &SweepFile, predictions: &[Prediction]) -> String {
@@ -323,12 +353,85 @@ mod tests {
         let again = submit(&pool, &request(preds.clone())).await.unwrap();
         assert!(!again.created);
         assert_eq!(again.sweep_id, first.sweep_id);
-        // A changed patch under the same run id is graded again, in a new sweep.
+        // A changed patch under the same run id is refused, naming the run id and what to do.
         let mut changed = preds;
         changed[0].model_patch = Some("diff --git a/z b/z\n".into());
-        let regrade = submit(&pool, &request(changed)).await.unwrap();
+        let err = submit(&pool, &request(changed.clone())).await.unwrap_err();
+        assert!(matches!(err, Error::Conflict(_)), "{err:?}");
+        let text = err.to_string();
+        assert!(
+            text.contains("`eval-1`") && text.contains(&format!("evaluation {}", first.sweep_id)),
+            "{text}"
+        );
+        assert!(text.contains("--run-id"), "{text}");
+        // Under its default run id it is a new evaluation.
+        let mut req = request(changed);
+        req.run_id = default_run_id("preds", &req);
+        assert_ne!(req.run_id, default_run_id("preds", &request(preds_again())));
+        let regrade = submit(&pool, &req).await.unwrap();
         assert!(regrade.created);
         assert_ne!(regrade.sweep_id, first.sweep_id);
+        let names: i64 = sqlx::query_scalar("SELECT count(*) FROM sweeps WHERE name = 'eval-1'")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+        assert_eq!(names, 1);
+    }
+
+    fn preds_again() -> Vec<Prediction> {
+        vec![
+            pred("steerbench__demo-1", "org/model-a", Some("diff --git a/x b/x\n")),
+            pred("steerbench__demo-2", "org/model-a", None),
+            pred("steerbench__demo-1", "model-b", Some("diff --git a/y b/y\n")),
+        ]
+    }
+
+    #[test]
+    fn the_default_run_id_follows_what_is_graded() {
+        let base = request(preds_again());
+        let id = default_run_id("preds", &base);
+        assert!(id.starts_with("preds-") && id.len() == "preds-".len() + 8, "{id}");
+        crate::sweep_file::validate_name(&id).unwrap();
+        // Order of the predictions and the run id asked for do not matter.
+        let mut reordered = base.clone();
+        reordered.predictions.reverse();
+        reordered.run_id = "other".into();
+        assert_eq!(default_run_id("preds", &reordered), id);
+        // A patch, the profile or the sandbox do.
+        let mut patch = base.clone();
+        patch.predictions[1].model_patch = Some(String::new());
+        let mut profile = base.clone();
+        profile.profile = GradingProfile::V4;
+        let mut timeout = base.clone();
+        timeout.sandbox.eval_timeout_s += 1;
+        for other in [patch, profile, timeout] {
+            assert_ne!(default_run_id("preds", &other), id);
+        }
+        assert_eq!(default_run_id("my preds!", &base), format!("my-preds-{}", &id["preds-".len()..]));
+    }
+
+    #[sqlx::test(migrator = "crate::db::MIGRATOR")]
+    async fn evaluations_and_sweeps_never_share_a_name(pool: PgPool) {
+        import_demo(&pool, "demo").await;
+        let sweep = crate::testkit::submit(&pool, &crate::testkit::sweep_toml("taken", "", "")).await;
+        let mut req = request(preds_again());
+        req.run_id = "taken".into();
+        let err = submit(&pool, &req).await.unwrap_err();
+        assert!(matches!(err, Error::Conflict(_)), "{err:?}");
+        assert!(err.to_string().contains(&format!("`taken` is taken by sweep {}", sweep.sweep_id)), "{err}");
+
+        req.run_id = "graded".into();
+        let eval = submit(&pool, &req).await.unwrap();
+        let file =
+            crate::sweep_file::parse(&crate::testkit::sweep_toml("graded", "", ""), "test.toml").unwrap();
+        let err = crate::store::sweeps::submit(&pool, &file, "").await.unwrap_err();
+        assert!(matches!(err, Error::Conflict(_)), "{err:?}");
+        assert!(
+            err.to_string().contains(&format!("`graded` is taken by evaluation {}", eval.sweep_id)),
+            "{err}"
+        );
+        let sweeps: i64 = sqlx::query_scalar("SELECT count(*) FROM sweeps").fetch_one(&pool).await.unwrap();
+        assert_eq!(sweeps, 2);
     }
 
     #[sqlx::test(migrator = "crate::db::MIGRATOR")]

@@ -85,15 +85,8 @@ pub async fn submit_as(
     if let Some(existing) = find(pool, &file.name, &hash).await? {
         return Ok(existing);
     }
-    let other: Option<i64> = sqlx::query_scalar("SELECT id FROM sweeps WHERE name = $1 LIMIT 1")
-        .bind(&file.name)
-        .fetch_optional(pool)
-        .await?;
-    if let Some(other) = other {
-        return Err(Error::Conflict(format!(
-            "sweep `{}` (id {other}) exists with a different configuration; give the new sweep another name",
-            file.name
-        )));
+    if let Some(taken) = name_taken(pool, &file.name).await? {
+        return Err(taken.conflict("sweep"));
     }
     let dataset = datasets::get(pool, &file.dataset.name).await.map_err(|e| match e {
         Error::NotFound(_) => Error::NotFound(format!(
@@ -204,13 +197,70 @@ pub(crate) struct NewSweep<'a> {
     pub owner: Option<i64>,
 }
 
+/// Advisory lock class of sweep names (the queue's classes are 1 and 2): held while a new
+/// sweep's name is checked and inserted, so that two submissions of one name with different
+/// configurations cannot both succeed.
+const LOCK_SWEEP_NAME: i32 = 3;
+
+/// A sweep (or evaluation) holding a name, which no other configuration may take.
+pub(crate) struct NameTaken {
+    pub name: String,
+    pub id: i64,
+    /// `sweep` or `eval`.
+    pub kind: String,
+}
+
+impl NameTaken {
+    /// The refusal of a new `new_kind` (`sweep` or `eval`) under the taken name.
+    pub(crate) fn conflict(&self, new_kind: &str) -> Error {
+        let holder = if self.kind == "eval" { "evaluation" } else { "sweep" };
+        let what = if new_kind == "eval" { "these predictions" } else { "this configuration" };
+        let fix = if new_kind == "eval" {
+            "choose another run id (`steer eval --run-id`), or leave it out: the default is derived from the predictions"
+        } else {
+            "give the new sweep another name"
+        };
+        Error::Conflict(format!(
+            "the name `{}` is taken by {holder} {} with a different configuration than {what}; {fix}",
+            self.name, self.id
+        ))
+    }
+}
+
+/// The sweep or evaluation named `name`, if any (the oldest, should several predate the check).
+pub(crate) async fn name_taken<'e, E: sqlx::PgExecutor<'e>>(ex: E, name: &str) -> Result<Option<NameTaken>> {
+    let row: Option<(i64, String)> =
+        sqlx::query_as("SELECT id, kind FROM sweeps WHERE name = $1 ORDER BY id LIMIT 1")
+            .bind(name)
+            .fetch_optional(ex)
+            .await?;
+    Ok(row.map(|(id, kind)| NameTaken { name: name.to_string(), id, kind }))
+}
+
 /// Inserts a sweep with its agents and critics, or returns None when the same name and config
-/// hash exist already (a concurrent submission won).
+/// hash exist already (a concurrent submission won). A name taken by another configuration,
+/// of a sweep or of an evaluation, is a conflict: a name means one sweep.
 pub(crate) async fn insert_sweep(
     tx: &mut Transaction<'_, Postgres>,
     file: &SweepFile,
     new: &NewSweep<'_>,
 ) -> Result<Option<Created>> {
+    sqlx::query("SELECT pg_advisory_xact_lock($1, hashtext($2))")
+        .bind(LOCK_SWEEP_NAME)
+        .bind(&file.name)
+        .execute(&mut **tx)
+        .await?;
+    let same: Option<i64> = sqlx::query_scalar("SELECT id FROM sweeps WHERE name = $1 AND config_hash = $2")
+        .bind(&file.name)
+        .bind(new.hash)
+        .fetch_optional(&mut **tx)
+        .await?;
+    if same.is_some() {
+        return Ok(None);
+    }
+    if let Some(taken) = name_taken(&mut **tx, &file.name).await? {
+        return Err(taken.conflict(new.kind));
+    }
     let spec = serde_json::to_value(file).map_err(|e| Error::Internal(e.to_string()))?;
     let sweep_id: Option<i64> = sqlx::query_scalar(
         "INSERT INTO sweeps (name, config_hash, config_toml, spec, dataset_id, max_attempts, max_running, budget_usd,

@@ -12,7 +12,7 @@ use worker::grading::{self, InstanceResult, SummaryInput};
 
 use super::{client, sweep, CoordinatorArgs};
 use orchestrator::predictions::{self, Prediction};
-use orchestrator::store::evals::{EvalRequest, EvalResult};
+use orchestrator::store::evals::{self, EvalRequest, EvalResult};
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
 pub enum ProfileArg {
@@ -56,7 +56,10 @@ pub struct EvalArgs {
     /// model_patch; or `gold` to grade the dataset's own patches.
     #[arg(long)]
     pub predictions: String,
-    /// Run id (names the evaluation and its report folder) [default: the predictions file's stem, or "gold"].
+    /// Run id: names the evaluation, its report folder and summary files; a run id taken by
+    /// other predictions (or a sweep) is refused [default: `<stem>-<hash>`, the predictions
+    /// file's stem (or `gold`) and 8 hex digits of a hash of what is graded, so that only the
+    /// same evaluation gets the same run id].
     #[arg(long)]
     pub run_id: Option<String>,
     /// Only these instances (with `--predictions gold`).
@@ -101,8 +104,8 @@ pub async fn run(args: EvalArgs) -> anyhow::Result<ExitCode> {
         .await
         .with_context(|| format!("looking up dataset `{}`", args.dataset))?;
     let gold = args.predictions == "gold";
-    let (preds, run_id) = if gold {
-        (Vec::new(), args.run_id.clone().unwrap_or_else(|| "gold".into()))
+    let (preds, base) = if gold {
+        (Vec::new(), "gold".to_string())
     } else {
         let path = Path::new(&args.predictions);
         let located = predictions::load_path(path)?;
@@ -123,11 +126,11 @@ pub async fn run(args: EvalArgs) -> anyhow::Result<ExitCode> {
         }
         let stem =
             path.file_stem().map(|s| predictions::model_slug(&s.to_string_lossy())).unwrap_or_default();
-        (located.into_iter().map(|l| l.prediction).collect(), args.run_id.clone().unwrap_or(stem))
+        (located.into_iter().map(|l| l.prediction).collect(), stem)
     };
-    let request = EvalRequest {
+    let mut request = EvalRequest {
         dataset: args.dataset.clone(),
-        run_id: run_id.clone(),
+        run_id: String::new(),
         profile: args.profile.into(),
         gold,
         instance_ids: args.instance_ids.clone(),
@@ -142,6 +145,8 @@ pub async fn run(args: EvalArgs) -> anyhow::Result<ExitCode> {
         },
         max_attempts: 3,
     };
+    let run_id = args.run_id.clone().unwrap_or_else(|| evals::default_run_id(&base, &request));
+    request.run_id = run_id.clone();
     let submitted: protocol::SweepSubmitted =
         client.call(Method::POST, &format!("{API_PREFIX}/evals"), Some(&request)).await?;
     if submitted.created {

@@ -30,6 +30,9 @@ pub struct PredsArgs {
     /// `AGENT/CRITIC`, or `CRITIC` when the sweep runs one agent.
     #[arg(long)]
     pub condition: String,
+    /// Which repeat of the condition (numbered from 0).
+    #[arg(long, default_value_t = 0)]
+    pub repeat: i32,
     /// Write here instead of standard output.
     #[arg(long)]
     pub out: Option<PathBuf>,
@@ -78,10 +81,18 @@ async fn list_runs(
     }
 }
 
-/// Predictions of one condition: one line per finished run (the first repeat of each
-/// instance; `model_name_or_path` is `agent/critic`).
+/// The sweep's name (`key` is its id or name).
+async fn sweep_name(client: &api_client::CoordinatorClient, key: &str) -> anyhow::Result<String> {
+    let status: protocol::SweepStatus =
+        client.call::<(), _>(Method::GET, &format!("{API_PREFIX}/sweeps/{key}"), None).await?;
+    Ok(status.name)
+}
+
+/// Predictions of one condition: one line per finished run of the chosen repeat, named as
+/// `preds.json` of `steer export trajectories` names them ([`export::model_name`]).
 async fn preds(args: PredsArgs) -> anyhow::Result<ExitCode> {
     let client = client::connect(&args.coordinator)?;
+    let sweep = sweep_name(&client, &args.sweep).await?;
     let (agent, critic) = match args.condition.split_once('/') {
         Some((a, c)) => (Some(a.to_string()), c.to_string()),
         None => (None, args.condition.clone()),
@@ -90,11 +101,21 @@ async fn preds(args: PredsArgs) -> anyhow::Result<ExitCode> {
     if let Some(a) = &agent {
         filter.push_str(&format!("&agent={a}"));
     }
-    let runs = list_runs(&client, &args.sweep, &filter).await?;
+    let runs: Vec<RunInfo> = list_runs(&client, &args.sweep, &filter)
+        .await?
+        .into_iter()
+        .filter(|r| r.repeat_index == args.repeat)
+        .collect();
     let mut agents: Vec<&str> = runs.iter().map(|r| r.agent.as_str()).collect();
     agents.sort();
     agents.dedup();
-    anyhow::ensure!(!runs.is_empty(), "sweep `{}` has no finished run of `{}`", args.sweep, args.condition);
+    anyhow::ensure!(
+        !runs.is_empty(),
+        "sweep `{}` has no finished run of `{}` in repeat {}",
+        args.sweep,
+        args.condition,
+        args.repeat
+    );
     anyhow::ensure!(
         agents.len() == 1,
         "sweep `{}` runs several agents with critic `{critic}` ({}): say which with --condition AGENT/{critic}",
@@ -103,14 +124,13 @@ async fn preds(args: PredsArgs) -> anyhow::Result<ExitCode> {
     );
     let mut lines = String::new();
     let mut seen = std::collections::HashSet::new();
-    for run in runs.iter().filter(|r| r.repeat_index == 0) {
+    for run in &runs {
         if !seen.insert(run.instance_id.clone()) {
             continue;
         }
         let record: protocol::Trajectory =
             client.call::<(), _>(Method::GET, &format!("{API_PREFIX}/runs/{}/record", run.id), None).await?;
-        let mut line = export::prediction(&record);
-        line["model_name_or_path"] = format!("{}/{}", run.agent, run.critic).into();
+        let line = export::prediction(&sweep, &record);
         lines.push_str(&line.to_string());
         lines.push('\n');
     }
@@ -118,13 +138,21 @@ async fn preds(args: PredsArgs) -> anyhow::Result<ExitCode> {
         Some(path) => std::fs::write(path, &lines).with_context(|| format!("writing {}", path.display()))?,
         None => print!("{lines}"),
     }
-    eprintln!("{} predictions of {}/{critic}", seen.len(), agents[0]);
+    eprintln!(
+        "{} predictions of {}/{critic} repeat {}, as model `{}`",
+        seen.len(),
+        agents[0],
+        args.repeat,
+        export::model_name(&sweep, agents[0], &critic, args.repeat)
+    );
     Ok(ExitCode::SUCCESS)
 }
 
 async fn trajectories(args: TrajectoriesArgs) -> anyhow::Result<ExitCode> {
     let client = client::connect(&args.coordinator)?;
+    let sweep = sweep_name(&client, &args.sweep).await?;
     let runs = list_runs(&client, &args.sweep, "").await?;
+    refuse_ambiguous_names(&sweep, &runs)?;
     let mut preds: BTreeMap<String, serde_json::Map<String, serde_json::Value>> = BTreeMap::new();
     let mut written = 0;
     for run in runs.iter().filter(|r| r.state.is_terminal()) {
@@ -133,7 +161,10 @@ async fn trajectories(args: TrajectoriesArgs) -> anyhow::Result<ExitCode> {
         let condition = export::condition_dir(&record);
         let dir = args.out.join(&condition).join(&run.instance_id);
         write_json(&dir.join(format!("{}.traj.json", run.instance_id)), &export::mini_swe_agent(&record))?;
-        preds.entry(condition).or_default().insert(run.instance_id.clone(), export::prediction(&record));
+        preds
+            .entry(condition)
+            .or_default()
+            .insert(run.instance_id.clone(), export::prediction(&sweep, &record));
         written += 1;
     }
     for (condition, entries) in &preds {
@@ -152,6 +183,25 @@ async fn trajectories(args: TrajectoriesArgs) -> anyhow::Result<ExitCode> {
         }
     );
     Ok(ExitCode::SUCCESS)
+}
+
+/// Refuses a sweep where two conditions would share a directory and a `model_name_or_path`
+/// (names holding `__`: agent `a__b` with critic `c` against agent `a` with critic `b__c`).
+fn refuse_ambiguous_names(sweep: &str, runs: &[RunInfo]) -> anyhow::Result<()> {
+    let mut condition_of: BTreeMap<String, (&str, &str)> = BTreeMap::new();
+    for r in runs {
+        let name = export::model_name(sweep, &r.agent, &r.critic, r.repeat_index);
+        if let Some((agent, critic)) = condition_of.insert(name.clone(), (&r.agent, &r.critic)) {
+            anyhow::ensure!(
+                (agent, critic) == (r.agent.as_str(), r.critic.as_str()),
+                "sweep `{sweep}`: agent `{agent}` with critic `{critic}` and agent `{}` with critic `{}` would both \
+                 be exported as `{name}` (their names hold `__`); rename one in a new sweep",
+                r.agent,
+                r.critic
+            );
+        }
+    }
+    Ok(())
 }
 
 fn write_json(path: &Path, value: &serde_json::Value) -> anyhow::Result<()> {
