@@ -163,7 +163,9 @@ const ROUTES: &[Route] = &[
     route("GET", "/api/v1/sweeps/{sweep}/images", Guard::Users),
     route("POST", "/api/v1/sweeps", Guard::Users),
     route("GET", "/api/v1/sweeps", Guard::Users),
+    route("POST", "/api/v1/sweep-validations", Guard::Users),
     route("GET", "/api/v1/sweeps/{sweep}", Guard::Users),
+    route("DELETE", "/api/v1/sweeps/{sweep}", Guard::Users),
     route("POST", "/api/v1/sweeps/{sweep}/cancel", Guard::Users),
     route("POST", "/api/v1/sweeps/{sweep}/pause", Guard::Users),
     route("POST", "/api/v1/sweeps/{sweep}/resume", Guard::Users),
@@ -178,6 +180,7 @@ const ROUTES: &[Route] = &[
     route("POST", "/api/v1/tokens", Guard::AdminsOnly),
     route("GET", "/api/v1/tokens", Guard::AdminsOnly),
     route("DELETE", "/api/v1/tokens/{id}", Guard::AdminsOnly),
+    route("DELETE", "/api/v1/datasets/{name}", Guard::AdminsOnly),
     route("GET", "/api/v1/openapi.json", Guard::UsersAndWorkers),
 ];
 
@@ -1376,5 +1379,242 @@ async fn a_key_variable_no_worker_allows_is_a_warning_and_a_waiting_reason(pool:
     let submitted: SweepSubmitted =
         expect_ok(call(c.post("/api/v1/sweeps", &c.user, &again)).await, StatusCode::CREATED);
     assert!(submitted.warnings.is_empty(), "{:?}", submitted.warnings);
+    c.stop().await;
+}
+
+// ---------------------------------------------------------------- checking and deleting sweeps
+
+/// Rows in the tables a sweep's configuration and runs live in (all sweeps).
+async fn table_rows(pool: &PgPool) -> Vec<(&'static str, i64)> {
+    let mut rows = Vec::new();
+    for table in ["sweeps", "agents", "critics", "endpoints", "runs", "run_attempts", "steps", "llm_calls"] {
+        let n: i64 =
+            sqlx::query_scalar(&format!("SELECT count(*) FROM {table}")).fetch_one(pool).await.unwrap();
+        rows.push((table, n));
+    }
+    rows
+}
+
+#[sqlx::test(migrator = "orchestrator::db::MIGRATOR")]
+async fn validating_a_sweep_reports_what_it_would_be_and_writes_nothing(pool: PgPool) {
+    testkit::import_demo(&pool, "demo").await;
+    let c = Coordinator::start(&pool).await;
+    register_worker(&c, &c.worker, "w1").await;
+    let before = table_rows(&pool).await;
+
+    let capped = testkit::sweep_toml("v", "repeats = 2\nbudget_usd = 10", "max_cost_usd = 0.5");
+    let req = json!({"config_toml": capped, "file_name": "v.toml"});
+    let v: protocol::SweepValidation =
+        expect_ok(call(c.post("/api/v1/sweep-validations", &c.user, &req)).await, StatusCode::OK);
+    assert_eq!((v.name.as_str(), v.dataset.as_str(), v.already_submitted), ("v", "demo", None));
+    assert_eq!(
+        (v.instances, v.repeats, v.runs),
+        (6, 2, 12),
+        "6 demo instances x 1 agent x 1 critic x 2 repeats"
+    );
+    assert_eq!(v.first_instances.len(), protocol::VALIDATION_SAMPLE);
+    assert!(v.first_instances.windows(2).all(|w| w[0] < w[1]), "{:?}", v.first_instances);
+    assert_eq!(v.conditions.len(), 1);
+    let cond = &v.conditions[0];
+    assert_eq!((cond.agent.as_str(), cond.critic.as_str(), cond.runs), ("agent-a", "none", 12));
+    assert_eq!(v.endpoints, ["127.0.0.1:9"]);
+    assert_eq!(v.max_spend_usd, Some("6".parse().unwrap()), "12 runs x $0.5");
+    assert!(v.uncapped_agents.is_empty());
+    assert_eq!(v.budget_usd, Some("10".parse().unwrap()));
+    assert_eq!((v.images.live_workers, v.images.held), (1, 0), "{:?}", v.images);
+    assert!(v.images.needed >= 1 && !v.images.missing.is_empty(), "{:?}", v.images);
+
+    // Once a live worker reports holding an image, it counts as held.
+    let image = v.images.missing[0].clone();
+    sqlx::query("UPDATE workers SET images = ARRAY[$1]").bind(&image).execute(&pool).await.unwrap();
+    let v: protocol::SweepValidation =
+        expect_ok(call(c.post("/api/v1/sweep-validations", &c.user, &req)).await, StatusCode::OK);
+    assert_eq!(v.images.held, 1, "{:?}", v.images);
+    assert!(!v.images.missing.contains(&image), "{:?}", v.images);
+
+    // An agent without a cost cap makes the most it can spend unbounded.
+    let uncapped = json!({"config_toml": testkit::sweep_toml("u", "", "")});
+    let v: protocol::SweepValidation =
+        expect_ok(call(c.post("/api/v1/sweep-validations", &c.user, &uncapped)).await, StatusCode::OK);
+    assert_eq!((v.max_spend_usd, v.uncapped_agents.as_slice()), (None, ["agent-a".to_string()].as_slice()));
+    assert_eq!(v.budget_usd, None);
+
+    // A bad file: the same 400 as submitting it, naming the file, line and key.
+    let bad = testkit::sweep_toml("bad", "", "temperature = 9");
+    let line = bad.lines().position(|l| l == "temperature = 9").unwrap() + 1;
+    let bad = json!({"config_toml": bad, "file_name": "bad.toml"});
+    let message = expect_error(
+        &call(c.post("/api/v1/sweep-validations", &c.user, &bad)).await,
+        StatusCode::BAD_REQUEST,
+        "bad_request",
+    );
+    assert!(message.starts_with(&format!("bad.toml:{line}: agents[0].temperature")), "{message}");
+    // Over the run limit, or with an unknown dataset: refused as submitting refuses.
+    let huge = json!({"config_toml": testkit::sweep_toml("huge", "repeats = 4294967295", "")});
+    let message = expect_error(
+        &call(c.post("/api/v1/sweep-validations", &c.user, &huge)).await,
+        StatusCode::BAD_REQUEST,
+        "bad_request",
+    );
+    assert!(message.contains("runs per sweep"), "{message}");
+    let elsewhere = testkit::sweep_toml("elsewhere", "", "").replace("name = \"demo\"", "name = \"absent\"");
+    let message = expect_error(
+        &call(c.post("/api/v1/sweep-validations", &c.user, &json!({"config_toml": elsewhere}))).await,
+        StatusCode::NOT_FOUND,
+        "not_found",
+    );
+    assert!(message.contains("`absent` is not imported"), "{message}");
+    assert_eq!(table_rows(&pool).await, before, "validating wrote nothing");
+
+    // Submitted, the same file validates as already submitted; another configuration under
+    // its name is the conflict submitting it would be.
+    let sweep: SweepSubmitted =
+        expect_ok(call(c.post("/api/v1/sweeps", &c.user, &req)).await, StatusCode::CREATED);
+    let v: protocol::SweepValidation =
+        expect_ok(call(c.post("/api/v1/sweep-validations", &c.user, &req)).await, StatusCode::OK);
+    assert_eq!((v.already_submitted, v.runs), (Some(sweep.sweep_id), 12));
+    let renamed = json!({"config_toml": testkit::sweep_toml("v", "", "")});
+    expect_error(
+        &call(c.post("/api/v1/sweep-validations", &c.user, &renamed)).await,
+        StatusCode::CONFLICT,
+        "conflict",
+    );
+    // `validate` does not shadow a sweep of that name.
+    let message = expect_error(
+        &call(c.get("/api/v1/sweeps/validate", &c.user)).await,
+        StatusCode::NOT_FOUND,
+        "not_found",
+    );
+    assert!(message.contains("no sweep named `validate`"), "{message}");
+    c.stop().await;
+}
+
+/// Rows recorded for the runs `ids`: runs, attempts, steps, model calls.
+async fn rows_of_runs(pool: &PgPool, ids: &[i64]) -> [i64; 4] {
+    let mut out = [0; 4];
+    for (i, (table, column)) in
+        [("runs", "id"), ("run_attempts", "run_id"), ("steps", "run_id"), ("llm_calls", "run_id")]
+            .iter()
+            .enumerate()
+    {
+        out[i] = sqlx::query_scalar(&format!("SELECT count(*) FROM {table} WHERE {column} = ANY($1)"))
+            .bind(ids)
+            .fetch_one(pool)
+            .await
+            .unwrap();
+    }
+    out
+}
+
+async fn run_ids(pool: &PgPool, sweep_id: i64) -> Vec<i64> {
+    sqlx::query_scalar("SELECT id FROM runs WHERE sweep_id = $1")
+        .bind(sweep_id)
+        .fetch_all(pool)
+        .await
+        .unwrap()
+}
+
+#[sqlx::test(migrator = "orchestrator::db::MIGRATOR")]
+async fn sweeps_and_datasets_are_deleted_only_when_nothing_runs_and_by_whom_may(pool: PgPool) {
+    testkit::import_demo(&pool, "demo").await;
+    let c = Coordinator::start(&pool).await;
+    let alice = &c.user;
+    let bob = tokens::create(&pool, "bob", Role::User).await.unwrap().token;
+    let submit = |name: &str| json!({"config_toml": testkit::sweep_toml(name, "", "")});
+    let alices: SweepSubmitted =
+        expect_ok(call(c.post("/api/v1/sweeps", alice, &submit("alices"))).await, StatusCode::CREATED);
+    let worker = register_worker(&c, &c.worker, "w1").await;
+    let run = claim_runs(&c, &c.worker, worker, 1).await.remove(0);
+    let upload = UploadSteps {
+        lease_token: run.lease_token,
+        steps: vec![StepRecord { index: 0, action: Some("ls".into()), ..Default::default() }],
+        llm_calls: vec![protocol::LlmCallRecord {
+            call_index: 0,
+            step_index: Some(0),
+            model: "demo-model".into(),
+            ..Default::default()
+        }],
+        critic_calls: vec![],
+    };
+    let (status, body) =
+        call(c.post(&format!("/api/v1/runs/{}/steps", run.run_id), &c.worker, &upload)).await;
+    assert_eq!(status, StatusCode::NO_CONTENT, "{body}");
+    let bobs: SweepSubmitted =
+        expect_ok(call(c.post("/api/v1/sweeps", &bob, &submit("bobs"))).await, StatusCode::CREATED);
+    let delete = |path: &str, token: &str| c.req(Method::DELETE, path, Some(token));
+
+    // A run in flight: refused, even to an admin, and even with the dataset.
+    let message = expect_error(
+        &call(delete("/api/v1/sweeps/alices", &c.admin)).await,
+        StatusCode::CONFLICT,
+        "conflict",
+    );
+    assert!(message.contains("alices") && message.contains("1 running run"), "{message}");
+    let message = expect_error(
+        &call(delete("/api/v1/datasets/demo?with_sweeps=true", &c.admin)).await,
+        StatusCode::CONFLICT,
+        "conflict",
+    );
+    assert!(message.contains("alices") && message.contains("running"), "{message}");
+    // Another user's sweep: refused before anything else.
+    let message =
+        expect_error(&call(delete("/api/v1/sweeps/alices", &bob)).await, StatusCode::FORBIDDEN, "forbidden");
+    assert!(message.contains("only its owner or an admin may delete it"), "{message}");
+
+    let complete = CompleteRun {
+        lease_token: run.lease_token,
+        outcome: Outcome::SyntheticUnresolved,
+        totals: RunTotals { steps: 1, ..Default::default() },
+        patch: Some(String::new()),
+        evaluation: None,
+        detail: None,
+    };
+    let (status, body) =
+        call(c.post(&format!("/api/v1/runs/{}/complete", run.run_id), &c.worker, &complete)).await;
+    assert_eq!(status, StatusCode::NO_CONTENT, "{body}");
+
+    let alice_runs = run_ids(&pool, alices.sweep_id).await;
+    let bob_runs = run_ids(&pool, bobs.sweep_id).await;
+    assert_eq!(rows_of_runs(&pool, &alice_runs).await, [6, 1, 1, 1], "runs, attempts, steps, model calls");
+    let bobs_before = rows_of_runs(&pool, &bob_runs).await;
+    let deleted: protocol::Deleted =
+        expect_ok(call(delete("/api/v1/sweeps/alices", alice)).await, StatusCode::OK);
+    assert_eq!(
+        (deleted.name.as_str(), deleted.sweeps.as_slice(), deleted.runs),
+        ("alices", ["alices".to_string()].as_slice(), 6)
+    );
+    assert_eq!(
+        rows_of_runs(&pool, &alice_runs).await,
+        [0, 0, 0, 0],
+        "everything recorded for the sweep is gone"
+    );
+    assert_eq!(rows_of_runs(&pool, &bob_runs).await, bobs_before, "another sweep keeps its rows");
+    let left: Vec<(&str, i64)> = table_rows(&pool).await;
+    assert!(
+        left.contains(&("sweeps", 1)) && left.contains(&("agents", 1)) && left.contains(&("critics", 1)),
+        "{left:?}"
+    );
+    assert!(left.contains(&("endpoints", 1)), "the shared endpoint stays: {left:?}");
+    expect_error(&call(c.get("/api/v1/sweeps/alices", alice)).await, StatusCode::NOT_FOUND, "not_found");
+    expect_error(&call(delete("/api/v1/sweeps/alices", alice)).await, StatusCode::NOT_FOUND, "not_found");
+
+    // Datasets: admins only; refused while a sweep uses it, naming the sweep.
+    expect_error(&call(delete("/api/v1/datasets/demo", &bob)).await, StatusCode::FORBIDDEN, "forbidden");
+    let message = expect_error(
+        &call(delete("/api/v1/datasets/demo", &c.admin)).await,
+        StatusCode::CONFLICT,
+        "conflict",
+    );
+    assert!(
+        message.contains(&format!("`bobs` (id {})", bobs.sweep_id)) && message.contains("--with-sweeps"),
+        "{message}"
+    );
+    let deleted: protocol::Deleted =
+        expect_ok(call(delete("/api/v1/datasets/demo?with_sweeps=true", &c.admin)).await, StatusCode::OK);
+    assert_eq!((deleted.sweeps.as_slice(), deleted.runs), (["bobs".to_string()].as_slice(), 6));
+    expect_error(&call(c.get("/api/v1/datasets/demo", alice)).await, StatusCode::NOT_FOUND, "not_found");
+    let instances: i64 = sqlx::query_scalar("SELECT count(*) FROM instances").fetch_one(&pool).await.unwrap();
+    assert_eq!(instances, 0);
+    assert_eq!(rows_of_runs(&pool, &bob_runs).await, [0, 0, 0, 0]);
     c.stop().await;
 }

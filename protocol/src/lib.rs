@@ -677,6 +677,77 @@ pub struct SweepSubmitted {
     pub warnings: Vec<String>,
 }
 
+/// A sweep file checked as submitting it would check it, with nothing written
+/// (`POST /api/v1/sweep-validations`, `steer sweep validate`).
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct SweepValidation {
+    pub name: String,
+    pub dataset: String,
+    /// The sweep already submitted with this name and configuration (submitting adds nothing).
+    pub already_submitted: Option<i64>,
+    /// Instances the selection picks.
+    pub instances: i64,
+    /// The first of them (sorted), at most [`VALIDATION_SAMPLE`].
+    pub first_instances: Vec<String>,
+    pub repeats: u32,
+    /// Runs per condition (agent x critic): instances x repeats each.
+    pub conditions: Vec<ConditionRuns>,
+    /// Runs in all: instances x agents x critics x repeats.
+    pub runs: i64,
+    pub images: ImageCheck,
+    /// The model endpoints the agents call, as host:port, sorted.
+    pub endpoints: Vec<String>,
+    /// The most the sweep can spend: runs x each agent's per-run cap (`max_cost_usd`), or None
+    /// (unbounded) when an agent has no cap; see `uncapped_agents`.
+    #[schema(value_type = Option<String>)]
+    pub max_spend_usd: Option<Decimal>,
+    /// Agents without a per-run cost cap.
+    pub uncapped_agents: Vec<String>,
+    /// The sweep's own budget (`budget_usd`); None: none.
+    #[schema(value_type = Option<String>)]
+    pub budget_usd: Option<Decimal>,
+    /// What may keep runs from starting (as submitting would warn).
+    #[serde(default)]
+    pub warnings: Vec<String>,
+}
+
+/// What deleting a sweep or a dataset removed.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct Deleted {
+    /// The sweep's or dataset's name.
+    pub name: String,
+    /// The sweeps removed (for a sweep: itself), with everything recorded for them.
+    pub sweeps: Vec<String>,
+    /// Runs removed with them (their attempts, steps, model and critic calls, evaluations too).
+    pub runs: i64,
+}
+
+/// How many instance ids [`SweepValidation::first_instances`] and missing images list.
+pub const VALIDATION_SAMPLE: usize = 5;
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct ConditionRuns {
+    pub agent: String,
+    pub critic: String,
+    pub runs: i64,
+    /// The agent's per-run cost cap; None: uncapped.
+    #[schema(value_type = Option<String>)]
+    pub max_cost_usd_per_run: Option<Decimal>,
+}
+
+/// The sandbox images a sweep needs, against those the live workers report holding.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct ImageCheck {
+    /// Distinct images the selected instances need.
+    pub needed: i64,
+    /// Of those, how many at least one live worker holds.
+    pub held: i64,
+    /// The first of the others (sorted), at most [`VALIDATION_SAMPLE`].
+    pub missing: Vec<String>,
+    /// Live workers asked (heard from within the coordinator's live window).
+    pub live_workers: i64,
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct SweepStatus {
     pub id: i64,

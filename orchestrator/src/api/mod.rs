@@ -60,7 +60,7 @@ impl AppState {
         workers::fail, workers::release, workers::release_held,
         users::import_dataset, users::list_datasets, users::get_dataset, users::dataset_instances,
         users::submit_eval, users::sweep_evaluations, users::sweep_images, users::list_workers,
-        users::submit_sweep, users::list_sweeps, users::sweep_status, users::cancel_sweep, users::pause_sweep,
+        users::submit_sweep, users::validate_sweep, users::delete_sweep, users::delete_dataset, users::list_sweeps, users::sweep_status, users::cancel_sweep, users::pause_sweep,
         users::resume_sweep, users::sweep_runs, users::get_run, users::get_trajectory, users::get_record,
         users::create_token, users::list_tokens, users::revoke_token, reports::report, reports::report_html, reports::compare, ui::sweep_events,
     ),
@@ -114,7 +114,9 @@ pub fn router(state: AppState) -> Router {
         .route("/sweeps/{sweep}/evaluations", get(users::sweep_evaluations))
         .route("/sweeps/{sweep}/images", get(users::sweep_images))
         .route("/sweeps", post(users::submit_sweep).get(users::list_sweeps))
-        .route("/sweeps/{sweep}", get(users::sweep_status))
+        // Not under /sweeps/: a sweep may be named `validate`.
+        .route("/sweep-validations", post(users::validate_sweep))
+        .route("/sweeps/{sweep}", get(users::sweep_status).delete(users::delete_sweep))
         .route("/sweeps/{sweep}/cancel", post(users::cancel_sweep))
         .route("/sweeps/{sweep}/pause", post(users::pause_sweep))
         .route("/sweeps/{sweep}/resume", post(users::resume_sweep))
@@ -131,6 +133,7 @@ pub fn router(state: AppState) -> Router {
     let admin_routes = Router::new()
         .route("/tokens", post(users::create_token).get(users::list_tokens))
         .route("/tokens/{id}", delete(users::revoke_token))
+        .route("/datasets/{name}", delete(users::delete_dataset))
         .route_layer(guard(ADMINS));
     let doc_routes = Router::new().route("/openapi.json", get(openapi)).route_layer(guard(ANYONE));
 

@@ -50,6 +50,18 @@ pub async fn submit_sweep(
     Extension(caller): Extension<Caller>,
     Json(req): Json<SubmitSweep>,
 ) -> ApiResult<(StatusCode, Json<SweepSubmitted>)> {
+    let (file, text) = parse_sweep_file(req).await?;
+    let max_runs = state.limits.max_runs_per_sweep;
+    let mut submitted = sweeps::submit_as(&state.pool, &file, &text, Some(caller.token_id), max_runs).await?;
+    let key_envs = waiting::key_envs_of(&file);
+    submitted.warnings = waiting::key_env_warnings(&state.pool, &key_envs, state.live_window()).await?;
+    let status = if submitted.created { StatusCode::CREATED } else { StatusCode::OK };
+    tracing::info!(sweep_id = submitted.sweep_id, name = %submitted.name, runs = submitted.runs, created = submitted.created, "sweep submitted");
+    Ok((status, Json(submitted)))
+}
+
+/// The submitted sweep file, parsed (400 with file, line and key path when it is bad), and its text.
+async fn parse_sweep_file(req: SubmitSweep) -> ApiResult<(sweep_file::SweepFile, String)> {
     let file_name = req.file_name.unwrap_or_else(|| "sweep.toml".into());
     // Parsing renders the templates once (a bounded amount of work, but not an await point's
     // worth): off the async runtime, so one submit never holds up other requests.
@@ -61,13 +73,58 @@ pub async fn submit_sweep(
     .await
     .map_err(|e| ApiErr::new(protocol::ErrorCode::Internal, format!("checking the sweep file: {e}")))?;
     let file = file.map_err(|e| ApiErr::bad_request(e.to_string()))?;
+    Ok((file, text))
+}
+
+#[utoipa::path(post, path = "/api/v1/sweep-validations", request_body = SubmitSweep,
+    responses((status = 200, body = protocol::SweepValidation, description = "the file is valid; what it would submit (nothing is written)"),
+              (status = 400, body = protocol::ApiError), (status = 404, body = protocol::ApiError, description = "its dataset is not imported"),
+              (status = 409, body = protocol::ApiError, description = "its name is taken by another configuration")), tag = "sweeps")]
+pub async fn validate_sweep(
+    State(state): State<AppState>,
+    Json(req): Json<SubmitSweep>,
+) -> ApiResult<Json<protocol::SweepValidation>> {
+    let (file, _) = parse_sweep_file(req).await?;
     let max_runs = state.limits.max_runs_per_sweep;
-    let mut submitted = sweeps::submit_as(&state.pool, &file, &text, Some(caller.token_id), max_runs).await?;
+    let mut checked = sweeps::validate(&state.pool, &file, max_runs, state.live_window()).await?;
     let key_envs = waiting::key_envs_of(&file);
-    submitted.warnings = waiting::key_env_warnings(&state.pool, &key_envs, state.live_window()).await?;
-    let status = if submitted.created { StatusCode::CREATED } else { StatusCode::OK };
-    tracing::info!(sweep_id = submitted.sweep_id, name = %submitted.name, runs = submitted.runs, created = submitted.created, "sweep submitted");
-    Ok((status, Json(submitted)))
+    checked.warnings = waiting::key_env_warnings(&state.pool, &key_envs, state.live_window()).await?;
+    Ok(Json(checked))
+}
+
+#[utoipa::path(delete, path = "/api/v1/sweeps/{sweep}", params(("sweep" = String, Path, description = "id or name")),
+    responses((status = 200, body = protocol::Deleted), (status = 403, body = protocol::ApiError, description = "another user's sweep"),
+              (status = 404, body = protocol::ApiError), (status = 409, body = protocol::ApiError, description = "a run of it is running")), tag = "sweeps")]
+pub async fn delete_sweep(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Path(key): Path<String>,
+) -> ApiResult<Json<protocol::Deleted>> {
+    let id = changeable(&state, caller, &key, "delete").await?;
+    let deleted = sweeps::delete(&state.pool, id).await?;
+    tracing::info!(sweep_id = id, name = %deleted.name, runs = deleted.runs, "sweep deleted");
+    Ok(Json(deleted))
+}
+
+#[derive(Debug, Default, serde::Deserialize, utoipa::IntoParams)]
+pub struct DeleteDataset {
+    /// Delete the sweeps (and evaluations) that use the dataset too; without it, a dataset in
+    /// use is refused.
+    #[serde(default)]
+    pub with_sweeps: bool,
+}
+
+#[utoipa::path(delete, path = "/api/v1/datasets/{name}", params(("name" = String, Path), DeleteDataset),
+    responses((status = 200, body = protocol::Deleted), (status = 404, body = protocol::ApiError),
+              (status = 409, body = protocol::ApiError, description = "sweeps use it, or a run of one is running")), tag = "datasets")]
+pub async fn delete_dataset(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    Query(opts): Query<DeleteDataset>,
+) -> ApiResult<Json<protocol::Deleted>> {
+    let deleted = datasets::delete(&state.pool, &name, opts.with_sweeps).await?;
+    tracing::info!(dataset = %name, sweeps = deleted.sweeps.len(), runs = deleted.runs, "dataset deleted");
+    Ok(Json(deleted))
 }
 
 #[utoipa::path(get, path = "/api/v1/sweeps", responses((status = 200, body = Vec<SweepStatus>)), tag = "sweeps")]
@@ -260,7 +317,7 @@ pub async fn list_workers(
     Ok(Json(crate::store::workers::list(&state.pool, filter.alive_within_s).await?))
 }
 
-/// The sweep `key` names, if `caller` may change it (pause, resume, cancel, re-budget): its
+/// The sweep `key` names, if `caller` may change it (pause, resume, cancel, re-budget, delete): its
 /// owner (any token under the name of the token that submitted it) and admins may. Anyone else
 /// gets 403 `forbidden`, before anything is changed. A missing sweep is 404 for everyone.
 async fn changeable(state: &AppState, caller: Caller, key: &str, action: &str) -> ApiResult<i64> {

@@ -1,4 +1,4 @@
-//! Datasets and their instances.
+//! Datasets and their instances: import, listing, deletion.
 
 use protocol::{DatasetInfo, Instance};
 use sqlx::{PgPool, Row};
@@ -145,4 +145,41 @@ pub async fn instance(pool: &PgPool, dataset_id: i64, instance_id: &str) -> Resu
         log_parser: row.get("log_parser"),
         extra,
     })
+}
+
+/// Deletes dataset `name` with its instances. A dataset that sweeps (or evaluations) use is
+/// refused (`Conflict`, naming them) unless `with_sweeps`, which deletes those sweeps first as
+/// [`super::sweeps::delete`] does; a sweep with a running run refuses it either way.
+pub async fn delete(pool: &PgPool, name: &str, with_sweeps: bool) -> Result<protocol::Deleted> {
+    let mut tx = pool.begin().await?;
+    // Locked: a sweep submitted meanwhile (which key-shares the row) waits, then finds it gone.
+    let id: i64 = sqlx::query_scalar("SELECT id FROM datasets WHERE name = $1 FOR UPDATE")
+        .bind(name)
+        .fetch_optional(&mut *tx)
+        .await?
+        .ok_or_else(|| Error::NotFound(format!("no dataset named `{name}`")))?;
+    let users: Vec<(i64, String)> =
+        sqlx::query_as("SELECT id, name FROM sweeps WHERE dataset_id = $1 ORDER BY id")
+            .bind(id)
+            .fetch_all(&mut *tx)
+            .await?;
+    if !users.is_empty() && !with_sweeps {
+        let named: Vec<String> = users.iter().map(|(id, n)| format!("`{n}` (id {id})")).collect();
+        return Err(Error::Conflict(format!(
+            "dataset `{name}` is used by {} sweep(s): {}; delete them first (`steer sweep delete NAME`), \
+             or delete the dataset with them (`steer dataset delete {name} --with-sweeps`)",
+            users.len(),
+            named.join(", ")
+        )));
+    }
+    let mut sweeps = Vec::with_capacity(users.len());
+    let mut runs = 0;
+    for (sweep_id, _) in &users {
+        let (sweep, n) = super::sweeps::delete_in(&mut tx, *sweep_id).await?;
+        sweeps.push(sweep);
+        runs += n;
+    }
+    sqlx::query("DELETE FROM datasets WHERE id = $1").bind(id).execute(&mut *tx).await?;
+    tx.commit().await?;
+    Ok(protocol::Deleted { name: name.to_string(), sweeps, runs })
 }

@@ -1,4 +1,5 @@
-//! Sweeps: submission (expansion into runs), status, and the cancel/pause/resume transitions.
+//! Sweeps: checking and submission (expansion into runs), status, the cancel/pause/resume
+//! transitions, and deletion.
 
 use std::collections::BTreeMap;
 
@@ -81,27 +82,13 @@ pub async fn submit_as(
     owner: Option<i64>,
     max_runs: u64,
 ) -> Result<SweepSubmitted> {
-    let hash = file.config_hash();
-    if let Some(existing) = find(pool, &file.name, &hash).await? {
+    let Checked { hash, existing, dataset_id, instance_ids, images } = check(pool, file, max_runs).await?;
+    if let Some(existing) = existing {
         return Ok(existing);
     }
-    if let Some(taken) = name_taken(pool, &file.name).await? {
-        return Err(taken.conflict("sweep"));
-    }
-    let dataset = datasets::get(pool, &file.dataset.name).await.map_err(|e| match e {
-        Error::NotFound(_) => Error::NotFound(format!(
-            "dataset `{}` is not imported: run `steer dataset import FILE --name {}` or set dataset.path in the sweep file",
-            file.dataset.name, file.dataset.name
-        )),
-        other => other,
-    })?;
-    let keys = datasets::instance_keys(pool, dataset.id).await?;
-    let instance_ids = select_instances(&keys, &file.select).map_err(Error::Invalid)?;
-    check_run_count(instance_ids.len(), file, max_runs)?;
-    let images = images_of(&keys, &instance_ids, &file.sandbox);
 
     let mut tx = pool.begin().await?;
-    let new = NewSweep { hash: &hash, config_toml, dataset_id: dataset.id, kind: "sweep", owner };
+    let new = NewSweep { hash: &hash, config_toml, dataset_id, kind: "sweep", owner };
     let Some(created) = insert_sweep(&mut tx, file, &new).await? else {
         // Someone submitted the same sweep concurrently and won.
         tx.rollback().await?;
@@ -117,7 +104,7 @@ pub async fn submit_as(
         critics: &critic_ids,
         repeats: file.repeats,
     };
-    let runs = insert_runs(&mut tx, sweep_id, dataset.id, &grid).await?;
+    let runs = insert_runs(&mut tx, sweep_id, dataset_id, &grid).await?;
     record_key_envs(&mut tx, sweep_id, file, &agent_ids, &critic_ids).await?;
     tx.commit().await?;
     notify_runs(pool, sweep_id).await?;
@@ -127,6 +114,124 @@ pub async fn submit_as(
         created: true,
         runs,
         config_hash: hash,
+        warnings: Vec::new(),
+    })
+}
+
+/// What submitting a sweep file checks against the database, and what it found. Both
+/// [`submit_as`] and [`validate`] go through [`check`], so a file that validates submits.
+struct Checked {
+    hash: String,
+    /// The sweep submitted before with this name and configuration hash, if any.
+    existing: Option<SweepSubmitted>,
+    dataset_id: i64,
+    /// The selected instances, sorted.
+    instance_ids: Vec<String>,
+    /// The sandbox image of each selected instance, in the order of `instance_ids`.
+    images: Vec<String>,
+}
+
+/// Checks a parsed sweep file as submitting it does, writing nothing: its name is not taken
+/// by another configuration, its dataset is imported, its selection picks instances, and it
+/// expands into at most `max_runs` runs (a resubmission of an existing sweep is not counted
+/// again: it adds nothing).
+async fn check(pool: &PgPool, file: &SweepFile, max_runs: u64) -> Result<Checked> {
+    let hash = file.config_hash();
+    let existing = find(pool, &file.name, &hash).await?;
+    if existing.is_none() {
+        if let Some(taken) = name_taken(pool, &file.name).await? {
+            return Err(taken.conflict("sweep"));
+        }
+    }
+    let dataset = datasets::get(pool, &file.dataset.name).await.map_err(|e| match e {
+        Error::NotFound(_) => Error::NotFound(format!(
+            "dataset `{}` is not imported: run `steer dataset import FILE --name {}` or set dataset.path in the sweep file",
+            file.dataset.name, file.dataset.name
+        )),
+        other => other,
+    })?;
+    let keys = datasets::instance_keys(pool, dataset.id).await?;
+    let instance_ids = select_instances(&keys, &file.select).map_err(Error::Invalid)?;
+    if existing.is_none() {
+        check_run_count(instance_ids.len(), file, max_runs)?;
+    }
+    let images = images_of(&keys, &instance_ids, &file.sandbox);
+    Ok(Checked { hash, existing, dataset_id: dataset.id, instance_ids, images })
+}
+
+/// Checks a sweep file as [`submit_as`] would (the same refusals) and describes what it would
+/// be: runs per condition, the instances selected, the images needed against those the workers
+/// heard from within `live_within` hold, the model endpoints, and the most it can spend.
+/// Writes nothing.
+pub async fn validate(
+    pool: &PgPool,
+    file: &SweepFile,
+    max_runs: u64,
+    live_within: std::time::Duration,
+) -> Result<protocol::SweepValidation> {
+    let Checked { existing, instance_ids, images, .. } = check(pool, file, max_runs).await?;
+    let instances = instance_ids.len() as i64;
+    // `check` bounded the count by `max_runs` (a u64), or the sweep exists already with its runs.
+    let per_condition = instances.checked_mul(i64::from(file.repeats)).ok_or_else(|| {
+        Error::Invalid(format!("{instances} instances x {} repeats overflows", file.repeats))
+    })?;
+    let mut conditions = Vec::new();
+    for agent in &file.agents {
+        for critic in &file.critics {
+            conditions.push(protocol::ConditionRuns {
+                agent: agent.name.clone(),
+                critic: critic.name.clone(),
+                runs: per_condition,
+                max_cost_usd_per_run: agent.limits.max_cost_usd,
+            });
+        }
+    }
+    let runs: i64 = conditions.iter().map(|c| c.runs).sum();
+    let uncapped_agents: Vec<String> =
+        file.agents.iter().filter(|a| a.limits.max_cost_usd.is_none()).map(|a| a.name.clone()).collect();
+    let max_spend_usd = if uncapped_agents.is_empty() {
+        let mut total = Decimal::ZERO;
+        for c in &conditions {
+            let cap = c.max_cost_usd_per_run.unwrap_or_default();
+            total = Decimal::from(c.runs)
+                .checked_mul(cap)
+                .and_then(|spend| total.checked_add(spend))
+                .ok_or_else(|| {
+                    Error::Invalid(format!("agent `{}`: max_cost_usd x runs overflows", c.agent))
+                })?;
+        }
+        Some(total)
+    } else {
+        None
+    };
+    let mut needed: Vec<String> = images;
+    needed.sort();
+    needed.dedup();
+    let (live_workers, held) = super::workers::live_images(pool, live_within).await?;
+    let missing: Vec<&String> = needed.iter().filter(|i| !held.contains(i.as_str())).collect();
+    let mut endpoints: Vec<String> =
+        file.agents.iter().map(|a| crate::metrics::endpoint_label(&a.base_url)).collect();
+    endpoints.sort();
+    endpoints.dedup();
+    Ok(protocol::SweepValidation {
+        name: file.name.clone(),
+        dataset: file.dataset.name.clone(),
+        already_submitted: existing.map(|e| e.sweep_id),
+        instances,
+        first_instances: instance_ids.iter().take(protocol::VALIDATION_SAMPLE).cloned().collect(),
+        repeats: file.repeats,
+        conditions,
+        runs,
+        images: protocol::ImageCheck {
+            needed: needed.len() as i64,
+            held: (needed.len() - missing.len()) as i64,
+            missing: missing.into_iter().take(protocol::VALIDATION_SAMPLE).cloned().collect(),
+            live_workers,
+        },
+        endpoints,
+        max_spend_usd,
+        uncapped_agents,
+        budget_usd: file.budget_usd,
         warnings: Vec::new(),
     })
 }
@@ -734,6 +839,44 @@ pub async fn resume(pool: &PgPool, sweep_id: i64, budget_usd: Option<Decimal>) -
     tx.commit().await?;
     notify_runs(pool, sweep_id).await?;
     status(pool, sweep_id).await
+}
+
+/// Deletes a sweep with everything recorded for it: its runs and, through their cascades,
+/// their attempts, steps, model calls, critic calls and evaluations; its agents and critics.
+/// Endpoints stay (other sweeps share them). Refused (`Conflict`) while a run of it is running:
+/// its worker would write to rows that are gone.
+pub async fn delete(pool: &PgPool, sweep_id: i64) -> Result<protocol::Deleted> {
+    let mut tx = pool.begin().await?;
+    let (name, runs) = delete_in(&mut tx, sweep_id).await?;
+    tx.commit().await?;
+    Ok(protocol::Deleted { name: name.clone(), sweeps: vec![name], runs })
+}
+
+/// [`delete`] within `tx`; returns the sweep's name and how many runs went with it.
+pub(crate) async fn delete_in(tx: &mut Transaction<'_, Postgres>, sweep_id: i64) -> Result<(String, i64)> {
+    let name: String = sqlx::query_scalar("SELECT name FROM sweeps WHERE id = $1 FOR UPDATE")
+        .bind(sweep_id)
+        .fetch_optional(&mut **tx)
+        .await?
+        .ok_or_else(|| Error::NotFound(format!("no sweep with id {sweep_id}")))?;
+    // Locking the runs keeps a claim from starting one between this check and the delete.
+    let running: i64 = sqlx::query_scalar(
+        "SELECT count(*) FILTER (WHERE state = 'running')
+         FROM (SELECT state FROM runs WHERE sweep_id = $1 FOR UPDATE) r",
+    )
+    .bind(sweep_id)
+    .fetch_one(&mut **tx)
+    .await?;
+    if running > 0 {
+        return Err(Error::Conflict(format!(
+            "sweep `{name}` (id {sweep_id}) has {running} running run(s): cancel it (`steer sweep cancel {name}`), \
+             wait until they stop, then delete it"
+        )));
+    }
+    // Runs first: agents and critics are referenced by runs without a cascade of their own.
+    let runs = sqlx::query("DELETE FROM runs WHERE sweep_id = $1").bind(sweep_id).execute(&mut **tx).await?;
+    sqlx::query("DELETE FROM sweeps WHERE id = $1").bind(sweep_id).execute(&mut **tx).await?;
+    Ok((name, runs.rows_affected() as i64))
 }
 
 async fn lock_state(tx: &mut Transaction<'_, Postgres>, sweep_id: i64) -> Result<SweepState> {

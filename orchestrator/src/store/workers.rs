@@ -60,6 +60,23 @@ pub(crate) fn usable_executors(capabilities: &serde_json::Value, degraded: bool)
     kinds
 }
 
+/// How many workers were heard from within `within`, and the instance images they hold
+/// between them (as they last reported).
+pub async fn live_images(
+    pool: &PgPool,
+    within: std::time::Duration,
+) -> Result<(i64, std::collections::HashSet<String>)> {
+    let (workers, images): (i64, Vec<String>) = sqlx::query_as(
+        "SELECT count(DISTINCT w.id), COALESCE(array_agg(DISTINCT i) FILTER (WHERE i IS NOT NULL), '{}')
+         FROM workers w LEFT JOIN LATERAL unnest(w.images) AS i ON true
+         WHERE w.last_heartbeat > now() - make_interval(secs => $1)",
+    )
+    .bind(within.as_secs_f64())
+    .fetch_one(pool)
+    .await?;
+    Ok((workers, images.into_iter().collect()))
+}
+
 /// Every registered worker, most recently heard from first; `alive_within_s` drops workers not
 /// heard from for that long (None: all).
 pub async fn list(pool: &PgPool, alive_within_s: Option<f64>) -> Result<Vec<WorkerInfo>> {

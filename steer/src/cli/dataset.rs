@@ -1,4 +1,4 @@
-//! `steer dataset import|list`.
+//! `steer dataset import|list|delete`.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -26,6 +26,19 @@ pub enum DatasetCommand {
     },
     /// List imported datasets.
     List {
+        #[command(flatten)]
+        coordinator: CoordinatorArgs,
+    },
+    /// Delete a dataset and its instances (admins only). Refused while sweeps use it, naming
+    /// them, unless --with-sweeps; refused while a run of those sweeps is running either way.
+    Delete {
+        name: String,
+        /// Delete the sweeps (and evaluations) using the dataset too, with everything recorded for them.
+        #[arg(long)]
+        with_sweeps: bool,
+        /// Do not ask for the dataset's name to confirm.
+        #[arg(long)]
+        yes: bool,
         #[command(flatten)]
         coordinator: CoordinatorArgs,
     },
@@ -58,6 +71,23 @@ pub async fn run(cmd: DatasetCommand) -> anyhow::Result<ExitCode> {
             println!("{:>4}  {:<32} {:>9}  source", "id", "name", "instances");
             for d in list {
                 println!("{:>4}  {:<32} {:>9}  {}", d.id, d.name, d.instances, d.source.unwrap_or_default());
+            }
+        }
+        DatasetCommand::Delete { name, with_sweeps, yes, coordinator } => {
+            let client = client::connect(&coordinator)?;
+            super::sweep::confirm_deletion("dataset", &name, yes)?;
+            let path = format!("{API_PREFIX}/datasets/{name}?with_sweeps={with_sweeps}");
+            let deleted: protocol::Deleted = client.call::<(), _>(Method::DELETE, &path, None).await?;
+            if deleted.sweeps.is_empty() {
+                println!("deleted dataset `{}`", deleted.name);
+            } else {
+                println!(
+                    "deleted dataset `{}` with {} sweep(s) ({}) and their {} runs",
+                    deleted.name,
+                    deleted.sweeps.len(),
+                    deleted.sweeps.join(", "),
+                    deleted.runs
+                );
             }
         }
     }

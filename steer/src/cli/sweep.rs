@@ -1,4 +1,4 @@
-//! `steer sweep submit|list|status|runs|cancel|pause|resume`.
+//! `steer sweep submit|validate|list|status|runs|cancel|pause|resume|delete`.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -27,6 +27,18 @@ pub enum SweepCommand {
         /// coordinator could not be reached.
         #[arg(long)]
         wait: bool,
+        #[command(flatten)]
+        coordinator: CoordinatorArgs,
+    },
+    /// Check a sweep file as submit would, without submitting: runs per condition, the instances
+    /// selected, the images needed and whether live workers hold them, the model endpoints, and
+    /// the most it can spend. Exits 0 when the file is valid, 1 when not.
+    Validate {
+        /// The sweep file.
+        file: PathBuf,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
         #[command(flatten)]
         coordinator: CoordinatorArgs,
     },
@@ -81,6 +93,17 @@ pub enum SweepCommand {
         #[command(flatten)]
         coordinator: CoordinatorArgs,
     },
+    /// Delete a sweep with everything recorded for it (runs, attempts, steps, model and critic
+    /// calls, evaluations). Refused while a run of it is running; only its owner or an admin may.
+    Delete {
+        /// Sweep id or name.
+        sweep: String,
+        /// Do not ask for the sweep's name to confirm.
+        #[arg(long)]
+        yes: bool,
+        #[command(flatten)]
+        coordinator: CoordinatorArgs,
+    },
 }
 
 pub async fn run(cmd: SweepCommand) -> anyhow::Result<ExitCode> {
@@ -108,6 +131,27 @@ pub async fn run(cmd: SweepCommand) -> anyhow::Result<ExitCode> {
             let status = wait_for(&client, submitted.sweep_id).await?;
             print_status(&status);
             Ok(super::exit::of_sweep(&status))
+        }
+        SweepCommand::Validate { file, json, coordinator } => {
+            let client = client::connect(&coordinator)?;
+            let checked = validate(&client, &file).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&checked)?);
+            } else {
+                print_validation(&checked);
+            }
+            for warning in &checked.warnings {
+                eprintln!("warning: {warning}");
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        SweepCommand::Delete { sweep, yes, coordinator } => {
+            let client = client::connect(&coordinator)?;
+            confirm_deletion("sweep", &sweep, yes)?;
+            let deleted: protocol::Deleted =
+                client.call::<(), _>(Method::DELETE, &format!("{API_PREFIX}/sweeps/{sweep}"), None).await?;
+            println!("deleted sweep `{}` and its {} runs", deleted.name, deleted.runs);
+            Ok(ExitCode::SUCCESS)
         }
         SweepCommand::List { coordinator } => {
             let client = client::connect(&coordinator)?;
@@ -234,6 +278,97 @@ pub async fn submit(client: &CoordinatorClient, file: &Path) -> anyhow::Result<S
     }
     let req = SubmitSweep { config_toml: text, file_name: Some(file_name) };
     Ok(client.call(Method::POST, &format!("{API_PREFIX}/sweeps"), Some(&req)).await?)
+}
+
+/// Reads and checks the file locally (errors name the file, line and key), then has the
+/// coordinator check it against its datasets, limits and fleet. Imports nothing.
+pub async fn validate(client: &CoordinatorClient, file: &Path) -> anyhow::Result<protocol::SweepValidation> {
+    let text =
+        std::fs::read_to_string(file).with_context(|| format!("reading sweep file {}", file.display()))?;
+    let file_name = file.display().to_string();
+    let base_dir = file.parent().unwrap_or(Path::new("."));
+    let text = sweep_file::inline_template_files(&text, base_dir)
+        .map_err(|e| anyhow::anyhow!("{file_name}: {e}"))?;
+    let parsed = sweep_file::parse(&text, &file_name)?;
+    let req = SubmitSweep { config_toml: text, file_name: Some(file_name.clone()) };
+    match client.call(Method::POST, &format!("{API_PREFIX}/sweep-validations"), Some(&req)).await {
+        Err(ClientError::Rejected { status: 404, message, .. }) if parsed.dataset.path.is_some() => {
+            anyhow::bail!(
+                "{message} (submitting would import it from dataset.path `{}`; its selection cannot be checked before)",
+                parsed.dataset.path.as_deref().unwrap_or_default()
+            )
+        }
+        other => Ok(other?),
+    }
+}
+
+fn print_validation(v: &protocol::SweepValidation) {
+    println!("sweep `{}` is valid (dataset `{}`)", v.name, v.dataset);
+    if let Some(id) = v.already_submitted {
+        println!("  already submitted as sweep {id}: submitting again adds nothing");
+    }
+    let first = v.first_instances.join(", ");
+    let more = if (v.first_instances.len() as i64) < v.instances { ", ..." } else { "" };
+    println!("  instances: {} selected ({first}{more})", v.instances);
+    println!(
+        "  runs: {} in all ({} conditions x {} instances x {} repeats)",
+        v.runs,
+        v.conditions.len(),
+        v.instances,
+        v.repeats
+    );
+    for c in &v.conditions {
+        let cap = c
+            .max_cost_usd_per_run
+            .map(|d| format!("at most ${d} each"))
+            .unwrap_or_else(|| "no cost cap".into());
+        println!("    {} / {}: {} runs, {cap}", c.agent, c.critic, c.runs);
+    }
+    let i = &v.images;
+    println!(
+        "  images: {} needed, {} of {} held by the {} live worker(s), {} not held",
+        i.needed,
+        i.held,
+        i.needed,
+        i.live_workers,
+        i.needed - i.held
+    );
+    if !i.missing.is_empty() {
+        let more = if (i.missing.len() as i64) < i.needed - i.held { ", ..." } else { "" };
+        println!("    not held: {}{more}", i.missing.join(", "));
+    }
+    println!("  model endpoints: {}", v.endpoints.join(", "));
+    match &v.max_spend_usd {
+        Some(max) => println!("  most it can spend: ${max} ({} runs x each agent's max_cost_usd)", v.runs),
+        None => println!(
+            "  most it can spend: unbounded (no max_cost_usd for agent(s) {})",
+            v.uncapped_agents.join(", ")
+        ),
+    }
+    match &v.budget_usd {
+        Some(b) => println!("  budget: ${b}"),
+        None => println!("  budget: none (budget_usd not set)"),
+    }
+}
+
+/// Asks for `name` to be typed back before deleting the `what` (a sweep or a dataset) it names,
+/// unless `yes`. Without a terminal to ask on, `--yes` is needed.
+pub(super) fn confirm_deletion(what: &str, name: &str, yes: bool) -> anyhow::Result<()> {
+    if yes {
+        return Ok(());
+    }
+    if !std::io::IsTerminal::is_terminal(&std::io::stdin()) {
+        anyhow::bail!(
+            "deleting {what} `{name}` needs confirmation: pass --yes (stdin is not a terminal to ask on)"
+        );
+    }
+    eprint!("this deletes {what} `{name}` and everything recorded for it; type its name to confirm: ");
+    let mut answer = String::new();
+    std::io::stdin().read_line(&mut answer).context("reading the confirmation")?;
+    if answer.trim() != name {
+        anyhow::bail!("not deleted: `{}` is not `{name}`", answer.trim());
+    }
+    Ok(())
 }
 
 pub async fn status(client: &CoordinatorClient, sweep: &str) -> anyhow::Result<SweepStatus> {

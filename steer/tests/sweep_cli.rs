@@ -1,0 +1,85 @@
+//! Checking and deleting through the real `steer` CLI against an in-process coordinator over
+//! real Postgres: `steer sweep validate` prints what a sweep file would be and exits 0, or the
+//! file's error with its line and exits 1; `steer sweep delete` and `steer dataset delete` need
+//! `--yes` without a terminal to confirm on.
+
+use std::time::Duration;
+
+use orchestrator::store::tokens;
+use orchestrator::testkit;
+use protocol::Role;
+use sqlx::PgPool;
+
+/// `steer ARGS` as the user `token` at `url`, stdin not a terminal: (exit status, stdout + stderr).
+async fn steer(url: &str, token: &str, args: &[&str]) -> (i32, String) {
+    let out = tokio::time::timeout(
+        Duration::from_secs(60),
+        tokio::process::Command::new(env!("CARGO_BIN_EXE_steer"))
+            .args(args)
+            .env("STEER_COORDINATOR", url)
+            .env("STEER_TOKEN", token)
+            .env("RUST_LOG", "warn")
+            .stdin(std::process::Stdio::null())
+            .kill_on_drop(true)
+            .output(),
+    )
+    .await
+    .expect("steer finishes within a minute")
+    .expect("steer runs");
+    let text = String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    (out.status.code().unwrap_or(-1), text)
+}
+
+#[sqlx::test(migrator = "orchestrator::db::MIGRATOR")]
+async fn validate_prints_the_figures_and_delete_needs_confirmation(pool: PgPool) {
+    testkit::import_demo(&pool, "demo").await;
+    let coordinator = testkit::start_coordinator(&pool, Duration::from_secs(5)).await;
+    let url = coordinator.url.clone();
+    let user = tokens::create(&pool, "alice", Role::User).await.unwrap().token;
+    let admin = tokens::create(&pool, "root", Role::Admin).await.unwrap().token;
+    let dir = tempfile::tempdir().unwrap();
+    let good = dir.path().join("good.toml");
+    std::fs::write(&good, testkit::sweep_toml("good", "repeats = 2", "max_cost_usd = 0.25")).unwrap();
+    let bad = dir.path().join("bad.toml");
+    let bad_text = testkit::sweep_toml("bad", "", "temperature = 9");
+    let line = bad_text.lines().position(|l| l == "temperature = 9").unwrap() + 1;
+    std::fs::write(&bad, &bad_text).unwrap();
+
+    let (code, out) = steer(&url, &user, &["sweep", "validate", good.to_str().unwrap()]).await;
+    assert_eq!(code, 0, "{out}");
+    for line in [
+        "sweep `good` is valid (dataset `demo`)",
+        "  runs: 12 in all (1 conditions x 6 instances x 2 repeats)",
+        "    agent-a / none: 12 runs, at most $0.25 each",
+        "  model endpoints: 127.0.0.1:9",
+        "  most it can spend: $3.00 (12 runs x each agent's max_cost_usd)",
+        "  budget: none (budget_usd not set)",
+    ] {
+        assert!(out.lines().any(|l| l == line), "missing `{line}` in:\n{out}");
+    }
+    assert!(out.contains("  instances: 6 selected (steerbench__demo-"), "{out}");
+    assert!(out.contains("held by the 0 live worker(s)"), "{out}");
+    let runs: i64 = sqlx::query_scalar("SELECT count(*) FROM runs").fetch_one(&pool).await.unwrap();
+    assert_eq!(runs, 0, "validating submits nothing");
+
+    let (code, out) = steer(&url, &user, &["sweep", "validate", bad.to_str().unwrap()]).await;
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains(&format!("bad.toml:{line}: agents[0].temperature")), "{out}");
+
+    // Deleting: without a terminal, --yes is the confirmation.
+    let (code, out) = steer(&url, &user, &["sweep", "submit", good.to_str().unwrap()]).await;
+    assert_eq!(code, 0, "{out}");
+    let (code, out) = steer(&url, &user, &["sweep", "delete", "good"]).await;
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("pass --yes"), "{out}");
+    let (code, out) = steer(&url, &admin, &["dataset", "delete", "demo", "--yes"]).await;
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("is used by 1 sweep(s): `good`"), "{out}");
+    let (code, out) = steer(&url, &user, &["sweep", "delete", "good", "--yes"]).await;
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("deleted sweep `good` and its 12 runs"), "{out}");
+    let (code, out) = steer(&url, &admin, &["dataset", "delete", "demo", "--yes"]).await;
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("deleted dataset `demo`"), "{out}");
+    coordinator.shutdown().await;
+}
