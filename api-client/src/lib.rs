@@ -3,6 +3,7 @@
 //! coordinator's error codes are read in one place.
 
 use std::error::Error as _;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -81,9 +82,12 @@ pub struct CoordinatorClient {
     /// How long transient failures are retried before giving up.
     retry_for: Duration,
     /// Whether a coordinator that cannot be connected to at all (refused, no such host) is
-    /// retried too. A daemon rides out a coordinator restart this way; an interactive command
-    /// should say at once that nothing is there.
+    /// retried even before it has ever answered this client. A daemon waits for a coordinator
+    /// still starting this way; an interactive command should say at once that nothing is there.
     retry_unreachable: bool,
+    /// Whether the coordinator has answered this client (or a clone of it) at least once:
+    /// from then on, losing it is a restart worth riding out (a `--wait` spanning one).
+    answered: Arc<AtomicBool>,
     /// Secrets scrubbed from every request body (a worker's keys and tokens): nothing the
     /// coordinator stores, logs or shows to users can carry them.
     redactor: Arc<Redactor>,
@@ -103,6 +107,7 @@ impl CoordinatorClient {
             token: token.to_string(),
             retry_for: Duration::from_secs(60),
             retry_unreachable: true,
+            answered: Arc::default(),
             redactor: Arc::default(),
         }
     }
@@ -120,7 +125,9 @@ impl CoordinatorClient {
     }
 
     /// Gives up at once when the coordinator cannot be connected to (refused, no such host,
-    /// no route), instead of retrying that for `retry_for`; 5xx answers are still retried.
+    /// no route) and has not answered this client before, instead of retrying that for
+    /// `retry_for`. 5xx answers are still retried, and so is a coordinator that answered
+    /// before and went away (restarting).
     pub fn without_retry_when_unreachable(mut self) -> Self {
         self.retry_unreachable = false;
         self
@@ -178,7 +185,7 @@ impl CoordinatorClient {
                     error: Error::Unavailable(format!(
                         "could not reach the coordinator at {}: is `steer up` or `steer serve` running there? ({})",
                         self.base,
-                        e.source().map_or_else(|| e.to_string(), |s| causes(s))
+                        e.source().map_or_else(|| e.to_string(), causes)
                     )),
                     unreachable: true,
                 }
@@ -186,9 +193,13 @@ impl CoordinatorClient {
                 Failure::answered(Error::Unavailable(format!("coordinator unavailable: {url}: {}", causes(&e))))
             }
         })?;
+        self.answered.store(true, Ordering::Relaxed);
         let status = resp.status();
         let text = resp.text().await.map_err(|e| {
-            Failure::answered(Error::Unavailable(format!("coordinator unavailable: {url}: reading body: {}", causes(&e))))
+            Failure::answered(Error::Unavailable(format!(
+                "coordinator unavailable: {url}: reading body: {}",
+                causes(&e)
+            )))
         })?;
         if status.is_success() {
             return Ok(text);
@@ -200,7 +211,9 @@ impl CoordinatorClient {
         };
         if status.is_server_error() || status == StatusCode::TOO_MANY_REQUESTS {
             let code = code.map_or("unknown", ErrorCode::as_str);
-            return Err(Failure::answered(Error::Unavailable(format!("coordinator unavailable: {url}: {status} {code}: {message}"))));
+            return Err(Failure::answered(Error::Unavailable(format!(
+                "coordinator unavailable: {url}: {status} {code}: {message}"
+            ))));
         }
         if code == Some(ErrorCode::LeaseLost) {
             return Err(Failure::answered(Error::LeaseLost(message)));
@@ -209,8 +222,8 @@ impl CoordinatorClient {
     }
 
     /// A request retried with exponential backoff and jitter while the coordinator is
-    /// unavailable (restarting, unreachable, 5xx), for up to `retry_for`; not when it cannot
-    /// be connected to at all if built [`without_retry_when_unreachable`](Self::without_retry_when_unreachable).
+    /// unavailable (restarting, unreachable, 5xx), for up to `retry_for`; see
+    /// [`without_retry_when_unreachable`](Self::without_retry_when_unreachable) for the exception.
     pub async fn call<B: Serialize + Sync, T: DeserializeOwned>(
         &self,
         method: Method,
@@ -225,7 +238,10 @@ impl CoordinatorClient {
             .without_max_times();
         (|| self.attempt::<B, T>(method.clone(), path, body))
             .retry(backoff)
-            .when(|f: &Failure| f.error.is_transient() && (self.retry_unreachable || !f.unreachable))
+            .when(|f: &Failure| {
+                f.error.is_transient()
+                    && (!f.unreachable || self.retry_unreachable || self.answered.load(Ordering::Relaxed))
+            })
             .notify(|f, after| {
                 tracing::warn!(error = %f.error, retry_in = ?after, "coordinator call failed; retrying")
             })
@@ -290,5 +306,68 @@ impl CoordinatorClient {
             .request(Method::POST, &format!("{API_PREFIX}/workers/{worker_id}/release"), Some(&req))
             .await?;
         Ok(res.run_ids)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Instant;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// Answers one HTTP request with `null`, then stops listening: a coordinator that went away.
+    async fn answer_once() -> String {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(async move {
+            let (mut conn, _) = listener.accept().await.unwrap();
+            let mut buf = [0u8; 4096];
+            let _ = conn.read(&mut buf).await.unwrap();
+            conn.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 4\r\nconnection: close\r\n\r\nnull")
+                .await
+                .unwrap();
+            // The listener drops here: further connections are refused.
+        });
+        url
+    }
+
+    /// A loopback address nothing listens on (bound, then released).
+    fn closed_url() -> String {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        format!("http://{}", listener.local_addr().unwrap())
+    }
+
+    #[tokio::test]
+    async fn an_unreachable_coordinator_is_not_retried_until_it_has_answered() {
+        let interactive = |url: &str| {
+            CoordinatorClient::new(url, "t")
+                .with_retry_for(Duration::from_secs(2))
+                .without_retry_when_unreachable()
+        };
+        // Never answered: given up at once, saying where and why.
+        let url = closed_url();
+        let started = Instant::now();
+        let e = interactive(&url).call::<(), ()>(Method::GET, "/x", None).await.unwrap_err();
+        // (a refused connection takes milliseconds; retries for 4 s would wait 100, 200, 400 ms, ...)
+        assert!(started.elapsed() < Duration::from_millis(300), "not retried: {:?}", started.elapsed());
+        let text = e.to_string();
+        assert!(matches!(e, Error::Unavailable(_)), "{text}");
+        assert!(text.starts_with(&format!("could not reach the coordinator at {url}: ")), "{text}");
+        assert!(text.contains("refused"), "the cause is given: {text}");
+
+        // A daemon's client retries the same for its whole `retry_for`.
+        let started = Instant::now();
+        let daemon = CoordinatorClient::new(&url, "t").with_retry_for(Duration::from_secs(1));
+        assert!(daemon.call::<(), ()>(Method::GET, "/x", None).await.is_err());
+        // (backoff stops before a sleep would overrun the total, so somewhat less than it)
+        assert!(started.elapsed() >= Duration::from_millis(300), "retried: {:?}", started.elapsed());
+
+        // Answered once, then gone (a restart): retried for `retry_for` before giving up.
+        let client = interactive(&answer_once().await);
+        client.call::<(), ()>(Method::GET, "/x", None).await.expect("the one answer");
+        let started = Instant::now();
+        let e = client.call::<(), ()>(Method::GET, "/x", None).await.unwrap_err();
+        assert!(matches!(e, Error::Unavailable(_)), "{e}");
+        assert!(started.elapsed() >= Duration::from_millis(300), "retried: {:?}", started.elapsed());
     }
 }

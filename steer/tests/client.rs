@@ -63,7 +63,8 @@ async fn a_coordinator_url_with_another_scheme_or_none_at_all_is_refused_saying_
         assert!(err.contains(&format!("--coordinator `{bad}`")) && err.contains("http://"), "{bad}: {err}");
     }
     // `steer worker` reads its --coordinator the same way, before it does anything else.
-    let (code, _, err) = steer(&["worker", "--coordinator", "ftp://x", "--token", "t", "--no-docker"], &[]).await;
+    let (code, _, err) =
+        steer(&["worker", "--coordinator", "ftp://x", "--token", "t", "--no-docker"], &[]).await;
     assert_eq!(code, 1, "{err}");
     assert!(err.contains("--coordinator `ftp://x`") && err.contains("not ftp://"), "{err}");
 }
@@ -74,13 +75,15 @@ async fn host_and_port_reach_the_coordinator_and_logs_to_a_pipe_are_plain(pool: 
     let admin = tokens::create(&pool, "admin", Role::Admin).await.unwrap().token;
     let host_port = coordinator.url.trim_start_matches("http://").to_string();
 
-    let (code, out, err) = steer(&["sweep", "list", "--coordinator", &host_port, "--token", &admin], &[]).await;
+    let (code, out, err) =
+        steer(&["sweep", "list", "--coordinator", &host_port, "--token", &admin], &[]).await;
     assert_eq!(code, 0, "{out}{err}");
 
     // At RUST_LOG=debug the HTTP client logs its connection; stderr is a pipe here, so none
     // of those lines may carry colour codes.
     let (code, _, err) =
-        steer(&["sweep", "list", "--coordinator", &host_port, "--token", &admin], &[("RUST_LOG", "debug")]).await;
+        steer(&["sweep", "list", "--coordinator", &host_port, "--token", &admin], &[("RUST_LOG", "debug")])
+            .await;
     assert_eq!(code, 0, "{err}");
     assert!(err.contains("DEBUG"), "debug lines were logged: {err}");
     assert!(!err.contains("\x1b["), "colour codes in piped log output: {err:?}");
@@ -97,7 +100,8 @@ async fn tokens_are_created_listed_and_revoked_through_the_api(pool: PgPool) {
     assert_eq!(code, 0, "{err}");
     let bob = bob.trim().to_string();
     assert!(err.contains("created user token `bob`"), "{err}");
-    let id: i64 = tokens::list(&pool).await.unwrap().iter().find(|t| t.name == "bob").expect("bob is stored").id;
+    let id: i64 =
+        tokens::list(&pool).await.unwrap().iter().find(|t| t.name == "bob").expect("bob is stored").id;
 
     // Bob's token works.
     let as_bob = [("STEER_COORDINATOR", coordinator.url.as_str()), ("STEER_TOKEN", bob.as_str())];
@@ -106,8 +110,12 @@ async fn tokens_are_created_listed_and_revoked_through_the_api(pool: PgPool) {
 
     let (code, listed, err) = steer(&["token", "list"], &api).await;
     assert_eq!(code, 0, "{err}");
-    let row = listed.lines().find(|l| l.contains(" bob ")).unwrap_or_else(|| panic!("bob is listed: {listed}"));
-    assert!(row.trim_start().starts_with(&id.to_string()) && row.contains("user") && row.ends_with(" -"), "{row}");
+    let row =
+        listed.lines().find(|l| l.contains(" bob ")).unwrap_or_else(|| panic!("bob is listed: {listed}"));
+    assert!(
+        row.trim_start().starts_with(&id.to_string()) && row.contains("user") && row.ends_with(" -"),
+        "{row}"
+    );
 
     // A user token cannot manage tokens.
     let (code, _, err) = steer(&["token", "list"], &as_bob).await;
@@ -156,7 +164,8 @@ async fn token_commands_say_which_way_they_go(pool: PgPool) {
 /// The URL of the test's own database (sqlx::test makes one per test on DATABASE_URL's server).
 async fn database_url_of(pool: &PgPool) -> String {
     let name: String = sqlx::query_scalar("SELECT current_database()").fetch_one(pool).await.unwrap();
-    let mut url = reqwest::Url::parse(&std::env::var("DATABASE_URL").expect("DATABASE_URL for sqlx::test")).unwrap();
+    let mut url =
+        reqwest::Url::parse(&std::env::var("DATABASE_URL").expect("DATABASE_URL for sqlx::test")).unwrap();
     url.set_path(&name);
     url.to_string()
 }
