@@ -15,7 +15,8 @@ pub const RUNS_ERRORED: u8 = 3;
 /// The sweep was cancelled, or stopped by the coordinator (its budget spent), before every run
 /// finished.
 pub const SWEEP_STOPPED: u8 = 4;
-/// The coordinator could not be reached (after retrying for a while).
+/// The coordinator could not be reached (nothing answers at its address, or 5xx through a
+/// few retries).
 pub const COORDINATOR_UNREACHABLE: u8 = 5;
 
 /// The status for a sweep that is no longer running.

@@ -59,7 +59,7 @@ pub enum Command {
     Images(images::ImagesCommand),
     /// Grade a saved test log offline and print the harness's one-instance report.
     GradeLog(grade_log::GradeLogArgs),
-    /// Create, list and revoke API tokens (talks to the database directly).
+    /// Create, list and revoke API tokens: through the coordinator's API with an admin token, or straight to DATABASE_URL.
     #[command(subcommand)]
     Token(token::TokenCommand),
     /// Benchmarks that print one JSON object.
@@ -98,7 +98,7 @@ pub enum BenchCommand {
 /// How a client command reaches the coordinator.
 #[derive(Args, Debug, Clone)]
 pub struct CoordinatorArgs {
-    /// Coordinator base URL.
+    /// Coordinator base URL, e.g. http://10.0.0.5:8420 (HOST:PORT alone means http://HOST:PORT).
     #[arg(long, env = "STEER_COORDINATOR", default_value = "http://127.0.0.1:8420")]
     pub coordinator: String,
     /// API token (user or admin). Defaults to the admin token `steer up` wrote to its data directory.
@@ -192,8 +192,20 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
 fn init_tracing(default: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    let _ =
-        tracing_subscriber::fmt().with_env_filter(filter).with_writer(log_scrub::ScrubbedStderr).try_init();
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(log_scrub::ScrubbedStderr)
+        .with_ansi(log_colours())
+        .try_init();
+}
+
+/// Colour codes in log lines only for a person at a terminal: a file, a pipe or a journal
+/// gets plain text, and so does anyone who sets NO_COLOR (https://no-color.org: any
+/// non-empty value).
+fn log_colours() -> bool {
+    use std::io::IsTerminal;
+    let no_color = std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty());
+    std::io::stderr().is_terminal() && !no_color
 }
 
 /// A token that fires on the first SIGINT/SIGTERM; a second signal exits at once.

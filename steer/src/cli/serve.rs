@@ -85,7 +85,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
 
 #[derive(Args, Debug)]
 pub struct WorkerArgs {
-    /// Coordinator base URL.
+    /// Coordinator base URL, e.g. http://10.0.0.5:8420 (HOST:PORT alone means http://HOST:PORT).
     #[arg(long, env = "STEER_COORDINATOR", default_value = "http://127.0.0.1:8420")]
     pub coordinator: String,
     /// A `worker` token (create one with `steer token create --role worker`).
@@ -262,7 +262,7 @@ pub async fn worker(args: WorkerArgs) -> anyhow::Result<ExitCode> {
     let settings = worker::node::Settings {
         metrics_bind: args.metrics_bind,
         metrics_token: args.metrics_token,
-        ..args.worker.settings(&args.coordinator, &args.token)?
+        ..args.worker.settings(&super::client::coordinator_url(&args.coordinator)?, &args.token)?
     };
     let worker = worker::node::Worker::build(settings).await?;
     super::log_scrub::hide(worker.redactor());
