@@ -727,25 +727,6 @@ async fn the_shipped_scorer_intervenes_on_a_loop_and_not_on_a_productive_run(poo
     bed.coordinator.shutdown().await;
 }
 
-/// `steer ARGS` as the user `token` at `url`: (exit status, stdout + stderr).
-async fn steer_cli(url: &str, token: &str, args: &[&str]) -> (i32, String) {
-    let out = tokio::time::timeout(
-        Duration::from_secs(120),
-        tokio::process::Command::new(env!("CARGO_BIN_EXE_steer"))
-            .args(args)
-            .env("STEER_COORDINATOR", url)
-            .env("STEER_TOKEN", token)
-            .env("RUST_LOG", "warn")
-            .kill_on_drop(true)
-            .output(),
-    )
-    .await
-    .expect("steer finishes within 2 minutes")
-    .expect("steer runs");
-    let text = String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
-    (out.status.code().unwrap_or(-1), text)
-}
-
 #[sqlx::test(migrator = "orchestrator::db::MIGRATOR")]
 async fn both_exports_name_each_condition_alike_and_no_two_conditions_alike(pool: PgPool) {
     let Some(bed) = bed(&pool, Duration::from_secs(30)).await else { return };
@@ -772,7 +753,7 @@ async fn both_exports_name_each_condition_alike_and_no_two_conditions_alike(pool
     let api = &bed.coordinator.url;
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("trajectories");
-    let (code, text) = steer_cli(
+    let (code, text) = common::steer_cli(
         api,
         &user,
         &["export", "trajectories", "--sweep", "named", "--out", out.to_str().unwrap()],
@@ -807,7 +788,7 @@ async fn both_exports_name_each_condition_alike_and_no_two_conditions_alike(pool
                 "--out",
                 jsonl.to_str().unwrap(),
             ];
-            let (code, text) = steer_cli(api, &user, &args).await;
+            let (code, text) = common::steer_cli(api, &user, &args).await;
             assert_eq!(code, 0, "{text}");
             let lines: Vec<Value> = std::fs::read_to_string(&jsonl)
                 .unwrap()

@@ -48,25 +48,6 @@ kind = "none"
     )
 }
 
-/// `steer ARGS` as the user `token` at `url`: (exit status, stdout + stderr).
-async fn steer(url: &str, token: &str, args: &[&str]) -> (i32, String) {
-    let out = tokio::time::timeout(
-        Duration::from_secs(180),
-        tokio::process::Command::new(env!("CARGO_BIN_EXE_steer"))
-            .args(args)
-            .env("STEER_COORDINATOR", url)
-            .env("STEER_TOKEN", token)
-            .env("RUST_LOG", "warn")
-            .kill_on_drop(true)
-            .output(),
-    )
-    .await
-    .expect("steer finishes within 3 minutes")
-    .expect("steer runs");
-    let text = String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
-    (out.status.code().unwrap_or(-1), text)
-}
-
 #[sqlx::test(migrator = "orchestrator::db::MIGRATOR")]
 async fn runs_that_fail_say_why_and_waiting_exits_non_zero(pool: PgPool) {
     assert!(std::env::var_os(UNSET_KEY).is_none(), "{UNSET_KEY} must not be set for this test");
@@ -87,20 +68,23 @@ async fn runs_that_fail_say_why_and_waiting_exits_non_zero(pool: PgPool) {
 
     // Every run errors: `--wait` says so with status 3, and the status groups the reason.
     let (code, out) =
-        steer(&coordinator.url, &user, &["sweep", "submit", file.to_str().unwrap(), "--wait"]).await;
+        common::steer_cli(&coordinator.url, &user, &["sweep", "submit", file.to_str().unwrap(), "--wait"])
+            .await;
     assert_eq!(code, 3, "{out}");
     assert!(out.contains("why runs failed or were cancelled"), "{out}");
     assert!(out.contains(&format!("2 error: infrastructure failure: agent `keyless` {REASON}")), "{out}");
 
-    let (code, out) = steer(&coordinator.url, &user, &["sweep", "runs", "keyless"]).await;
+    let (code, out) = common::steer_cli(&coordinator.url, &user, &["sweep", "runs", "keyless"]).await;
     assert_eq!(code, 0, "{out}");
     assert_eq!(out.matches("agent `keyless` reads its API key").count(), 2, "{out}");
-    let (_, why) = steer(&coordinator.url, &user, &["sweep", "runs", "keyless", "--state", "error"]).await;
+    let (_, why) =
+        common::steer_cli(&coordinator.url, &user, &["sweep", "runs", "keyless", "--state", "error"]).await;
     assert!(why.contains(&format!("        | infrastructure failure: agent `keyless` {REASON}")), "{why}");
 
     // The run's record keeps the reason in its last error and its attempt ledger.
     let run: i64 = sqlx::query_scalar("SELECT min(id) FROM runs").fetch_one(&pool).await.unwrap();
-    let (code, record) = steer(&coordinator.url, &user, &["sweep", "status", "keyless", "--json"]).await;
+    let (code, record) =
+        common::steer_cli(&coordinator.url, &user, &["sweep", "status", "keyless", "--json"]).await;
     assert_eq!(code, 0, "{record}");
     let status: protocol::SweepStatus = serde_json::from_str(&record).unwrap();
     assert_eq!(status.reasons.len(), 1, "{status:?}");
@@ -135,7 +119,7 @@ async fn runs_that_fail_say_why_and_waiting_exits_non_zero(pool: PgPool) {
         reasons[0]["reason"].as_str().unwrap().contains("reads its API key from $STEERBENCH_"),
         "{reasons:?}"
     );
-    let (_, table) = steer(&coordinator.url, &user, &["report", "keyless"]).await;
+    let (_, table) = common::steer_cli(&coordinator.url, &user, &["report", "keyless"]).await;
     assert!(table.contains("reads its API key from"), "{table}");
 
     // With only a placeholder worker live, an agent sweep's status says what it waits for.
@@ -143,9 +127,10 @@ async fn runs_that_fail_say_why_and_waiting_exits_non_zero(pool: PgPool) {
     let placeholder_worker =
         coordinator.start_worker("placeholder-only", 1, worker::Dispatcher::new(None)).await;
     std::fs::write(&file, agent_sweep("stranded")).unwrap();
-    let (code, out) = steer(&coordinator.url, &user, &["sweep", "submit", file.to_str().unwrap()]).await;
+    let (code, out) =
+        common::steer_cli(&coordinator.url, &user, &["sweep", "submit", file.to_str().unwrap()]).await;
     assert_eq!(code, 0, "{out}");
-    let (_, out) = steer(&coordinator.url, &user, &["sweep", "status", "stranded"]).await;
+    let (_, out) = common::steer_cli(&coordinator.url, &user, &["sweep", "status", "stranded"]).await;
     assert!(
         out.contains(
             "waiting: 2 queued run(s): they need a worker that runs `agent` runs (with a container engine); \
@@ -248,14 +233,15 @@ async fn a_worker_whose_engine_stops_answering_is_degraded_and_says_so(pool: PgP
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("stranded.toml");
     std::fs::write(&file, agent_sweep("stranded")).unwrap();
-    let (code, out) = steer(&coordinator.url, &user, &["sweep", "submit", file.to_str().unwrap()]).await;
+    let (code, out) =
+        common::steer_cli(&coordinator.url, &user, &["sweep", "submit", file.to_str().unwrap()]).await;
     assert_eq!(code, 0, "{out}");
-    let (_, out) = steer(&coordinator.url, &user, &["sweep", "status", "stranded"]).await;
+    let (_, out) = common::steer_cli(&coordinator.url, &user, &["sweep", "status", "stranded"]).await;
     assert!(
         out.contains("the only live worker, `engine-lost`, runs `placeholder` runs only (the container engine of `engine-lost` does not answer)"),
         "{out}"
     );
-    let (_, out) = steer(&coordinator.url, &user, &["workers"]).await;
+    let (_, out) = common::steer_cli(&coordinator.url, &user, &["workers"]).await;
     assert!(out.contains("DEGRADED: the container engine at"), "{out}");
     let queued: i64 = sqlx::query_scalar("SELECT count(*) FROM runs WHERE state = 'queued'")
         .fetch_one(&pool)

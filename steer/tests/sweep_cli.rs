@@ -3,32 +3,14 @@
 //! file's error with its line and exits 1; `steer sweep delete` and `steer dataset delete` need
 //! `--yes` without a terminal to confirm on.
 
+mod common;
+
 use std::time::Duration;
 
 use orchestrator::store::tokens;
 use orchestrator::testkit;
 use protocol::Role;
 use sqlx::PgPool;
-
-/// `steer ARGS` as the user `token` at `url`, stdin not a terminal: (exit status, stdout + stderr).
-async fn steer(url: &str, token: &str, args: &[&str]) -> (i32, String) {
-    let out = tokio::time::timeout(
-        Duration::from_secs(60),
-        tokio::process::Command::new(env!("CARGO_BIN_EXE_steer"))
-            .args(args)
-            .env("STEER_COORDINATOR", url)
-            .env("STEER_TOKEN", token)
-            .env("RUST_LOG", "warn")
-            .stdin(std::process::Stdio::null())
-            .kill_on_drop(true)
-            .output(),
-    )
-    .await
-    .expect("steer finishes within a minute")
-    .expect("steer runs");
-    let text = String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
-    (out.status.code().unwrap_or(-1), text)
-}
 
 #[sqlx::test(migrator = "orchestrator::db::MIGRATOR")]
 async fn validate_prints_the_figures_and_delete_needs_confirmation(pool: PgPool) {
@@ -45,7 +27,7 @@ async fn validate_prints_the_figures_and_delete_needs_confirmation(pool: PgPool)
     let line = bad_text.lines().position(|l| l == "temperature = 9").unwrap() + 1;
     std::fs::write(&bad, &bad_text).unwrap();
 
-    let (code, out) = steer(&url, &user, &["sweep", "validate", good.to_str().unwrap()]).await;
+    let (code, out) = common::steer_cli(&url, &user, &["sweep", "validate", good.to_str().unwrap()]).await;
     assert_eq!(code, 0, "{out}");
     for line in [
         "sweep `good` is valid (dataset `demo`)",
@@ -62,23 +44,23 @@ async fn validate_prints_the_figures_and_delete_needs_confirmation(pool: PgPool)
     let runs: i64 = sqlx::query_scalar("SELECT count(*) FROM runs").fetch_one(&pool).await.unwrap();
     assert_eq!(runs, 0, "validating submits nothing");
 
-    let (code, out) = steer(&url, &user, &["sweep", "validate", bad.to_str().unwrap()]).await;
+    let (code, out) = common::steer_cli(&url, &user, &["sweep", "validate", bad.to_str().unwrap()]).await;
     assert_eq!(code, 1, "{out}");
     assert!(out.contains(&format!("bad.toml:{line}: agents[0].temperature")), "{out}");
 
     // Deleting: without a terminal, --yes is the confirmation.
-    let (code, out) = steer(&url, &user, &["sweep", "submit", good.to_str().unwrap()]).await;
+    let (code, out) = common::steer_cli(&url, &user, &["sweep", "submit", good.to_str().unwrap()]).await;
     assert_eq!(code, 0, "{out}");
-    let (code, out) = steer(&url, &user, &["sweep", "delete", "good"]).await;
+    let (code, out) = common::steer_cli(&url, &user, &["sweep", "delete", "good"]).await;
     assert_eq!(code, 1, "{out}");
     assert!(out.contains("pass --yes"), "{out}");
-    let (code, out) = steer(&url, &admin, &["dataset", "delete", "demo", "--yes"]).await;
+    let (code, out) = common::steer_cli(&url, &admin, &["dataset", "delete", "demo", "--yes"]).await;
     assert_eq!(code, 1, "{out}");
     assert!(out.contains("is used by 1 sweep(s): `good`"), "{out}");
-    let (code, out) = steer(&url, &user, &["sweep", "delete", "good", "--yes"]).await;
+    let (code, out) = common::steer_cli(&url, &user, &["sweep", "delete", "good", "--yes"]).await;
     assert_eq!(code, 0, "{out}");
     assert!(out.contains("deleted sweep `good` and its 12 runs"), "{out}");
-    let (code, out) = steer(&url, &admin, &["dataset", "delete", "demo", "--yes"]).await;
+    let (code, out) = common::steer_cli(&url, &admin, &["dataset", "delete", "demo", "--yes"]).await;
     assert_eq!(code, 0, "{out}");
     assert!(out.contains("deleted dataset `demo`"), "{out}");
     coordinator.shutdown().await;

@@ -98,3 +98,24 @@ pub async fn leftover_containers(label: &str) -> usize {
         .unwrap();
     String::from_utf8_lossy(&out.stdout).lines().count()
 }
+
+/// `steer ARGS` as the holder of `token` at the coordinator `url`, with no terminal on stdin:
+/// (exit status, stdout then stderr). Fails the test past five minutes.
+pub async fn steer_cli(url: &str, token: &str, args: &[&str]) -> (i32, String) {
+    let out = tokio::time::timeout(
+        Duration::from_secs(300),
+        tokio::process::Command::new(env!("CARGO_BIN_EXE_steer"))
+            .args(args)
+            .env("STEER_COORDINATOR", url)
+            .env("STEER_TOKEN", token)
+            .env("RUST_LOG", "warn")
+            .stdin(std::process::Stdio::null())
+            .kill_on_drop(true)
+            .output(),
+    )
+    .await
+    .expect("steer finishes within 5 minutes")
+    .expect("steer runs");
+    let text = String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    (out.status.code().unwrap_or(-1), text)
+}
