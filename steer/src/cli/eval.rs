@@ -361,7 +361,7 @@ mod tests {
     }
 
     /// Every field of v5.0.2's `make_run_report` with a docker client, in its order.
-    pub(crate) const V5_SUMMARY_FIELDS: [&str; 23] = [
+    const V5_SUMMARY_FIELDS: [&str; 23] = [
         "total_instances",
         "submitted_instances",
         "completed_instances",
