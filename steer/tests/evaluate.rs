@@ -775,7 +775,10 @@ async fn steer_eval_writes_the_harness_files_and_classifies_failures(pool: PgPoo
         "{summary}"
     );
     assert_eq!(summary["ambiguous_failure_instances"], 2);
-    assert_eq!(summary["ambiguous_failure_ids"], json!(["steerbench__jsonpath-lite-1", "steerbench__minicalc-3"]));
+    assert_eq!(
+        summary["ambiguous_failure_ids"],
+        json!(["steerbench__jsonpath-lite-1", "steerbench__minicalc-3"])
+    );
     assert_eq!(summary["infra_failure_instances"], 0);
     assert_eq!(summary["infra_failure_ids"], json!([]));
     assert_eq!(summary["unstopped_instances"], 0);

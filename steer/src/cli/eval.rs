@@ -255,7 +255,8 @@ pub fn summary_report(
     preds: &[&Prediction],
     results: &[&EvalResult],
 ) -> serde_json::Value {
-    let result_of: BTreeMap<&str, &EvalResult> = results.iter().map(|r| (r.instance_id.as_str(), *r)).collect();
+    let result_of: BTreeMap<&str, &EvalResult> =
+        results.iter().map(|r| (r.instance_id.as_str(), *r)).collect();
     let rows: Vec<InstanceResult> = preds
         .iter()
         .map(|p| {
@@ -268,8 +269,8 @@ pub fn summary_report(
             }
         })
         .collect();
-    // Workers remove every grading container on every path (a failed removal is retried by
-    // their leftover sweep), so none is left; images stay in the workers' image caches by
+    // Workers remove every grading container on every path (one left behind is removed when
+    // its worker stops or starts again), so none is the evaluation's leftover; images stay in the workers' image caches by
     // design and are not leftovers of the evaluation. v4's docker path writes none of these
     // three fields (its condition is inverted), v5's writes them.
     let leftovers = Leftovers { unstopped_containers: Vec::new(), unremoved_images: Vec::new() };
@@ -336,7 +337,10 @@ mod tests {
         assert_eq!(s["infra_failure_ids"], json!(["a-4"]));
         assert_eq!(s["ambiguous_failure_instances"], 1);
         assert_eq!(s["ambiguous_failure_ids"], json!(["a-2"]));
-        assert_eq!(s["failure_reasons"], json!({"a-2": "no_tests_collected", "a-4": "container_unavailable"}));
+        assert_eq!(
+            s["failure_reasons"],
+            json!({"a-2": "no_tests_collected", "a-4": "container_unavailable"})
+        );
         assert_eq!(s["unstopped_instances"], 0);
         assert_eq!(s["unstopped_containers"], json!([]));
         assert_eq!(s["unremoved_images"], json!([]));

@@ -131,7 +131,10 @@ mod tests {
         // Nothing recognisable: no reason.
         assert_eq!(failure_of(v5, &result(Some("FAILED t.py::x - assert 1 == 2"), None, None)), None);
         let empty = result(Some("+ pytest -rA t.py\ncollected 0 items\n\nno tests ran in 0.01s"), None, None);
-        assert_eq!(failure_of(v5, &empty), Some(FailureClass { reason: "no_tests_collected", tier: Ambiguous }));
+        assert_eq!(
+            failure_of(v5, &empty),
+            Some(FailureClass { reason: "no_tests_collected", tier: Ambiguous })
+        );
         let timed_out = result(Some("running\n\nTimeout error: 60 seconds exceeded."), None, None);
         assert_eq!(reason(v5, &timed_out), Some("tests_timed_out"));
         // An earlier signature wins over a later one, wherever each is found.
@@ -146,7 +149,8 @@ mod tests {
             failure_of(v5, &daemon),
             Some(FailureClass { reason: "container_unavailable", tier: Environment })
         );
-        let dns = result(Some("collected 0 items"), Some("fatal: Could not resolve host: github.com\n"), None);
+        let dns =
+            result(Some("collected 0 items"), Some("fatal: Could not resolve host: github.com\n"), None);
         assert_eq!(reason(v5, &dns), Some("network_unreachable"));
         // v4 has no classification; an empty patch is never run.
         assert_eq!(failure_of(GradingProfile::V4, &empty), None);
@@ -159,7 +163,10 @@ mod tests {
     fn the_instance_log_names_the_run_and_keeps_the_workers_account_and_the_error() {
         let r = result(None, Some("2026-01-01 00:00:00.000 - INFO - >>>>> Patch Apply Failed"), Some("boom"));
         let log = instance_log(&r);
-        assert!(log.starts_with("steerbench run 7 of org/m for o__r-1: state done, outcome unresolved\n"), "{log}");
+        assert!(
+            log.starts_with("steerbench run 7 of org/m for o__r-1: state done, outcome unresolved\n"),
+            "{log}"
+        );
         assert!(log.contains(">>>>> Patch Apply Failed\nError: boom\n"), "{log}");
     }
 
@@ -175,7 +182,8 @@ mod tests {
         let mut empty = result(None, None, None);
         empty.instance_id = "o__r-3".into();
         empty.patch_submitted = false;
-        let written = write_all(dir.path(), "run", &[ran.clone(), failed_apply.clone(), empty.clone()]).unwrap();
+        let written =
+            write_all(dir.path(), "run", &[ran.clone(), failed_apply.clone(), empty.clone()]).unwrap();
         assert_eq!(written, Written { folders: 2, reports: 1 });
         let files = |r: &EvalResult| {
             let mut names: Vec<String> = std::fs::read_dir(instance_dir(dir.path(), "run", r))
