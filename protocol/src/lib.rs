@@ -585,6 +585,18 @@ pub struct Evaluation {
     /// The harness-style report.
     #[serde(default)]
     pub report: serde_json::Value,
+    /// The eval script's output as the harness writes it to `test_output.txt` (with its
+    /// timeout line when the time limit fired); absent when the script did not run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub test_output: Option<String>,
+    /// The eval script that ran (`eval.sh`); absent when it did not run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub eval_script: Option<String>,
+    /// The worker's account of the grading (`run_instance.log`): image, container, each
+    /// patch-application command with its exit status and output, the test command, its exit
+    /// status and timings.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub instance_log: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]

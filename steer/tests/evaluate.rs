@@ -477,25 +477,6 @@ fn nix_term(child: &tokio::process::Child) {
 
 // ------------------------------------------------------------------ run ids through `steer eval`
 
-/// `steer ARGS` as the user `token` at `url`: (exit status, stdout + stderr).
-async fn steer(url: &str, token: &str, args: &[&str]) -> (i32, String) {
-    let out = tokio::time::timeout(
-        Duration::from_secs(300),
-        tokio::process::Command::new(env!("CARGO_BIN_EXE_steer"))
-            .args(args)
-            .env("STEER_COORDINATOR", url)
-            .env("STEER_TOKEN", token)
-            .env("RUST_LOG", "warn")
-            .kill_on_drop(true)
-            .output(),
-    )
-    .await
-    .expect("steer finishes within 5 minutes")
-    .expect("steer runs");
-    let text = String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
-    (out.status.code().unwrap_or(-1), text)
-}
-
 /// The summary files (`<model>.<run id>.json`) in `dir`, by name.
 fn summaries(dir: &std::path::Path) -> std::collections::BTreeMap<String, serde_json::Value> {
     std::fs::read_dir(dir)
@@ -554,7 +535,7 @@ async fn two_predictions_files_of_one_name_are_two_evaluations_with_their_own_su
         let user = user.clone();
         async move {
             let args: Vec<&str> = args.iter().map(String::as_str).collect();
-            steer(&url, &user, &args).await
+            common::steer_cli(&url, &user, &args).await
         }
     };
 
@@ -596,6 +577,195 @@ async fn two_predictions_files_of_one_name_are_two_evaluations_with_their_own_su
         sqlx::query_scalar("SELECT count(*) FROM sweeps WHERE kind = 'eval'").fetch_one(&pool).await.unwrap();
     assert_eq!(evals, 2);
     assert_eq!(summaries(&out_dir), files, "no summary was overwritten with other results");
+
+    fleet.shutdown().await;
+    assert_eq!(leftover_containers(&format!("steerbench.worker={NAME}")).await, 0);
+}
+
+// ------------------------------------------------------------------ the harness's files through `steer eval`
+
+/// The text between the eval script's start and end markers in a test output.
+fn between_markers(output: &str) -> &str {
+    let start = output.find("+ : '>>>>> Start Test Output'").expect("start marker");
+    let end = output[start..].find("+ : '>>>>> End Test Output'").expect("end marker after the start");
+    &output[start..start + end]
+}
+
+/// Every field of v5.0.2's `make_run_report` with a docker client.
+const V5_SUMMARY_FIELDS: [&str; 23] = [
+    "total_instances",
+    "submitted_instances",
+    "completed_instances",
+    "resolved_instances",
+    "unresolved_instances",
+    "infra_failure_instances",
+    "ambiguous_failure_instances",
+    "empty_patch_instances",
+    "error_instances",
+    "completed_ids",
+    "incomplete_ids",
+    "empty_patch_ids",
+    "submitted_ids",
+    "resolved_ids",
+    "unresolved_ids",
+    "infra_failure_ids",
+    "ambiguous_failure_ids",
+    "failure_reasons",
+    "error_ids",
+    "schema_version",
+    "unstopped_instances",
+    "unstopped_containers",
+    "unremoved_images",
+];
+
+#[sqlx::test(migrator = "orchestrator::db::MIGRATOR")]
+async fn steer_eval_writes_the_harness_files_and_classifies_failures(pool: PgPool) {
+    const NAME: &str = "harness-files-test";
+    let instances = fixtures();
+    let Some(docker) = docker_with_fixture_images(&instances).await else { return };
+    datasets::import(&pool, "fixtures", None, &instances).await.unwrap();
+    let fleet = start_named_fleet(&pool, docker, NAME).await;
+    let user = tokens::create(&pool, "alice", Role::User).await.unwrap().token;
+
+    // A resolving patch, a failing one (tests only), an empty one, a malformed one, one after
+    // which pytest runs no test, and one whose tests hang past the time limit.
+    let gold_patch = by_id(&instances, "steerbench__minicalc-1").patch.clone();
+    let no_tests = new_file("conftest.py", "def pytest_collection_modifyitems(items):\n    items.clear()\n");
+    let hang = new_file("conftest.py", "import time\ntime.sleep(600)\n");
+    let preds = [
+        ("steerbench__minicalc-1", gold_patch.clone()),
+        ("steerbench__textkit-1", by_id(&instances, "steerbench__textkit-1").test_patch.clone()),
+        ("steerbench__minicalc-2", String::new()),
+        (
+            "steerbench__textkit-2",
+            "diff --git a/nope.py b/nope.py\n--- a/nope.py\n+++ b/nope.py\n@@ -1 +1 @@\n-x\n+y\n".to_string(),
+        ),
+        ("steerbench__minicalc-3", no_tests.clone()),
+        ("steerbench__jsonpath-lite-1", hang),
+    ];
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("preds.jsonl");
+    let lines: Vec<String> = preds
+        .iter()
+        .map(|(id, patch)| {
+            serde_json::json!({"instance_id": id, "model_name_or_path": "org/probe", "model_patch": patch})
+                .to_string()
+        })
+        .collect();
+    std::fs::write(&file, lines.join("\n") + "\n").unwrap();
+    let out = dir.path().join("out");
+    let reports = out.join("reports");
+    let (code, text) = common::steer_cli(
+        &fleet.coordinator.url,
+        &user,
+        &[
+            "eval",
+            "--dataset",
+            "fixtures",
+            "--predictions",
+            file.to_str().unwrap(),
+            "--run-id",
+            "files",
+            "--image-namespace",
+            "steerbench",
+            "--timeout",
+            "30",
+            "--summary-dir",
+            out.to_str().unwrap(),
+            "--report-dir",
+            reports.to_str().unwrap(),
+        ],
+    )
+    .await;
+    assert_eq!(code, 0, "{text}");
+    assert!(text.contains("per-instance files: 5 folder(s), 3 with a report.json"), "{text}");
+
+    let folder = |id: &str| reports.join("files").join("org__probe").join(id);
+    let read = |id: &str, name: &str| {
+        std::fs::read_to_string(folder(id).join(name)).unwrap_or_else(|e| panic!("{id}/{name}: {e}"))
+    };
+    let names = |id: &str| {
+        let mut names: Vec<String> = std::fs::read_dir(folder(id))
+            .map(|d| d.map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect())
+            .unwrap_or_default();
+        names.sort();
+        names
+    };
+    let all = ["eval.sh", "patch.diff", "report.json", "run_instance.log", "test_output.txt"];
+
+    // Graded instances: the four files beside report.json, with what ran.
+    for (id, patch) in [
+        ("steerbench__minicalc-1", &gold_patch),
+        ("steerbench__textkit-1", &by_id(&instances, "steerbench__textkit-1").test_patch),
+        ("steerbench__minicalc-3", &no_tests),
+    ] {
+        assert_eq!(names(id), all, "{id}");
+        assert_eq!(&read(id, "patch.diff"), patch, "{id}: patch.diff is the prediction's patch");
+        let script = grading::eval_script_for(by_id(&instances, id), Profile::V5).unwrap();
+        assert_eq!(read(id, "eval.sh"), script, "{id}: eval.sh is the script that ran");
+        let log = read(id, "run_instance.log");
+        assert!(log.contains(">>>>> Applied Patch"), "{id}: {log}");
+        assert!(log.contains("Ran `/bin/bash /eval.sh`: exit code"), "{id}: {log}");
+        assert!(log.contains("in image steerbench/sweb.eval.x86_64."), "{id}: names the image: {log}");
+        let report: serde_json::Value = serde_json::from_str(&read(id, "report.json")).unwrap();
+        // A log in which no suite ran is graded without test statuses (v5), and says why.
+        match id {
+            "steerbench__minicalc-3" => {
+                assert_eq!(report[id]["infra_failure_reason"], "no_tests_collected", "{report}");
+                assert!(report[id].get("tests_status").is_none(), "{report}");
+            }
+            _ => assert!(report[id]["tests_status"].is_object(), "{id}: {report}"),
+        }
+    }
+    let passed = read("steerbench__minicalc-1", "test_output.txt");
+    assert!(between_markers(&passed).contains(" passed in "), "{passed}");
+    let failing = read("steerbench__textkit-1", "test_output.txt");
+    assert!(between_markers(&failing).contains("FAILED tests/test_slug.py::test_slugify"), "{failing}");
+    let none_ran = read("steerbench__minicalc-3", "test_output.txt");
+    assert!(between_markers(&none_ran).contains("no tests ran"), "{none_ran}");
+
+    // The empty patch is not run: no folder. The malformed one: the patch and the log only.
+    assert!(!folder("steerbench__minicalc-2").exists());
+    assert_eq!(names("steerbench__textkit-2"), ["patch.diff", "run_instance.log"]);
+    assert!(read("steerbench__textkit-2", "run_instance.log").contains(">>>>> Patch Apply Failed"));
+    // The hung tests: their output with the harness's timeout line, and no report.
+    let hung = "steerbench__jsonpath-lite-1";
+    assert_eq!(names(hung), ["eval.sh", "patch.diff", "run_instance.log", "test_output.txt"]);
+    assert!(read(hung, "test_output.txt").ends_with("\n\nTimeout error: 30 seconds exceeded."));
+    assert!(read(hung, "run_instance.log").contains("killed at the time limit"));
+
+    // The summary: every field the harness writes, failures classified as v5 does.
+    let files = summaries(&out);
+    let summary = &files["org__probe.files.json"];
+    let mut keys: Vec<&str> = summary.as_object().unwrap().keys().map(String::as_str).collect();
+    keys.sort_unstable();
+    let mut expected = V5_SUMMARY_FIELDS.to_vec();
+    expected.sort_unstable();
+    assert_eq!(keys, expected, "{summary}");
+    use serde_json::json;
+    assert_eq!(summary["total_instances"], instances.len(), "{summary}");
+    assert_eq!(summary["submitted_instances"], 6);
+    assert_eq!(summary["completed_instances"], 3);
+    assert_eq!(summary["resolved_ids"], json!(["steerbench__minicalc-1"]));
+    assert_eq!(summary["unresolved_ids"], json!(["steerbench__minicalc-3", "steerbench__textkit-1"]));
+    assert_eq!(summary["empty_patch_ids"], json!(["steerbench__minicalc-2"]));
+    assert_eq!(summary["error_ids"], json!(["steerbench__jsonpath-lite-1", "steerbench__textkit-2"]));
+    assert_eq!(
+        summary["failure_reasons"],
+        json!({"steerbench__jsonpath-lite-1": "tests_timed_out", "steerbench__minicalc-3": "no_tests_collected"}),
+        "{summary}"
+    );
+    assert_eq!(summary["ambiguous_failure_instances"], 2);
+    assert_eq!(
+        summary["ambiguous_failure_ids"],
+        json!(["steerbench__jsonpath-lite-1", "steerbench__minicalc-3"])
+    );
+    assert_eq!(summary["infra_failure_instances"], 0);
+    assert_eq!(summary["infra_failure_ids"], json!([]));
+    assert_eq!(summary["unstopped_instances"], 0);
+    assert_eq!(summary["unstopped_containers"], json!([]));
+    assert_eq!(summary["unremoved_images"], json!([]));
+    assert_eq!(summary["schema_version"], 2);
 
     fleet.shutdown().await;
     assert_eq!(leftover_containers(&format!("steerbench.worker={NAME}")).await, 0);

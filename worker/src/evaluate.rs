@@ -68,7 +68,16 @@ impl Grader {
             let attempt = Attempt { patch: None, applied: false, eval: None, script: None };
             return Ok(finish(run, profile, attempt, steps));
         };
+        let image = protocol::images::image_for(&run.instance, &run.sandbox);
+        steps.note(&format!("Grading {} ({profile:?} profile) in image {image}", run.instance.instance_id));
+        let opened = Instant::now();
         let (sandbox, _image_guard) = self.sandboxes.open(run, Vec::new(), "/testbed").await?;
+        steps.note(&format!(
+            "Container {} ({}) started in {:.2} s",
+            sandbox.name(),
+            sandbox.id(),
+            opened.elapsed().as_secs_f64()
+        ));
         let result = grade_in(&sandbox, run, ctx, profile, &patch, &mut steps).await;
         // Removed on every path; a failure to remove is logged, the result still counts.
         if let Err(e) = sandbox.remove().await {
@@ -87,6 +96,7 @@ async fn grade_in(
     steps: &mut Steps,
 ) -> Result<RunResult, ExecError> {
     let applied = apply_recording(sandbox, profile, patch, ctx, steps).await?;
+    steps.note(if applied { ">>>>> Applied Patch" } else { ">>>>> Patch Apply Failed" });
     if !applied {
         let attempt = Attempt { patch: Some(patch.to_string()), applied, eval: None, script: None };
         return Ok(finish(run, profile, attempt, std::mem::take(steps)));
@@ -105,6 +115,9 @@ async fn grade_in(
     let command = format!("/bin/bash {}", grading::EVAL_SCRIPT_PATH);
     let out = sandbox.exec(&command, &limits).await.map_err(ExecError::infra)?;
     steps.record(ctx, &command, &out).await?;
+    if out.timed_out {
+        steps.note(&format!("Test timed out after {} seconds.", run.sandbox.eval_timeout_s));
+    }
     // A test process killed by the memory limit says nothing about the patch: an
     // infrastructure failure (re-queued; the reason is kept on the run). The script's own
     // exit code cannot tell: it runs without `-e` and ends with the reset command, so a
@@ -235,10 +248,27 @@ struct Attempt {
     script: Option<String>,
 }
 
+/// How much of the test output a run stores (`steer eval` writes it as `test_output.txt`): its
+/// first and last 128 Ki characters past this. SWE-bench test runs print far less; a run that
+/// prints more is graded from all of it (up to the capture budget) and stores the ends.
+pub const STORED_TEST_OUTPUT_CHARS: usize = 256 * 1024;
+/// How much of the grading's own log a run stores (`run_instance.log`).
+pub const STORED_INSTANCE_LOG_CHARS: usize = 64 * 1024;
+
 /// Grades what happened and builds the run's result.
 fn finish(run: &ClaimedRun, profile: Profile, attempt: Attempt, steps: Steps) -> RunResult {
     let Attempt { patch, applied, eval, script } = attempt;
     let patch = patch.as_deref();
+    // What the harness writes to test_output.txt: the script's output, then its timeout line;
+    // stored with the run, so cut to its first and last characters past a budget that keeps
+    // the completion well inside the coordinator's request limit (graded from the whole).
+    let test_output = eval.as_ref().map(|o| {
+        let mut text = crate::text::cap_chars(&o.output, STORED_TEST_OUTPUT_CHARS);
+        if o.timed_out {
+            text.push_str(&format!("\n\nTimeout error: {} seconds exceeded.", run.sandbox.eval_timeout_s));
+        }
+        text
+    });
     let graded = grading::grade(&GradeInput {
         instance: &run.instance,
         profile,
@@ -285,15 +315,22 @@ fn finish(run: &ClaimedRun, profile: Profile, attempt: Attempt, steps: Steps) ->
             resolved: graded.resolved,
             tests: serde_json::Value::Object(tests),
             report: graded.report,
+            test_output,
+            eval_script: script,
+            instance_log: steps
+                .log_of_grading()
+                .map(|log| crate::text::cap_chars(&log, STORED_INSTANCE_LOG_CHARS)),
         }),
         detail,
     }
 }
 
-/// The commands run so far, uploaded as steps as they happen.
+/// The commands run so far, uploaded as steps as they happen, and the account of them that
+/// becomes the evaluation's `run_instance.log`.
 #[derive(Default)]
 struct Steps {
     count: i32,
+    log: String,
 }
 
 impl Steps {
@@ -322,7 +359,41 @@ impl Steps {
             ctx.record_step(step).await?;
         }
         self.count += 1;
+        self.log_command(command, out);
         tracing::debug!(command, upload_ms = started.elapsed().as_millis() as u64, "step recorded");
         Ok(())
+    }
+}
+
+/// How much of a patch-application command's output the instance log keeps (head and tail).
+const LOG_COMMAND_OUTPUT_CHARS: usize = 20_000;
+
+impl Steps {
+    /// Adds a line to the instance log, stamped with the time, as the harness's logger does.
+    fn note(&mut self, line: &str) {
+        let now = chrono::Utc::now().format("%Y-%m-%d %H:%M:%S%.3f");
+        self.log.push_str(&format!("{now} - INFO - {line}\n"));
+    }
+
+    /// Logs a command with its exit status and runtime; its output too, except the eval
+    /// script's, which is test_output.txt.
+    fn log_command(&mut self, command: &str, out: &ExecOutput) {
+        let status = match (out.timed_out, out.exit_code) {
+            (true, _) => "killed at the time limit".to_string(),
+            (false, Some(code)) => format!("exit code {code}"),
+            (false, None) => "exit code unknown".to_string(),
+        };
+        self.note(&format!("Ran `{command}`: {status}, {:.2} s", out.duration.as_secs_f64()));
+        if !command.ends_with(grading::EVAL_SCRIPT_PATH) && !out.output.is_empty() {
+            self.log.push_str(&cap_chars(&out.output, LOG_COMMAND_OUTPUT_CHARS));
+            if !out.output.ends_with('\n') {
+                self.log.push('\n');
+            }
+        }
+    }
+
+    /// The instance log, if anything was logged.
+    fn log_of_grading(&self) -> Option<String> {
+        (!self.log.is_empty()).then(|| self.log.clone())
     }
 }

@@ -28,8 +28,9 @@ WITH done AS (
     UPDATE run_attempts a SET ending = 'completed', ended_at = now()
     FROM done WHERE a.run_id = done.id AND a.attempt = done.attempt
 ), evaluation AS (
-    INSERT INTO evaluations (run_id, attempt, apply_status, resolved, tests, report)
-    SELECT id, attempt, $12, $13, $14, $15 FROM done WHERE $12::text IS NOT NULL
+    INSERT INTO evaluations (run_id, attempt, apply_status, resolved, tests, report, test_output, eval_script,
+                             instance_log)
+    SELECT id, attempt, $12, $13, $14, $15, $17, $18, $19 FROM done WHERE $12::text IS NOT NULL
     RETURNING run_id
 ), charged AS (
     -- Model and critic calls were charged as they were uploaded; only the rest of the run's cost (e.g. a

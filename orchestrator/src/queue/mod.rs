@@ -423,6 +423,9 @@ impl Queue {
             .bind(ev.map(|e| e.tests.clone()))
             .bind(ev.map(|e| e.report.clone()))
             .bind(by.0)
+            .bind(ev.and_then(|e| e.test_output.clone()))
+            .bind(ev.and_then(|e| e.eval_script.clone()))
+            .bind(ev.and_then(|e| e.instance_log.clone()))
             .fetch_optional(&self.pool)
             .await?;
         let Some(row) = row else {

@@ -268,11 +268,24 @@ pub struct EvalResult {
     /// The harness-shaped per-instance report, when the run was graded.
     pub report: Option<serde_json::Value>,
     pub last_error: Option<String>,
+    /// The patch that was graded (the prediction's, or the dataset's gold patch).
+    #[serde(default)]
+    pub patch: Option<String>,
+    /// The eval script's output (`test_output.txt`), when it ran.
+    #[serde(default)]
+    pub test_output: Option<String>,
+    /// The eval script that ran (`eval.sh`).
+    #[serde(default)]
+    pub eval_script: Option<String>,
+    /// The worker's account of the grading (`run_instance.log`).
+    #[serde(default)]
+    pub instance_log: Option<String>,
 }
 
 pub async fn results(pool: &PgPool, sweep_id: i64) -> Result<Vec<EvalResult>> {
     let rows = sqlx::query(
         "SELECT r.id, r.instance_id, a.model, r.state, r.outcome, e.resolved, e.report, r.last_error,
+                COALESCE(r.patch, r.input_patch) AS patch, e.test_output, e.eval_script, e.instance_log,
                 (COALESCE(r.input_patch, '') <> '' OR (s.spec -> 'executor' ->> 'patch') = 'gold') AS patch_submitted
          FROM runs r JOIN agents a ON a.id = r.agent_id JOIN sweeps s ON s.id = r.sweep_id
          LEFT JOIN evaluations e ON e.run_id = r.id
@@ -293,6 +306,10 @@ pub async fn results(pool: &PgPool, sweep_id: i64) -> Result<Vec<EvalResult>> {
             patch_submitted: r.get("patch_submitted"),
             report: r.get("report"),
             last_error: r.get("last_error"),
+            patch: r.get("patch"),
+            test_output: r.get("test_output"),
+            eval_script: r.get("eval_script"),
+            instance_log: r.get("instance_log"),
         })
         .collect())
 }

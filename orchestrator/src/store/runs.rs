@@ -164,6 +164,9 @@ async fn evaluation(pool: &PgPool, run_id: i64) -> Result<Option<Evaluation>> {
             resolved: r.get("resolved"),
             tests: r.get("tests"),
             report: r.get("report"),
+            // The grading's files are served with the evaluation's results
+            // (`GET /api/v1/sweeps/{id}/evaluations`), not with every trajectory.
+            ..Default::default()
         }))
 }
 

@@ -8,9 +8,11 @@ use anyhow::Context;
 use clap::{Args, ValueEnum};
 use protocol::{GradingProfile, SandboxSettings, API_PREFIX};
 use reqwest::Method;
-use worker::grading::{self, InstanceResult, SummaryInput};
+use worker::grading::{self, InstanceResult, Leftovers, SummaryInput};
 
 use super::{client, sweep, CoordinatorArgs};
+
+pub mod files;
 use orchestrator::predictions::{self, Prediction};
 use orchestrator::store::evals::{self, EvalRequest, EvalResult};
 
@@ -184,7 +186,7 @@ pub async fn run(args: EvalArgs) -> anyhow::Result<ExitCode> {
     } else {
         preds
     };
-    let written = write_reports(&args.report_dir, &run_id, &results)?;
+    let written = files::write_all(&args.report_dir, &run_id, &results)?;
     let mut by_model: BTreeMap<&str, Vec<&EvalResult>> = BTreeMap::new();
     for r in &results {
         by_model.entry(r.model_name_or_path.as_str()).or_default().push(r);
@@ -224,7 +226,12 @@ pub async fn run(args: EvalArgs) -> anyhow::Result<ExitCode> {
             }
         }
     }
-    println!("per-instance reports: {written} under {}", args.report_dir.join(&run_id).display());
+    println!(
+        "per-instance files: {} folder(s), {} with a report.json, under {}",
+        written.folders,
+        written.reports,
+        args.report_dir.join(&run_id).display()
+    );
     Ok(super::exit::of_sweep(&status))
 }
 
@@ -241,23 +248,6 @@ fn tampering(r: &EvalResult) -> Option<&str> {
     r.report.as_ref()?.get(&r.instance_id)?.get(grading::report::TAMPERED_KEY)?.as_str()
 }
 
-/// Writes each graded run's report.json where the harness would; returns how many.
-fn write_reports(dir: &Path, run_id: &str, results: &[EvalResult]) -> anyhow::Result<usize> {
-    let mut n = 0;
-    for r in results {
-        // Like the harness, no report.json when the patch did not apply or the tests timed out.
-        let Some(report) = &r.report else { continue };
-        if report.is_null() || report.as_object().is_some_and(|o| o.is_empty()) {
-            continue;
-        }
-        let folder = dir.join(run_id).join(r.model_name_or_path.replace('/', "__")).join(&r.instance_id);
-        std::fs::create_dir_all(&folder).with_context(|| format!("creating {}", folder.display()))?;
-        std::fs::write(folder.join("report.json"), serde_json::to_string_pretty(report)?)?;
-        n += 1;
-    }
-    Ok(n)
-}
-
 /// The harness's final summary report (`make_run_report`) for one model's predictions.
 pub fn summary_report(
     profile: GradingProfile,
@@ -265,24 +255,30 @@ pub fn summary_report(
     preds: &[&Prediction],
     results: &[&EvalResult],
 ) -> serde_json::Value {
-    let report_of: BTreeMap<&str, &serde_json::Value> = results
-        .iter()
-        .filter_map(|r| r.report.as_ref().filter(|v| !v.is_null()).map(|v| (r.instance_id.as_str(), v)))
-        .collect();
+    let result_of: BTreeMap<&str, &EvalResult> =
+        results.iter().map(|r| (r.instance_id.as_str(), *r)).collect();
     let rows: Vec<InstanceResult> = preds
         .iter()
-        .map(|p| InstanceResult {
-            instance_id: p.instance_id.clone(),
-            patch_empty: p.model_patch.as_deref().is_none_or(str::is_empty),
-            report: report_of.get(p.instance_id.as_str()).map(|v| (*v).clone()),
-            failure: None,
+        .map(|p| {
+            let result = result_of.get(p.instance_id.as_str());
+            InstanceResult {
+                instance_id: p.instance_id.clone(),
+                patch_empty: p.model_patch.as_deref().is_none_or(str::is_empty),
+                report: result.and_then(|r| r.report.as_ref()).filter(|v| !v.is_null()).cloned(),
+                failure: result.and_then(|r| files::failure_of(profile, r)),
+            }
         })
         .collect();
+    // Workers remove every grading container on every path (one left behind is removed when
+    // its worker stops or starts again), so none is the evaluation's leftover; images stay in the workers' image caches by
+    // design and are not leftovers of the evaluation. v4's docker path writes none of these
+    // three fields (its condition is inverted), v5's writes them.
+    let leftovers = Leftovers { unstopped_containers: Vec::new(), unremoved_images: Vec::new() };
     grading::summary_report(&SummaryInput {
         profile: profile.into(),
         dataset_ids,
         results: &rows,
-        leftovers: None,
+        leftovers: (profile == GradingProfile::V5).then_some(&leftovers),
     })
 }
 
@@ -302,6 +298,10 @@ mod tests {
             patch_submitted: true,
             report: report.then(|| json!({ id: { "resolved": resolved.unwrap_or(false) } })),
             last_error: None,
+            patch: Some("d".into()),
+            test_output: None,
+            eval_script: None,
+            instance_log: None,
         }
     }
 
@@ -316,8 +316,12 @@ mod tests {
         let preds = [p("a-1", Some("d")), p("a-2", Some("d")), p("a-3", Some("")), p("a-4", Some("d"))];
         let preds: Vec<&Prediction> = preds.iter().collect();
         // a-4's patch did not apply: graded, but no report, so it is an error instance.
-        let results =
+        let mut results =
             [result("a-1", Some(true), true), result("a-2", Some(false), true), result("a-4", None, false)];
+        // Classified from the test output and the instance log, for unresolved and error ids only.
+        results[0].test_output = Some("collected 0 items".into());
+        results[1].test_output = Some("collected 0 items\nno tests ran in 0.01s".into());
+        results[2].last_error = Some("Error response from daemon: no such image".into());
         let results: Vec<&EvalResult> = results.iter().collect();
         let s = summary_report(GradingProfile::V5, &ids, &preds, &results);
         assert_eq!(s["total_instances"], 5);
@@ -329,5 +333,61 @@ mod tests {
         assert_eq!(s["error_ids"], json!(["a-4"]));
         assert_eq!(s["incomplete_ids"], json!(["a-5"]));
         assert_eq!(s["schema_version"], 2);
+        assert_eq!(s["infra_failure_instances"], 1);
+        assert_eq!(s["infra_failure_ids"], json!(["a-4"]));
+        assert_eq!(s["ambiguous_failure_instances"], 1);
+        assert_eq!(s["ambiguous_failure_ids"], json!(["a-2"]));
+        assert_eq!(
+            s["failure_reasons"],
+            json!({"a-2": "no_tests_collected", "a-4": "container_unavailable"})
+        );
+        assert_eq!(s["unstopped_instances"], 0);
+        assert_eq!(s["unstopped_containers"], json!([]));
+        assert_eq!(s["unremoved_images"], json!([]));
+        // The harness's fields, all of them and no others (JSON objects are unordered; the file
+        // lists them alphabetically).
+        let sorted = |mut v: Vec<&'static str>| {
+            v.sort_unstable();
+            v
+        };
+        let keys: Vec<&str> = s.as_object().unwrap().keys().map(String::as_str).collect();
+        assert_eq!(keys, sorted(V5_SUMMARY_FIELDS.to_vec()));
+
+        // v4 has neither the classification nor (on its docker path) the leftover fields.
+        let v4 = summary_report(GradingProfile::V4, &ids, &preds, &results);
+        let keys: Vec<&str> = v4.as_object().unwrap().keys().map(String::as_str).collect();
+        let v4_fields: Vec<&str> = V5_SUMMARY_FIELDS
+            .iter()
+            .copied()
+            .filter(|k| !k.contains("failure") && !k.starts_with("unstopped") && !k.starts_with("unremoved"))
+            .collect();
+        assert_eq!(keys, sorted(v4_fields));
     }
+
+    /// Every field of v5.0.2's `make_run_report` with a docker client, in its order.
+    const V5_SUMMARY_FIELDS: [&str; 23] = [
+        "total_instances",
+        "submitted_instances",
+        "completed_instances",
+        "resolved_instances",
+        "unresolved_instances",
+        "infra_failure_instances",
+        "ambiguous_failure_instances",
+        "empty_patch_instances",
+        "error_instances",
+        "completed_ids",
+        "incomplete_ids",
+        "empty_patch_ids",
+        "submitted_ids",
+        "resolved_ids",
+        "unresolved_ids",
+        "infra_failure_ids",
+        "ambiguous_failure_ids",
+        "failure_reasons",
+        "error_ids",
+        "schema_version",
+        "unstopped_instances",
+        "unstopped_containers",
+        "unremoved_images",
+    ];
 }
