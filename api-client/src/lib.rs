@@ -173,9 +173,13 @@ impl CoordinatorClient {
             let json = serde_json::to_string(b).map_err(|e| {
                 Failure::answered(Error::BadResponse(format!("cannot encode the request to {path}: {e}")))
             })?;
-            req = req
-                .header(reqwest::header::CONTENT_TYPE, "application/json")
-                .body(self.redactor.scrub(&json).into_owned());
+            req = req.header(reqwest::header::CONTENT_TYPE, "application/json").body(
+                match self.redactor.scrub(&json) {
+                    // Nothing to scrub (the usual case): the body is sent as encoded, uncopied.
+                    std::borrow::Cow::Borrowed(_) => json,
+                    std::borrow::Cow::Owned(scrubbed) => scrubbed,
+                },
+            );
         }
         let resp = req.send().await.map_err(|e| {
             if e.is_connect() {

@@ -48,6 +48,13 @@ kind = "none"
     )
 }
 
+/// `GET /api/v1{path}` as the holder of `token`, its JSON body.
+async fn api_get<T: serde::de::DeserializeOwned>(url: &str, token: &str, path: &str) -> T {
+    let response =
+        reqwest::Client::new().get(format!("{url}/api/v1{path}")).bearer_auth(token).send().await.unwrap();
+    response.json().await.unwrap()
+}
+
 #[sqlx::test(migrator = "orchestrator::db::MIGRATOR")]
 async fn runs_that_fail_say_why_and_waiting_exits_non_zero(pool: PgPool) {
     assert!(std::env::var_os(UNSET_KEY).is_none(), "{UNSET_KEY} must not be set for this test");
@@ -97,15 +104,7 @@ async fn runs_that_fail_say_why_and_waiting_exits_non_zero(pool: PgPool) {
     assert!(ledger.iter().flatten().any(|r| r.contains(REASON)), "{ledger:?}");
 
     // The report counts both runs as not resolved, and says why they failed.
-    let report: serde_json::Value = reqwest::Client::new()
-        .get(format!("{}/api/v1/report?sweeps=keyless", coordinator.url))
-        .bearer_auth(&user)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let report: serde_json::Value = api_get(&coordinator.url, &user, "/report?sweeps=keyless").await;
     let condition = &report["conditions"][0];
     assert_eq!(
         (condition["resolved"].as_u64(), condition["runs_selected"].as_u64()),
@@ -203,18 +202,8 @@ async fn a_worker_whose_engine_stops_answering_is_degraded_and_says_so(pool: PgP
     let drain = tokio_util::sync::CancellationToken::new();
     let task = tokio::spawn(node.run(drain.clone()));
     let admin = tokens::create(&pool, "admin", Role::Admin).await.unwrap().token;
-    let workers = || async {
-        let listed: Vec<protocol::WorkerInfo> = reqwest::Client::new()
-            .get(format!("{}/api/v1/workers", coordinator.url))
-            .bearer_auth(&admin)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        listed
-    };
+    let workers =
+        || async { api_get::<Vec<protocol::WorkerInfo>>(&coordinator.url, &admin, "/workers").await };
 
     // The engine stops answering: within a few checks and a heartbeat, the worker is degraded.
     close.cancel();

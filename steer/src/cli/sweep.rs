@@ -246,13 +246,7 @@ async fn transition(
 /// Validates the file locally, imports its dataset if it names a path and the coordinator
 /// does not have it yet, then submits it.
 pub async fn submit(client: &CoordinatorClient, file: &Path) -> anyhow::Result<SweepSubmitted> {
-    let text =
-        std::fs::read_to_string(file).with_context(|| format!("reading sweep file {}", file.display()))?;
-    let file_name = file.display().to_string();
-    let base_dir = file.parent().unwrap_or(Path::new("."));
-    let text = sweep_file::inline_template_files(&text, base_dir)
-        .map_err(|e| anyhow::anyhow!("{file_name}: {e}"))?;
-    let parsed = sweep_file::parse(&text, &file_name)?;
+    let (text, file_name, parsed) = read_sweep_file(file)?;
     let dataset_path = format!("{API_PREFIX}/datasets/{}", parsed.dataset.name);
     match client.request::<(), protocol::DatasetInfo>(Method::GET, &dataset_path, None).await {
         Ok(_) => {}
@@ -280,9 +274,9 @@ pub async fn submit(client: &CoordinatorClient, file: &Path) -> anyhow::Result<S
     Ok(client.call(Method::POST, &format!("{API_PREFIX}/sweeps"), Some(&req)).await?)
 }
 
-/// Reads and checks the file locally (errors name the file, line and key), then has the
-/// coordinator check it against its datasets, limits and fleet. Imports nothing.
-pub async fn validate(client: &CoordinatorClient, file: &Path) -> anyhow::Result<protocol::SweepValidation> {
+/// A sweep file as the coordinator receives it (its template files inlined), its name for
+/// messages, and its parsed form (errors name the file, line and key).
+fn read_sweep_file(file: &Path) -> anyhow::Result<(String, String, sweep_file::SweepFile)> {
     let text =
         std::fs::read_to_string(file).with_context(|| format!("reading sweep file {}", file.display()))?;
     let file_name = file.display().to_string();
@@ -290,6 +284,13 @@ pub async fn validate(client: &CoordinatorClient, file: &Path) -> anyhow::Result
     let text = sweep_file::inline_template_files(&text, base_dir)
         .map_err(|e| anyhow::anyhow!("{file_name}: {e}"))?;
     let parsed = sweep_file::parse(&text, &file_name)?;
+    Ok((text, file_name, parsed))
+}
+
+/// Reads and checks the file locally (errors name the file, line and key), then has the
+/// coordinator check it against its datasets, limits and fleet. Imports nothing.
+pub async fn validate(client: &CoordinatorClient, file: &Path) -> anyhow::Result<protocol::SweepValidation> {
+    let (text, file_name, parsed) = read_sweep_file(file)?;
     let req = SubmitSweep { config_toml: text, file_name: Some(file_name.clone()) };
     match client.call(Method::POST, &format!("{API_PREFIX}/sweep-validations"), Some(&req)).await {
         Err(ClientError::Rejected { status: 404, message, .. }) if parsed.dataset.path.is_some() => {
