@@ -161,6 +161,7 @@ const ROUTES: &[Route] = &[
     route("POST", "/api/v1/evals", Guard::Users),
     route("GET", "/api/v1/sweeps/{sweep}/evaluations", Guard::Users),
     route("GET", "/api/v1/sweeps/{sweep}/images", Guard::Users),
+    route("GET", "/api/v1/sweeps/{sweep}/held-images", Guard::Users),
     route("POST", "/api/v1/sweeps", Guard::Users),
     route("GET", "/api/v1/sweeps", Guard::Users),
     route("POST", "/api/v1/sweep-validations", Guard::Users),

@@ -35,8 +35,12 @@ async fn start_fleet(pool: &PgPool, docker: Docker) -> Fleet {
 /// (or reap) each other's containers.
 async fn start_named_fleet(pool: &PgPool, docker: Docker, worker_name: &str) -> Fleet {
     let coordinator = common::start_coordinator(pool, Duration::from_secs(30)).await;
-    let dispatcher =
-        worker::Dispatcher::new(Some(worker::evaluate::EvaluateExecutor::new(docker, worker_name)));
+    // With an image cache that never evicts, as `steer worker` has: it reports the images the
+    // worker holds.
+    let cache = worker::sandbox::ImageCache::new(docker.clone(), u64::MAX);
+    let dispatcher = worker::Dispatcher::new(Some(
+        worker::evaluate::EvaluateExecutor::new(docker, worker_name).with_image_cache(cache),
+    ));
     let worker = coordinator.start_worker(worker_name, 2, dispatcher).await;
     Fleet { coordinator, worker }
 }
@@ -626,6 +630,7 @@ async fn steer_eval_writes_the_harness_files_and_classifies_failures(pool: PgPoo
     datasets::import(&pool, "fixtures", None, &instances).await.unwrap();
     let fleet = start_named_fleet(&pool, docker, NAME).await;
     let user = tokens::create(&pool, "alice", Role::User).await.unwrap().token;
+    worker_reported_images(&pool).await;
 
     // A resolving patch, a failing one (tests only), an empty one, a malformed one, one after
     // which pytest runs no test, and one whose tests hang past the time limit.
@@ -764,8 +769,163 @@ async fn steer_eval_writes_the_harness_files_and_classifies_failures(pool: PgPoo
     assert_eq!(summary["infra_failure_ids"], json!([]));
     assert_eq!(summary["unstopped_instances"], 0);
     assert_eq!(summary["unstopped_containers"], json!([]));
-    assert_eq!(summary["unremoved_images"], json!([]));
+    // The dataset's images the worker holds (all of them here), as the harness lists the
+    // dataset's images left on its engine.
+    let mut images: Vec<&str> = instances.iter().filter_map(|i| i.image.as_deref()).collect();
+    images.sort_unstable();
+    assert_eq!(images.len(), instances.len());
+    assert_eq!(summary["unremoved_images"], json!(images), "{summary}");
     assert_eq!(summary["schema_version"], 2);
+
+    fleet.shutdown().await;
+    assert_eq!(leftover_containers(&format!("steerbench.worker={NAME}")).await, 0);
+}
+
+/// Waits until a worker has reported the images it holds (its first heartbeat does), which
+/// the summary's `unremoved_images` is made of.
+async fn worker_reported_images(pool: &PgPool) {
+    wait_for("the worker's image report", Duration::from_secs(30), || async {
+        let n: Option<i32> =
+            sqlx::query_scalar("SELECT max(cardinality(images)) FROM workers").fetch_one(pool).await.unwrap();
+        n.unwrap_or(0) > 0
+    })
+    .await;
+}
+
+// ------------------------------------------------------------------ against the harness's own files
+
+/// The official harness's outputs for `harness-reference/predictions.jsonl` (gold, failing,
+/// empty, malformed and no-test patches), made by `scripts/harness-reference` with swebench
+/// 5.0.2 on the fixture images and committed.
+fn reference_dir() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/harness-reference")
+}
+
+/// Every file under `dir`, by path relative to it.
+fn tree(dir: &std::path::Path) -> std::collections::BTreeMap<String, String> {
+    fn walk(
+        root: &std::path::Path,
+        dir: &std::path::Path,
+        out: &mut std::collections::BTreeMap<String, String>,
+    ) {
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                walk(root, &path, out);
+            } else {
+                let rel = path.strip_prefix(root).unwrap().to_string_lossy().into_owned();
+                out.insert(rel, std::fs::read_to_string(&path).unwrap());
+            }
+        }
+    }
+    let mut out = std::collections::BTreeMap::new();
+    walk(dir, dir, &mut out);
+    out
+}
+
+/// A test output with what differs by nature taken out: pytest's durations, and the order in
+/// which the script's trace (stderr) and its commands' output (stdout) interleave, which
+/// depends on when each pipe was read. The lines, sorted, are compared.
+fn normalised_test_output(text: &str) -> Vec<String> {
+    let duration = regex::Regex::new(r" in [0-9]+\.[0-9]+s").unwrap();
+    let mut lines: Vec<String> =
+        text.lines().map(|l| duration.replace_all(l, " in <t>s").into_owned()).collect();
+    lines.sort();
+    lines
+}
+
+/// A run.json with its time taken out; `dataset` is where the dataset was imported from,
+/// which the harness was given as an absolute path.
+fn normalised_run_metadata(text: &str) -> serde_json::Value {
+    let mut v: serde_json::Value = serde_json::from_str(text).unwrap();
+    v["created_at"] = "<time>".into();
+    let dataset = v["dataset"].as_str().unwrap().rsplit('/').next().unwrap().to_string();
+    v["dataset"] = dataset.into();
+    v
+}
+
+#[sqlx::test(migrator = "orchestrator::db::MIGRATOR")]
+async fn steer_eval_writes_what_the_harness_writes(pool: PgPool) {
+    const NAME: &str = "harness-reference-test";
+    let instances = fixtures();
+    let Some(docker) = docker_with_fixture_images(&instances).await else { return };
+    // imported from the fixtures' file, as the harness was given a copy of it (with eval scripts)
+    let source = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../docker/fixtures/dataset.jsonl");
+    datasets::import(&pool, "fixtures", Some(source.to_str().unwrap()), &instances).await.unwrap();
+    let fleet = start_named_fleet(&pool, docker, NAME).await;
+    let user = tokens::create(&pool, "alice", Role::User).await.unwrap().token;
+    worker_reported_images(&pool).await;
+
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path();
+    let predictions = reference_dir().join("predictions.jsonl");
+    let (code, text) = common::steer_cli(
+        &fleet.coordinator.url,
+        &user,
+        &[
+            "eval",
+            "--dataset",
+            "fixtures",
+            "--predictions",
+            predictions.to_str().unwrap(),
+            "--run-id",
+            "reference",
+            "--image-namespace",
+            "steerbench",
+            "--summary-dir",
+            out.to_str().unwrap(),
+            "--report-dir",
+            out.join("logs/run_evaluation").to_str().unwrap(),
+        ],
+    )
+    .await;
+    assert_eq!(code, 0, "{text}");
+
+    let expected = tree(&reference_dir().join("logs"));
+    let written = tree(&out.join("logs"));
+    // The same files, instance by instance (an empty patch gets no folder in either).
+    assert_eq!(
+        written.keys().collect::<Vec<_>>(),
+        expected.keys().collect::<Vec<_>>(),
+        "steer eval's tree differs from the harness's"
+    );
+    for (path, want) in &expected {
+        let got = &written[path];
+        let name = path.rsplit('/').next().unwrap();
+        match name {
+            // byte for byte: the report, the patch that was applied, the script that ran
+            "report.json" | "patch.diff" | "eval.sh" => assert_eq!(got, want, "{path}"),
+            "test_output.txt" => {
+                let (got, want) = (normalised_test_output(got), normalised_test_output(want));
+                let only_in = |a: &[String], b: &[String]| -> Vec<String> {
+                    a.iter().filter(|l| !b.contains(l)).cloned().collect()
+                };
+                assert!(
+                    got == want,
+                    "{path}: lines only steer eval wrote: {:?}; only the harness: {:?}",
+                    only_in(&got, &want),
+                    only_in(&want, &got)
+                );
+            }
+            "run.json" => assert_eq!(normalised_run_metadata(got), normalised_run_metadata(want), "{path}"),
+            // steerbench's own account of the grading (timestamps, container ids and the
+            // harness's Python logging differ by nature); it says what happened to the
+            // patch in the harness's words
+            "run_instance.log" => {
+                for marker in [">>>>> Applied Patch", ">>>>> Patch Apply Failed"] {
+                    assert_eq!(got.contains(marker), want.contains(marker), "{path}: {marker}\n{got}");
+                }
+            }
+            other => panic!("the reference holds a file the comparison does not know: {other}"),
+        }
+    }
+    // The summary byte for byte: counts, ids, failure reasons, leftovers, key order, format.
+    let summary = "org__probe.reference.json";
+    assert_eq!(
+        std::fs::read_to_string(out.join(summary)).unwrap(),
+        std::fs::read_to_string(reference_dir().join(summary)).unwrap(),
+        "{summary}"
+    );
 
     fleet.shutdown().await;
     assert_eq!(leftover_containers(&format!("steerbench.worker={NAME}")).await, 0);

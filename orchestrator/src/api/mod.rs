@@ -59,7 +59,7 @@ impl AppState {
         workers::register, workers::heartbeat, workers::claim, workers::upload_steps, workers::complete,
         workers::fail, workers::release, workers::release_held,
         users::import_dataset, users::list_datasets, users::get_dataset, users::dataset_instances,
-        users::submit_eval, users::sweep_evaluations, users::sweep_images, users::list_workers,
+        users::submit_eval, users::sweep_evaluations, users::sweep_images, users::sweep_held_images, users::list_workers,
         users::submit_sweep, users::validate_sweep, users::delete_sweep, users::delete_dataset, users::list_sweeps, users::sweep_status, users::cancel_sweep, users::pause_sweep,
         users::resume_sweep, users::sweep_runs, users::get_run, users::get_trajectory, users::get_record,
         users::create_token, users::list_tokens, users::revoke_token, reports::report, reports::report_html, reports::compare, ui::sweep_events,
@@ -113,6 +113,7 @@ pub fn router(state: AppState) -> Router {
         .route("/datasets/{name}/instances", get(users::dataset_instances))
         .route("/sweeps/{sweep}/evaluations", get(users::sweep_evaluations))
         .route("/sweeps/{sweep}/images", get(users::sweep_images))
+        .route("/sweeps/{sweep}/held-images", get(users::sweep_held_images))
         .route("/sweeps", post(users::submit_sweep).get(users::list_sweeps))
         // Not under /sweeps/: a sweep may be named `validate`.
         .route("/sweep-validations", post(users::validate_sweep))

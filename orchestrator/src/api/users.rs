@@ -296,6 +296,17 @@ pub async fn sweep_images(
     Ok(Json(sweeps::images(&state.pool, id).await?))
 }
 
+#[utoipa::path(get, path = "/api/v1/sweeps/{sweep}/held-images", params(("sweep" = String, Path)),
+    responses((status = 200, body = Vec<String>, description = "the instance images of an evaluation's dataset (of another sweep: of its runs) that live workers hold, sorted"),
+              (status = 404, body = protocol::ApiError)), tag = "sweeps")]
+pub async fn sweep_held_images(
+    State(state): State<AppState>,
+    Path(key): Path<String>,
+) -> ApiResult<Json<Vec<String>>> {
+    let id = sweeps::resolve(&state.pool, &key).await?;
+    Ok(Json(evals::held_images(&state.pool, id, state.live_window()).await?))
+}
+
 #[derive(Debug, Default, serde::Deserialize, utoipa::IntoParams)]
 pub struct WorkerFilter {
     /// Only workers heard from within this many seconds (a finite number, 0 or more).

@@ -282,6 +282,41 @@ pub struct EvalResult {
     pub instance_log: Option<String>,
 }
 
+/// The instance images of an evaluation's dataset that live workers (heard from within
+/// `live_within`) still hold, as the workers name them: what the harness lists as
+/// `unremoved_images` (the dataset's images still on its engine). Workers keep instance
+/// images on purpose, so this is a statement of where they are, not a leak. A sweep that is
+/// not an evaluation lists its own runs' images that live workers hold.
+pub async fn held_images(
+    pool: &PgPool,
+    sweep_id: i64,
+    live_within: std::time::Duration,
+) -> Result<Vec<String>> {
+    let (kind, config, dataset_id): (String, String, i64) =
+        sqlx::query_as("SELECT kind, config_toml, dataset_id FROM sweeps WHERE id = $1")
+            .bind(sweep_id)
+            .fetch_optional(pool)
+            .await?
+            .ok_or_else(|| Error::NotFound(format!("no sweep with id {sweep_id}")))?;
+    let mut images: Vec<String> = if kind == "eval" {
+        let req: EvalRequest = serde_json::from_str(&config)
+            .map_err(|e| Error::Internal(format!("evaluation {sweep_id}: stored request unreadable: {e}")))?;
+        let keys = datasets::instance_keys(pool, dataset_id).await?;
+        let ids: Vec<String> = keys.iter().map(|k| k.instance_id.clone()).collect();
+        images_of(&keys, &ids, &req.sandbox)
+    } else {
+        sqlx::query_scalar("SELECT DISTINCT image FROM runs WHERE sweep_id = $1 AND image IS NOT NULL")
+            .bind(sweep_id)
+            .fetch_all(pool)
+            .await?
+    };
+    let (_, held) = super::workers::live_images(pool, live_within).await?;
+    images.retain(|i| held.contains(i));
+    images.sort();
+    images.dedup();
+    Ok(images)
+}
+
 pub async fn results(pool: &PgPool, sweep_id: i64) -> Result<Vec<EvalResult>> {
     let rows = sqlx::query(
         "SELECT r.id, r.instance_id, a.model, r.state, r.outcome, e.resolved, e.report, r.last_error,

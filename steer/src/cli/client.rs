@@ -17,16 +17,18 @@ const RETRY_FOR: Duration = Duration::from_secs(10);
 
 pub fn connect(args: &CoordinatorArgs) -> anyhow::Result<CoordinatorClient> {
     let url = coordinator_url(&args.coordinator)?;
-    let token = api_token(args.token.as_deref())?;
+    let token = api_token(args.token.as_deref(), args.data_dir.as_deref())?;
     Ok(CoordinatorClient::new(&url, &token).with_retry_for(RETRY_FOR).without_retry_when_unreachable())
 }
 
-/// The token given, or else the admin token `steer up` wrote on this machine.
-pub fn api_token(given: Option<&str>) -> anyhow::Result<String> {
+/// The token given, or else the admin token `steer up` wrote on this machine (in `data_dir`,
+/// or its default data directory).
+pub fn api_token(given: Option<&str>, data_dir: Option<&std::path::Path>) -> anyhow::Result<String> {
     if let Some(t) = given {
         return Ok(t.to_string());
     }
-    let path = super::default_data_dir().join(ADMIN_TOKEN_FILE);
+    let dir = data_dir.map(std::path::Path::to_path_buf).unwrap_or_else(super::default_data_dir);
+    let path = dir.join(ADMIN_TOKEN_FILE);
     std::fs::read_to_string(&path).map(|t| t.trim().to_string()).with_context(|| {
         format!(
             "no API token: set STEER_TOKEN (or --token), or run `steer up` on this machine, which writes one to {}",
@@ -62,6 +64,17 @@ pub fn coordinator_url(given: &str) -> Result<String, UrlError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_admin_token_is_read_from_the_data_dir_steer_up_was_given() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join(ADMIN_TOKEN_FILE), "stb_abc\n").unwrap();
+        assert_eq!(api_token(None, Some(dir.path())).unwrap(), "stb_abc");
+        assert_eq!(api_token(Some("given"), Some(dir.path())).unwrap(), "given");
+        let empty = tempfile::tempdir().unwrap();
+        let err = format!("{:#}", api_token(None, Some(empty.path())).unwrap_err());
+        assert!(err.contains(&empty.path().join(ADMIN_TOKEN_FILE).display().to_string()), "{err}");
+    }
 
     #[test]
     fn a_host_and_port_without_scheme_is_http() {

@@ -186,6 +186,13 @@ pub async fn run(args: EvalArgs) -> anyhow::Result<ExitCode> {
     } else {
         preds
     };
+    let held: Vec<String> = client
+        .call::<(), _>(Method::GET, &format!("{API_PREFIX}/sweeps/{}/held-images", submitted.sweep_id), None)
+        .await?;
+    let datasets: Vec<protocol::DatasetInfo> =
+        client.call::<(), _>(Method::GET, &format!("{API_PREFIX}/datasets"), None).await?;
+    let source = datasets.iter().find(|d| d.name == args.dataset).and_then(|d| d.source.clone());
+    files::write_run_metadata(&args.report_dir, &run_id, source.as_deref().unwrap_or(&args.dataset))?;
     let written = files::write_all(&args.report_dir, &run_id, &results)?;
     let mut by_model: BTreeMap<&str, Vec<&EvalResult>> = BTreeMap::new();
     for r in &results {
@@ -194,10 +201,11 @@ pub async fn run(args: EvalArgs) -> anyhow::Result<ExitCode> {
     for (model, model_results) in &by_model {
         let model_preds: Vec<&Prediction> =
             submitted_preds.iter().filter(|p| p.model_name_or_path == *model).collect();
-        let summary = summary_report(request.profile, &known, &model_preds, model_results);
+        let summary = summary_report(request.profile, &known, &model_preds, model_results, &held);
         let file = args.summary_dir.join(format!("{}.{run_id}.json", model.replace('/', "__")));
         std::fs::create_dir_all(&args.summary_dir)?;
-        std::fs::write(&file, serde_json::to_string_pretty(&summary)?)
+        // `print(json.dumps(report, indent=4), file=f)`: a newline at the end
+        std::fs::write(&file, grading::harness_json::dumps(&summary) + "\n")
             .with_context(|| format!("writing {}", file.display()))?;
         let resolved = summary["resolved_instances"].as_u64().unwrap_or(0);
         let submitted_n = summary["submitted_instances"].as_u64().unwrap_or(0);
@@ -254,6 +262,7 @@ pub fn summary_report(
     dataset_ids: &[String],
     preds: &[&Prediction],
     results: &[&EvalResult],
+    held_images: &[String],
 ) -> serde_json::Value {
     let result_of: BTreeMap<&str, &EvalResult> =
         results.iter().map(|r| (r.instance_id.as_str(), *r)).collect();
@@ -270,10 +279,12 @@ pub fn summary_report(
         })
         .collect();
     // Workers remove every grading container on every path (one left behind is removed when
-    // its worker stops or starts again), so none is the evaluation's leftover; images stay in the workers' image caches by
-    // design and are not leftovers of the evaluation. v4's docker path writes none of these
-    // three fields (its condition is inverted), v5's writes them.
-    let leftovers = Leftovers { unstopped_containers: Vec::new(), unremoved_images: Vec::new() };
+    // its worker stops or starts again), so no container is the evaluation's leftover. Instance
+    // images stay in the workers' caches by design: like the harness, which lists the dataset's
+    // images still on its engine, the summary lists the dataset's images live workers hold.
+    // v4's docker path writes none of these three fields (its condition is inverted), v5's
+    // writes them.
+    let leftovers = Leftovers { unstopped_containers: Vec::new(), unremoved_images: held_images.to_vec() };
     grading::summary_report(&SummaryInput {
         profile: profile.into(),
         dataset_ids,
@@ -323,7 +334,7 @@ mod tests {
         results[1].test_output = Some("collected 0 items\nno tests ran in 0.01s".into());
         results[2].last_error = Some("Error response from daemon: no such image".into());
         let results: Vec<&EvalResult> = results.iter().collect();
-        let s = summary_report(GradingProfile::V5, &ids, &preds, &results);
+        let s = summary_report(GradingProfile::V5, &ids, &preds, &results, &[]);
         assert_eq!(s["total_instances"], 5);
         assert_eq!(s["submitted_instances"], 4);
         assert_eq!(s["completed_instances"], 2);
@@ -354,7 +365,7 @@ mod tests {
         assert_eq!(keys, sorted(V5_SUMMARY_FIELDS.to_vec()));
 
         // v4 has neither the classification nor (on its docker path) the leftover fields.
-        let v4 = summary_report(GradingProfile::V4, &ids, &preds, &results);
+        let v4 = summary_report(GradingProfile::V4, &ids, &preds, &results, &[]);
         let keys: Vec<&str> = v4.as_object().unwrap().keys().map(String::as_str).collect();
         let v4_fields: Vec<&str> = V5_SUMMARY_FIELDS
             .iter()

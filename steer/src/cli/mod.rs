@@ -104,6 +104,10 @@ pub struct CoordinatorArgs {
     /// API token (user or admin). Defaults to the admin token `steer up` wrote to its data directory.
     #[arg(long, env = "STEER_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
+    /// Where `steer up` keeps its token files, when it was started with `--data-dir`: the
+    /// admin token is read from there when no token is given.
+    #[arg(long, env = "STEER_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
 }
 
 /// A client command whose output is piped into `head` or a pager that quits ends quietly with

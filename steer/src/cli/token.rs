@@ -55,6 +55,9 @@ pub struct TokenAccess {
     /// directory.
     #[arg(long, env = "STEER_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
+    /// Where `steer up` keeps its token files, when it was started with `--data-dir`.
+    #[arg(long, env = "STEER_DATA_DIR")]
+    pub data_dir: Option<std::path::PathBuf>,
     /// Write the database directly instead (how the first admin token is made), e.g.
     /// postgres://user:pass@127.0.0.1:5432/steerbench. Ignored when --coordinator is given.
     #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
@@ -86,13 +89,14 @@ impl TokenAccess {
             }
             (None, None) => LOCAL_COORDINATOR.to_string(),
         };
-        let token = client::api_token(self.token.as_deref()).with_context(|| {
-            format!(
-                "`steer token` goes through the coordinator at {coordinator} with an admin token; \
+        let token =
+            client::api_token(self.token.as_deref(), self.data_dir.as_deref()).with_context(|| {
+                format!(
+                    "`steer token` goes through the coordinator at {coordinator} with an admin token; \
                  or set DATABASE_URL (and not STEER_COORDINATOR) to write the database directly"
-            )
-        })?;
-        let args = super::CoordinatorArgs { coordinator, token: Some(token) };
+                )
+            })?;
+        let args = super::CoordinatorArgs { coordinator, token: Some(token), data_dir: None };
         Ok(Store::Api(client::connect(&args)?))
     }
 }

@@ -46,6 +46,7 @@ use protocol::Instance;
 use serde::de::{MapAccess, Visitor};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
+pub mod harness_json;
 pub mod integrity;
 pub mod log;
 pub mod parsers;

@@ -16,6 +16,8 @@ pub const INSTANCE_LOG: &str = "run_instance.log";
 pub const TEST_OUTPUT: &str = "test_output.txt";
 pub const PATCH: &str = "patch.diff";
 pub const EVAL_SCRIPT: &str = "eval.sh";
+/// The run-level file beside the model folders (`LOG_RUN_METADATA`).
+pub const RUN_METADATA: &str = "run.json";
 
 /// How many instance folders and report.json files were written.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -70,6 +72,26 @@ fn report_of(r: &EvalResult) -> Option<&serde_json::Value> {
     r.report.as_ref().filter(|v| !(v.is_null() || v.as_object().is_some_and(|o| o.is_empty())))
 }
 
+/// The run's `run.json` (`<dir>/<run id>/run.json`), as v5's `write_run_metadata` writes it:
+/// what the run graded against, so a later re-grade is not told another dataset. `dataset`
+/// is the file or name the dataset was imported from; the harness's `split` is `test` and a
+/// `task_repo` recorded before is kept, as the harness keeps it.
+pub fn write_run_metadata(dir: &Path, run_id: &str, dataset: &str) -> anyhow::Result<()> {
+    let path = dir.join(run_id).join(RUN_METADATA);
+    let task_repo = std::fs::read_to_string(&path)
+        .ok()
+        .and_then(|text| serde_json::from_str::<serde_json::Value>(&text).ok())
+        .and_then(|v| v.get("task_repo").filter(|t| !t.is_null()).cloned())
+        .unwrap_or(serde_json::Value::Null);
+    let created_at = chrono::Utc::now().format("%Y-%m-%dT%H:%M:%S+00:00").to_string();
+    let meta = serde_json::json!({"dataset": dataset, "split": "test", "task_repo": task_repo, "created_at": created_at});
+    // `json.dumps(..., indent=2) + "\n"`
+    let text = grading::harness_json::dumps_indented(&meta, 2) + "\n";
+    std::fs::create_dir_all(path.parent().expect("run.json has a folder"))
+        .with_context(|| format!("creating the folder of {}", path.display()))?;
+    std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))
+}
+
 /// Writes each graded instance's folder as the harness would. An empty patch is not run by
 /// the harness, so it gets no folder.
 pub fn write_all(dir: &Path, run_id: &str, results: &[EvalResult]) -> anyhow::Result<Written> {
@@ -90,7 +112,8 @@ pub fn write_all(dir: &Path, run_id: &str, results: &[EvalResult]) -> anyhow::Re
             write(TEST_OUTPUT, output)?;
         }
         if let Some(report) = report_of(r) {
-            write(REPORT, &serde_json::to_string_pretty(report)?)?;
+            // `f.write(json.dumps(report, indent=4))`: no newline at the end
+            write(REPORT, &grading::harness_json::dumps(report))?;
             written.reports += 1;
         }
         written.folders += 1;
