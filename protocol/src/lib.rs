@@ -299,6 +299,9 @@ pub struct Capabilities {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<Vec<String>>)]
     pub key_envs: Option<keys::KeyAllowList>,
+    /// The Slurm job it runs in, when Slurm started it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub slurm: Option<SlurmJob>,
     /// Anything else it reports (a GPU, ...), kept as given.
     #[serde(flatten)]
     #[schema(value_type = Object)]
@@ -308,7 +311,29 @@ pub struct Capabilities {
 impl Capabilities {
     /// A worker that runs these executor kinds.
     pub fn executors(kinds: Vec<ExecutorKind>) -> Capabilities {
-        Capabilities { executors: Some(kinds), key_envs: None, other: Default::default() }
+        Capabilities { executors: Some(kinds), key_envs: None, slurm: None, other: Default::default() }
+    }
+}
+
+/// The Slurm job a worker runs in (`SLURM_JOB_ID`, and for an array task
+/// `SLURM_ARRAY_JOB_ID` and `SLURM_ARRAY_TASK_ID`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct SlurmJob {
+    pub job_id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub array_job_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub array_task_id: Option<String>,
+}
+
+impl SlurmJob {
+    /// How Slurm's own tools name the job: `ARRAYJOB_TASK` for an array task (what `scancel`
+    /// and `squeue` take), else the job id.
+    pub fn label(&self) -> String {
+        match (&self.array_job_id, &self.array_task_id) {
+            (Some(array), Some(task)) => format!("{array}_{task}"),
+            _ => self.job_id.clone(),
+        }
     }
 }
 
@@ -363,6 +388,9 @@ pub struct WorkerInfo {
     pub degraded: Option<String>,
     /// How many instance images it holds.
     pub images: i64,
+    /// The Slurm job it runs in, when Slurm started it.
+    #[serde(default)]
+    pub slurm: Option<SlurmJob>,
     pub running: i64,
     pub draining: bool,
     pub status: Option<String>,

@@ -196,6 +196,7 @@ async fn a_worker_whose_engine_stops_answering_is_degraded_and_says_so(pool: PgP
         metrics_bind: None,
         metrics_token: None,
         keys: Default::default(),
+        slurm: None,
     };
     let node = worker::node::Worker::build(settings).await.expect("the engine answers through the door");
     assert!(node.executor_kinds().contains(&protocol::ExecutorKind::Agent));

@@ -52,6 +52,8 @@ pub struct Settings {
     /// (`--allow-key-env`). The worker advertises the allow-list, so it is handed only runs
     /// whose `api_key_env` it allows.
     pub keys: Keyring,
+    /// The Slurm job this worker runs in, shown in the coordinator's list of workers.
+    pub slurm: Option<protocol::SlurmJob>,
 }
 
 /// How the worker reaches Docker and keeps instance images.
@@ -120,7 +122,7 @@ impl Worker {
             slots: settings.slots,
             claim_wait: settings.claim_wait,
             drain_timeout: settings.drain_timeout,
-            capabilities: executors.capabilities(),
+            capabilities: protocol::Capabilities { slurm: settings.slurm, ..executors.capabilities() },
             redactor: redactor.clone(),
         };
         Ok(Worker { config, redactor, executors: Arc::new(executors), metrics })

@@ -104,6 +104,7 @@ pub async fn list(pool: &PgPool, alive_within_s: Option<f64>) -> Result<Vec<Work
                 key_envs: key_envs_of(&caps),
                 degraded: r.get("degraded"),
                 images: r.get("images"),
+                slurm: caps.get("slurm").and_then(|job| serde_json::from_value(job.clone()).ok()),
                 running: r.get("running"),
                 draining: r.get("draining"),
                 status: r.get("status"),
@@ -114,14 +115,14 @@ pub async fn list(pool: &PgPool, alive_within_s: Option<f64>) -> Result<Vec<Work
         .collect())
 }
 
-/// The executor kinds in a worker's registered capabilities; none named: the placeholder only.
-/// Kinds this coordinator does not know (a newer worker's) are left out: no run asks for them.
 /// The allow-list a worker registered (validated at registration).
 fn key_envs_of(capabilities: &serde_json::Value) -> Vec<String> {
     let entries = capabilities.get("key_envs").and_then(serde_json::Value::as_array);
     entries.into_iter().flatten().filter_map(|e| e.as_str().map(str::to_string)).collect()
 }
 
+/// The executor kinds in a worker's registered capabilities; none named: the placeholder only.
+/// Kinds this coordinator does not know (a newer worker's) are left out: no run asks for them.
 pub(crate) fn executors_of(capabilities: &serde_json::Value) -> Vec<ExecutorKind> {
     match capabilities.get("executors").and_then(serde_json::Value::as_array) {
         Some(kinds) => kinds.iter().filter_map(|k| k.as_str()?.parse().ok()).collect(),

@@ -47,7 +47,7 @@ pub async fn run(args: MockLlmArgs) -> anyhow::Result<ExitCode> {
         "replay agent (scripted answers, not a model) serving {} scenarios at http://{addr}/v1",
         scenarios.len()
     );
-    let shutdown = super::shutdown_on_signals();
+    let shutdown = super::shutdown_on_signals(None);
     tokio::select! {
         served = replay::serve(listener, scenarios, ServeOptions { required_api_key, delay: std::time::Duration::from_millis(args.delay_ms) }) => {
             served.context("serving the replay agent")?;

@@ -20,6 +20,7 @@ mod log_scrub;
 mod mock_llm;
 mod report;
 mod serve;
+mod slurm;
 mod sweep;
 mod token;
 mod up;
@@ -57,6 +58,9 @@ pub enum Command {
     /// Pre-pull the instance images a sweep needs on this machine.
     #[command(subcommand)]
     Images(images::ImagesCommand),
+    /// Start workers on a Slurm cluster (a job array, one worker per task).
+    #[command(subcommand)]
+    Slurm(slurm::SlurmCommand),
     /// Grade a saved test log offline and print the harness's one-instance report.
     GradeLog(grade_log::GradeLogArgs),
     /// Create, list and revoke API tokens: through the coordinator's API with an admin token, or straight to DATABASE_URL.
@@ -178,6 +182,7 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
         Command::GradeLog(args) => grade_log::run(args).await,
         Command::Images(cmd) => images::run(cmd).await,
         Command::Workers(args) => workers::run(args).await,
+        Command::Slurm(cmd) => slurm::run(cmd).await,
         Command::Token(cmd) => token::run(cmd).await,
         Command::Bench(BenchCommand::Queue(args)) => crate::bench::queue::queue(args).await,
         Command::Bench(BenchCommand::Sandbox(args)) => crate::bench::docker::sandbox(args).await,
@@ -213,26 +218,37 @@ fn log_colours() -> bool {
 }
 
 /// A token that fires on the first SIGINT/SIGTERM; a second signal exits at once.
-pub fn shutdown_on_signals() -> CancellationToken {
+/// A token cancelled on Ctrl-C, SIGTERM or `also`; a second such signal exits at once.
+pub fn shutdown_on_signals(also: Option<tokio::signal::unix::SignalKind>) -> CancellationToken {
     let token = CancellationToken::new();
     let fire = token.clone();
     tokio::spawn(async move {
-        wait_for_signal().await;
+        wait_for_signal(also).await;
         tracing::info!("shutting down (send the signal again to exit at once)");
         fire.cancel();
-        wait_for_signal().await;
+        wait_for_signal(also).await;
         eprintln!("second signal: exiting now");
         std::process::exit(130);
     });
     token
 }
 
-async fn wait_for_signal() {
+async fn wait_for_signal(also: Option<tokio::signal::unix::SignalKind>) {
     use tokio::signal::unix::{signal, SignalKind};
     let mut term = signal(SignalKind::terminate()).expect("installing a SIGTERM handler");
+    let mut other = also.map(|kind| signal(kind).expect("installing a signal handler"));
+    let other = async {
+        match other.as_mut() {
+            Some(s) => {
+                s.recv().await;
+            }
+            None => std::future::pending().await,
+        }
+    };
     tokio::select! {
         _ = tokio::signal::ctrl_c() => {}
         _ = term.recv() => {}
+        _ = other => {}
     }
 }
 

@@ -78,7 +78,7 @@ impl CoordinatorFlags {
 
 pub async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     let pool = db::connect(&args.db.database_url, args.coordinator.db_connections).await?;
-    let shutdown = shutdown_on_signals();
+    let shutdown = shutdown_on_signals(None);
     server::serve(pool, args.coordinator.config(args.bind), shutdown).await?;
     Ok(ExitCode::SUCCESS)
 }
@@ -153,6 +153,30 @@ pub struct WorkerFlags {
     pub registry: RegistryArgs,
     #[command(flatten)]
     pub llm: LlmRetryArgs,
+    #[command(flatten)]
+    pub slurm: SlurmEnv,
+}
+
+/// The Slurm job a worker runs in, from the variables Slurm sets in a job's environment
+/// (not meant to be given by hand).
+#[derive(Args, Debug, Clone, Default)]
+pub struct SlurmEnv {
+    #[arg(long, env = "SLURM_JOB_ID", hide = true)]
+    pub slurm_job_id: Option<String>,
+    #[arg(long, env = "SLURM_ARRAY_JOB_ID", hide = true)]
+    pub slurm_array_job_id: Option<String>,
+    #[arg(long, env = "SLURM_ARRAY_TASK_ID", hide = true)]
+    pub slurm_array_task_id: Option<String>,
+}
+
+impl SlurmEnv {
+    pub fn job(&self) -> Option<protocol::SlurmJob> {
+        Some(protocol::SlurmJob {
+            job_id: self.slurm_job_id.clone()?,
+            array_job_id: self.slurm_array_job_id.clone(),
+            array_task_id: self.slurm_array_task_id.clone(),
+        })
+    }
 }
 
 /// How agents' model calls are retried. A call that exhausts its attempts ends the run as an
@@ -253,12 +277,15 @@ impl WorkerFlags {
             metrics_bind: None,
             metrics_token: None,
             keys: worker::llm::Keyring::capture(allow, process_env()),
+            slurm: self.slurm.job(),
         })
     }
 }
 
 pub async fn worker(args: WorkerArgs) -> anyhow::Result<ExitCode> {
-    let drain = shutdown_on_signals();
+    // SIGUSR1 too: what a Slurm job asks for (`--signal=B:USR1@MARGIN`) to be warned that its
+    // time is nearly up.
+    let drain = shutdown_on_signals(Some(tokio::signal::unix::SignalKind::user_defined1()));
     let settings = worker::node::Settings {
         metrics_bind: args.metrics_bind,
         metrics_token: args.metrics_token,

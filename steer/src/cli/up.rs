@@ -81,7 +81,7 @@ async fn run_with_database(args: &UpArgs, data_dir: &Path, database_url: &str) -
     let worker_token =
         token_file(&pool, &data_dir.join(WORKER_TOKEN_FILE), "steer-up-worker", Role::Worker).await?;
 
-    let shutdown = shutdown_on_signals();
+    let shutdown = shutdown_on_signals(None);
     let tracker = TaskTracker::new();
     let stop_server = tokio_util::sync::CancellationToken::new();
     let addr = server::spawn(pool.clone(), args.coordinator.config(args.bind), stop_server.clone(), &tracker)

@@ -33,8 +33,16 @@ pub async fn run(args: WorkersArgs) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     println!(
-        "{:<20} {:<16} {:>5} {:>7} {:>6}  {:<20} {:<20} {:<20} status",
-        "name", "host", "slots", "running", "images", "executors", "key variables", "last heartbeat"
+        "{:<20} {:<16} {:<12} {:>5} {:>7} {:>6}  {:<20} {:<20} {:<20} status",
+        "name",
+        "host",
+        "slurm job",
+        "slots",
+        "running",
+        "images",
+        "executors",
+        "key variables",
+        "last heartbeat"
     );
     for w in workers {
         let mut status = match (&w.status, w.draining) {
@@ -47,9 +55,10 @@ pub async fn run(args: WorkersArgs) -> anyhow::Result<ExitCode> {
             status = format!("DEGRADED: {why}; {status}");
         }
         println!(
-            "{:<20} {:<16} {:>5} {:>7} {:>6}  {:<20} {:<20} {:<20} {status}",
+            "{:<20} {:<16} {:<12} {:>5} {:>7} {:>6}  {:<20} {:<20} {:<20} {status}",
             w.name,
             w.host,
+            w.slurm.as_ref().map_or_else(|| "-".to_string(), protocol::SlurmJob::label),
             w.slots,
             w.running,
             w.images,
