@@ -381,7 +381,12 @@ impl ImageCache {
             .into_iter()
             .map(|s| Summary {
                 id: s.id,
-                tags: s.repo_tags.into_iter().filter(|t| t != "<none>:<none>").collect(),
+                tags: s
+                    .repo_tags
+                    .into_iter()
+                    .filter(|t| t != "<none>:<none>")
+                    .map(|t| self.docker.engine().familiar_name(&t).to_string())
+                    .collect(),
                 digests: s.repo_digests.into_iter().filter(|d| d != "<none>@<none>").collect(),
             })
             .collect())

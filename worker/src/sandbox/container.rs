@@ -3,13 +3,13 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use bollard::models::{ContainerCreateBody, HostConfig};
+use bollard::models::{ContainerCreateBody, HostConfig, ResourcesUlimits};
 use bollard::query_parameters::CreateContainerOptionsBuilder;
 use rand::Rng;
 use tokio::sync::oneshot;
 use tracing::{info, warn, Instrument};
 
-use super::docker::{api_error, container_error, is_storage_opt_refusal, status};
+use super::docker::{api_error, container_error, is_storage_opt_refusal, status, Engine};
 use super::{Docker, Error};
 
 /// Label set on every sandbox container, whatever its spec says.
@@ -82,6 +82,21 @@ impl SandboxSpec {
         }
     }
 
+    /// Resource limits for a Podman container. Docker's containers inherit its daemon's
+    /// limits; Podman sets its own defaults (1,048,576 open files and processes), which runc
+    /// cannot apply where they exceed the limits of the processes starting it ("error setting
+    /// rlimit type 7: operation not permitted"). So ask for what this host allows: open files
+    /// up to this process's own hard limit, processes as many as `pids_limit` allows (or
+    /// the default sandbox's 4,096).
+    pub(crate) fn podman_rlimits(&self) -> Vec<ResourcesUlimits> {
+        use nix::sys::resource::{getrlimit, Resource};
+        let files = getrlimit(Resource::RLIMIT_NOFILE).map_or(1024, |(_, hard)| hard).min(1 << 20);
+        let processes = self.pids_limit.filter(|&n| n > 0).unwrap_or(4096);
+        let limit =
+            |name: &str, n: i64| ResourcesUlimits { name: Some(name.into()), soft: Some(n), hard: Some(n) };
+        vec![limit("nofile", files as i64), limit("nproc", processes)]
+    }
+
     /// `steer-<run>-<attempt>-<random>` (or `steer-<random>` without those labels); only
     /// characters Docker accepts in names.
     fn container_name(&self) -> String {
@@ -99,9 +114,9 @@ impl SandboxSpec {
         }
     }
 
-    /// The container's configuration; `disk_cap` says whether the engine takes the storage
-    /// driver's `size` option.
-    fn container_config(&self, disk_cap: bool) -> ContainerCreateBody {
+    /// The container's configuration for `engine`; `disk_cap` says whether the engine takes
+    /// the storage driver's `size` option.
+    fn container_config(&self, engine: Engine, disk_cap: bool) -> ContainerCreateBody {
         let mut labels: HashMap<String, String> =
             self.labels.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
         labels.insert(SANDBOX_LABEL.0.into(), SANDBOX_LABEL.1.into());
@@ -122,7 +137,9 @@ impl SandboxSpec {
             security_opt: Some(vec!["no-new-privileges".into()]),
             // docker-init as PID 1 reaps orphans: processes killed on timeout, whose parents
             // are gone, would otherwise stay zombies and count against `pids_limit`.
+            // (Podman's init is catatonit, from the package of that name.)
             init: Some(true),
+            ulimits: (engine == Engine::Podman).then(|| self.podman_rlimits()),
             ..Default::default()
         };
         ContainerCreateBody {
@@ -187,13 +204,18 @@ impl Docker {
         let name = spec.container_name();
         let options = CreateContainerOptionsBuilder::new().name(&name).build();
         let disk_cap = spec.disk_bytes.is_some() && self.disk_cap.supported();
-        let mut created =
-            self.api.create_container(Some(options.clone()), spec.container_config(disk_cap)).await;
+        let mut created = self
+            .api
+            .create_container(Some(options.clone()), spec.container_config(self.engine(), disk_cap))
+            .await;
         if disk_cap {
             if let Err(e) = &created {
                 if is_storage_opt_refusal(e) {
                     self.disk_cap.unsupported(&e.to_string());
-                    created = self.api.create_container(Some(options), spec.container_config(false)).await;
+                    created = self
+                        .api
+                        .create_container(Some(options), spec.container_config(self.engine(), false))
+                        .await;
                 }
             }
         }
@@ -326,7 +348,7 @@ mod unit {
         let mut spec = SandboxSpec::new("img");
         spec.cpus = Some(1.5);
         spec.memory_bytes = Some(1 << 30);
-        let config = spec.container_config(true);
+        let config = spec.container_config(Engine::Docker, true);
         let host = config.host_config.unwrap();
         assert_eq!(host.network_mode.as_deref(), Some("none"));
         assert_eq!(host.nano_cpus, Some(1_500_000_000));
@@ -335,15 +357,28 @@ mod unit {
         assert_eq!(host.privileged, Some(false));
         assert_eq!(config.labels.unwrap().get("steerbench.sandbox").map(String::as_str), Some("1"));
         spec.network = true;
-        assert_eq!(spec.container_config(true).host_config.unwrap().network_mode, None);
+        assert_eq!(spec.container_config(Engine::Docker, true).host_config.unwrap().network_mode, None);
     }
 
     #[test]
     fn the_disk_cap_is_the_storage_drivers_size_where_the_engine_takes_it() {
         let spec = SandboxSpec::new("img");
-        let size = |disk_cap| spec.container_config(disk_cap).host_config.unwrap().storage_opt;
+        let size =
+            |disk_cap| spec.container_config(Engine::Docker, disk_cap).host_config.unwrap().storage_opt;
         let ten_gib = (10u64 << 30).to_string();
         assert_eq!(size(true), Some(HashMap::from([("size".to_string(), ten_gib)])));
         assert_eq!(size(false), None);
+    }
+
+    #[test]
+    fn podman_containers_ask_for_limits_the_host_allows_and_docker_ones_inherit_the_daemons() {
+        let mut spec = SandboxSpec::new("img");
+        spec.pids_limit = Some(512);
+        assert_eq!(spec.container_config(Engine::Docker, true).host_config.unwrap().ulimits, None);
+        let limits = spec.container_config(Engine::Podman, true).host_config.unwrap().ulimits.unwrap();
+        let of = |name: &str| limits.iter().find(|l| l.name.as_deref() == Some(name)).unwrap().hard.unwrap();
+        let (_, hard) = nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE).unwrap();
+        assert_eq!(of("nofile") as u64, hard.min(1 << 20));
+        assert_eq!(of("nproc"), 512);
     }
 }

@@ -63,6 +63,42 @@ pub struct Docker {
     pulls: Arc<std::sync::Mutex<BTreeMap<String, String>>>,
     /// Whether the engine takes the storage driver's `size` option (learnt on first refusal).
     pub(crate) disk_cap: DiskCap,
+    /// Which engine answers on the socket.
+    engine: Engine,
+}
+
+/// The engine behind the Docker-compatible API. Podman answers the same API with its own
+/// defaults, which the sandbox must correct (see `container_config`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Engine {
+    Docker,
+    Podman,
+}
+
+impl Engine {
+    /// An image name as Docker shows it. Podman lists fully qualified names: images pulled
+    /// from Docker Hub under `docker.io/` (`docker.io/library/` for official ones), images
+    /// built or loaded locally under `localhost/`. The coordinator names images as Docker
+    /// does, so a worker reports them that way.
+    pub fn familiar_name<'a>(&self, name: &'a str) -> &'a str {
+        match self {
+            Engine::Docker => name,
+            Engine::Podman => ["docker.io/library/", "docker.io/", "localhost/"]
+                .iter()
+                .find_map(|prefix| name.strip_prefix(prefix))
+                .unwrap_or(name),
+        }
+    }
+
+    /// From `GET /version`: Podman names a component "Podman Engine".
+    fn of(version: &bollard::models::SystemVersion) -> Engine {
+        let podman = version.components.iter().flatten().any(|c| c.name.starts_with("Podman"));
+        if podman {
+            Engine::Podman
+        } else {
+            Engine::Docker
+        }
+    }
 }
 
 /// Whether the engine caps a container's disk (`--storage-opt size=`): assumed until the
@@ -117,7 +153,8 @@ impl Docker {
         // GET /version; downgrades the client's API version to the engine's if that is older
         // (bollard 0.21 speaks 1.53 by default; Engine 20.10 speaks 1.41).
         let api = api.negotiate_version().await.map_err(|e| unreachable(e.to_string()))?;
-        debug!(host, api_version = %api.client_version(), "connected to the Docker engine");
+        let engine = Engine::of(&api.version().await.map_err(|e| unreachable(e.to_string()))?);
+        debug!(host, api_version = %api.client_version(), ?engine, "connected to the container engine");
         Ok(Docker {
             api,
             host: host.into(),
@@ -125,7 +162,13 @@ impl Docker {
             background: TaskTracker::new(),
             pulls: Default::default(),
             disk_cap: DiskCap::default(),
+            engine,
         })
+    }
+
+    /// Which engine answers (Docker or Podman).
+    pub fn engine(&self) -> Engine {
+        self.engine
     }
 
     /// The same handle with another pull retry policy.
@@ -490,5 +533,23 @@ mod unit {
         for reason in transient {
             assert!(PullFailure::classify(reason.into()).retryable, "{reason}");
         }
+    }
+}
+
+#[cfg(test)]
+mod engine_tests {
+    use super::*;
+
+    #[test]
+    fn podman_image_names_read_as_docker_shows_them() {
+        let p = Engine::Podman;
+        assert_eq!(p.familiar_name("docker.io/library/python:3.11"), "python:3.11");
+        assert_eq!(p.familiar_name("docker.io/swebench/sweb.eval.x:latest"), "swebench/sweb.eval.x:latest");
+        assert_eq!(
+            p.familiar_name("localhost/steerbench/sweb.eval.y:latest"),
+            "steerbench/sweb.eval.y:latest"
+        );
+        assert_eq!(p.familiar_name("ghcr.io/org/img:1"), "ghcr.io/org/img:1");
+        assert_eq!(Engine::Docker.familiar_name("localhost/x:1"), "localhost/x:1");
     }
 }

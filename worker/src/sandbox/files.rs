@@ -104,7 +104,9 @@ impl Sandbox {
                     }
                     Err(e) => return Err(container_error("stat file", self.id(), e)),
                 };
-            if !stat.link_target.is_empty() {
+            // Docker leaves `linkTarget` empty for a file that is not a link; Podman names the
+            // file itself there.
+            if !stat.link_target.is_empty() && stat.link_target != path {
                 path = if stat.link_target.starts_with('/') {
                     stat.link_target
                 } else {

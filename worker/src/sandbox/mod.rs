@@ -37,7 +37,7 @@ use std::fmt;
 
 pub use cache::{ImageCache, ImageGuard, INSTANCE_IMAGE_PATTERN};
 pub use container::{mib, Sandbox, SandboxSpec, CAPABILITIES};
-pub use docker::{Docker, PullPolicy};
+pub use docker::{Docker, Engine, PullPolicy};
 pub use exec::{ExecLimits, ExecOutput};
 pub use files::MAX_PATCH_BYTES;
 pub use shell::Shell;
