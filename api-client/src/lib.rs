@@ -26,6 +26,10 @@ pub enum Error {
     /// "coordinator unavailable: ...").
     #[error("{0}")]
     Unavailable(String),
+    /// The coordinator is overloaded and asks to be called again after `retry_after`: worth
+    /// retrying then, with jitter ([`Error::retry_hint`]).
+    #[error("coordinator overloaded (retry in {} ms): {message}", .retry_after.as_millis())]
+    Overloaded { retry_after: Duration, message: String },
     /// Our lease on the run is gone: stop working on it and write nothing more.
     #[error("lease lost: {0}")]
     LeaseLost(String),
@@ -40,7 +44,17 @@ pub enum Error {
 
 impl Error {
     pub fn is_transient(&self) -> bool {
-        matches!(self, Error::Unavailable(_))
+        matches!(self, Error::Unavailable(_) | Error::Overloaded { .. })
+    }
+
+    /// How long to wait before asking an overloaded coordinator again: its hint plus up to
+    /// half of it again at random, so that a fleet told to back off together does not come
+    /// back together. None for other errors.
+    pub fn retry_hint(&self) -> Option<Duration> {
+        match self {
+            Error::Overloaded { retry_after, .. } => Some(jittered(*retry_after)),
+            _ => None,
+        }
     }
 }
 
@@ -55,6 +69,13 @@ impl Failure {
     fn answered(error: Error) -> Self {
         Failure { error, unreachable: false }
     }
+}
+
+/// `base` plus a random part of up to half of it.
+fn jittered(base: Duration) -> Duration {
+    use rand::Rng;
+    let extra = rand::thread_rng().gen_range(0.0..=0.5);
+    base + base.mul_f64(extra)
 }
 
 /// An error and its sources, `: `-joined (reqwest's message alone does not say why).
@@ -209,6 +230,10 @@ impl CoordinatorClient {
             return Ok(text);
         }
         let api: Option<ApiError> = serde_json::from_str(&text).ok();
+        if let Some(ApiError { code: ErrorCode::Overloaded, message, retry_after_ms }) = &api {
+            let retry_after = Duration::from_millis(retry_after_ms.unwrap_or(1000));
+            return Err(Failure::answered(Error::Overloaded { retry_after, message: message.clone() }));
+        }
         let (code, message) = match api {
             Some(a) => (Some(a.code), a.message),
             None => (None, text.chars().take(500).collect()),
@@ -246,6 +271,9 @@ impl CoordinatorClient {
                 f.error.is_transient()
                     && (!f.unreachable || self.retry_unreachable || self.answered.load(Ordering::Relaxed))
             })
+            // An overloaded coordinator says when to come back; that replaces the backoff step
+            // (but not the end of retrying: `None` once `retry_for` is spent).
+            .adjust(|f: &Failure, after| after.map(|a| f.error.retry_hint().unwrap_or(a)))
             .notify(|f, after| {
                 tracing::warn!(error = %f.error, retry_in = ?after, "coordinator call failed; retrying")
             })

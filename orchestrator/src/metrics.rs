@@ -159,6 +159,7 @@ fn latency_histogram() -> Histogram {
 pub struct Metrics {
     registry: Registry,
     pub claim_requests: Counter,
+    pub requests_overloaded: Counter,
     pub runs_claimed: Counter,
     pub runs_completed: Family<OutcomeLabel, Counter>,
     pub runs_failed: Counter,
@@ -190,6 +191,7 @@ impl Metrics {
         let mut registry = Registry::with_prefix("steer");
         let m = Metrics {
             claim_requests: Counter::default(),
+            requests_overloaded: Counter::default(),
             runs_claimed: Counter::default(),
             runs_completed: Family::default(),
             runs_failed: Counter::default(),
@@ -220,6 +222,11 @@ impl Metrics {
             "claim_requests",
             "Claim requests served by this replica",
             m.claim_requests.clone(),
+        );
+        registry.register(
+            "requests_overloaded",
+            "Worker requests this replica answered `overloaded` (told when to ask again)",
+            m.requests_overloaded.clone(),
         );
         registry.register("runs_claimed", "Runs leased to workers by this replica", m.runs_claimed.clone());
         registry.register(

@@ -9,13 +9,13 @@ use std::time::Duration;
 use anyhow::Context;
 use sqlx::postgres::PgListener;
 use sqlx::PgPool;
-use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 pub use crate::api::limits::RequestLimits;
 use crate::api::{self, AppState};
-use crate::metrics::Metrics;
+use crate::queue::desk::ClaimDesk;
+pub use crate::queue::desk::DeskConfig;
 pub use crate::queue::EndpointCooldown;
 use crate::queue::{Queue, RunState};
 
@@ -33,6 +33,8 @@ pub struct CoordinatorConfig {
     pub limits: RequestLimits,
     /// When set, `/metrics` answers only `Authorization: Bearer <metrics_token>` (401 otherwise).
     pub metrics_token: Option<String>,
+    /// How waiting claims are served: how many may wait, how many runs one window asks for.
+    pub desk: DeskConfig,
 }
 
 impl Default for CoordinatorConfig {
@@ -44,6 +46,7 @@ impl Default for CoordinatorConfig {
             endpoint_cooldown: EndpointCooldown::default(),
             limits: RequestLimits::default(),
             metrics_token: None,
+            desk: DeskConfig::default(),
         }
     }
 }
@@ -56,15 +59,15 @@ pub async fn spawn(
     shutdown: CancellationToken,
     tracker: &TaskTracker,
 ) -> anyhow::Result<SocketAddr> {
-    let state = AppState {
-        queue: Queue::new(pool.clone(), config.lease_ttl).with_endpoint_cooldown(config.endpoint_cooldown),
-        pool: pool.clone(),
-        metrics: Arc::new(Metrics::new()),
-        wake: Arc::new(Notify::new()),
-        upload_slots: api::limits::upload_slots(&config.limits),
-        limits: config.limits,
-        metrics_token: config.metrics_token.as_deref().map(Arc::from),
-    };
+    let queue = Queue::new(pool.clone(), config.lease_ttl).with_endpoint_cooldown(config.endpoint_cooldown);
+    let state = AppState::new(
+        queue,
+        config.limits,
+        config.desk,
+        config.metrics_token.as_deref().map(Arc::from),
+        shutdown.clone(),
+        tracker,
+    );
     let listener = tokio::net::TcpListener::bind(config.bind)
         .await
         .with_context(|| format!("binding the coordinator to {}", config.bind))?;
@@ -78,7 +81,7 @@ pub async fn spawn(
             tracing::error!(error = %e, "coordinator HTTP server stopped with an error");
         }
     });
-    tracker.spawn(wake_on_notify(pool.clone(), state.wake.clone(), shutdown.clone()));
+    tracker.spawn(wake_on_notify(pool.clone(), state.desk.clone(), shutdown.clone()));
     tracker.spawn(maintenance(state, config.maintenance_interval, shutdown));
     tracing::info!(%addr, "coordinator listening");
     Ok(addr)
@@ -98,14 +101,14 @@ pub async fn serve(
 }
 
 /// Wakes long-polling claims when a sweep is submitted or resumed (on any replica).
-async fn wake_on_notify(pool: PgPool, wake: Arc<Notify>, shutdown: CancellationToken) {
+async fn wake_on_notify(pool: PgPool, desk: ClaimDesk, shutdown: CancellationToken) {
     loop {
         let listen = async {
             let mut listener = PgListener::connect_with(&pool).await?;
             listener.listen("steer_runs").await?;
             loop {
                 listener.recv().await?;
-                wake.notify_waiters();
+                desk.wake();
             }
             #[allow(unreachable_code)]
             Ok::<(), sqlx::Error>(())
@@ -139,16 +142,13 @@ async fn maintenance(state: AppState, interval: Duration, shutdown: Cancellation
             _ = shutdown.cancelled() => return,
             _ = tick.tick() => {}
         }
-        match state.queue.expire_leases(1000).await {
-            Ok(expired) if !expired.is_empty() => {
-                tracing::warn!(%expired, "took back runs whose lease expired");
-                state.metrics.lease_expired(&expired);
-                if expired.get(RunState::Queued) > 0 {
-                    state.wake.notify_waiters();
-                }
-            }
-            Ok(_) => {}
-            Err(e) => tracing::warn!(error = %e, "lease expiry pass failed; will retry"),
+        // A coordinator that could not serve heartbeats in time must not take back the
+        // leases whose heartbeats it failed: expiry waits until it has kept up for a lease
+        // lifetime (api::pressure).
+        if state.pressure.behind() {
+            tracing::warn!("the coordinator is behind: lease expiry paused");
+        } else {
+            expire(&state).await;
         }
         // Both settle what a crash or a race between two last completions may have left.
         if let Err(e) = state.queue.stop_over_budget(None).await {
@@ -157,5 +157,20 @@ async fn maintenance(state: AppState, interval: Duration, shutdown: Cancellation
         if let Err(e) = state.queue.finish_sweeps(None).await {
             tracing::warn!(error = %e, "sweep completion pass failed; will retry");
         }
+    }
+}
+
+/// Takes back expired leases; wakes the claim desk when runs went back to the queue.
+async fn expire(state: &AppState) {
+    match state.queue.expire_leases(1000).await {
+        Ok(expired) if !expired.is_empty() => {
+            tracing::warn!(%expired, "took back runs whose lease expired");
+            state.metrics.lease_expired(&expired);
+            if expired.get(RunState::Queued) > 0 {
+                state.desk.wake();
+            }
+        }
+        Ok(_) => {}
+        Err(e) => tracing::warn!(error = %e, "lease expiry pass failed; will retry"),
     }
 }

@@ -218,6 +218,11 @@ impl std::str::FromStr for SweepState {
 pub struct ApiError {
     pub code: ErrorCode,
     pub message: String,
+    /// With `overloaded`: how long to wait before asking again, in milliseconds (also sent as
+    /// the `Retry-After` header, rounded up to seconds). Clients add jitter so that a fleet
+    /// told to back off at once does not come back at once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_after_ms: Option<u64>,
 }
 
 /// What went wrong with an API request: the closed set of codes the API answers with, each
@@ -240,6 +245,9 @@ pub enum ErrorCode {
     PayloadTooLarge,
     /// The database could not be reached or timed out: try again later.
     Unavailable,
+    /// The coordinator has more work in flight than it serves well: try again after
+    /// `retry_after_ms` (with jitter). Nothing was done.
+    Overloaded,
     /// A bug or a broken invariant.
     Internal,
 }
@@ -253,6 +261,7 @@ wire_names!(ErrorCode, "error code", {
     LeaseLost => "lease_lost",
     PayloadTooLarge => "payload_too_large",
     Unavailable => "unavailable",
+    Overloaded => "overloaded",
     Internal => "internal",
 });
 
@@ -266,7 +275,7 @@ impl ErrorCode {
             ErrorCode::NotFound => 404,
             ErrorCode::Conflict | ErrorCode::LeaseLost => 409,
             ErrorCode::PayloadTooLarge => 413,
-            ErrorCode::Unavailable => 503,
+            ErrorCode::Unavailable | ErrorCode::Overloaded => 503,
             ErrorCode::Internal => 500,
         }
     }

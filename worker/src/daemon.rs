@@ -197,10 +197,12 @@ impl Daemon {
                     if let Some(why) = self.refusal(&e) {
                         return Some(why);
                     }
-                    tracing::warn!(error = %e, "claim failed; backing off");
+                    // An overloaded coordinator says when to ask again (jittered).
+                    let pause = e.retry_hint().unwrap_or(Duration::from_secs(1));
+                    tracing::warn!(error = %e, retry_in = ?pause, "claim failed; backing off");
                     tokio::select! {
                         _ = drain.cancelled() => break,
-                        _ = tokio::time::sleep(Duration::from_secs(1)) => continue,
+                        _ = tokio::time::sleep(pause) => continue,
                     }
                 }
             }

@@ -1,4 +1,5 @@
-//! The API's one error type: a small closed set of codes, JSON body `{code, message}`.
+//! The API's one error type: a small closed set of codes, JSON body `{code, message}` (and
+//! `retry_after_ms` when the coordinator is overloaded).
 
 use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
 use axum::http::StatusCode;
@@ -11,11 +12,18 @@ use crate::db;
 pub struct ApiErr {
     pub code: ErrorCode,
     pub message: String,
+    /// With `Overloaded`: when to ask again.
+    pub retry_after: Option<std::time::Duration>,
 }
 
 impl ApiErr {
     pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
-        ApiErr { code, message: message.into() }
+        ApiErr { code, message: message.into(), retry_after: None }
+    }
+    /// The coordinator is too busy to take this request now: the client should ask again
+    /// after `retry_after` (it adds jitter).
+    pub fn overloaded(message: impl Into<String>, retry_after: std::time::Duration) -> Self {
+        ApiErr { code: ErrorCode::Overloaded, message: message.into(), retry_after: Some(retry_after) }
     }
     pub fn bad_request(message: impl Into<String>) -> Self {
         Self::new(ErrorCode::BadRequest, message)
@@ -83,8 +91,15 @@ impl From<QueryRejection> for ApiErr {
 impl IntoResponse for ApiErr {
     fn into_response(self) -> Response {
         let status = self.status();
-        let body = ApiError { code: self.code, message: self.message };
-        (status, axum::Json(body)).into_response()
+        let retry_after_ms = self.retry_after.map(|d| d.as_millis() as u64);
+        let body = ApiError { code: self.code, message: self.message, retry_after_ms };
+        let mut resp = (status, axum::Json(body)).into_response();
+        if let Some(ms) = retry_after_ms {
+            // The header counts whole seconds; the body keeps the precise figure.
+            let secs = ms.div_ceil(1000).max(1);
+            resp.headers_mut().insert(axum::http::header::RETRY_AFTER, axum::http::HeaderValue::from(secs));
+        }
+        resp
     }
 }
 

@@ -88,29 +88,25 @@ fn too_large(length: u64, limit: usize) -> ApiErr {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Arc;
     use std::time::Duration;
 
     use axum::routing::post;
     use sqlx::postgres::PgPoolOptions;
-    use tokio::sync::Notify;
 
     use super::*;
-    use crate::metrics::Metrics;
     use crate::queue::Queue;
 
     /// A server whose one route is behind the gate, with these limits (no database needed).
     async fn gated(limits: RequestLimits) -> (String, AppState) {
         let pool = PgPoolOptions::new().connect_lazy("postgres://steer@127.0.0.1:1/steer").unwrap();
-        let state = AppState {
-            queue: Queue::new(pool.clone(), Duration::from_secs(30)),
-            pool,
-            metrics: Arc::new(Metrics::new()),
-            wake: Arc::new(Notify::new()),
-            upload_slots: upload_slots(&limits),
+        let state = AppState::new(
+            Queue::new(pool, Duration::from_secs(30)),
             limits,
-            metrics_token: None,
-        };
+            crate::queue::desk::DeskConfig::default(),
+            None,
+            tokio_util::sync::CancellationToken::new(),
+            &tokio_util::task::TaskTracker::new(),
+        );
         let app = axum::Router::new()
             .route("/upload", post(|body: String| async move { body.len().to_string() }))
             .route_layer(axum::middleware::from_fn_with_state(state.clone(), gate_uploads));

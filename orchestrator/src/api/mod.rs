@@ -11,16 +11,19 @@ use axum::routing::{delete, get, post};
 use axum::Router;
 use protocol::Role;
 use sqlx::PgPool;
-use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 use utoipa::OpenApi;
 
 use crate::metrics::{HostLabel, Metrics, StateLabel, StatusLabel, SweepLabel};
+use crate::queue::desk::{ClaimDesk, DeskConfig};
 use crate::queue::Queue;
 use crate::store;
 
 pub mod auth;
 pub mod error;
 pub mod limits;
+pub mod pressure;
 pub mod reports;
 pub mod ui;
 pub mod users;
@@ -34,8 +37,11 @@ pub struct AppState {
     pub pool: PgPool,
     pub queue: Queue,
     pub metrics: Arc<Metrics>,
-    /// Woken when runs become claimable (Postgres NOTIFY on `steer_runs`).
-    pub wake: Arc<Notify>,
+    /// Serves every waiting claim; woken when runs may have become claimable (Postgres
+    /// NOTIFY on `steer_runs`, lease expiry, a run ending).
+    pub desk: ClaimDesk,
+    /// The worker requests' lanes to the database, and whether the coordinator is behind.
+    pub pressure: Arc<pressure::Pressure>,
     /// Bounds on the work of one request.
     pub limits: limits::RequestLimits,
     /// Turns of the bulk uploads (`limits.uploads_at_once` permits).
@@ -45,10 +51,45 @@ pub struct AppState {
 }
 
 impl AppState {
+    /// A coordinator's state over `queue`: its lanes sized from the queue's pool, its claim
+    /// desk started on `tracker` (it stops on `shutdown`).
+    pub fn new(
+        queue: Queue,
+        limits: limits::RequestLimits,
+        desk: DeskConfig,
+        metrics_token: Option<Arc<str>>,
+        shutdown: CancellationToken,
+        tracker: &TaskTracker,
+    ) -> Self {
+        let pool = queue.pool().clone();
+        let pressure =
+            Arc::new(pressure::Pressure::new(pool.options().get_max_connections(), queue.lease_ttl()));
+        AppState {
+            desk: ClaimDesk::spawn(queue.clone(), desk, shutdown, tracker),
+            pressure,
+            queue,
+            pool,
+            metrics: Arc::new(Metrics::new()),
+            upload_slots: limits::upload_slots(&limits),
+            limits,
+            metrics_token,
+        }
+    }
+
     /// A worker heard from within this long counts as live (two lease lifetimes: a worker
     /// heartbeats three times per lease).
     pub fn live_window(&self) -> std::time::Duration {
         self.queue.lease_ttl() * 2
+    }
+
+    /// Enters a worker request's lane to the database (counting those turned away).
+    pub async fn lane(
+        &self,
+        lane: pressure::Lane,
+    ) -> Result<tokio::sync::SemaphorePermit<'_>, error::ApiErr> {
+        self.pressure.enter(lane).await.inspect_err(|_| {
+            self.metrics.requests_overloaded.inc();
+        })
     }
 }
 
@@ -254,15 +295,14 @@ mod tests {
             .acquire_timeout(Duration::from_millis(500))
             .connect_lazy("postgres://steer@127.0.0.1:1/steer")
             .unwrap();
-        AppState {
-            queue: Queue::new(pool.clone(), Duration::from_secs(30)),
-            pool,
-            metrics: Arc::new(Metrics::new()),
-            wake: Arc::new(Notify::new()),
-            limits: limits::RequestLimits::default(),
-            upload_slots: limits::upload_slots(&limits::RequestLimits::default()),
-            metrics_token: None,
-        }
+        AppState::new(
+            Queue::new(pool, Duration::from_secs(30)),
+            limits::RequestLimits::default(),
+            DeskConfig::default(),
+            None,
+            CancellationToken::new(),
+            &TaskTracker::new(),
+        )
     }
 
     async fn body(resp: axum::response::Response) -> String {

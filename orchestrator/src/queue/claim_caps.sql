@@ -1,4 +1,4 @@
--- Claim, part 1 of 3 (queue::claim_statement joins the parts): endpoints and sweeps
+-- Claim, part 1 of 2 (Queue::claim_batch joins it to claim_window.sql): endpoints and sweeps
 -- already at their concurrency cap.
 -- An endpoint cooling down after an outage takes no run; a half-open one (outage_failures > 0)
 -- is capped at one run in flight, its probe (migration 0009).

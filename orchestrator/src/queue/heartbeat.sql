@@ -6,6 +6,8 @@
 -- needs no finer grain, and it keeps a busy fleet from rewriting worker rows on every beat.
 -- The images the worker holds ($6, NULL: unchanged) are stored when sent, its status ($7) and
 -- why it is degraded ($9, NULL: it is not) always.
+-- Leases are extended from when the statement runs (clock_timestamp), not from when it was
+-- sent (now()): a heartbeat that waited behind a lock must not extend into the past.
 WITH worker AS (
     SELECT id, token_id IS NOT DISTINCT FROM $8 AS bound,
            last_heartbeat < now() - interval '1 second' OR draining <> $5 OR $6::text[] IS NOT NULL
@@ -17,7 +19,7 @@ WITH worker AS (
     FROM worker WHERE w.id = worker.id AND worker.stale AND worker.bound
 ), extended AS (
     UPDATE runs r
-    SET lease_expires_at = now() + make_interval(secs => $4::double precision / 1000.0)
+    SET lease_expires_at = clock_timestamp() + make_interval(secs => $4::double precision / 1000.0)
     FROM unnest($1::bigint[], $2::uuid[]) AS l(run_id, token), sweeps s, worker
     WHERE r.id = l.run_id AND r.lease_token = l.token AND r.lease_owner = $3
       AND r.state = 'running' AND s.id = r.sweep_id AND worker.bound

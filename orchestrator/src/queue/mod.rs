@@ -44,18 +44,8 @@ fn run_state(text: &str) -> Result<RunState> {
     text.parse().map_err(Error::Internal)
 }
 
-/// The claim statement, in fair-share order, and its image-locality variant: the same head
-/// (caps) and tail (leasing), with different candidate selection.
-const CLAIM: &str = concat!(
-    include_str!("claim_caps.sql"),
-    include_str!("claim_candidates.sql"),
-    include_str!("claim_take.sql")
-);
-const CLAIM_NEAR: &str = concat!(
-    include_str!("claim_caps.sql"),
-    include_str!("claim_local_candidates.sql"),
-    include_str!("claim_take.sql")
-);
+/// The claim window: caps (part 1) and the runs locked for a class of claimers (part 2).
+const CLAIM_WINDOW: &str = concat!(include_str!("claim_caps.sql"), include_str!("claim_window.sql"));
 
 /// How far past the head of the queue a claim looks for a run whose image the worker holds:
 /// far enough to find one in a mixed sweep, near enough that fair share barely bends.
@@ -158,6 +148,86 @@ impl Default for EndpointCooldown {
     }
 }
 
+/// Who may take which runs: the executor kinds a worker can run now and the API-key variables
+/// it allows (its `capabilities.key_envs`). Workers of one class can be served by one claim
+/// window ([`Queue::claim_batch`]).
+#[derive(Debug, Clone)]
+pub struct ClaimClass {
+    kinds: Vec<ExecutorKind>,
+    key_envs: Option<serde_json::Value>,
+    /// The two above as one comparable text (JSON values are not `Hash`).
+    key: String,
+}
+
+impl ClaimClass {
+    pub fn new(mut kinds: Vec<ExecutorKind>, key_envs: Option<serde_json::Value>) -> Self {
+        kinds.sort_by_key(|k| k.as_str());
+        kinds.dedup();
+        let names: Vec<&str> = kinds.iter().map(|k| k.as_str()).collect();
+        let key =
+            format!("{}|{}", names.join(","), key_envs.as_ref().map_or_else(String::new, |v| v.to_string()));
+        ClaimClass { kinds, key_envs, key }
+    }
+}
+
+impl PartialEq for ClaimClass {
+    fn eq(&self, other: &Self) -> bool {
+        self.key == other.key
+    }
+}
+impl Eq for ClaimClass {}
+impl std::hash::Hash for ClaimClass {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.key.hash(state);
+    }
+}
+
+/// One waiting worker's request: up to `max` runs, preferring those whose image it holds.
+#[derive(Debug, Clone)]
+pub struct ClaimTicket {
+    pub worker: Uuid,
+    pub max: u32,
+    pub images: Vec<String>,
+}
+
+/// Shares the claim window `open` (run id and image, in dispatch order) out among `tickets`:
+/// first each worker holding images takes the runs of its images, in dispatch order; then
+/// every worker, in the tickets' order, takes from the head of what is left. Returns (index
+/// into `open`, index into `tickets`) pairs.
+fn share_out(open: &[(i64, String)], tickets: &[ClaimTicket]) -> Vec<(usize, usize)> {
+    let mut taken = vec![false; open.len()];
+    let mut need: Vec<usize> = tickets.iter().map(|t| t.max as usize).collect();
+    let mut out = Vec::new();
+    for (t, ticket) in tickets.iter().enumerate().filter(|(_, t)| !t.images.is_empty()) {
+        let held: HashSet<&str> = ticket.images.iter().map(String::as_str).collect();
+        for (i, (_, image)) in open.iter().enumerate() {
+            if need[t] == 0 {
+                break;
+            }
+            if !taken[i] && held.contains(image.as_str()) {
+                taken[i] = true;
+                need[t] -= 1;
+                out.push((i, t));
+            }
+        }
+    }
+    let mut next = 0;
+    for (t, n) in need.iter_mut().enumerate() {
+        while *n > 0 {
+            while next < open.len() && taken[next] {
+                next += 1;
+            }
+            if next == open.len() {
+                return out;
+            }
+            taken[next] = true;
+            *n -= 1;
+            out.push((next, t));
+        }
+    }
+    out
+}
+
 struct Candidate {
     id: i64,
     endpoint_id: i64,
@@ -190,15 +260,13 @@ impl Queue {
 
     /// Grants `worker` leases on up to `max` queued runs of the executor `kinds` it can run, in
     /// fair-share order, within caps.
-    ///
-    /// One statement does the common case (runs without caps); runs under a cap take a second,
-    /// transactional path that re-counts under the cap's advisory lock.
     pub async fn claim(&self, worker: Uuid, max: u32, kinds: &[ExecutorKind]) -> Result<Vec<Lease>> {
         self.claim_near(worker, max, kinds, &[]).await
     }
 
     /// [`Queue::claim`] for a worker holding the instance `images`: among the next
-    /// [`LOCALITY_WINDOW`] claimable runs, those whose image it has come first.
+    /// [`LOCALITY_WINDOW`] claimable runs, those whose image it has come first. A batch of one
+    /// ([`Queue::claim_batch`]), the worker's class read from its registration.
     pub async fn claim_near(
         &self,
         worker: Uuid,
@@ -206,35 +274,94 @@ impl Queue {
         kinds: &[ExecutorKind],
         images: &[String],
     ) -> Result<Vec<Lease>> {
-        if max == 0 || kinds.is_empty() {
-            return Ok(Vec::new());
-        }
-        let query = if images.is_empty() { sqlx::query(CLAIM) } else { sqlx::query(CLAIM_NEAR) };
-        let mut query = query
-            .bind(i64::from(max))
-            .bind(worker)
-            .bind(self.ttl_ms())
-            .bind(kinds.iter().map(|k| k.as_str()).collect::<Vec<_>>());
-        if !images.is_empty() {
-            query = query.bind(images).bind(LOCALITY_WINDOW.max(i64::from(max)));
-        }
-        let rows = query.fetch_all(&self.pool).await?;
-        let mut leases = Vec::with_capacity(rows.len());
-        let mut capped = Vec::new();
-        for row in &rows {
-            if row.get::<bool, _>("capped") {
-                capped.push(row.get::<i64, _>("id"));
-            } else {
-                leases.push(lease_from_row(row));
-            }
-        }
-        if !capped.is_empty() {
-            leases.extend(self.claim_capped(worker, &capped).await?);
-        }
-        Ok(leases)
+        let key_envs: Option<serde_json::Value> =
+            sqlx::query_scalar("SELECT capabilities -> 'key_envs' FROM workers WHERE id = $1")
+                .bind(worker)
+                .fetch_optional(&self.pool)
+                .await?
+                .flatten();
+        let class = ClaimClass::new(kinds.to_vec(), key_envs);
+        let ticket = ClaimTicket { worker, max, images: images.to_vec() };
+        Ok(self.claim_batch(&class, std::slice::from_ref(&ticket)).await?.remove(0))
     }
 
-    async fn claim_capped(&self, worker: Uuid, ids: &[i64]) -> Result<Vec<Lease>> {
+    /// Grants leases to several waiting workers of one class in one transaction: locks the
+    /// next claimable runs for all of them at once (one scan of the claim index), shares them
+    /// out in the tickets' order (each worker's own images first, within the window), and
+    /// leases them in one statement. Runs under a cap then take the capped path, per worker.
+    /// Returns each ticket's leases, in the tickets' order.
+    pub async fn claim_batch(&self, class: &ClaimClass, tickets: &[ClaimTicket]) -> Result<Vec<Vec<Lease>>> {
+        let mut out: Vec<Vec<Lease>> = vec![Vec::new(); tickets.len()];
+        let wanted: i64 = tickets.iter().map(|t| i64::from(t.max)).sum();
+        if wanted == 0 || class.kinds.is_empty() {
+            return Ok(out);
+        }
+        let local = tickets.iter().any(|t| !t.images.is_empty());
+        let window = wanted + if local { LOCALITY_WINDOW } else { 0 };
+        let mut tx = self.pool.begin().await?;
+        // Plan the window with its real LIMIT: a generic plan (the pool's default) assumes a
+        // tenth of the table and, on a large queue, may sort it instead of walking the index.
+        sqlx::query("SET LOCAL plan_cache_mode = force_custom_plan").execute(&mut *tx).await?;
+        let rows = sqlx::query(CLAIM_WINDOW)
+            .bind(window)
+            .bind(class.kinds.iter().map(|k| k.as_str()).collect::<Vec<_>>())
+            .bind(&class.key_envs)
+            .fetch_all(&mut *tx)
+            .await?;
+        let mut open = Vec::with_capacity(rows.len());
+        let mut capped = Vec::new();
+        for row in &rows {
+            let id: i64 = row.get("id");
+            if row.get::<bool, _>("capped") {
+                capped.push(id);
+            } else {
+                open.push((id, row.get::<String, _>("image")));
+            }
+        }
+        let shares = share_out(&open, tickets);
+        if !shares.is_empty() {
+            let ids: Vec<i64> = shares.iter().map(|&(run, _)| open[run].0).collect();
+            let workers: Vec<Uuid> = shares.iter().map(|&(_, t)| tickets[t].worker).collect();
+            let ticket_of: std::collections::HashMap<i64, usize> =
+                shares.iter().map(|&(run, t)| (open[run].0, t)).collect();
+            let leased = sqlx::query(include_str!("lease_batch.sql"))
+                .bind(&ids)
+                .bind(&workers)
+                .bind(self.ttl_ms())
+                .fetch_all(&mut *tx)
+                .await?;
+            for row in &leased {
+                let lease = lease_from_row(row);
+                out[ticket_of[&lease.run_id]].push(lease);
+            }
+        }
+        tx.commit().await?;
+        // Capped runs, re-counted under their caps' locks, for whoever still wants runs.
+        for (t, ticket) in tickets.iter().enumerate() {
+            let need = (ticket.max as usize).saturating_sub(out[t].len());
+            if capped.is_empty() {
+                break;
+            }
+            if need == 0 {
+                continue;
+            }
+            let got = self.claim_capped(ticket.worker, &capped, need).await?;
+            if got.is_empty() {
+                // Every cap these runs are under is full: the next worker would find the same.
+                break;
+            }
+            capped.retain(|id| !got.iter().any(|l| l.run_id == *id));
+            out[t].extend(got);
+        }
+        for leases in &mut out {
+            leases.sort_by_key(|l| l.run_id);
+        }
+        Ok(out)
+    }
+
+    /// Leases `worker` up to `need` of the runs `ids` (under caps), re-counting each cap under
+    /// its advisory lock.
+    async fn claim_capped(&self, worker: Uuid, ids: &[i64], need: usize) -> Result<Vec<Lease>> {
         let mut tx = self.pool.begin().await?;
         let candidates: Vec<Candidate> = sqlx::query(include_str!("claim_capped.sql"))
             .bind(ids)
@@ -249,7 +376,8 @@ impl Queue {
                 sweep_cap: row.get("sweep_cap"),
             })
             .collect();
-        let chosen = within_caps(&mut tx, candidates).await?;
+        let mut chosen = within_caps(&mut tx, candidates).await?;
+        chosen.truncate(need);
         let leases = if chosen.is_empty() {
             Vec::new()
         } else {
@@ -743,6 +871,8 @@ fn lease_from_row(row: &sqlx::postgres::PgRow) -> Lease {
         critic_id: row.get("critic_id"),
     }
 }
+
+pub mod desk;
 
 #[cfg(test)]
 mod tests;

@@ -107,6 +107,7 @@ pub async fn submit_as(
     let runs = insert_runs(&mut tx, sweep_id, dataset_id, &grid).await?;
     record_key_envs(&mut tx, sweep_id, file, &agent_ids, &critic_ids).await?;
     tx.commit().await?;
+    refresh_statistics(pool, runs).await;
     notify_runs(pool, sweep_id).await?;
     Ok(SweepSubmitted {
         sweep_id,
@@ -419,6 +420,19 @@ pub(crate) async fn next_fair_seq(tx: &mut Transaction<'_, Postgres>) -> Result<
     .await?)
 }
 
+/// Refreshes the planner's statistics of `runs` after `added` runs were inserted, when that is
+/// a large part of the table: a plan made from statistics that predate a large sweep can
+/// walk the whole queue on every claim until autovacuum comes by. Best effort: a failure only
+/// leaves that to autovacuum.
+pub(crate) async fn refresh_statistics(pool: &PgPool, added: i64) {
+    if added < 10_000 {
+        return;
+    }
+    if let Err(e) = sqlx::query("ANALYZE runs").execute(pool).await {
+        tracing::warn!(error = %e, "could not refresh the statistics of `runs` after a large sweep");
+    }
+}
+
 pub(crate) async fn notify_runs(pool: &PgPool, sweep_id: i64) -> Result<()> {
     sqlx::query("SELECT pg_notify('steer_runs', $1)").bind(sweep_id.to_string()).execute(pool).await?;
     Ok(())
@@ -488,38 +502,32 @@ async fn insert_runs(
     grid: &RunGrid<'_>,
 ) -> Result<i64> {
     let base = next_fair_seq(tx).await?;
-    let n = grid.instance_ids.len() * grid.agents.len() * grid.critics.len() * grid.repeats as usize;
-    let mut rows = RunRows::with_capacity(n);
-    let mut next = base;
-    for r in 0..grid.repeats as i32 {
-        for (id, image) in grid.instance_ids.iter().zip(grid.images) {
-            for (agent_id, endpoint_id) in grid.agents {
-                for critic_id in grid.critics {
-                    rows.inst.push(id.clone());
-                    rows.image.push(image.clone());
-                    rows.agent.push(*agent_id);
-                    rows.endpoint.push(*endpoint_id);
-                    rows.critic.push(*critic_id);
-                    rows.repeat.push(r);
-                    rows.seq.push(next);
-                    next += 1;
-                }
-            }
-        }
-    }
+    // The grid is expanded by Postgres: a million-run sweep sends its instances, agents and
+    // critics, not a million rows. Dispatch numbers follow repeats, then instances, then
+    // agents, then critics (the fair-share order claims walk).
+    let (agents, endpoints): (Vec<i64>, Vec<i64>) = grid.agents.iter().copied().unzip();
     let inserted = sqlx::query(
         "INSERT INTO runs (sweep_id, dataset_id, instance_id, image, agent_id, endpoint_id, critic_id, repeat_index, fair_seq)
-         SELECT $1, $2, * FROM unnest($3::text[], $4::text[], $5::bigint[], $6::bigint[], $7::bigint[], $8::int[], $9::bigint[])",
+         SELECT $1, $2, i.id, i.image, a.agent, a.endpoint, c.critic, r.rep,
+                $8 + ((r.rep::bigint * $9 + i.ord - 1) * $10 + a.ord - 1) * $11 + c.ord - 1
+         FROM generate_series(0, $7 - 1) AS r(rep)
+         CROSS JOIN unnest($3::text[], $4::text[]) WITH ORDINALITY AS i(id, image, ord)
+         CROSS JOIN unnest($5::bigint[], $6::bigint[]) WITH ORDINALITY AS a(agent, endpoint, ord)
+         CROSS JOIN unnest($12::bigint[]) WITH ORDINALITY AS c(critic, ord)
+         ORDER BY 9",
     )
     .bind(sweep_id)
     .bind(dataset_id)
-    .bind(&rows.inst)
-    .bind(&rows.image)
-    .bind(&rows.agent)
-    .bind(&rows.endpoint)
-    .bind(&rows.critic)
-    .bind(&rows.repeat)
-    .bind(&rows.seq)
+    .bind(grid.instance_ids)
+    .bind(grid.images)
+    .bind(&agents)
+    .bind(&endpoints)
+    .bind(grid.repeats as i32)
+    .bind(base)
+    .bind(grid.instance_ids.len() as i64)
+    .bind(agents.len() as i64)
+    .bind(grid.critics.len() as i64)
+    .bind(grid.critics)
     .execute(&mut **tx)
     .await?;
     // Prefix replay: each run of a condition naming a base condition waits for, and replays,
@@ -567,32 +575,6 @@ async fn record_key_envs(
     .execute(&mut **tx)
     .await?;
     Ok(())
-}
-
-/// Columns of the runs being inserted (bound as arrays and unnested).
-#[derive(Default)]
-struct RunRows {
-    inst: Vec<String>,
-    image: Vec<String>,
-    agent: Vec<i64>,
-    endpoint: Vec<i64>,
-    critic: Vec<i64>,
-    repeat: Vec<i32>,
-    seq: Vec<i64>,
-}
-
-impl RunRows {
-    fn with_capacity(n: usize) -> Self {
-        RunRows {
-            inst: Vec::with_capacity(n),
-            image: Vec::with_capacity(n),
-            agent: Vec::with_capacity(n),
-            endpoint: Vec::with_capacity(n),
-            critic: Vec::with_capacity(n),
-            repeat: Vec::with_capacity(n),
-            seq: Vec::with_capacity(n),
-        }
-    }
 }
 
 /// The sandbox image of each chosen instance, as workers will resolve it.

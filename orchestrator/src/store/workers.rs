@@ -35,18 +35,27 @@ pub struct Holdings {
     pub images: Vec<String>,
     /// The API token that registered it (None: registered without one, e.g. by a test).
     pub token_id: Option<i64>,
+    /// The API-key variables it allows (`capabilities.key_envs`), as registered.
+    pub key_envs: Option<serde_json::Value>,
+    /// It drains or stopped: it is leased nothing.
+    pub draining: bool,
 }
 
 /// None when no such worker is registered.
 pub async fn holdings(pool: &PgPool, id: Uuid) -> Result<Option<Holdings>> {
-    let row = sqlx::query("SELECT capabilities, images, token_id, degraded FROM workers WHERE id = $1")
-        .bind(id)
-        .fetch_optional(pool)
-        .await?;
+    let row = sqlx::query(
+        "SELECT capabilities, capabilities -> 'key_envs' AS key_envs, images, token_id, degraded, draining
+         FROM workers WHERE id = $1",
+    )
+    .bind(id)
+    .fetch_optional(pool)
+    .await?;
     Ok(row.map(|r| Holdings {
         executors: usable_executors(&r.get("capabilities"), r.get::<Option<String>, _>("degraded").is_some()),
         images: r.get("images"),
         token_id: r.get("token_id"),
+        key_envs: r.get("key_envs"),
+        draining: r.get("draining"),
     }))
 }
 

@@ -51,6 +51,11 @@ pub struct FleetBenchArgs {
     /// Print only the JSON object.
     #[arg(long)]
     pub json: bool,
+    /// The fleet-scale sitting instead of one fleet: 10,000 runs on 200 workers, 100,000 runs on
+    /// 1,000 workers, then claims with 10,000 and with 1,000,000 runs queued and the
+    /// 1,000,000-run sweep's submit, report and cancel (`--runs` and `--workers` are ignored).
+    #[arg(long)]
+    pub scale: bool,
     #[command(flatten)]
     pub db: DatabaseArgs,
 }
@@ -62,17 +67,50 @@ struct Tally {
     /// Accepted completions per run.
     completed: HashMap<i64, u32>,
     deaths: u64,
+    /// Requests answered `overloaded` (the workers waited as told, with jitter, and asked again).
+    overloaded: u64,
+    /// Requests that failed because the coordinator's connection pool timed out: what a
+    /// coordinator without backpressure answers when it is overwhelmed.
+    pool_timeouts: u64,
+    /// Other failed requests.
+    errors: u64,
+}
+
+impl Tally {
+    fn failed(&mut self, e: &api_client::Error) {
+        match e {
+            api_client::Error::Overloaded { .. } => self.overloaded += 1,
+            e if e.to_string().contains("pool timed out") => self.pool_timeouts += 1,
+            _ => self.errors += 1,
+        }
+    }
+}
+
+/// One simulated fleet: its size and what kills its workers.
+#[derive(Debug, Clone, Copy)]
+struct Fleet {
+    runs: usize,
+    workers: usize,
+    death_rate: f64,
+    lease_ttl: Duration,
 }
 
 pub async fn fleet(args: FleetBenchArgs) -> anyhow::Result<ExitCode> {
     anyhow::ensure!(args.workers >= 1 && args.runs >= 1, "--workers and --runs must be at least 1");
-    let scratch = ScratchDb::create(&args.db.database_url).await?;
-    let result = run_fleet(&scratch, &args).await;
-    scratch.drop_db().await?;
-    let out = result?;
-    if !args.json {
-        eprintln!("{} runs through {} simulated workers", args.runs, args.workers);
-    }
+    let out = if args.scale {
+        scale(&args).await?
+    } else {
+        let fleet = Fleet {
+            runs: args.runs,
+            workers: args.workers,
+            death_rate: args.death_rate,
+            lease_ttl: args.lease_ttl,
+        };
+        if !args.json {
+            eprintln!("{} runs through {} simulated workers", args.runs, args.workers);
+        }
+        simulate(&args.db.database_url, fleet).await?
+    };
     println!("{out}");
     // Exactly once is the point: a duplicate (seen by the workers or in the ledger), a run the
     // ledger disagrees with, or a lost run fails the command.
@@ -84,59 +122,145 @@ pub async fn fleet(args: FleetBenchArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-async fn run_fleet(scratch: &ScratchDb, args: &FleetBenchArgs) -> anyhow::Result<serde_json::Value> {
-    let pool = PgPoolOptions::new()
-        .max_connections(16)
-        .connect_with(
-            scratch
-                .options
-                .clone()
-                .options([("plan_cache_mode", "force_generic_plan")])
-                .disable_statement_logging(),
-        )
-        .await
-        .context("connecting to the scratch database")?;
-    db::MIGRATOR.run(&pool).await?;
-    // A placeholder sweep over the demo dataset with as many repeats as needed.
-    let instances = dataset::parse(dataset::Format::Jsonl, DEMO_DATASET.as_bytes())?;
-    datasets::import(&pool, "demo", None, &instances).await?;
-    let repeats = args.runs.div_ceil(instances.len());
-    let toml = format!(
-        "name = \"fleet\"\nrepeats = {repeats}\nmax_attempts = 100\n[dataset]\nname = \"demo\"\n[executor]\nkind = \"placeholder\"\n\
+/// The fleet-scale sitting: the small and the large fleet, then the queue at 1,000,000 runs.
+async fn scale(args: &FleetBenchArgs) -> anyhow::Result<serde_json::Value> {
+    let url = &args.db.database_url;
+    let say = |what: &str| {
+        if !args.json {
+            eprintln!("{what}");
+        }
+    };
+    say("small fleet: 10,000 runs, 200 workers");
+    let small = simulate(url, Fleet { runs: 10_000, workers: 200, ..fleet_of(args) }).await?;
+    say("large fleet: 100,000 runs, 1,000 workers");
+    let large = simulate(url, Fleet { runs: 100_000, workers: 1_000, ..fleet_of(args) }).await?;
+    say("claims with 10,000 runs queued");
+    let q10k = queued(url, 10_000, false).await?;
+    say("claims with 1,000,000 runs queued, then the sweep's report and cancel");
+    let q1m = queued(url, 1_000_000, true).await?;
+    let rate = |v: &serde_json::Value| v["runs_per_s"].as_f64().unwrap_or(0.0);
+    let claims = |v: &serde_json::Value| v["claims_per_s"].as_f64().unwrap_or(0.0);
+    let sum = |key: &str| small[key].as_i64().unwrap_or(0) + large[key].as_i64().unwrap_or(0);
+    let round = |x: f64| (x * 1000.0).round() / 1000.0;
+    Ok(serde_json::json!({
+        "runs_per_s_small": rate(&small),
+        "runs_per_s_large": rate(&large),
+        "large_over_small": round(rate(&large) / rate(&small).max(f64::MIN_POSITIVE)),
+        "p99_claim_ms_large": large["p99_claim_ms"],
+        "pool_timeouts": sum("pool_timeouts"),
+        "duplicates": sum("duplicates"),
+        "ledger_duplicates": sum("ledger_duplicates"),
+        "ledger_unmatched": sum("ledger_unmatched"),
+        "lost": sum("lost"),
+        "claims_per_s_1m_queued_over_10k": round(claims(&q1m) / claims(&q10k).max(f64::MIN_POSITIVE)),
+        "report_ms_1m": q1m["report_ms"],
+        "claims_per_s_10k_queued": q10k["claims_per_s"],
+        "claims_per_s_1m_queued": q1m["claims_per_s"],
+        "submit_ms_1m": q1m["submit_ms"],
+        "report_peak_rss_mb_1m": q1m["report_peak_rss_mb"],
+        "runs_page_ms_1m": q1m["runs_page_ms"],
+        "pause_ms_1m": q1m["pause_ms"],
+        "resume_ms_1m": q1m["resume_ms"],
+        "cancel_ms_1m": q1m["cancel_ms"],
+        "small": small,
+        "large": large,
+    }))
+}
+
+fn fleet_of(args: &FleetBenchArgs) -> Fleet {
+    Fleet { runs: args.runs, workers: args.workers, death_rate: args.death_rate, lease_ttl: args.lease_ttl }
+}
+
+/// A scratch database with the demo dataset and a coordinator on it.
+struct Bed {
+    scratch: ScratchDb,
+    pool: sqlx::PgPool,
+    url: String,
+    stop: CancellationToken,
+    tracker: TaskTracker,
+}
+
+impl Bed {
+    async fn start(database_url: &str, lease_ttl: Duration) -> anyhow::Result<Bed> {
+        let scratch = ScratchDb::create(database_url).await?;
+        // As `steer serve` connects (db::connect), with its default pool.
+        let pool = PgPoolOptions::new()
+            .max_connections(16)
+            .acquire_timeout(Duration::from_secs(10))
+            .connect_with(
+                scratch
+                    .options
+                    .clone()
+                    .options([("plan_cache_mode", "force_generic_plan")])
+                    .disable_statement_logging(),
+            )
+            .await
+            .context("connecting to the scratch database")?;
+        db::MIGRATOR.run(&pool).await?;
+        let instances = dataset::parse(dataset::Format::Jsonl, DEMO_DATASET.as_bytes())?;
+        datasets::import(&pool, "demo", None, &instances).await?;
+        let stop = CancellationToken::new();
+        let tracker = TaskTracker::new();
+        let config = CoordinatorConfig {
+            bind: "127.0.0.1:0".parse().expect("static address"),
+            lease_ttl,
+            maintenance_interval: Duration::from_millis(200),
+            ..Default::default()
+        };
+        let addr = server::spawn(pool.clone(), config, stop.clone(), &tracker).await?;
+        Ok(Bed { scratch, pool, url: format!("http://{addr}"), stop, tracker })
+    }
+
+    async fn close(self) -> anyhow::Result<()> {
+        self.stop.cancel();
+        self.tracker.close();
+        self.tracker.wait().await;
+        self.pool.close().await;
+        self.scratch.drop_db().await
+    }
+}
+
+/// A placeholder sweep over the demo dataset with as many repeats as `runs` needs.
+fn sweep_toml(name: &str, runs: usize) -> String {
+    let instances = DEMO_DATASET.lines().filter(|l| !l.trim().is_empty()).count();
+    let repeats = runs.div_ceil(instances);
+    format!(
+        "name = \"{name}\"\nrepeats = {repeats}\nmax_attempts = 100\n[dataset]\nname = \"demo\"\n[executor]\nkind = \"placeholder\"\n\
          duration_ms = 0\nsteps = 1\n[[agents]]\nname = \"a\"\nbase_url = \"http://127.0.0.1:9/v1\"\nmodel = \"m\"\n\
          [[critics]]\nname = \"none\"\nkind = \"none\"\n"
-    );
-    let file = sweep_file::parse(&toml, "fleet.toml")?;
-    let sweep = sweeps::submit(&pool, &file, &toml).await?;
-    let total = sweep.runs as usize;
+    )
+}
 
-    let stop = CancellationToken::new();
-    let tracker = TaskTracker::new();
-    let config = CoordinatorConfig {
-        bind: "127.0.0.1:0".parse().expect("static address"),
-        lease_ttl: args.lease_ttl,
-        maintenance_interval: Duration::from_millis(200),
-        ..Default::default()
-    };
-    let addr = server::spawn(pool.clone(), config, stop.clone(), &tracker).await?;
-    let url = format!("http://{addr}");
-    let token = tokens::create(&pool, "fleet", Role::Worker).await?.token;
+async fn simulate(database_url: &str, f: Fleet) -> anyhow::Result<serde_json::Value> {
+    let bed = Bed::start(database_url, f.lease_ttl).await?;
+    let result = run_fleet(&bed, f).await;
+    bed.close().await?;
+    result
+}
+
+async fn run_fleet(bed: &Bed, f: Fleet) -> anyhow::Result<serde_json::Value> {
+    let pool = &bed.pool;
+    let toml = sweep_toml("fleet", f.runs);
+    let file = sweep_file::parse(&toml, "fleet.toml")?;
+    let sweep = sweeps::submit(pool, &file, &toml).await?;
+    let total = sweep.runs as usize;
+    let token = tokens::create(pool, "fleet", Role::Worker).await?.token;
 
     let tally = Arc::new(Mutex::new(Tally::default()));
     let done = CancellationToken::new();
     let cpu_before = cpu_seconds();
     let started = Instant::now();
     let mut fleet = Vec::new();
-    for i in 0..args.workers {
-        let (url, token, tally, done) = (url.clone(), token.clone(), tally.clone(), done.clone());
-        let death_rate = args.death_rate;
+    for i in 0..f.workers {
+        let (url, token, tally, done) = (bed.url.clone(), token.clone(), tally.clone(), done.clone());
+        let death_rate = f.death_rate;
         fleet.push(tokio::spawn(async move { worker_slot(i, &url, &token, death_rate, tally, done).await }));
     }
     // Until every run is done (or nothing moves for a minute).
     let mut last = (0i64, Instant::now());
     loop {
         let n: i64 =
-            sqlx::query_scalar("SELECT count(*) FROM runs WHERE state = 'done'").fetch_one(&pool).await?;
+            sqlx::query_scalar("SELECT count(*) FROM runs WHERE state = 'done'").fetch_one(pool).await?;
         if n as usize >= total {
             break;
         }
@@ -156,7 +280,7 @@ async fn run_fleet(scratch: &ScratchDb, args: &FleetBenchArgs) -> anyhow::Result
         let _ = w.await;
     }
     let done_runs: i64 =
-        sqlx::query_scalar("SELECT count(*) FROM runs WHERE state = 'done'").fetch_one(&pool).await?;
+        sqlx::query_scalar("SELECT count(*) FROM runs WHERE state = 'done'").fetch_one(pool).await?;
     // What the ledger says: runs completed by more than one attempt, and runs whose state
     // disagrees with it (done without a completed attempt, or completed but not done).
     let (ledger_duplicates, ledger_unmatched): (i64, i64) = sqlx::query_as(
@@ -166,18 +290,17 @@ async fn run_fleet(scratch: &ScratchDb, args: &FleetBenchArgs) -> anyhow::Result
              FROM runs r)
          SELECT count(*) FILTER (WHERE n > 1), count(*) FILTER (WHERE (n > 0) <> (state = 'done')) FROM c",
     )
-    .fetch_one(&pool)
+    .fetch_one(pool)
     .await?;
+    let expired: i64 = sqlx::query_scalar("SELECT count(*) FROM run_attempts WHERE ending = 'expired'")
+        .fetch_one(pool)
+        .await?;
     let bytes: i64 = sqlx::query_scalar(
         "SELECT (pg_total_relation_size('runs') + pg_total_relation_size('steps')
                  + pg_total_relation_size('run_attempts'))::bigint",
     )
-    .fetch_one(&pool)
+    .fetch_one(pool)
     .await?;
-    stop.cancel();
-    tracker.close();
-    tracker.wait().await;
-    pool.close().await;
 
     let t = tally.lock().expect("tally lock");
     let duplicates = t.completed.values().filter(|n| **n > 1).count();
@@ -188,7 +311,8 @@ async fn run_fleet(scratch: &ScratchDb, args: &FleetBenchArgs) -> anyhow::Result
     let round = |x: f64| (x * 1000.0).round() / 1000.0;
     Ok(serde_json::json!({
         "runs": total,
-        "workers": args.workers,
+        "workers": f.workers,
+        "runs_per_s": round(total as f64 / elapsed),
         "claims_per_s": round(total as f64 / elapsed),
         "p50_claim_ms": round(pct(0.5)),
         "p99_claim_ms": round(pct(0.99)),
@@ -196,12 +320,117 @@ async fn run_fleet(scratch: &ScratchDb, args: &FleetBenchArgs) -> anyhow::Result
         "process_cpu_ms_per_run": round(cpu * 1000.0 / total as f64),
         "pg_bytes_per_run": bytes / total as i64,
         "worker_deaths": t.deaths,
+        "leases_expired": expired,
+        "overloaded": t.overloaded,
+        "pool_timeouts": t.pool_timeouts,
+        "errors": t.errors,
         "duplicates": duplicates,
         "ledger_duplicates": ledger_duplicates,
         "ledger_unmatched": ledger_unmatched,
         "lost": lost,
         "seconds": round(elapsed),
     }))
+}
+
+/// Claims per second with `queued` runs waiting (50 workers claiming and completing 3,000
+/// runs); with `large`, also the sweep's submit (as a user submits it, over HTTP), its report,
+/// a page of its runs, pause, resume and cancel, each timed over HTTP.
+async fn queued(database_url: &str, queued: usize, large: bool) -> anyhow::Result<serde_json::Value> {
+    let bed = Bed::start(database_url, Duration::from_secs(30)).await?;
+    let result = measure_queued(&bed, queued, large).await;
+    bed.close().await?;
+    result
+}
+
+async fn measure_queued(bed: &Bed, queued: usize, large: bool) -> anyhow::Result<serde_json::Value> {
+    const CLAIMS: usize = 3_000;
+    const WORKERS: usize = 50;
+    let admin = tokens::create(&bed.pool, "bench-admin", Role::Admin).await?.token;
+    let user = api_client::CoordinatorClient::new(&bed.url, &admin);
+    let ms = |t: Instant| (t.elapsed().as_secs_f64() * 1000.0 * 10.0).round() / 10.0;
+    let t = Instant::now();
+    let submitted: protocol::SweepSubmitted = user
+        .request(
+            reqwest::Method::POST,
+            &format!("{}/sweeps", protocol::API_PREFIX),
+            Some(&protocol::SubmitSweep { config_toml: sweep_toml("queued", queued), file_name: None }),
+        )
+        .await?;
+    let submit_ms = ms(t);
+    let token = tokens::create(&bed.pool, "fleet", Role::Worker).await?.token;
+    let tally = Arc::new(Mutex::new(Tally::default()));
+    let done = CancellationToken::new();
+    let started = Instant::now();
+    let mut fleet = Vec::new();
+    for i in 0..WORKERS {
+        let (url, token, tally, done) = (bed.url.clone(), token.clone(), tally.clone(), done.clone());
+        fleet.push(tokio::spawn(async move { worker_slot(i, &url, &token, 0.0, tally, done).await }));
+    }
+    loop {
+        let n = tally.lock().expect("tally lock").completed.len();
+        if n >= CLAIMS {
+            break;
+        }
+        anyhow::ensure!(
+            started.elapsed() < Duration::from_secs(600),
+            "only {n} of {CLAIMS} claims in ten minutes"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let claims_per_s = CLAIMS as f64 / started.elapsed().as_secs_f64();
+    done.cancel();
+    for w in fleet {
+        let _ = w.await;
+    }
+    let mut out = serde_json::json!({
+        "queued": submitted.runs,
+        "claims_per_s": (claims_per_s * 1000.0).round() / 1000.0,
+        "submit_ms": submit_ms,
+    });
+    if large {
+        let sweep = submitted.sweep_id;
+        let path = |what: &str| format!("{}/{what}", protocol::API_PREFIX);
+        reset_peak_rss();
+        let rss_before = rss_mb("VmRSS");
+        let t = Instant::now();
+        let _: serde_json::Value = user
+            .request::<(), _>(reqwest::Method::GET, &path(&format!("report?sweeps={sweep}")), None)
+            .await?;
+        out["report_ms"] = ms(t).into();
+        out["report_peak_rss_mb"] = ((rss_mb("VmHWM") - rss_before).max(0.0).round()).into();
+        let t = Instant::now();
+        let _: serde_json::Value = user
+            .request::<(), _>(reqwest::Method::GET, &path(&format!("sweeps/{sweep}/runs?limit=1000")), None)
+            .await?;
+        out["runs_page_ms"] = ms(t).into();
+        for action in ["pause", "resume", "cancel"] {
+            let t = Instant::now();
+            let _: serde_json::Value = user
+                .request(
+                    reqwest::Method::POST,
+                    &path(&format!("sweeps/{sweep}/{action}")),
+                    Some(&serde_json::json!({})),
+                )
+                .await?;
+            out[format!("{action}_ms")] = ms(t).into();
+        }
+    }
+    Ok(out)
+}
+
+/// Resets this process's peak resident size (VmHWM), so the next reading is the peak since.
+fn reset_peak_rss() {
+    let _ = std::fs::write("/proc/self/clear_refs", "5");
+}
+
+/// A `/proc/self/status` size field (`VmRSS`, `VmHWM`) in MB.
+fn rss_mb(field: &str) -> f64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(&format!("{field}:")))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+        .map_or(0.0, |kb| kb / 1024.0)
 }
 
 /// One slot of the fleet: a worker that claims, uploads a step and completes, until its run
@@ -235,14 +464,29 @@ async fn worker_slot(
                 _ = done.cancelled() => return Ok(()),
                 c = client.claim(reg.worker_id, 1, Duration::from_millis(500)) => c,
             };
-            let Ok(claimed) = claimed else { continue };
+            let claimed = match claimed {
+                Ok(c) => c,
+                Err(e) => {
+                    tally.lock().expect("tally lock").failed(&e);
+                    // As a worker daemon does: wait as told (jittered), or a second.
+                    let pause = e.retry_hint().unwrap_or(Duration::from_secs(1));
+                    tokio::select! {
+                        _ = done.cancelled() => return Ok(()),
+                        _ = tokio::time::sleep(pause) => continue,
+                    }
+                }
+            };
             if claimed.runs.is_empty() {
                 continue;
             }
             tally.lock().expect("tally lock").claim_ms.push(t0.elapsed().as_secs_f64() * 1000.0);
             for run in claimed.runs {
                 let step = StepRecord { index: 0, action: Some("true".into()), ..Default::default() };
-                let _ = client.upload_steps(run.run_id, run.lease_token, vec![step], vec![], vec![]).await;
+                if let Err(e) =
+                    client.upload_steps(run.run_id, run.lease_token, vec![step], vec![], vec![]).await
+                {
+                    tally.lock().expect("tally lock").failed(&e);
+                }
                 if rand::thread_rng().gen_bool(death_rate) {
                     // Dies mid-run: no completion, no release; the lease runs out.
                     tally.lock().expect("tally lock").deaths += 1;
@@ -256,8 +500,11 @@ async fn worker_slot(
                     evaluation: None,
                     detail: None,
                 };
-                if client.complete(run.run_id, &req).await.is_ok() {
-                    *tally.lock().expect("tally lock").completed.entry(run.run_id).or_default() += 1;
+                match client.complete(run.run_id, &req).await {
+                    Ok(()) => {
+                        *tally.lock().expect("tally lock").completed.entry(run.run_id).or_default() += 1
+                    }
+                    Err(e) => tally.lock().expect("tally lock").failed(&e),
                 }
             }
         }

@@ -8,7 +8,7 @@ use clap::Args;
 
 use super::{parse_duration, shutdown_on_signals, DatabaseArgs};
 use orchestrator::db;
-use orchestrator::server::{self, CoordinatorConfig, EndpointCooldown, RequestLimits};
+use orchestrator::server::{self, CoordinatorConfig, DeskConfig, EndpointCooldown, RequestLimits};
 
 #[derive(Args, Debug)]
 pub struct ServeArgs {
@@ -51,6 +51,10 @@ pub struct CoordinatorFlags {
     /// then 503).
     #[arg(long, env = "STEER_UPLOADS_AT_ONCE", default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..))]
     pub uploads_at_once: u32,
+    /// Worker claims that may wait at once at this coordinator (they are served together, one
+    /// database statement at a time); more are answered `overloaded` with a retry hint.
+    #[arg(long, env = "STEER_MAX_WAITING_CLAIMS", default_value_t = 4096, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_waiting_claims: u32,
     /// Serve /metrics only to `Authorization: Bearer <TOKEN>` (401 otherwise). Unset: open.
     #[arg(long, env = "STEER_METRICS_TOKEN", hide_env_values = true)]
     pub metrics_token: Option<String>,
@@ -72,6 +76,7 @@ impl CoordinatorFlags {
                 uploads_at_once: self.uploads_at_once as usize,
             },
             metrics_token: self.metrics_token.clone(),
+            desk: DeskConfig { max_waiting: self.max_waiting_claims as usize, ..DeskConfig::default() },
         }
     }
 }
