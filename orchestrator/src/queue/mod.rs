@@ -47,6 +47,18 @@ fn run_state(text: &str) -> Result<RunState> {
 /// The claim window: caps (part 1) and the runs locked for a class of claimers (part 2).
 const CLAIM_WINDOW: &str = concat!(include_str!("claim_caps.sql"), include_str!("claim_window.sql"));
 
+/// How the claim window is planned, set for its transaction only: with its real LIMIT (the
+/// pool's generic plans assume a tenth of the table), and never by sorting (the planner, misled
+/// by a join to a small `sweeps`, would rather read a sweep's every queued run through
+/// `runs_sweep_state` and sort them than walk `runs_claim` in order; on a large queue that
+/// costs a sort of the whole sweep per claim), nor by reading a whole table (with statistics
+/// from before a large sweep, a capped sweep's running count was planned as a scan of `runs`).
+/// JIT is off: the penalties that steer the planner make the plan look costly enough to
+/// compile, which took over a second per claim.
+const PLAN_WINDOW: &str = "SELECT set_config('plan_cache_mode', 'force_custom_plan', true),
+            set_config('enable_sort', 'off', true), set_config('enable_seqscan', 'off', true),
+            set_config('jit', 'off', true)";
+
 /// How far past the head of the queue a claim looks for a run whose image the worker holds:
 /// far enough to find one in a mixed sweep, near enough that fair share barely bends.
 pub const LOCALITY_WINDOW: i64 = 64;
@@ -299,9 +311,8 @@ impl Queue {
         let local = tickets.iter().any(|t| !t.images.is_empty());
         let window = wanted + if local { LOCALITY_WINDOW } else { 0 };
         let mut tx = self.pool.begin().await?;
-        // Plan the window with its real LIMIT: a generic plan (the pool's default) assumes a
-        // tenth of the table and, on a large queue, may sort it instead of walking the index.
-        sqlx::query("SET LOCAL plan_cache_mode = force_custom_plan").execute(&mut *tx).await?;
+        // Plan the window to walk the claim index whatever the statistics say (PLAN_WINDOW).
+        sqlx::query(PLAN_WINDOW).execute(&mut *tx).await?;
         let rows = sqlx::query(CLAIM_WINDOW)
             .bind(window)
             .bind(class.kinds.iter().map(|k| k.as_str()).collect::<Vec<_>>())

@@ -835,3 +835,69 @@ async fn an_exact_name_allows_that_variable_only(pool: PgPool) {
     let exact = worker_allowing(&pool, &["LAB_QWEN_KEY"]).await;
     assert_eq!(queue.claim(exact, 10, &kinds()).await.unwrap().len(), 6);
 }
+
+/// The plan of the claim window on a large queue, as `claim_batch` runs it (planned with its
+/// real LIMIT): the node types that read `runs`.
+async fn window_plan_on_runs(pool: &PgPool, limit: i64) -> Vec<String> {
+    let mut tx = pool.begin().await.unwrap();
+    sqlx::query(super::PLAN_WINDOW).execute(&mut *tx).await.unwrap();
+    let kinds: Vec<&str> = kinds().iter().map(|k| k.as_str()).collect();
+    let plan: serde_json::Value = sqlx::query_scalar(&format!("EXPLAIN (FORMAT JSON) {}", super::CLAIM_WINDOW))
+        .bind(limit)
+        .bind(&kinds)
+        .bind(None::<serde_json::Value>)
+        .fetch_one(&mut *tx)
+        .await
+        .unwrap();
+    tx.rollback().await.unwrap();
+    fn walk(node: &serde_json::Value, out: &mut Vec<String>) {
+        if node["Relation Name"] == "runs" {
+            let index = node["Index Name"].as_str().unwrap_or("-");
+            let role = node["Subplan Name"].as_str().or(node["Parent Relationship"].as_str()).unwrap_or("");
+            out.push(format!("{} ({index}) {role}", node["Node Type"].as_str().unwrap_or("?")));
+        }
+        for child in node["Plans"].as_array().into_iter().flatten() {
+            walk(child, out);
+        }
+    }
+    let mut out = Vec::new();
+    walk(&plan[0]["Plan"], &mut out);
+    out
+}
+
+/// The claim window walks the claim index on a queue of 200,000 runs, both right after they were
+/// inserted (statistics from when the table was nearly empty) and after ANALYZE, for a claim of
+/// one run and for a batch of 512: its cost does not grow with the queue.
+#[sqlx::test(migrator = "crate::db::MIGRATOR")]
+async fn the_claim_window_is_served_by_the_claim_index_on_a_large_queue(pool: PgPool) {
+    import_demo(&pool, "demo").await;
+    submit(&pool, &sweep_toml("big", "", "")).await;
+    sqlx::query("ANALYZE runs").execute(&pool).await.unwrap();
+    // 200,000 more queued runs, inserted behind the planner's back (no ANALYZE).
+    sqlx::query(
+        "INSERT INTO runs (sweep_id, dataset_id, instance_id, image, agent_id, endpoint_id, critic_id, repeat_index, fair_seq)
+         SELECT r.sweep_id, r.dataset_id, r.instance_id, r.image, r.agent_id, r.endpoint_id, r.critic_id, g, r.fair_seq + g * 10
+         FROM runs r, generate_series(1, 33334) g",
+    )
+    .execute(&pool)
+    .await
+    .unwrap();
+    for stats in ["stale", "fresh"] {
+        if stats == "fresh" {
+            sqlx::query("ANALYZE runs").execute(&pool).await.unwrap();
+        }
+        for limit in [1, 512] {
+            let nodes = window_plan_on_runs(&pool, limit).await;
+            // The window's scan of the queue walks the claim index in order; other reads of
+            // `runs` (caps' running counts, prefix-replay bases) go through indexes too.
+            assert!(
+                nodes.first().is_some_and(|n| n.contains("runs_claim")),
+                "{stats} statistics, LIMIT {limit}: the window walks runs_claim: {nodes:?}"
+            );
+            assert!(
+                !nodes.iter().any(|n| n.starts_with("Seq Scan")),
+                "{stats} statistics, LIMIT {limit}: no scan of the whole table: {nodes:?}"
+            );
+        }
+    }
+}

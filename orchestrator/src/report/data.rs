@@ -32,7 +32,6 @@ pub struct RunRow {
     pub wall_s: Option<f64>,
     pub critic_calls: i64,
     pub interventions: i64,
-    pub patch: Option<String>,
     /// Why the run last failed or was stopped (`runs.last_error`), if anything says.
     pub last_error: Option<String>,
 }
@@ -68,16 +67,21 @@ pub async fn load(pool: &PgPool, sweep_ids: &[i64]) -> Result<Vec<RunRow>> {
                 c.params ->> 'prefix_from' AS prefix_from,
                 c.params ->> 'trained_on' AS trained_on, r.instance_id, r.repeat_index, r.state,
                 r.outcome, e.resolved, r.agent_cost_usd, r.critic_cost_usd, r.input_tokens,
-                r.output_tokens, r.cached_tokens, r.steps, r.patch, r.last_error,
+                r.output_tokens, r.cached_tokens, r.steps, r.last_error,
                 EXTRACT(EPOCH FROM (r.finished_at - r.started_at))::float8 AS wall_s,
-                (SELECT count(*) FROM critic_calls cc WHERE cc.run_id = r.id AND cc.attempt = r.attempt) AS critic_calls,
-                (SELECT count(*) FROM critic_calls cc
-                 WHERE cc.run_id = r.id AND cc.attempt = r.attempt AND cc.decision = 'inject') AS interventions
+                COALESCE(k.calls, 0) AS critic_calls, COALESCE(k.interventions, 0) AS interventions
          FROM runs r
          JOIN sweeps s ON s.id = r.sweep_id
          JOIN agents a ON a.id = r.agent_id
          JOIN critics c ON c.id = r.critic_id
          LEFT JOIN evaluations e ON e.run_id = r.id
+         -- The critic calls of each run's last attempt, counted once for all runs (a hash join,
+         -- not two lookups per run).
+         LEFT JOIN (SELECT cc.run_id, cc.attempt, count(*) AS calls,
+                           count(*) FILTER (WHERE cc.decision = 'inject') AS interventions
+                    FROM critic_calls cc JOIN runs cr ON cr.id = cc.run_id
+                    WHERE cr.sweep_id = ANY($1)
+                    GROUP BY cc.run_id, cc.attempt) k ON k.run_id = r.id AND k.attempt = r.attempt
          WHERE r.sweep_id = ANY($1)
          ORDER BY r.sweep_id, a.name, c.name, r.instance_id, r.repeat_index",
     )
@@ -108,7 +112,6 @@ pub async fn load(pool: &PgPool, sweep_ids: &[i64]) -> Result<Vec<RunRow>> {
             wall_s: r.get("wall_s"),
             critic_calls: r.get("critic_calls"),
             interventions: r.get("interventions"),
-            patch: r.get("patch"),
             last_error: r.get("last_error"),
         })
         .collect())

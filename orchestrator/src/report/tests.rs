@@ -34,7 +34,6 @@ fn run(
         wall_s: Some(60.0),
         critic_calls: 0,
         interventions: 0,
-        patch: None,
         last_error: (outcome == "error").then(|| "infrastructure failure: sandbox gone".to_string()),
     }
 }
