@@ -21,6 +21,7 @@ pub mod critic;
 pub mod feedback;
 pub mod images;
 pub mod keys;
+pub mod mini;
 pub mod prompts;
 pub mod redact;
 pub mod spec;
