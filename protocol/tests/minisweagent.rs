@@ -10,6 +10,9 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
+#[path = "minisweagent/venv.rs"]
+mod venv;
+
 use protocol::mini::{CommandOutput, FormatErrorFacts, MiniConfig, MiniPrompts, RunState, TimeoutFacts};
 use serde_json::{json, Value};
 
@@ -17,76 +20,6 @@ const VERSIONS: [&str; 2] = ["1.17.5", "2.4.6"];
 /// The container id the Python side gives mini's docker environment.
 fn container_id() -> String {
     format!("{}beef", "c0ffee".repeat(10))
-}
-
-fn ci() -> bool {
-    std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "false" && v != "0")
-}
-
-/// Skips (or fails under CI) with a reason.
-fn cannot_run(reason: &str) {
-    if ci() {
-        panic!("CI is set and the mini-swe-agent comparison cannot run: {reason}");
-    }
-    eprintln!("SKIPPED: the mini-swe-agent comparison cannot run: {reason}");
-}
-
-fn cache_dir() -> PathBuf {
-    if let Ok(dir) = std::env::var("STEER_CACHE_DIR") {
-        return PathBuf::from(dir);
-    }
-    let home = std::env::var("HOME").unwrap_or_else(|_| "/root".into());
-    Path::new(&home).join(".cache").join("steerbench")
-}
-
-/// The venv's Python with mini-swe-agent `version`, installed if missing.
-fn venv(version: &str) -> Result<PathBuf, String> {
-    let dir = cache_dir().join(format!("minisweagent-{version}"));
-    let python = dir.join("bin").join("python");
-    let installed = |python: &Path| {
-        Command::new(python)
-            .args([
-                "-c",
-                &format!("import minisweagent, yaml; assert minisweagent.__version__ == '{version}'"),
-            ])
-            .stderr(Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success())
-    };
-    if installed(&python) {
-        return Ok(python);
-    }
-    std::fs::create_dir_all(cache_dir())
-        .map_err(|e| format!("cannot create {}: {e}", cache_dir().display()))?;
-    let made = Command::new("python3")
-        .args(["-m", "venv", "--clear"])
-        .arg(&dir)
-        .output()
-        .map_err(|e| format!("python3 is not available ({e})"))?;
-    if !made.status.success() {
-        return Err(format!("python3 -m venv failed: {}", String::from_utf8_lossy(&made.stderr)));
-    }
-    let pip = Command::new(&python)
-        .args(["-m", "pip", "install", "--quiet", "--disable-pip-version-check"])
-        .arg(format!("mini-swe-agent=={version}"))
-        .output()
-        .map_err(|e| format!("pip is not available ({e})"))?;
-    if !pip.status.success() || !installed(&python) {
-        return Err(format!(
-            "pip install mini-swe-agent=={version} failed: {}",
-            String::from_utf8_lossy(&pip.stderr).lines().last().unwrap_or("")
-        ));
-    }
-    Ok(python)
-}
-
-fn package_dir(python: &Path) -> PathBuf {
-    let out = Command::new(python)
-        .args(["-c", "import minisweagent, pathlib; print(pathlib.Path(minisweagent.__file__).parent)"])
-        .output()
-        .expect("the venv's python runs");
-    // (mini-swe-agent prints banners when imported: the path is the last line.)
-    PathBuf::from(String::from_utf8(out.stdout).unwrap().lines().last().unwrap_or("").trim())
 }
 
 fn tasks() -> Vec<String> {
@@ -282,11 +215,11 @@ fn shipped_swebench_configs_render_as_mini_swe_agent_renders_them() {
     std::fs::create_dir_all(&scratch).unwrap();
     let mut compared = 0;
     for version in VERSIONS {
-        let python = match venv(version) {
+        let python = match venv::venv(version) {
             Ok(p) => p,
-            Err(reason) => return cannot_run(&reason),
+            Err(reason) => return venv::cannot_run(&reason),
         };
-        let pkg = package_dir(&python);
+        let pkg = venv::package_dir(&python);
         let code = std::fs::read_to_string(pkg.join("agents/default.py")).unwrap();
         let mut files: Vec<(String, PathBuf)> = Vec::new();
         if version.starts_with("1.") {

@@ -464,6 +464,24 @@ fn the_paper_preset_sets_defaults_that_keys_override() {
     );
     let ExecutorSpec::Agent(spec) = parse(&off, "t.toml").unwrap().executor else { panic!() };
     assert_eq!((spec.edit_context_lines, spec.scaffold), (None, Scaffold::ToolCalling));
+
+    // mini-swe-agent 1.x's behaviour: no wall-time or format-error limit unless set, its
+    // sandbox variables.
+    let paper = parse(&with_agent_executor("preset = \"paper\"", "price = \"free\""), "t.toml").unwrap();
+    let ExecutorSpec::Agent(spec) = &paper.executor else { panic!() };
+    assert_eq!(spec.max_format_errors, u32::MAX);
+    assert_eq!(
+        spec.sandbox_env,
+        ["PAGER=cat", "MANPAGER=cat", "LESS=-R", "PIP_PROGRESS_BAR=off", "TQDM_DISABLE=1"]
+    );
+    assert_eq!(paper.agents[0].limits.max_wall_time_s, 0);
+    let set = with_agent_executor(
+        "preset = \"paper\"\nmax_format_errors = 3",
+        "price = \"free\"\nmax_wall_time_s = 60",
+    );
+    let set = parse(&set, "t.toml").unwrap();
+    let ExecutorSpec::Agent(spec) = &set.executor else { panic!() };
+    assert_eq!((spec.max_format_errors, set.agents[0].limits.max_wall_time_s), (3, 60));
 }
 
 #[test]

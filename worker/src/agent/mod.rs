@@ -803,6 +803,7 @@ impl AgentRun<'_> {
             cost_usd,
             messages: Value::Array(std::mem::take(&mut self.pending)),
             replayed,
+            recorded_at: None,
         };
         self.upload(vec![record], calls, Vec::new()).await?;
         Ok(acted.ending)
@@ -1053,14 +1054,15 @@ impl AgentRun<'_> {
     ) -> Result<String, ExecError> {
         let output_chars = result.output.chars().count();
         let max = self.spec.observation_max_chars;
-        // The paper: observations over 10,000 characters keep the first and last 5,000.
-        let output = cap_chars(&result.output, max);
+        // The paper and mini-swe-agent: observations of 10,000 characters or more keep the
+        // first and last 5,000.
+        let output = crate::text::cut_from(&result.output, max);
         self.prompts
             .observation(&ObservationVars {
                 returncode: result.exit_code.unwrap_or(-1),
                 output: &output,
                 timed_out: result.timed_out,
-                output_truncated: output_chars > max,
+                output_truncated: output_chars >= max,
                 output_chars,
                 command_timeout_s: self.spec.command_timeout_s,
                 edits,
