@@ -125,7 +125,7 @@ pub fn mini_swe_agent(t: &Trajectory) -> Value {
     for c in t.llm_calls.iter().filter(|c| c.attempt == final_attempt && c.call.status == CallStatus::Ok) {
         let Some(step) = c.call.step_index else { continue };
         let keeps_id = c.call.response_id.is_some();
-        if keeps_id || !calls.get(&step).is_some_and(|k| k.response_id.is_some()) {
+        if keeps_id || calls.get(&step).is_none_or(|k| k.response_id.is_none()) {
             calls.insert(step, &c.call);
         }
     }
