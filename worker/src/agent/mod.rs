@@ -662,6 +662,16 @@ impl AgentRun<'_> {
             self.note_changes(shell, facts).await?;
         }
         let mut text = text;
+        // The paper's edited lines (`edit_context_lines`), after the file's observation, as
+        // steerbench's own observation template writes them.
+        if let Some(n) = self.spec.edit_context_lines {
+            let edits = self.edited_lines(shell, n).await?;
+            if !edits.is_empty() {
+                text = format!(
+                    "{text}\n<edited_lines>\nFiles edited after running the command (edited lines with context):\n{edits}\n</edited_lines>"
+                );
+            }
+        }
         if let Some(note) = self.hook.observation_note(step, self.run.agent.limits.max_steps) {
             text = format!("{text}\n\n{note}");
         }
