@@ -15,6 +15,11 @@
 //! `critic_stop`. Every ending grades the patch so far. A model endpoint that keeps failing,
 //! refuses the request or returns malformed answers is an infrastructure failure: the run is
 //! re-queued as a new attempt, and the steps of this attempt stay recorded as its own.
+//!
+//! An agent that names a mini-swe-agent file (`agent_config`) follows it instead of the
+//! executor's templates and scaffold (`mini_act`, [`mini`]): its action rule, its messages, its
+//! command timeout and sandbox variables; what it submits (the output after the sentinel line)
+//! is the graded patch, and the sandbox's diff is kept in the run's detail when they differ.
 
 mod edits;
 pub mod hook;
@@ -882,6 +887,12 @@ impl AgentRun<'_> {
             Guidance::Continue if moment == Moment::BeforeSubmit => Ok(Some(Ending::Submitted)),
             Guidance::Continue => Ok(None),
             Guidance::Feedback(text) => {
+                if moment == Moment::BeforeSubmit {
+                    // A refused submission is no submission: the agent goes on.
+                    if let Some(m) = self.mini.as_mut() {
+                        m.submission = None;
+                    }
+                }
                 if moment == Moment::BeforeSubmit && self.spec.scaffold == protocol::Scaffold::ToolCalling {
                     // The submit call was answered "Submitted."; say it was not taken.
                     self.push_supervisor(format!("Your submission was not accepted yet.\n\n{text}"));
