@@ -10,7 +10,6 @@
 mod venv;
 
 use std::path::Path;
-use std::process::Command;
 use std::sync::{Arc, Mutex};
 
 use axum::{extract::State, http::StatusCode, routing::post, Json, Router};
@@ -141,13 +140,7 @@ async fn mini_swe_agent_loads_and_replays_an_exported_trajectory_on_a_strict_end
         let (python, script, path, base_url) =
             (python.clone(), script.clone(), path.to_path_buf(), base_url.clone());
         tokio::task::spawn_blocking(move || {
-            let out = Command::new(&python)
-                .arg(&script)
-                .arg(&path)
-                .arg(&base_url)
-                .env("LITELLM_LOCAL_MODEL_COST_MAP", "True")
-                .output()
-                .unwrap();
+            let out = venv::python_command(&python).arg(&script).arg(&path).arg(&base_url).output().unwrap();
             assert!(out.status.success(), "load_and_replay.py: {}", String::from_utf8_lossy(&out.stderr));
             serde_json::from_slice::<Value>(&out.stdout).unwrap()
         })

@@ -8,7 +8,7 @@
 //! Without Python or pip the test says why and passes, unless `CI` is set: then it fails.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 
 #[path = "minisweagent/venv.rs"]
 mod venv;
@@ -181,11 +181,9 @@ fn tool_call_error(calls: &[Value]) -> (String, bool) {
 /// What mini-swe-agent's own code renders for the cases, with the file at `path`.
 fn theirs(python: &Path, path: &Path, cases: &Value) -> Value {
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/minisweagent/render.py");
-    let mut child = Command::new(python)
+    let mut child = venv::python_command(python)
         .arg(&script)
         .arg(path)
-        // LiteLLM would fetch its price list from the internet at import.
-        .env("LITELLM_LOCAL_MODEL_COST_MAP", "True")
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

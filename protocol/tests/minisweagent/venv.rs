@@ -69,10 +69,22 @@ pub fn venv(version: &str) -> Result<PathBuf, String> {
 
 /// Where the venv's mini-swe-agent package is.
 pub fn package_dir(python: &Path) -> PathBuf {
-    let out = Command::new(python)
+    let out = python_command(python)
         .args(["-c", "import minisweagent, pathlib; print(pathlib.Path(minisweagent.__file__).parent)"])
         .output()
         .expect("the venv's python runs");
     // (mini-swe-agent prints banners when imported: the path is the last line.)
     PathBuf::from(String::from_utf8(out.stdout).unwrap().lines().last().unwrap_or("").trim())
+}
+
+/// A command running the venv's Python with mini-swe-agent kept quiet and to itself: no
+/// banners, its global configuration in a scratch directory (not the user's), and LiteLLM's
+/// price list from the package (it would fetch it from the internet).
+pub fn python_command(python: &Path) -> Command {
+    let mut command = Command::new(python);
+    command
+        .env("MSWEA_SILENT_STARTUP", "1")
+        .env("MSWEA_GLOBAL_CONFIG_DIR", std::env::temp_dir().join("steer-minisweagent-config"))
+        .env("LITELLM_LOCAL_MODEL_COST_MAP", "True");
+    command
 }
