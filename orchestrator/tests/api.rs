@@ -622,7 +622,10 @@ async fn worker_protocol_over_http(pool: PgPool) {
     assert!(message.contains(&run.run_id.to_string()), "{message}");
 
     let traj: Trajectory = expect_ok(call(c.get(&run_path("record"), &c.user)).await, StatusCode::OK);
-    assert_eq!(traj.steps, [StepRecord { attempt: 1, ..step }], "the step is kept under its attempt");
+    assert!(traj.steps.iter().all(|s| s.recorded_at.is_some()), "the coordinator says when it stored it");
+    let kept: Vec<StepRecord> =
+        traj.steps.iter().map(|s| StepRecord { recorded_at: None, ..s.clone() }).collect();
+    assert_eq!(kept, [StepRecord { attempt: 1, ..step }], "the step is kept under its attempt");
     let mini: serde_json::Value =
         expect_ok(call(c.get(&run_path("trajectory"), &c.user)).await, StatusCode::OK);
     assert_eq!(mini["trajectory_format"], "mini-swe-agent-1.1");

@@ -145,7 +145,7 @@ async function sweepPage(id, query) {
 }
 
 function message(m) {
-  const sup = m.supervisor === true;
+  const sup = m.supervisor === true || (m.extra || {}).supervisor === true;
   const text = typeof m.content === "string" ? m.content : JSON.stringify(m.content ?? m.tool_calls ?? "", null, 1);
   const calls = m.tool_calls ? "\n" + m.tool_calls.map((c) => `→ ${c.function?.name}(${c.function?.arguments})`).join("\n") : "";
   return el("div", { class: `msg ${m.role}${sup ? " supervisor" : ""}` },

@@ -21,6 +21,7 @@ pub mod critic;
 pub mod feedback;
 pub mod images;
 pub mod keys;
+pub mod mini;
 pub mod prompts;
 pub mod redact;
 pub mod spec;
@@ -490,6 +491,10 @@ pub struct StepRecord {
     /// and cost copied; no model call was made).
     #[serde(default)]
     pub replayed: bool,
+    /// When the coordinator stored it (set by the coordinator; ignored on upload). Left out of
+    /// the JSON when unknown.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recorded_at: Option<DateTime<Utc>>,
     /// Of which: waiting for the model (retries included).
     #[serde(default)]
     pub llm_ms: i64,
@@ -902,6 +907,12 @@ pub struct RunInfo {
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct Trajectory {
     pub run: RunInfo,
+    /// The effective configuration the run followed, as stored with its sweep: `agent` (its
+    /// spec: endpoint, sampling, limits, a mini-swe-agent file), `critic`, `executor` (scaffold,
+    /// templates, ...) and `sandbox`.
+    #[serde(default)]
+    #[schema(value_type = Object)]
+    pub config: serde_json::Value,
     /// Every claim of the run, first first (runs finished before the attempt ledger existed
     /// list only their final attempt).
     #[serde(default)]

@@ -39,6 +39,11 @@ pub struct AgentSpec {
     #[serde(default, skip_serializing_if = "serde_json::Map::is_empty")]
     #[schema(value_type = Object)]
     pub extra_body: serde_json::Map<String, serde_json::Value>,
+    /// A mini-swe-agent configuration file (`agent_config`), read at submit: the agent follows
+    /// its templates, limits, sandbox variables, command timeout, action and submission rules.
+    /// Left out of the JSON when unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent_config: Option<crate::mini::MiniConfig>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
@@ -85,6 +90,7 @@ pub struct AgentLimits {
     #[serde(default)]
     #[schema(value_type = Option<String>)]
     pub max_cost_usd: Option<Decimal>,
+    /// Wall-time limit of a run in seconds; 0: none.
     pub max_wall_time_s: u64,
 }
 
@@ -500,7 +506,7 @@ pub struct AgentExecSpec {
     #[serde(default)]
     pub edit_context_lines: Option<u32>,
     /// Replies that break the format (no action, several actions) before the run ends as
-    /// `format_error_limit`.
+    /// `format_error_limit` (`u32::MAX`, as the paper preset sets it: no limit).
     #[serde(default = "default_format_errors")]
     pub max_format_errors: u32,
     /// Where the repository is in the instance image; every command starts there.
@@ -512,6 +518,10 @@ pub struct AgentExecSpec {
     /// The preset the settings came from (e.g. `paper`), for people.
     #[serde(default)]
     pub preset: Option<String>,
+    /// Environment variables of the agent's sandbox, `NAME=value` (the paper preset sets
+    /// mini-swe-agent's). Left out of the JSON when empty.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub sandbox_env: Vec<String>,
 }
 
 fn default_command_timeout() -> u64 {
@@ -539,6 +549,7 @@ impl Default for AgentExecSpec {
             workdir: default_workdir(),
             grading: GradingProfile::default(),
             preset: None,
+            sandbox_env: Vec::new(),
         }
     }
 }

@@ -4,6 +4,8 @@
 //! `--yes` without a terminal to confirm on.
 
 mod common;
+#[path = "../../protocol/tests/minisweagent/venv.rs"]
+mod venv;
 
 use std::time::Duration;
 
@@ -63,5 +65,42 @@ async fn validate_prints_the_figures_and_delete_needs_confirmation(pool: PgPool)
     let (code, out) = common::steer_cli(&url, &admin, &["dataset", "delete", "demo", "--yes"]).await;
     assert_eq!(code, 0, "{out}");
     assert!(out.contains("deleted dataset `demo`"), "{out}");
+    coordinator.shutdown().await;
+}
+
+/// `steer sweep submit` reads an agent's mini-swe-agent file (here the one mini-swe-agent 1.17.5
+/// ships, with the defaults of its package's `agents/default.py`) into the stored sweep: the
+/// agent's spec holds the effective configuration, and the file's limits.
+#[sqlx::test(migrator = "orchestrator::db::MIGRATOR")]
+async fn submit_stores_a_mini_swe_agent_file_as_the_agents_configuration(pool: PgPool) {
+    let python = match venv::venv("1.17.5") {
+        Ok(p) => p,
+        Err(reason) => return venv::cannot_run(&reason),
+    };
+    let file = venv::package_dir(&python).join("config/extra/swebench.yaml");
+    testkit::import_demo(&pool, "demo").await;
+    let coordinator = testkit::start_coordinator(&pool, Duration::from_secs(5)).await;
+    let user = tokens::create(&pool, "alice", Role::User).await.unwrap().token;
+    let dir = tempfile::tempdir().unwrap();
+    let sweep = dir.path().join("mini.toml");
+    let agent_line = format!("agent_config = {:?}", file.display().to_string());
+    std::fs::write(&sweep, testkit::sweep_toml("mini", "", &agent_line)).unwrap();
+    let (code, out) =
+        common::steer_cli(&coordinator.url, &user, &["sweep", "submit", sweep.to_str().unwrap()]).await;
+    assert_eq!(code, 0, "{out}");
+    let spec: serde_json::Value =
+        sqlx::query_scalar("SELECT spec FROM agents WHERE name = 'agent-a'").fetch_one(&pool).await.unwrap();
+    let config = &spec["agent_config"];
+    assert_eq!(config["layout"], "v1", "{spec}");
+    assert!(config["instance_template"].as_str().unwrap().contains("<pr_description>"), "{config}");
+    assert!(
+        config["timeout_template"].as_str().unwrap().contains("timed out and has been killed"),
+        "{config}"
+    );
+    assert_eq!(config["env"][0], serde_json::json!(["PAGER", "cat"]));
+    assert_eq!(
+        (spec["limits"]["max_steps"].as_u64(), spec["limits"]["max_cost_usd"].as_str()),
+        (Some(250), Some("3"))
+    );
     coordinator.shutdown().await;
 }

@@ -241,6 +241,7 @@ mod tests {
                 max_concurrency: None,
                 extra_body: Default::default(),
                 tokenizer: None,
+                agent_config: None,
             },
             critic: CriticSpec::none("none"),
             executor: ExecutorSpec::Agent(AgentExecSpec::default()),

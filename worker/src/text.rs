@@ -13,6 +13,19 @@ pub fn cap_chars(s: &str, max: usize) -> String {
     format!("{head}\n[... {} characters cut ...]\n{tail}", n - max)
 }
 
+/// `s` whole when shorter than `max` characters; from `max` characters on, its first and last
+/// `max / 2` with a note of how many were cut between them (mini-swe-agent's SWE-bench
+/// observations: `{% if output | length < 10000 %}` whole, else head and tail of 5,000).
+pub fn cut_from(s: &str, max: usize) -> String {
+    let n = s.chars().count();
+    if n < max {
+        return s.to_string();
+    }
+    let head: String = s.chars().take(max / 2).collect();
+    let tail: String = s.chars().skip(n - max / 2).collect();
+    format!("{head}\n[... {} characters cut ...]\n{tail}", n - max)
+}
+
 /// At most the first `max` characters of `s`, followed by `...` when it was longer.
 pub fn shorten(s: &str, max: usize) -> String {
     match s.char_indices().nth(max) {
@@ -29,6 +42,13 @@ mod tests {
     fn cap_keeps_head_and_tail() {
         assert_eq!(cap_chars("abcdef", 10), "abcdef");
         assert_eq!(cap_chars("abcdefghij", 4), "ab\n[... 6 characters cut ...]\nij");
+    }
+
+    #[test]
+    fn observations_are_cut_from_the_limit_on_as_mini_swe_agent_cuts_them() {
+        assert_eq!(cut_from("abc", 4), "abc");
+        assert_eq!(cut_from("abcd", 4), "ab\n[... 0 characters cut ...]\ncd");
+        assert_eq!(cut_from("abcdefghij", 4), "ab\n[... 6 characters cut ...]\nij");
     }
 
     #[test]

@@ -151,6 +151,7 @@ pub async fn submit_as(pool: &PgPool, req: &EvalRequest, owner: Option<i64>) -> 
                 max_concurrency: None,
                 extra_body: Default::default(),
                 tokenizer: None,
+                agent_config: None,
             })
             .collect(),
         critics: vec![CriticSpec::none("none")],

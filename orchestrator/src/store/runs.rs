@@ -120,7 +120,7 @@ pub async fn trajectory(pool: &PgPool, run_id: i64) -> Result<Trajectory> {
     let run = get(pool, run_id).await?;
     let steps = sqlx::query(
         "SELECT attempt, step_index, action, observation, exit_code, duration_ms, llm_ms, command_ms,
-                replayed, input_tokens, output_tokens, cached_tokens, cost_usd, messages
+                replayed, input_tokens, output_tokens, cached_tokens, cost_usd, messages, recorded_at
          FROM steps WHERE run_id = $1 ORDER BY attempt, step_index",
     )
     .bind(run_id)
@@ -151,6 +151,7 @@ fn step_from_row(r: &PgRow) -> StepRecord {
         cached_tokens: r.get("cached_tokens"),
         cost_usd: r.get("cost_usd"),
         messages: r.get("messages"),
+        recorded_at: r.try_get("recorded_at").ok(),
     }
 }
 
@@ -250,7 +251,17 @@ async fn trajectory_rest(
     })
     .collect::<Result<Vec<_>>>()?;
     let attempts = attempts(pool, run_id).await?;
-    Ok(Trajectory { run, attempts, steps, llm_calls, critic_calls, patch, evaluation })
+    let config: serde_json::Value = sqlx::query_scalar(
+        "SELECT jsonb_build_object('agent', a.spec, 'critic', c.spec, 'executor', s.spec -> 'executor',
+                                   'sandbox', COALESCE(s.spec -> 'sandbox', '{}'::jsonb))
+         FROM runs r JOIN agents a ON a.id = r.agent_id JOIN critics c ON c.id = r.critic_id
+              JOIN sweeps s ON s.id = r.sweep_id
+         WHERE r.id = $1",
+    )
+    .bind(run_id)
+    .fetch_one(pool)
+    .await?;
+    Ok(Trajectory { run, config, attempts, steps, llm_calls, critic_calls, patch, evaluation })
 }
 
 /// A run's attempts from the ledger, first first.

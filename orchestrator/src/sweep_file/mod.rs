@@ -12,7 +12,7 @@ mod reader;
 #[cfg(test)]
 mod tests;
 
-pub use inline::inline_template_files;
+pub use inline::{inline_agent_configs, inline_template_files};
 
 use protocol::{
     AgentExecSpec, AgentLimits, AgentSpec, CriticEvent, CriticKind, CriticParams, CriticSettings, CriticSpec,
@@ -181,7 +181,11 @@ const AGENT_KEYS: &[&str] = &[
     "max_concurrency",
     "extra_body",
     "tokenizer",
+    "agent_config",
 ];
+/// What `steer sweep submit` puts under an agent's `agent_config`: the path as written, the
+/// file's text, and the `agents/default.py` of the mini-swe-agent package beside it (if found).
+const AGENT_CONFIG_KEYS: &[&str] = &["path", "yaml", "code"];
 const PRICE_KEYS: &[&str] = &["input_per_mtok", "output_per_mtok", "cached_input_per_mtok"];
 const CRITIC_KEYS: &[&str] = &["name", "kind"];
 const CRITIC_POLICY_KEYS: &[&str] = &[
@@ -244,6 +248,10 @@ const AGENT_EXECUTOR_KEYS: &[&str] = &[
 pub(crate) const TEMPLATE_KEYS: [&str; 4] =
     ["system_template", "instance_template", "observation_template", "format_error_template"];
 const PRESETS: &[&str] = &["paper"];
+/// The sandbox variables of mini-swe-agent's SWE-bench configurations (1.x and 2.x alike),
+/// which the paper preset sets.
+const PAPER_SANDBOX_ENV: &[&str] =
+    &["PAGER=cat", "MANPAGER=cat", "LESS=-R", "PIP_PROGRESS_BAR=off", "TQDM_DISABLE=1"];
 
 fn sweep(t: &Table) -> Result<SweepFile, Error> {
     t.only(TOP_KEYS)?;
@@ -524,7 +532,13 @@ fn agent_executor(t: &Table) -> Result<AgentExecSpec, Error> {
     let mut spec = AgentExecSpec::default();
     match preset.as_deref() {
         None => {}
-        Some("paper") => spec.edit_context_lines = Some(5),
+        Some("paper") => {
+            spec.edit_context_lines = Some(5);
+            // mini-swe-agent 1.x, which the paper's agent forked: no limit on format errors,
+            // and its sandbox variables (pagers off, no progress bars).
+            spec.max_format_errors = u32::MAX;
+            spec.sandbox_env = PAPER_SANDBOX_ENV.iter().map(|v| v.to_string()).collect();
+        }
         Some(other) => {
             let hint = suggest(other, PRESETS).map(|c| format!("; did you mean `{c}`?")).unwrap_or_default();
             return Err(t.err("preset", format!("unknown preset `{other}` (this build has: paper){hint}")));
@@ -581,16 +595,35 @@ fn agent(t: &Table, preset: Option<&str>, calls_model: bool) -> Result<AgentSpec
     let paper = preset == Some("paper");
     let sampling = sampling(t, paper.then_some((0.0, 2048)))?;
     let price = price(t, calls_model.then_some("agent"))?;
+    let agent_config = agent_config(t)?;
     let default = AgentLimits::default();
-    let limits = AgentLimits {
+    let mut limits = AgentLimits {
         max_steps: t.integer("max_steps", 1)?.unwrap_or(if paper { 150 } else { default.max_steps }),
         max_cost_usd: t.money("max_cost_usd")?.or(if paper {
             Some(Decimal::from(6))
         } else {
             default.max_cost_usd
         }),
-        max_wall_time_s: t.integer("max_wall_time_s", 1)?.unwrap_or(default.max_wall_time_s),
+        // Neither the paper nor mini-swe-agent limits wall time: the paper preset sets none (0).
+        max_wall_time_s: t.integer("max_wall_time_s", 1)?.unwrap_or(if paper {
+            0
+        } else {
+            default.max_wall_time_s
+        }),
     };
+    // A mini-swe-agent file's limits stand where the agent sets none (0 there means none).
+    // (The paper preset's numbers are the sweep's own choice and stand too.)
+    if let Some(config) = agent_config.as_ref().filter(|_| !paper) {
+        if !t.has("max_steps") {
+            limits.max_steps = if config.step_limit == 0 { u32::MAX } else { config.step_limit };
+        }
+        if !t.has("max_cost_usd") {
+            limits.max_cost_usd = (!config.cost_limit.is_zero()).then_some(config.cost_limit);
+        }
+        if !t.has("max_wall_time_s") {
+            limits.max_wall_time_s = config.wall_time_limit_s;
+        }
+    }
     let max_concurrency = t.integer("max_concurrency", 1)?;
     let extra_body = match t.table("extra_body")? {
         Some(body) => {
@@ -621,7 +654,29 @@ fn agent(t: &Table, preset: Option<&str>, calls_model: bool) -> Result<AgentSpec
         max_concurrency,
         extra_body,
         tokenizer,
+        agent_config,
     })
+}
+
+/// An agent's `agent_config`: a mini-swe-agent configuration file that `steer sweep submit`
+/// read and put in the sweep (`{path, yaml, code}`), read here into the effective configuration
+/// stored with the sweep.
+fn agent_config(t: &Table) -> Result<Option<protocol::mini::MiniConfig>, Error> {
+    if t.is_string("agent_config") {
+        return Err(t.err(
+            "agent_config",
+            "mini-swe-agent configuration files are read by `steer sweep submit`, which puts their text \
+             in the sweep; submit the sweep with it",
+        ));
+    }
+    let Some(table) = t.table("agent_config")? else { return Ok(None) };
+    table.only(AGENT_CONFIG_KEYS)?;
+    let path = table.required("path", table.string("path")?)?;
+    let yaml = table.required("yaml", table.string("yaml")?)?;
+    let code = table.string("code")?;
+    protocol::mini::MiniConfig::parse(&path, &yaml, code.as_deref())
+        .map(Some)
+        .map_err(|e| t.err("agent_config", format!("{path}: {e}")))
 }
 
 fn critic(t: &Table) -> Result<CriticSpec, Error> {

@@ -464,6 +464,24 @@ fn the_paper_preset_sets_defaults_that_keys_override() {
     );
     let ExecutorSpec::Agent(spec) = parse(&off, "t.toml").unwrap().executor else { panic!() };
     assert_eq!((spec.edit_context_lines, spec.scaffold), (None, Scaffold::ToolCalling));
+
+    // mini-swe-agent 1.x's behaviour: no wall-time or format-error limit unless set, its
+    // sandbox variables.
+    let paper = parse(&with_agent_executor("preset = \"paper\"", "price = \"free\""), "t.toml").unwrap();
+    let ExecutorSpec::Agent(spec) = &paper.executor else { panic!() };
+    assert_eq!(spec.max_format_errors, u32::MAX);
+    assert_eq!(
+        spec.sandbox_env,
+        ["PAGER=cat", "MANPAGER=cat", "LESS=-R", "PIP_PROGRESS_BAR=off", "TQDM_DISABLE=1"]
+    );
+    assert_eq!(paper.agents[0].limits.max_wall_time_s, 0);
+    let set = with_agent_executor(
+        "preset = \"paper\"\nmax_format_errors = 3",
+        "price = \"free\"\nmax_wall_time_s = 60",
+    );
+    let set = parse(&set, "t.toml").unwrap();
+    let ExecutorSpec::Agent(spec) = &set.executor else { panic!() };
+    assert_eq!((spec.max_format_errors, set.agents[0].limits.max_wall_time_s), (3, 60));
 }
 
 #[test]
@@ -745,4 +763,80 @@ fn a_price_that_is_neither_a_table_nor_free_is_refused_naming_the_key() {
         e.starts_with("sweep.toml:8: agents[0].price: expected a table of prices or \"free\"; set price"),
         "{e}"
     );
+}
+
+/// A mini-swe-agent 1.x file (steerbench's own text, in mini's layout), and a package
+/// `agents/default.py` beside it holding the default it leaves out.
+const MINI_V1_FILE: &str = "agent:\n  system_template: |\n    You solve {{ task | length }}-character tasks.\n  instance_template: |\n    {{task}}\n  action_observation_template: |\n    <returncode>{{output.returncode}}</returncode>\n  format_error_template: |\n    Found {{actions|length}} actions.\n  step_limit: 40\n  cost_limit: 2.5\nenvironment:\n  cwd: /work\n  timeout: 30\n  env:\n    PAGER: cat\n    TQDM_DISABLE: '1'\nmodel:\n  model_name: m\n";
+const MINI_DEFAULTS_PY: &str = "class AgentConfig:\n    timeout_template: str = (\n        \"Timed out: {{action['action']}}\\n\"  # a comment\n        'after {{ timeout }} s'\n    )\n";
+
+fn mini_package() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("pkg/config/extra")).unwrap();
+    std::fs::create_dir_all(dir.path().join("pkg/agents")).unwrap();
+    std::fs::write(dir.path().join("pkg/config/extra/swebench.yaml"), MINI_V1_FILE).unwrap();
+    std::fs::write(dir.path().join("pkg/agents/default.py"), MINI_DEFAULTS_PY).unwrap();
+    dir
+}
+
+#[test]
+fn an_agent_config_file_is_inlined_and_read_into_the_agent_spec() {
+    let dir = mini_package();
+    let text = with_agent_executor("", "price = \"free\"\nagent_config = \"pkg/config/extra/swebench.yaml\"");
+    assert!(
+        error(&text).contains(
+            "agents[0].agent_config: mini-swe-agent configuration files are read by `steer sweep submit`"
+        ),
+        "{}",
+        error(&text)
+    );
+    let inlined = inline_agent_configs(&text, dir.path()).unwrap();
+    let sweep = parse(&inlined, "t.toml").unwrap_or_else(|e| panic!("{e}"));
+    let config = sweep.agents[0].agent_config.as_ref().expect("read");
+    assert_eq!(config.layout, protocol::mini::MiniLayout::V1);
+    assert_eq!(
+        config.timeout_template.as_deref(),
+        Some("Timed out: {{action['action']}}\nafter {{ timeout }} s")
+    );
+    assert_eq!((config.cwd.as_str(), config.timeout_s), ("/work", 30));
+    assert_eq!(config.env_vars(), vec!["PAGER=cat".to_string(), "TQDM_DISABLE=1".to_string()]);
+    // The file's limits stand where the agent sets none; 1.x has no wall-time limit.
+    let limits = &sweep.agents[0].limits;
+    assert_eq!((limits.max_steps, limits.max_cost_usd, limits.max_wall_time_s), (40, Some(dec("2.5")), 0));
+    let own = inline_agent_configs(
+        &text.replace("price = \"free\"", "price = \"free\"\nmax_steps = 7"),
+        dir.path(),
+    )
+    .unwrap();
+    assert_eq!(parse(&own, "t.toml").unwrap().agents[0].limits.max_steps, 7);
+    assert_eq!(inline_agent_configs(&inlined, dir.path()).unwrap(), inlined, "inlined once");
+}
+
+#[test]
+fn a_bad_agent_config_file_is_refused_naming_the_file_and_key() {
+    let dir = mini_package();
+    std::fs::remove_file(dir.path().join("pkg/agents/default.py")).unwrap();
+    let text = with_agent_executor("", "price = \"free\"\nagent_config = \"pkg/config/extra/swebench.yaml\"");
+    let e = error(&inline_agent_configs(&text, dir.path()).unwrap());
+    assert!(
+        e.contains("agents[0].agent_config: pkg/config/extra/swebench.yaml:")
+            && e.contains("add `timeout_template`"),
+        "{e}"
+    );
+    let missing = text.replace("swebench.yaml", "nope.yaml");
+    let e = inline_agent_configs(&missing, dir.path()).unwrap_err().to_string();
+    assert!(e.contains("agents[0].agent_config: cannot read") && e.contains("nope.yaml"), "{e}");
+    let regex = MINI_V1_FILE.replace("  step_limit: 40", "  step_limit: 40\n  action_regex: '(?<=x)y'");
+    for (bad, expected) in [
+        ("agent: [1]", "`agent` is not a mapping"),
+        ("agent:\n  system_template: x\n", "neither `agent.action_observation_template`"),
+        (&MINI_V1_FILE.replace("{{task}}", "{% if task %}"), "template `instance`"),
+        (&MINI_V1_FILE.replace("cwd: /work", "cwd: work"), "`environment.cwd` must be an absolute path"),
+        (&regex, "action_regex: cannot be compiled here"),
+    ] {
+        let with_timeout = bad.replace("  step_limit: 40", "  step_limit: 40\n  timeout_template: t");
+        std::fs::write(dir.path().join("pkg/config/extra/swebench.yaml"), with_timeout).unwrap();
+        let e = error(&inline_agent_configs(&text, dir.path()).unwrap());
+        assert!(e.contains(expected), "{bad}: {e}");
+    }
 }

@@ -202,6 +202,7 @@ fn bench_run(run_id: i64, instance: &Instance, url: &str, model: &str, max_steps
             max_concurrency: None,
             extra_body: Default::default(),
             tokenizer: None,
+            agent_config: None,
         },
         critic: CriticSpec::none("none"),
         executor: ExecutorSpec::Agent(AgentExecSpec::default()),

@@ -124,6 +124,7 @@ fn gold_run(run_id: i64, instance: Instance) -> ClaimedRun {
             max_concurrency: None,
             extra_body: Default::default(),
             tokenizer: None,
+            agent_config: None,
         },
         critic: CriticSpec::none("none"),
         executor: ExecutorSpec::Evaluate(EvaluateSpec {

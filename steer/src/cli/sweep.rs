@@ -283,6 +283,8 @@ fn read_sweep_file(file: &Path) -> anyhow::Result<(String, String, sweep_file::S
     let base_dir = file.parent().unwrap_or(Path::new("."));
     let text = sweep_file::inline_template_files(&text, base_dir)
         .map_err(|e| anyhow::anyhow!("{file_name}: {e}"))?;
+    let text =
+        sweep_file::inline_agent_configs(&text, base_dir).map_err(|e| anyhow::anyhow!("{file_name}: {e}"))?;
     let parsed = sweep_file::parse(&text, &file_name)?;
     Ok((text, file_name, parsed))
 }

@@ -15,9 +15,15 @@
 //! `critic_stop`. Every ending grades the patch so far. A model endpoint that keeps failing,
 //! refuses the request or returns malformed answers is an infrastructure failure: the run is
 //! re-queued as a new attempt, and the steps of this attempt stay recorded as its own.
+//!
+//! An agent that names a mini-swe-agent file (`agent_config`) follows it instead of the
+//! executor's templates and scaffold (`mini_act`, [`mini`]): its action rule, its messages, its
+//! command timeout and sandbox variables; what it submits (the output after the sentinel line)
+//! is the graded patch, and the sandbox's diff is kept in the run's detail when they differ.
 
 mod edits;
 pub mod hook;
+pub mod mini;
 pub use protocol::prompts;
 pub mod scaffold;
 
@@ -45,6 +51,8 @@ use scaffold::Action;
 /// Output captured from one command before it is cut to the observation's size (head and tail
 /// kept at both stages).
 const COMMAND_OUTPUT_BYTES: usize = 1 << 20;
+/// How far away "no deadline" is (far enough never to come, near enough for timers).
+const NO_DEADLINE: Duration = Duration::from_secs(30 * 365 * 24 * 3600);
 /// Time limit of the edit-context diff after a command.
 const EDIT_DIFF_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -131,6 +139,8 @@ struct Worked {
     ending: Ending,
     patch: String,
     totals: RunTotals,
+    /// What the run's record should say besides (a submission that differs from the diff).
+    detail: Option<String>,
 }
 
 impl AgentExecutor {
@@ -167,6 +177,12 @@ impl AgentExecutor {
                 result.detail = Some(format!("stopped by the critic: {reason}"));
             }
         }
+        if let Some(detail) = worked.detail {
+            result.detail = Some(match result.detail.take() {
+                Some(first) => format!("{first}\n{detail}"),
+                None => detail,
+            });
+        }
         Ok(result)
     }
 
@@ -181,10 +197,17 @@ impl AgentExecutor {
     ) -> Result<Worked, ExecError> {
         let prompts = Prompts::new(&spec.templates).map_err(ExecError::infra)?;
         let client = LlmClient::new(self.llm_config(run)?).map_err(ExecError::infra)?;
-        let (sandbox, _image_guard) =
-            self.sandboxes().open(run, vec![SANDBOX_ENV.into()], &spec.workdir).await?;
+        let file = run.agent.agent_config.as_ref();
+        let mini = file.map(mini::MiniRun::new).transpose().map_err(template_error)?;
+        let mut env = vec![SANDBOX_ENV.to_string()];
+        env.extend(spec.sandbox_env.iter().cloned());
+        // A file's variables come last, so they win over ours.
+        env.extend(file.map(|c| c.env_vars()).unwrap_or_default());
+        let workdir = file.map_or(spec.workdir.as_str(), |c| c.cwd.as_str());
+        let (sandbox, _image_guard) = self.sandboxes().open(run, env, workdir).await?;
         let hook = crate::critic::hook_for(run, &self.keys).map_err(ExecError::infra)?;
-        let mut agent = AgentRun::new(Parts { run, spec, ctx, prompts, client: &client, hook, report });
+        let parts = Parts { run, spec, ctx, prompts, mini, client: &client, hook, report };
+        let mut agent = AgentRun::new(parts, sandbox.id());
         let ended = agent.drive(&sandbox).await;
         let patch = match &ended {
             Ok(_) => Some(sandbox.diff().await.map_err(ExecError::infra)),
@@ -194,8 +217,23 @@ impl AgentExecutor {
             tracing::warn!(run_id = run.run_id, error = %e, "could not remove the agent's container");
         }
         let ending = ended?;
-        let patch = patch.expect("taken when the loop ended well")?;
-        Ok(Worked { ending, patch, totals: agent.totals })
+        let diff = patch.expect("taken when the loop ended well")?;
+        let (patch, detail) = match &agent.mini {
+            None => (diff, None),
+            // mini-swe-agent's submission is what is graded (nothing when the run did not
+            // submit); the sandbox's diff is kept beside it when the two differ.
+            Some(m) => {
+                let submission = m.submission.clone().unwrap_or_default();
+                let detail = (submission != diff).then(|| {
+                    format!(
+                        "the submission (graded, as mini-swe-agent takes it) differs from the sandbox's diff \
+                         against the base commit, which was:\n{diff}"
+                    )
+                });
+                (submission, detail)
+            }
+        };
+        Ok(Worked { ending, patch, totals: agent.totals, detail })
     }
 
     fn llm_config(&self, run: &ClaimedRun) -> Result<LlmConfig, ExecError> {
@@ -234,6 +272,8 @@ struct Parts<'a> {
     spec: &'a AgentExecSpec,
     ctx: Option<&'a RunContext>,
     prompts: Prompts,
+    /// Set when the agent follows a mini-swe-agent file.
+    mini: Option<mini::MiniRun<'a>>,
     client: &'a LlmClient,
     hook: Box<dyn StepHook>,
     report: &'a mut RunReport,
@@ -245,6 +285,16 @@ struct AgentRun<'a> {
     spec: &'a AgentExecSpec,
     ctx: Option<&'a RunContext>,
     prompts: Prompts,
+    /// Set when the agent follows a mini-swe-agent file (its templates and rules then apply).
+    mini: Option<mini::MiniRun<'a>>,
+    /// Where commands run.
+    workdir: String,
+    /// Time limit of one command.
+    command_timeout: Duration,
+    /// The sandbox's container (2.x files quote it in timeout messages).
+    container_id: String,
+    /// When the loop started (2.x's `elapsed_seconds`).
+    started: Instant,
     client: &'a LlmClient,
     /// The tools offered to the model (tool calling only).
     tools: Option<Value>,
@@ -321,15 +371,24 @@ struct StepDone {
 }
 
 impl<'a> AgentRun<'a> {
-    fn new(parts: Parts<'a>) -> Self {
-        let Parts { run, spec, ctx, prompts, client, hook, report } = parts;
+    fn new(parts: Parts<'a>, container_id: &str) -> Self {
+        let Parts { run, spec, ctx, prompts, mini, client, hook, report } = parts;
+        let file = mini.as_ref().map(|m| m.config);
         AgentRun {
             run,
             spec,
             ctx,
             prompts,
+            workdir: file.map_or_else(|| spec.workdir.clone(), |c| c.cwd.clone()),
+            command_timeout: Duration::from_secs(file.map_or(spec.command_timeout_s, |c| c.timeout_s)),
+            container_id: container_id.to_string(),
+            started: Instant::now(),
+            tools: match file {
+                Some(c) => mini::tools(c),
+                None => scaffold::tools(spec.scaffold),
+            },
+            mini,
             client,
-            tools: scaffold::tools(spec.scaffold),
             hook,
             messages: Vec::new(),
             supervisor_at: None,
@@ -352,7 +411,11 @@ impl AgentRun<'_> {
     /// step; a step itself ends the run at the wall-time limit (a model call or command cut
     /// by it) or the format-error limit.
     async fn drive(&mut self, sandbox: &Sandbox) -> Result<Ending, ExecError> {
-        let deadline = Instant::now() + Duration::from_secs(self.run.agent.limits.max_wall_time_s);
+        let deadline = match self.run.agent.limits.max_wall_time_s {
+            // No wall-time limit (0): a deadline that never comes.
+            0 => Instant::now() + NO_DEADLINE,
+            limit => Instant::now() + Duration::from_secs(limit),
+        };
         let mut shell = sandbox.shell().await.map_err(ExecError::infra)?;
         let first_step = match self.begin(&mut shell, deadline).await? {
             ControlFlow::Continue(step) => step,
@@ -419,7 +482,10 @@ impl AgentRun<'_> {
         };
         let call = self.call_record(step, &completion);
         self.push(scaffold::assistant_message(&completion.message));
-        let acted = self.act(shell, step, &completion.message, deadline).await?;
+        let acted = match self.mini.is_some() {
+            true => self.mini_act(shell, step, &completion, deadline).await?,
+            false => self.act(shell, step, &completion.message, deadline).await?,
+        };
         let command_time = acted.command_time;
         let ending = self
             .record(StepDone {
@@ -508,6 +574,135 @@ impl AgentRun<'_> {
             Action::Bash { command, call_id } => {
                 self.run_action(shell, step, command, call_id, deadline).await
             }
+        }
+    }
+
+    /// Acts on a reply as mini-swe-agent does with the run's file: a format error answered with
+    /// its template (1.x: no limit; 2.x: its limit of errors in a row), else each action run
+    /// in turn, each answered with its observation or timeout message, until one submits.
+    async fn mini_act(
+        &mut self,
+        shell: &mut Shell,
+        step: u32,
+        completion: &llm::Completion,
+        deadline: Instant,
+    ) -> Result<Acted, ExecError> {
+        let m = self.mini.as_ref().expect("called for mini runs");
+        let actions = match mini::parse(m.config, &completion.message) {
+            Ok(actions) => actions,
+            Err(e) => {
+                let text = m
+                    .format_error_text(&e, completion.finish_reason.as_deref(), &self.mini_state())
+                    .map_err(template_error)?;
+                let m = self.mini.as_mut().expect("called for mini runs");
+                m.consecutive_format_errors += 1;
+                let ends = m.format_errors_end_run();
+                self.format_errors += 1;
+                self.push(json!({"role": "user", "content": text}));
+                let mut acted = Acted::new(step, None, Some(text));
+                acted.facts.format_error = true;
+                if ends {
+                    acted.ending = Some(Ending::Limit(Outcome::FormatErrorLimit));
+                }
+                return Ok(acted);
+            }
+        };
+        self.mini.as_mut().expect("called for mini runs").consecutive_format_errors = 0;
+        let mut acted = Acted::new(step, None, None);
+        let mut commands = Vec::new();
+        for action in actions {
+            commands.push(action.command.clone());
+            let result = self.run_command(shell, &action.command, deadline).await?;
+            self.note_command(&mut acted.facts, &action.command, &result);
+            acted.ran(&result);
+            if result.timed_out && Instant::now() >= deadline {
+                acted.ending = Some(Ending::Limit(Outcome::TimeLimit));
+                break;
+            }
+            if !result.timed_out && self.take_submission(&result) {
+                acted.ending = Some(Ending::Submitted);
+                break;
+            }
+            let text = self
+                .mini_observation(&action.command, completion, &result, step, shell, &mut acted.facts)
+                .await?;
+            self.push(mini::observation_message(&text, action.call_id.as_deref()));
+        }
+        acted.action = Some(commands.join("\n"));
+        Ok(acted)
+    }
+
+    /// What a mini run's command is answered with: the file's timeout message, or its
+    /// observation (the whole output: the file's template cuts it), then edited lines when asked.
+    async fn mini_observation(
+        &mut self,
+        command: &str,
+        completion: &llm::Completion,
+        result: &CommandResult,
+        step: u32,
+        shell: &mut Shell,
+        facts: &mut StepFacts,
+    ) -> Result<String, ExecError> {
+        let state = self.mini_state();
+        let m = self.mini.as_ref().expect("called for mini runs");
+        let text = if result.timed_out {
+            let facts = protocol::mini::TimeoutFacts {
+                command,
+                reply: &completion.content,
+                output: &result.output,
+                container_id: &self.container_id,
+            };
+            m.prompts.timeout(&facts, &state)
+        } else {
+            let out = protocol::mini::CommandOutput {
+                output: &result.output,
+                returncode: result.exit_code.unwrap_or(-1),
+                exception_info: "",
+                action: command,
+            };
+            m.prompts.observation(&out, &state)
+        }
+        .map_err(template_error)?;
+        if self.hook.wants_changes() {
+            self.note_changes(shell, facts).await?;
+        }
+        let mut text = text;
+        // The paper's edited lines (`edit_context_lines`), after the file's observation, as
+        // steerbench's own observation template writes them.
+        if let Some(n) = self.spec.edit_context_lines {
+            let edits = self.edited_lines(shell, n).await?;
+            if !edits.is_empty() {
+                text = format!(
+                    "{text}\n<edited_lines>\nFiles edited after running the command (edited lines with context):\n{edits}\n</edited_lines>"
+                );
+            }
+        }
+        if let Some(note) = self.hook.observation_note(step, self.run.agent.limits.max_steps) {
+            text = format!("{text}\n\n{note}");
+        }
+        Ok(text)
+    }
+
+    /// Whether a command submitted; a mini run keeps its submission as mini-swe-agent takes it.
+    fn take_submission(&mut self, result: &CommandResult) -> bool {
+        match self.mini.as_mut() {
+            None => scaffold::is_submission(&result.output, result.exit_code),
+            Some(m) => match m.config.submission(&result.output, result.exit_code) {
+                Some(submission) => {
+                    m.submission = Some(submission);
+                    true
+                }
+                None => false,
+            },
+        }
+    }
+
+    /// 2.x's run variables for a mini run's templates.
+    fn mini_state(&self) -> protocol::mini::RunState {
+        protocol::mini::RunState {
+            n_model_calls: self.call_index as u32,
+            model_cost: self.totals.agent_cost_usd.try_into().unwrap_or(0.0),
+            elapsed_seconds: self.started.elapsed().as_secs(),
         }
     }
 
@@ -623,6 +818,7 @@ impl AgentRun<'_> {
             cost_usd,
             messages: Value::Array(std::mem::take(&mut self.pending)),
             replayed,
+            recorded_at: None,
         };
         self.upload(vec![record], calls, Vec::new()).await?;
         Ok(acted.ending)
@@ -647,14 +843,22 @@ impl AgentRun<'_> {
             repo: &inst.repo,
             base_commit: &inst.base_commit,
             hints: &inst.hints_text,
-            workdir: &self.spec.workdir,
+            workdir: &self.workdir,
             scaffold: self.spec.scaffold.as_str(),
             max_steps: self.run.agent.limits.max_steps,
             command_timeout_s: self.spec.command_timeout_s,
             submit_sentinel: protocol::SUBMIT_SENTINEL,
         };
-        let system = self.prompts.system(&vars).map_err(template_error)?;
-        let instance = self.prompts.instance(&vars).map_err(template_error)?;
+        let (system, instance) = match &self.mini {
+            Some(m) => (
+                m.prompts.system(&inst.problem_statement).map_err(template_error)?,
+                m.prompts.instance(&inst.problem_statement).map_err(template_error)?,
+            ),
+            None => (
+                self.prompts.system(&vars).map_err(template_error)?,
+                self.prompts.instance(&vars).map_err(template_error)?,
+            ),
+        };
         self.push(json!({"role": "system", "content": system}));
         self.push(json!({"role": "user", "content": instance}));
         Ok(())
@@ -683,6 +887,12 @@ impl AgentRun<'_> {
             Guidance::Continue if moment == Moment::BeforeSubmit => Ok(Some(Ending::Submitted)),
             Guidance::Continue => Ok(None),
             Guidance::Feedback(text) => {
+                if moment == Moment::BeforeSubmit {
+                    // A refused submission is no submission: the agent goes on.
+                    if let Some(m) = self.mini.as_mut() {
+                        m.submission = None;
+                    }
+                }
                 if moment == Moment::BeforeSubmit && self.spec.scaffold == protocol::Scaffold::ToolCalling {
                     // The submit call was answered "Submitted."; say it was not taken.
                     self.push_supervisor(format!("Your submission was not accepted yet.\n\n{text}"));
@@ -745,13 +955,15 @@ impl AgentRun<'_> {
                 acted.facts.format_error = true;
                 self.format_errors += 1;
             }
-            Some("submit") if self.spec.scaffold == protocol::Scaffold::ToolCalling => {
+            Some("submit")
+                if self.spec.scaffold == protocol::Scaffold::ToolCalling && self.mini.is_none() =>
+            {
                 acted.ending = Some(Ending::Submitted)
             }
             Some(command) => {
                 let result = self.run_command(shell, command, deadline).await?;
                 self.note_command(&mut acted.facts, command, &result);
-                if scaffold::is_submission(&result.output, result.exit_code) {
+                if self.take_submission(&result) {
                     acted.ending = Some(Ending::Submitted);
                 } else if self.hook.wants_changes() {
                     self.note_changes(shell, &mut acted.facts).await?;
@@ -803,7 +1015,7 @@ impl AgentRun<'_> {
     /// Which tracked files the step changed (`git status`, compared with the last step's).
     async fn note_changes(&mut self, shell: &mut Shell, facts: &mut StepFacts) -> Result<(), ExecError> {
         let limits = ExecLimits { timeout: EDIT_DIFF_TIMEOUT, max_output_bytes: COMMAND_OUTPUT_BYTES };
-        let command = format!("git -C '{}' status --porcelain 2>/dev/null", self.spec.workdir);
+        let command = format!("git -C '{}' status --porcelain 2>/dev/null", self.workdir);
         let out = shell.run(&command, &limits).await.map_err(ExecError::infra)?;
         if out.timed_out || out.exit_code != Some(0) {
             return Ok(());
@@ -831,9 +1043,8 @@ impl AgentRun<'_> {
         deadline: Instant,
     ) -> Result<CommandResult, ExecError> {
         let remaining = deadline.saturating_duration_since(Instant::now());
-        let timeout =
-            Duration::from_secs(self.spec.command_timeout_s).min(remaining.max(Duration::from_millis(1)));
-        let wrapped = format!("cd '{}' && (\n{command}\n)", self.spec.workdir.replace('\'', r"'\''"));
+        let timeout = self.command_timeout.min(remaining.max(Duration::from_millis(1)));
+        let wrapped = format!("cd '{}' && (\n{command}\n)", self.workdir.replace('\'', r"'\''"));
         let limits = ExecLimits { timeout, max_output_bytes: COMMAND_OUTPUT_BYTES };
         let out = shell.run(&wrapped, &limits).await.map_err(ExecError::infra)?;
         Ok(CommandResult {
@@ -847,7 +1058,7 @@ impl AgentRun<'_> {
     async fn edited_lines(&mut self, shell: &mut Shell, context: u32) -> Result<String, ExecError> {
         let limits = ExecLimits { timeout: EDIT_DIFF_TIMEOUT, max_output_bytes: COMMAND_OUTPUT_BYTES };
         let out = shell
-            .run(&edits::diff_command(&self.spec.workdir, context), &limits)
+            .run(&edits::diff_command(&self.workdir, context), &limits)
             .await
             .map_err(ExecError::infra)?;
         if out.timed_out || out.exit_code != Some(0) {
@@ -864,14 +1075,15 @@ impl AgentRun<'_> {
     ) -> Result<String, ExecError> {
         let output_chars = result.output.chars().count();
         let max = self.spec.observation_max_chars;
-        // The paper: observations over 10,000 characters keep the first and last 5,000.
-        let output = cap_chars(&result.output, max);
+        // The paper and mini-swe-agent: observations of 10,000 characters or more keep the
+        // first and last 5,000.
+        let output = crate::text::cut_from(&result.output, max);
         self.prompts
             .observation(&ObservationVars {
                 returncode: result.exit_code.unwrap_or(-1),
                 output: &output,
                 timed_out: result.timed_out,
-                output_truncated: output_chars > max,
+                output_truncated: output_chars >= max,
                 output_chars,
                 command_timeout_s: self.spec.command_timeout_s,
                 edits,

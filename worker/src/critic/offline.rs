@@ -10,9 +10,22 @@ use serde_json::Value;
 use crate::agent::hook::StepFacts;
 use crate::agent::scaffold::{self, Action};
 
-/// The conversation as the agent saw it at the end, supervisor messages left out.
+/// The conversation as the agent saw it at the end: supervisor messages (marked under `extra`
+/// as exported, or on the message as steps store them) and mini's exit message left out, and
+/// each message without its `extra`.
 pub fn agent_view(messages: &[Value]) -> Vec<Value> {
-    messages.iter().filter(|m| m.get("supervisor").is_none()).cloned().collect()
+    messages
+        .iter()
+        .filter(|m| m.get("supervisor").is_none() && m.pointer("/extra/supervisor").is_none())
+        .filter(|m| m.get("role").and_then(Value::as_str) != Some("exit"))
+        .map(|m| {
+            let mut m = m.clone();
+            if let Some(fields) = m.as_object_mut() {
+                fields.remove("extra");
+            }
+            m
+        })
+        .collect()
 }
 
 /// What each step did, read back from the messages: one step per assistant message; its
@@ -73,5 +86,15 @@ mod tests {
         assert_eq!(f[0].output, "1 failed");
         assert!(f[1].format_error);
         assert_eq!(agent_view(&messages).len(), 6);
+        // As exported: the mark under `extra`, an exit message last; neither reaches the view.
+        let mut exported = messages.clone();
+        exported[4] =
+            json!({"role": "user", "content": "SUPERVISOR FEEDBACK: ...", "extra": {"supervisor": true}});
+        exported[2]["extra"] = json!({"actions": [{"command": "python -m pytest -q"}]});
+        exported.push(json!({"role": "exit", "content": "", "extra": {"exit_status": "Submitted"}}));
+        let view = agent_view(&exported);
+        assert_eq!(view.len(), 6);
+        assert!(view.iter().all(|m| m.get("extra").is_none()), "{view:?}");
+        assert_eq!(facts(&exported).len(), 2);
     }
 }
