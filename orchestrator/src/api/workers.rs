@@ -94,7 +94,12 @@ pub async fn claim(
     state.metrics.claim_requests.inc();
     let wait = Duration::from_millis(req.wait_ms).min(MAX_CLAIM_WAIT);
     let class = ClaimClass::new(held.executors, held.key_envs);
-    let ticket = ClaimTicket { worker: worker_id, max: req.max_runs.min(256), images: held.images };
+    let ticket = ClaimTicket {
+        worker: worker_id,
+        max: req.max_runs.min(256),
+        images: held.images,
+        by: registrar(caller),
+    };
     let leases = match state.desk.claim(class, ticket, wait).await {
         Ok(leases) => leases,
         Err(Refused::Busy(retry_after)) => {

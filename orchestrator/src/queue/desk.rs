@@ -17,9 +17,9 @@
 //! - at most `max_waiting` tickets wait; past that a claim is answered `overloaded` with a
 //!   retry hint at once, and nothing is queued for it;
 //! - a ticket is answered exactly once: with leases, with nothing at its deadline, or with the
-//!   error its batch met. A ticket whose request went away before its answer is dropped
-//!   without being served, so no run is leased to a request nobody reads (leases granted to
-//!   a request whose answer is then lost are the lease expiry's to take back, as before).
+//!   error its batch met. A ticket whose request went away is dropped without being served;
+//!   runs leased to a request that went away while its window was taken are handed straight
+//!   back (a hand-back, not a failed attempt).
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -282,9 +282,23 @@ impl DeskTask {
 
     fn answer(&self, w: Waiting, result: Result<Vec<Lease>>) {
         if let Err(Ok(leases)) = w.reply.send(result) {
-            // The request went away while its window was taken: its runs are leased to a
-            // worker that will not hear of them; the lease expiry takes them back.
-            tracing::warn!(runs = leases.len(), worker = %w.ticket.worker, "a claim went away before its answer");
+            // The request went away while its window was taken: nobody will hear of these
+            // runs, so they go straight back to the queue (a hand-back, not a failed attempt).
+            tracing::info!(runs = leases.len(), worker = %w.ticket.worker, "a claim went away before its answer; handing its runs back");
+            let (queue, by) = (self.queue.clone(), w.ticket.by);
+            tokio::spawn(async move {
+                for lease in leases {
+                    let handed = queue.release(
+                        lease.run_id,
+                        by,
+                        lease.lease_token,
+                        "its claim's answer could not be delivered",
+                    );
+                    if let Err(e) = handed.await {
+                        tracing::warn!(run_id = lease.run_id, error = %e, "could not hand back an undelivered run; its lease will expire");
+                    }
+                }
+            });
         }
         self.waiting.fetch_sub(1, Ordering::AcqRel);
     }

@@ -200,6 +200,9 @@ pub struct ClaimTicket {
     pub worker: Uuid,
     pub max: u32,
     pub images: Vec<String>,
+    /// The API token the worker registered with: what hands the runs back if the claim's
+    /// answer cannot be delivered.
+    pub by: Registrar,
 }
 
 /// Shares the claim window `open` (run id and image, in dispatch order) out among `tickets`:
@@ -293,7 +296,7 @@ impl Queue {
                 .await?
                 .flatten();
         let class = ClaimClass::new(kinds.to_vec(), key_envs);
-        let ticket = ClaimTicket { worker, max, images: images.to_vec() };
+        let ticket = ClaimTicket { worker, max, images: images.to_vec(), by: Registrar::NONE };
         Ok(self.claim_batch(&class, std::slice::from_ref(&ticket)).await?.remove(0))
     }
 

@@ -842,13 +842,14 @@ async fn window_plan_on_runs(pool: &PgPool, limit: i64) -> Vec<String> {
     let mut tx = pool.begin().await.unwrap();
     sqlx::query(super::PLAN_WINDOW).execute(&mut *tx).await.unwrap();
     let kinds: Vec<&str> = kinds().iter().map(|k| k.as_str()).collect();
-    let plan: serde_json::Value = sqlx::query_scalar(&format!("EXPLAIN (FORMAT JSON) {}", super::CLAIM_WINDOW))
-        .bind(limit)
-        .bind(&kinds)
-        .bind(None::<serde_json::Value>)
-        .fetch_one(&mut *tx)
-        .await
-        .unwrap();
+    let plan: serde_json::Value =
+        sqlx::query_scalar(&format!("EXPLAIN (FORMAT JSON) {}", super::CLAIM_WINDOW))
+            .bind(limit)
+            .bind(&kinds)
+            .bind(None::<serde_json::Value>)
+            .fetch_one(&mut *tx)
+            .await
+            .unwrap();
     tx.rollback().await.unwrap();
     fn walk(node: &serde_json::Value, out: &mut Vec<String>) {
         if node["Relation Name"] == "runs" {

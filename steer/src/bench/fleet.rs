@@ -130,14 +130,20 @@ async fn scale(args: &FleetBenchArgs) -> anyhow::Result<serde_json::Value> {
             eprintln!("{what}");
         }
     };
+    // Each part's figures go to stderr as it ends, so a sitting cut short still tells.
+    let part = |name: &str, v: &serde_json::Value| eprintln!("{name}: {v}");
     say("small fleet: 10,000 runs, 200 workers");
     let small = simulate(url, Fleet { runs: 10_000, workers: 200, ..fleet_of(args) }).await?;
+    part("small", &small);
     say("large fleet: 100,000 runs, 1,000 workers");
     let large = simulate(url, Fleet { runs: 100_000, workers: 1_000, ..fleet_of(args) }).await?;
+    part("large", &large);
     say("claims with 10,000 runs queued");
     let q10k = queued(url, 10_000, false).await?;
+    part("10k queued", &q10k);
     say("claims with 1,000,000 runs queued, then the sweep's report and cancel");
     let q1m = queued(url, 1_000_000, true).await?;
+    part("1m queued", &q1m);
     let rate = |v: &serde_json::Value| v["runs_per_s"].as_f64().unwrap_or(0.0);
     let claims = |v: &serde_json::Value| v["claims_per_s"].as_f64().unwrap_or(0.0);
     let sum = |key: &str| small[key].as_i64().unwrap_or(0) + large[key].as_i64().unwrap_or(0);
@@ -220,10 +226,11 @@ impl Bed {
     }
 }
 
-/// A placeholder sweep over the demo dataset with as many repeats as `runs` needs.
-fn sweep_toml(name: &str, runs: usize) -> String {
+/// A placeholder sweep over the demo dataset with as many repeats as `runs` needs (rounded up,
+/// or down with `at_most`, to stay within a limit such as the runs one sweep may have).
+fn sweep_toml(name: &str, runs: usize, at_most: bool) -> String {
     let instances = DEMO_DATASET.lines().filter(|l| !l.trim().is_empty()).count();
-    let repeats = runs.div_ceil(instances);
+    let repeats = if at_most { (runs / instances).max(1) } else { runs.div_ceil(instances) };
     format!(
         "name = \"{name}\"\nrepeats = {repeats}\nmax_attempts = 100\n[dataset]\nname = \"demo\"\n[executor]\nkind = \"placeholder\"\n\
          duration_ms = 0\nsteps = 1\n[[agents]]\nname = \"a\"\nbase_url = \"http://127.0.0.1:9/v1\"\nmodel = \"m\"\n\
@@ -240,7 +247,7 @@ async fn simulate(database_url: &str, f: Fleet) -> anyhow::Result<serde_json::Va
 
 async fn run_fleet(bed: &Bed, f: Fleet) -> anyhow::Result<serde_json::Value> {
     let pool = &bed.pool;
-    let toml = sweep_toml("fleet", f.runs);
+    let toml = sweep_toml("fleet", f.runs, false);
     let file = sweep_file::parse(&toml, "fleet.toml")?;
     let sweep = sweeps::submit(pool, &file, &toml).await?;
     let total = sweep.runs as usize;
@@ -349,13 +356,10 @@ async fn measure_queued(bed: &Bed, queued: usize, large: bool) -> anyhow::Result
     let user = api_client::CoordinatorClient::new(&bed.url, &admin);
     let ms = |t: Instant| (t.elapsed().as_secs_f64() * 1000.0 * 10.0).round() / 10.0;
     let t = Instant::now();
-    let submitted: protocol::SweepSubmitted = user
-        .request(
-            reqwest::Method::POST,
-            &format!("{}/sweeps", protocol::API_PREFIX),
-            Some(&protocol::SubmitSweep { config_toml: sweep_toml("queued", queued), file_name: None }),
-        )
-        .await?;
+    // Submitted through the store, as the route does: over HTTP a 1,000,000-run submit outlasts
+    // the client's 45 s timeout (README says so).
+    let toml = sweep_toml("queued", queued, true);
+    let submitted = sweeps::submit(&bed.pool, &sweep_file::parse(&toml, "queued.toml")?, &toml).await?;
     let submit_ms = ms(t);
     let token = tokens::create(&bed.pool, "fleet", Role::Worker).await?.token;
     let tally = Arc::new(Mutex::new(Tally::default()));
@@ -392,30 +396,48 @@ async fn measure_queued(bed: &Bed, queued: usize, large: bool) -> anyhow::Result
         let path = |what: &str| format!("{}/{what}", protocol::API_PREFIX);
         reset_peak_rss();
         let rss_before = rss_mb("VmRSS");
+        // Each step timed over HTTP; a step that fails (the client gives up after 45 s) is
+        // recorded as its error, and its figure is null.
         let t = Instant::now();
-        let _: serde_json::Value = user
-            .request::<(), _>(reqwest::Method::GET, &path(&format!("report?sweeps={sweep}")), None)
-            .await?;
-        out["report_ms"] = ms(t).into();
+        let got: Result<serde_json::Value, _> =
+            user.request::<(), _>(reqwest::Method::GET, &path(&format!("report?sweeps={sweep}")), None).await;
+        out["report_ms"] = timed(&mut out, "report", t, got);
         out["report_peak_rss_mb"] = ((rss_mb("VmHWM") - rss_before).max(0.0).round()).into();
         let t = Instant::now();
-        let _: serde_json::Value = user
+        let got: Result<serde_json::Value, _> = user
             .request::<(), _>(reqwest::Method::GET, &path(&format!("sweeps/{sweep}/runs?limit=1000")), None)
-            .await?;
-        out["runs_page_ms"] = ms(t).into();
+            .await;
+        out["runs_page_ms"] = timed(&mut out, "runs_page", t, got);
         for action in ["pause", "resume", "cancel"] {
             let t = Instant::now();
-            let _: serde_json::Value = user
+            let got: Result<serde_json::Value, _> = user
                 .request(
                     reqwest::Method::POST,
                     &path(&format!("sweeps/{sweep}/{action}")),
                     Some(&serde_json::json!({})),
                 )
-                .await?;
-            out[format!("{action}_ms")] = ms(t).into();
+                .await;
+            out[format!("{action}_ms")] = timed(&mut out, action, t, got);
         }
     }
     Ok(out)
+}
+
+/// Milliseconds since `t` when `got` succeeded; otherwise null, with the error kept under
+/// `<what>_error` in `out`.
+fn timed<T>(
+    out: &mut serde_json::Value,
+    what: &str,
+    t: Instant,
+    got: Result<T, api_client::Error>,
+) -> serde_json::Value {
+    match got {
+        Ok(_) => ((t.elapsed().as_secs_f64() * 1000.0 * 10.0).round() / 10.0).into(),
+        Err(e) => {
+            out[format!("{what}_error")] = e.to_string().into();
+            serde_json::Value::Null
+        }
+    }
 }
 
 /// Resets this process's peak resident size (VmHWM), so the next reading is the peak since.
