@@ -329,7 +329,8 @@ impl Queue {
             if row.get::<bool, _>("capped") {
                 capped.push(id);
             } else {
-                open.push((id, row.get::<String, _>("image")));
+                // Runs inserted without an image (by older versions, or directly) match no worker's.
+                open.push((id, row.get::<Option<String>, _>("image").unwrap_or_default()));
             }
         }
         let shares = share_out(&open, tickets);

@@ -103,6 +103,7 @@ pub async fn submit_as(
         agents: &agent_ids,
         critics: &critic_ids,
         repeats: file.repeats,
+        replays: file.critics.iter().any(|c| c.params().is_some_and(|p| p.prefix_from.is_some())),
     };
     let runs = insert_runs(&mut tx, sweep_id, dataset_id, &grid).await?;
     record_key_envs(&mut tx, sweep_id, file, &agent_ids, &critic_ids).await?;
@@ -493,6 +494,9 @@ struct RunGrid<'a> {
     agents: &'a [(i64, i64)],
     critics: &'a [i64],
     repeats: u32,
+    /// A critic condition replays another's prefix (`prefix_from`): its runs are linked to
+    /// their base runs.
+    replays: bool,
 }
 
 async fn insert_runs(
@@ -530,6 +534,11 @@ async fn insert_runs(
     .bind(grid.critics)
     .execute(&mut **tx)
     .await?;
+    if !grid.replays {
+        // Nothing to link: skipping the join matters on a large sweep, whose fresh rows the
+        // planner has no statistics for yet.
+        return Ok(inserted.rows_affected() as i64);
+    }
     // Prefix replay: each run of a condition naming a base condition waits for, and replays,
     // the base condition's run of the same instance, agent and repeat.
     sqlx::query(
